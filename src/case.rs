@@ -1,0 +1,154 @@
+//! The case: what triage makes of one message, and the engine that makes it.
+//!
+//! [`Case`] is the JSON contract of `mailtriage parse` and the record the
+//! daemon stores; its field names are relied on outside the crate. [`Triage`]
+//! holds what is compiled once from the config (the keyword automaton, the
+//! required fields) and turns an [`Email`] into a [`Case`] without I/O.
+
+use serde::{Deserialize, Serialize};
+
+use crate::classify::{self, Flag, Keywords, Place};
+use crate::extract::{self, Field, Fields, Kind};
+use crate::message::{self, Email, MessageError};
+
+/// One message, triaged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Case {
+    pub message_id: Option<String>,
+    pub from: Option<String>,
+    pub subject: Option<String>,
+    pub date: Option<String>,
+    pub in_reply_to: Option<String>,
+    pub kind: Kind,
+    pub is_escalation: bool,
+    pub fields: Fields,
+    pub tags: Vec<String>,
+    pub missing: Vec<Field>,
+    pub flags: Vec<Flag>,
+    pub risk: u8,
+    pub tier: u8,
+    /// Each unmet requirement in words ("customer name or customer phone
+    /// number"), for the reply that asks for them.
+    #[serde(skip)]
+    pub missing_labels: Vec<String>,
+}
+
+impl Case {
+    /// Flag categories, each once, in order of first appearance.
+    pub fn flag_categories(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        for f in &self.flags {
+            if !out.contains(&f.category.as_str()) {
+                out.push(&f.category);
+            }
+        }
+        out
+    }
+}
+
+/// One requirement: any one of these fields satisfies it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum Requirement {
+    One(Field),
+    AnyOf(Vec<Field>),
+}
+
+impl Requirement {
+    fn fields(&self) -> &[Field] {
+        match self {
+            Requirement::One(f) => std::slice::from_ref(f),
+            Requirement::AnyOf(v) => v,
+        }
+    }
+}
+
+/// Required fields for each kind of escalation.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Required {
+    #[serde(default)]
+    pub incorrect_promise: Vec<Requirement>,
+    #[serde(default)]
+    pub pickup_complaint: Vec<Requirement>,
+    #[serde(default)]
+    pub escalation: Vec<Requirement>,
+}
+
+impl Required {
+    fn for_kind(&self, kind: Kind) -> &[Requirement] {
+        match kind {
+            Kind::IncorrectPromise => &self.incorrect_promise,
+            Kind::PickupComplaint => &self.pickup_complaint,
+            Kind::Escalation => &self.escalation,
+            Kind::StatusUpdate | Kind::NotEscalation => &[],
+        }
+    }
+}
+
+/// The compiled triage rules: keywords, risk floors, tiers, required fields.
+#[derive(Debug, Clone)]
+pub struct Triage {
+    keywords: Keywords,
+    required: Required,
+}
+
+impl Triage {
+    pub fn new(keywords: Keywords, required: Required) -> Self {
+        Triage { keywords, required }
+    }
+
+    pub fn keywords(&self) -> &Keywords {
+        &self.keywords
+    }
+
+    /// Parses raw bytes and triages them.
+    pub fn parse(&self, raw: &[u8]) -> Result<(Email, Case), MessageError> {
+        let email = message::parse(raw)?;
+        let case = self.case(&email);
+        Ok((email, case))
+    }
+
+    /// Triages a parsed message.
+    pub fn case(&self, email: &Email) -> Case {
+        let content = extract::author_content(&email.text, &email.subject);
+        let x = extract::extract(email, &content);
+
+        let mut flags = Vec::new();
+        self.keywords
+            .scan(&email.subject, Place::Subject, &mut flags);
+        self.keywords
+            .scan(&content.joined(), Place::Body, &mut flags);
+
+        let risk = classify::risk(x.fields.risk_rating, self.keywords.floor(&flags));
+        let tier = classify::tier(self.keywords.any_tier2(&flags), x.tier);
+
+        let mut missing = Vec::new();
+        let mut missing_labels = Vec::new();
+        for req in self.required.for_kind(x.kind) {
+            let fields = req.fields();
+            if !fields.iter().any(|f| x.fields.has(*f)) {
+                missing.extend_from_slice(fields);
+                let words: Vec<&str> = fields.iter().map(|f| f.label()).collect();
+                missing_labels.push(words.join(" or "));
+            }
+        }
+
+        Case {
+            message_id: email.message_id.clone(),
+            from: email.from.clone(),
+            subject: (!email.subject.is_empty()).then(|| email.subject.clone()),
+            date: email.date.clone(),
+            in_reply_to: email.in_reply_to.clone(),
+            kind: x.kind,
+            is_escalation: x.kind.is_escalation(),
+            fields: x.fields,
+            tags: x.tags,
+            missing,
+            flags,
+            risk,
+            tier,
+            missing_labels,
+        }
+    }
+}

@@ -1,0 +1,423 @@
+//! Keyword flags, risk and tier.
+//!
+//! All the configured terms of all categories go into one Aho-Corasick
+//! automaton, built once when the config is loaded. A message is scanned
+//! twice (subject, then the author's content), each time over a normalised
+//! copy of the text: lower case, every run of white space or hyphens folded to
+//! one space, typographic apostrophes made plain. That makes matching
+//! case-insensitive and lets a multi-word term match across a line break.
+//!
+//! A match counts only on word boundaries, so "sue" never fires inside
+//! "issue" or "pursue". Each term also matches its common inflections
+//! (plural, past, -ing), generated here for the last word of the term, so the
+//! list names "scam" and catches "scams", "scammed" and "scamming".
+//!
+//! Precision is a matter of the list, not of the matcher: single words that
+//! agents use in ordinary office mail ("executive", "news", "late") appear in
+//! the default list only inside phrases.
+
+use std::collections::HashMap;
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use serde::Serialize;
+
+/// Where a flag was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Place {
+    Subject,
+    Body,
+}
+
+/// One flagged term.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Flag {
+    pub category: String,
+    /// The term as configured (not the inflection found).
+    pub term: String,
+    #[serde(rename = "in")]
+    pub place: Place,
+}
+
+/// A flag category as configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Category {
+    pub name: String,
+    /// Lowest risk a case with this flag has.
+    pub floor: u8,
+    /// A flag of this category makes the case tier 2.
+    pub tier2: bool,
+    pub terms: Vec<String>,
+    /// Generate inflections of each term's last word.
+    pub inflect: bool,
+}
+
+/// The compiled keyword matcher.
+#[derive(Debug, Clone)]
+pub struct Keywords {
+    ac: AhoCorasick,
+    /// For each automaton pattern, the (category, term) pairs it stands for.
+    owners: Vec<Vec<(u16, u32)>>,
+    categories: Vec<Category>,
+    /// Configured terms, flattened: `terms[i]` belongs to `term_cat[i]`.
+    terms: Vec<String>,
+}
+
+/// Why a keyword list cannot be compiled.
+#[derive(Debug, thiserror::Error)]
+pub enum KeywordError {
+    #[error("category {category:?}: term {term:?} has no letters or digits")]
+    EmptyTerm { category: String, term: String },
+    #[error("category {category:?}: risk floor {floor} is outside 1..=5")]
+    Floor { category: String, floor: u8 },
+    #[error("too many keyword patterns: {0}")]
+    Build(#[from] aho_corasick::BuildError),
+}
+
+impl Keywords {
+    /// Compiles the categories into one automaton.
+    pub fn new(categories: Vec<Category>) -> Result<Self, KeywordError> {
+        let mut index: HashMap<String, usize> = HashMap::new();
+        let mut patterns: Vec<String> = Vec::new();
+        let mut owners: Vec<Vec<(u16, u32)>> = Vec::new();
+        let mut terms = Vec::new();
+        for (ci, cat) in categories.iter().enumerate() {
+            if !(1..=5).contains(&cat.floor) {
+                return Err(KeywordError::Floor {
+                    category: cat.name.clone(),
+                    floor: cat.floor,
+                });
+            }
+            for term in &cat.terms {
+                let norm = normalize(term);
+                let norm = norm.trim();
+                if !norm.chars().any(char::is_alphanumeric) {
+                    return Err(KeywordError::EmptyTerm {
+                        category: cat.name.clone(),
+                        term: term.clone(),
+                    });
+                }
+                let ti = terms.len() as u32;
+                terms.push(term.clone());
+                let variants = if cat.inflect {
+                    inflections(norm)
+                } else {
+                    vec![norm.to_string()]
+                };
+                for v in variants {
+                    let pi = *index.entry(v.clone()).or_insert_with(|| {
+                        patterns.push(v);
+                        owners.push(Vec::new());
+                        patterns.len() - 1
+                    });
+                    let owner = (ci as u16, ti);
+                    if !owners[pi].contains(&owner) {
+                        owners[pi].push(owner);
+                    }
+                }
+            }
+        }
+        let ac = AhoCorasickBuilder::new()
+            .match_kind(MatchKind::Standard)
+            .build(&patterns)?;
+        Ok(Keywords {
+            ac,
+            owners,
+            categories,
+            terms,
+        })
+    }
+
+    pub fn categories(&self) -> &[Category] {
+        &self.categories
+    }
+
+    pub fn category(&self, name: &str) -> Option<&Category> {
+        self.categories.iter().find(|c| c.name == name)
+    }
+
+    /// Flags in `text`, appended to `out` in order of first appearance, one
+    /// per (category, term, place).
+    pub fn scan(&self, text: &str, place: Place, out: &mut Vec<Flag>) {
+        if text.is_empty() {
+            return;
+        }
+        let norm = normalize(text);
+        let hay = norm.as_str();
+        // Overlapping search: a match that fails the word-boundary check must
+        // not hide a shorter or longer one at the same place.
+        let mut spans: Vec<(usize, usize, usize)> = Vec::new();
+        for m in self.ac.find_overlapping_iter(hay) {
+            if is_word_boundary(hay, m.start(), m.end()) {
+                spans.push((m.start(), m.end(), m.pattern().as_usize()));
+            }
+        }
+        // A match inside a longer one is part of that phrase, not a flag of
+        // its own: "one-star" within "one star review", "cheating" within
+        // "cheating us".
+        let contained = |&(s, e, _): &(usize, usize, usize)| {
+            spans
+                .iter()
+                .any(|&(s2, e2, _)| s2 <= s && e <= e2 && (e2 - s2) > (e - s))
+        };
+        let mut found: Vec<(usize, u16, u32)> = Vec::new();
+        for span in spans.iter().filter(|s| !contained(s)) {
+            for &(ci, ti) in &self.owners[span.2] {
+                found.push((span.0, ci, ti));
+            }
+        }
+        found.sort_by_key(|&(start, ci, ti)| (start, ci, ti));
+        for (_, ci, ti) in found {
+            let category = &self.categories[ci as usize].name;
+            let term = &self.terms[ti as usize];
+            if !out
+                .iter()
+                .any(|f| f.place == place && &f.category == category && &f.term == term)
+            {
+                out.push(Flag {
+                    category: category.clone(),
+                    term: term.clone(),
+                    place,
+                });
+            }
+        }
+    }
+
+    /// The risk floor of a set of flags (1 when there are none).
+    pub fn floor(&self, flags: &[Flag]) -> u8 {
+        flags
+            .iter()
+            .filter_map(|f| self.category(&f.category))
+            .map(|c| c.floor)
+            .max()
+            .unwrap_or(1)
+    }
+
+    /// Whether any flag is of a tier-2 category.
+    pub fn any_tier2(&self, flags: &[Flag]) -> bool {
+        flags
+            .iter()
+            .filter_map(|f| self.category(&f.category))
+            .any(|c| c.tier2)
+    }
+}
+
+/// Risk: the larger of the agent's own rating and the flags' floor.
+pub fn risk(agent_rating: Option<u8>, floor: u8) -> u8 {
+    agent_rating.unwrap_or(1).max(floor).clamp(1, 5)
+}
+
+/// Tier: 2 when a tier-2 flag is present or the agent wrote `Tier: 2`.
+pub fn tier(tier2_flag: bool, agent_tier: Option<u8>) -> u8 {
+    if tier2_flag || agent_tier.is_some_and(|t| t >= 2) {
+        2
+    } else {
+        1
+    }
+}
+
+fn is_word_boundary(hay: &str, start: usize, end: usize) -> bool {
+    let before = hay[..start].chars().next_back();
+    let after = hay[end..].chars().next();
+    !before.is_some_and(char::is_alphanumeric) && !after.is_some_and(char::is_alphanumeric)
+}
+
+/// Lower case; white space and hyphen runs to one space; `’` to `'`.
+pub fn normalize(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut space = false;
+    for ch in text.chars() {
+        if ch.is_ascii() {
+            let b = ch as u8;
+            if b.is_ascii_whitespace() || b == b'-' {
+                space = true;
+                continue;
+            }
+            if space {
+                if !out.is_empty() {
+                    out.push(' ');
+                }
+                space = false;
+            }
+            out.push(b.to_ascii_lowercase() as char);
+        } else if ch.is_whitespace() || matches!(ch, '‐' | '‑' | '–' | '—') {
+            space = true;
+        } else {
+            if space {
+                if !out.is_empty() {
+                    out.push(' ');
+                }
+                space = false;
+            }
+            match ch {
+                '’' | '‘' | 'ʼ' => out.push('\''),
+                _ => out.extend(ch.to_lowercase()),
+            }
+        }
+    }
+    out
+}
+
+/// A term's forms: the term, and the plural, past and -ing forms of its last
+/// word. Over-generation is harmless (the automaton just holds a string that
+/// never occurs); words whose inflection is a different everyday word
+/// ("late" → "later") are avoided by not generating "-er" forms.
+fn inflections(term: &str) -> Vec<String> {
+    let (head, last) = match term.rfind(' ') {
+        Some(i) => (&term[..=i], &term[i + 1..]),
+        None => ("", term),
+    };
+    let mut forms = vec![last.to_string()];
+    // Only words of letters inflect; "1 star" or "bbb" plurals are fine too.
+    let letters = last.chars().all(|c| c.is_alphabetic() || c == '\'');
+    if letters && last.chars().count() >= 2 {
+        let chars: Vec<char> = last.chars().collect();
+        let n = chars.len();
+        let is_vowel = |c: char| "aeiou".contains(c);
+        let stem_e = last.strip_suffix('e');
+        forms.push(format!("{last}s"));
+        forms.push(format!("{last}es"));
+        if let Some(stem) = stem_e {
+            forms.push(format!("{last}d"));
+            if let Some(ie) = last.strip_suffix("ie") {
+                forms.push(format!("{ie}ying"));
+            } else {
+                forms.push(format!("{stem}ing"));
+            }
+        } else if let Some(stem) = last
+            .strip_suffix('y')
+            .filter(|_| n >= 3 && !is_vowel(chars[n - 2]))
+        {
+            forms.push(format!("{stem}ies"));
+            forms.push(format!("{stem}ied"));
+            forms.push(format!("{last}ing"));
+        } else {
+            forms.push(format!("{last}ed"));
+            forms.push(format!("{last}ing"));
+            // Short consonant-vowel-consonant words double the consonant:
+            // scam → scammed, scamming.
+            if n >= 3
+                && !is_vowel(chars[n - 1])
+                && !"wxy".contains(chars[n - 1])
+                && is_vowel(chars[n - 2])
+                && !is_vowel(chars[n - 3])
+            {
+                let c = chars[n - 1];
+                forms.push(format!("{last}{c}ed"));
+                forms.push(format!("{last}{c}ing"));
+            }
+        }
+    }
+    forms.into_iter().map(|f| format!("{head}{f}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kw() -> Keywords {
+        let cat = |name: &str, floor, tier2, terms: &[&str]| Category {
+            name: name.into(),
+            floor,
+            tier2,
+            terms: terms.iter().map(|t| t.to_string()).collect(),
+            inflect: true,
+        };
+        Keywords::new(vec![
+            cat("fraud", 5, false, &["scam", "fraud", "cheat"]),
+            cat(
+                "legal",
+                5,
+                true,
+                &[
+                    "sue you",
+                    "suing",
+                    "sued",
+                    "legal action",
+                    "take us to court",
+                ],
+            ),
+            cat("media", 5, true, &["news channel", "journalist"]),
+            cat("profanity", 3, false, &["ass", "shit", "cunt"]),
+            cat(
+                "review_threat",
+                4,
+                true,
+                &["one-star", "trustpilot", "one star review"],
+            ),
+        ])
+        .unwrap()
+    }
+
+    fn cats(text: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        kw().scan(text, Place::Body, &mut out);
+        out.into_iter()
+            .map(|f| format!("{}:{}", f.category, f.term))
+            .collect()
+    }
+
+    #[test]
+    fn whole_words_and_inflections() {
+        let cases: &[(&str, &[&str])] = &[
+            ("This is a SCAM", &["fraud:scam"]),
+            ("they scammed me, scams everywhere", &["fraud:scam"]),
+            ("we will be suing", &["legal:suing"]),
+            ("I will SUE YOU", &["legal:sue you"]),
+            ("issue pursue tissue", &[]),
+            ("Sue Parker called", &[]),
+            ("newsletter, multimedia", &[]),
+            ("class assistant Scunthorpe", &[]),
+            ("threatens legal\n  action today", &["legal:legal action"]),
+            ("a one star rating, one-star", &["review_threat:one-star"]),
+            ("cheated and cheating", &["fraud:cheat"]),
+            ("Trustpilot’s page", &["review_threat:trustpilot"]),
+            ("will take us to court", &["legal:take us to court"]),
+            ("Court Road, Bengaluru", &[]),
+            ("called a journalist; fraudulent", &["media:journalist"]),
+            ("a one star review here", &["review_threat:one star review"]),
+        ];
+        for (text, want) in cases {
+            assert_eq!(cats(text), *want, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn inflection_forms() {
+        let f = inflections("scam");
+        for w in ["scam", "scams", "scammed", "scamming"] {
+            assert!(f.contains(&w.to_string()), "{w} in {f:?}");
+        }
+        let f = inflections("sue");
+        for w in ["sues", "sued", "suing"] {
+            assert!(f.contains(&w.to_string()), "{w} in {f:?}");
+        }
+        assert!(inflections("lie").contains(&"lying".to_string()));
+        assert!(inflections("legal notice").contains(&"legal notices".to_string()));
+        assert!(!inflections("came late").contains(&"came later".to_string()));
+    }
+
+    #[test]
+    fn risk_and_tier() {
+        assert_eq!(risk(None, 1), 1);
+        assert_eq!(risk(Some(3), 1), 3);
+        assert_eq!(risk(Some(2), 5), 5);
+        assert_eq!(tier(false, None), 1);
+        assert_eq!(tier(true, None), 2);
+        assert_eq!(tier(false, Some(2)), 2);
+        assert_eq!(tier(false, Some(1)), 1);
+    }
+
+    #[test]
+    fn flags_name_place_and_dedupe() {
+        let k = kw();
+        let mut out = Vec::new();
+        k.scan("Scam alert", Place::Subject, &mut out);
+        k.scan("scam, scam and SCAM", Place::Body, &mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].place, Place::Subject);
+        assert_eq!(out[1].place, Place::Body);
+        assert_eq!(k.floor(&out), 5);
+        assert!(!k.any_tier2(&out));
+    }
+}

@@ -1,0 +1,39 @@
+#![forbid(unsafe_code)]
+//! mailtriage turns the standard escalation emails of a customer-support
+//! organisation into classified, routed cases.
+//!
+//! The pipeline, one module a step:
+//!
+//! 1. [`message`]: raw RFC 5322 bytes to an [`Email`](message::Email): the
+//!    headers triage needs and the body as text (HTML converted).
+//! 2. [`extract`]: the author's own lines (no quoted history, no signature),
+//!    the labelled fields of the standard formats, hashtags, and the kind.
+//! 3. [`classify`]: keyword flags (one Aho-Corasick automaton), risk 1-5 and
+//!    tier 1-2.
+//! 4. [`route`]: the routing table's actions for the case, and rendering of
+//!    their templates.
+//!
+//! [`case::Triage`] runs steps 1-3 and yields a [`Case`](case::Case), the JSON
+//! contract of `mailtriage parse`. [`config`] loads everything an operator
+//! changes (keywords, required fields, routing, templates) and checks it.
+//! All four steps are pure: no I/O, no clock, no global state.
+//!
+//! ```
+//! let config = mailtriage::config::Config::builtin().unwrap();
+//! let raw = b"From: priya@example.com\r\nSubject: Escalation (Order #CK1)\r\n\r\n\
+//!             Customer Name: Rahul\r\nIssue: customer says we are a scam\r\n";
+//! let (_email, case) = config.triage.parse(raw).unwrap();
+//! assert!(case.is_escalation);
+//! assert_eq!(case.fields.order_id.as_deref(), Some("CK1"));
+//! assert_eq!(case.risk, 5);
+//! let actions = config.router.route(&case, Some("ops"));
+//! assert!(actions.iter().any(|a| a.template.as_deref() == Some("ack")));
+//! ```
+
+pub mod case;
+pub mod classify;
+pub mod cli;
+pub mod config;
+pub mod extract;
+pub mod message;
+pub mod route;

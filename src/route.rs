@@ -1,0 +1,476 @@
+//! Routing: from a case to the actions it calls for.
+//!
+//! The routing table is an ordered list of rules; the first rule that matches
+//! ends the walk unless it says `continue = true`. Deciding is pure and cheap
+//! ([`Router::route`]); rendering a template into a subject and body is a
+//! separate step ([`Router::render`]) done once an action is really taken,
+//! because the case id exists only when the case is stored.
+//!
+//! Two guarantees hold whatever the table says: the sender gets at most one
+//! reply per message (the first matching rule's), and an address gets a case
+//! forwarded at most once (later forwards drop addresses already served).
+
+use std::collections::BTreeMap;
+
+use minijinja::{Environment, UndefinedBehavior};
+use serde::Serialize;
+
+use crate::case::Case;
+use crate::extract::{Field, Kind};
+
+/// When a rule applies. Every condition set must hold; an empty matcher
+/// matches every message.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Matcher {
+    pub mailbox: Vec<String>,
+    pub kind: Vec<Kind>,
+    pub escalation: Option<bool>,
+    pub status_update: Option<bool>,
+    pub flags_any: Vec<String>,
+    pub flags_all: Vec<String>,
+    pub risk_at_least: Option<u8>,
+    pub tier: Option<u8>,
+    /// Addresses (`a@example.com`) or domains (`example.com`, `@example.com`).
+    pub sender: Vec<String>,
+    /// `true`: some required field is missing; `false`: none is.
+    pub missing: Option<bool>,
+    pub missing_any: Vec<Field>,
+}
+
+impl Matcher {
+    pub fn matches(&self, case: &Case, mailbox: Option<&str>) -> bool {
+        if !self.mailbox.is_empty()
+            && !mailbox.is_some_and(|m| self.mailbox.iter().any(|x| x.eq_ignore_ascii_case(m)))
+        {
+            return false;
+        }
+        if !self.kind.is_empty() && !self.kind.contains(&case.kind) {
+            return false;
+        }
+        if self.escalation.is_some_and(|e| e != case.is_escalation) {
+            return false;
+        }
+        if self
+            .status_update
+            .is_some_and(|s| s != (case.kind == Kind::StatusUpdate))
+        {
+            return false;
+        }
+        let has_flag = |c: &String| case.flags.iter().any(|f| &f.category == c);
+        if !self.flags_any.is_empty() && !self.flags_any.iter().any(has_flag) {
+            return false;
+        }
+        if !self.flags_all.iter().all(has_flag) {
+            return false;
+        }
+        if self.risk_at_least.is_some_and(|r| case.risk < r) {
+            return false;
+        }
+        if self.tier.is_some_and(|t| case.tier != t) {
+            return false;
+        }
+        if !self.sender.is_empty()
+            && !case
+                .from
+                .as_deref()
+                .is_some_and(|from| self.sender.iter().any(|s| sender_matches(s, from)))
+        {
+            return false;
+        }
+        if self.missing.is_some_and(|m| m == case.missing.is_empty()) {
+            return false;
+        }
+        if !self.missing_any.is_empty()
+            && !self.missing_any.iter().any(|f| case.missing.contains(f))
+        {
+            return false;
+        }
+        true
+    }
+}
+
+/// `pattern` is an address, or a domain (with or without `@`) that also
+/// covers its subdomains.
+pub fn sender_matches(pattern: &str, from: &str) -> bool {
+    let from = from.trim();
+    if pattern.contains('@') && !pattern.starts_with('@') {
+        return pattern.eq_ignore_ascii_case(from);
+    }
+    let domain = pattern.trim_start_matches('@');
+    let Some((_, from_domain)) = from.rsplit_once('@') else {
+        return false;
+    };
+    from_domain.eq_ignore_ascii_case(domain)
+        || (from_domain.len() > domain.len()
+            && from_domain.as_bytes()[from_domain.len() - domain.len() - 1] == b'.'
+            && from_domain[from_domain.len() - domain.len()..].eq_ignore_ascii_case(domain))
+}
+
+/// A forward's recipients and the template of its summary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardSpec {
+    pub to: Vec<String>,
+    pub cc: Vec<String>,
+    pub template: String,
+}
+
+/// One rule of the routing table, compiled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub name: String,
+    pub when: Matcher,
+    /// Reply to the sender with this template.
+    pub reply: Option<String>,
+    pub forward: Option<ForwardSpec>,
+    /// Add the case to this digest.
+    pub digest: Option<String>,
+    pub tags: Vec<String>,
+    pub cont: bool,
+}
+
+/// A named digest: who receives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Digest {
+    pub to: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActionType {
+    Reply,
+    Forward,
+    Digest,
+    Tag,
+}
+
+/// What routing decided to do with a case.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Action {
+    #[serde(rename = "type")]
+    pub kind: ActionType,
+    /// The rule that asked for it.
+    pub rule: String,
+    pub to: Vec<String>,
+    pub cc: Vec<String>,
+    pub template: Option<String>,
+    /// Filled in by rendering (`mailtriage route` does).
+    pub subject: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// Filled in by rendering, shown only on request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+}
+
+/// A rendered template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    pub subject: String,
+    pub body: String,
+}
+
+/// Why a template could not be rendered.
+#[derive(Debug, thiserror::Error)]
+#[error("template {name:?}: {source}")]
+pub struct RenderError {
+    pub name: String,
+    #[source]
+    pub source: minijinja::Error,
+}
+
+/// Message templates: each is a `Subject:` line, a blank line, and a body,
+/// rendered by minijinja with the case.
+#[derive(Debug)]
+pub struct Templates {
+    env: Environment<'static>,
+    names: Vec<String>,
+}
+
+impl Default for Templates {
+    fn default() -> Self {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Chainable);
+        if let Ok(syntax) = minijinja::syntax::SyntaxConfig::builder()
+            .keep_trailing_newline(true)
+            .build()
+        {
+            env.set_syntax(syntax);
+        }
+        Templates {
+            env,
+            names: Vec::new(),
+        }
+    }
+}
+
+impl Templates {
+    /// Adds a template from its source (`Subject: ...\n\nbody`). Returns the
+    /// line (1-based) and message of a syntax error.
+    pub fn add(&mut self, name: &str, source: &str) -> Result<(), (usize, String)> {
+        let source = source.replace("\r\n", "\n");
+        let (first, body) = source.split_once('\n').unwrap_or((&source, ""));
+        let Some(subject) = first.strip_prefix("Subject:") else {
+            return Err((1, "expected the first line to be `Subject: ...`".into()));
+        };
+        let body = body.strip_prefix('\n').unwrap_or(body);
+        let body_offset = if source[first.len()..].starts_with("\n\n") {
+            2
+        } else {
+            1
+        };
+        self.env
+            .add_template_owned(format!("{name}.subject"), subject.trim().to_string())
+            .map_err(|e| (1, e.to_string()))?;
+        self.env
+            .add_template_owned(format!("{name}.body"), body.to_string())
+            .map_err(|e| (e.line().unwrap_or(0) + body_offset, e.to_string()))?;
+        self.names.push(name.to_string());
+        Ok(())
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.names.iter().any(|n| n == name)
+    }
+
+    pub fn render(&self, name: &str, ctx: &minijinja::Value) -> Result<Rendered, RenderError> {
+        let err = |source| RenderError {
+            name: name.to_string(),
+            source,
+        };
+        let subject = self
+            .env
+            .get_template(&format!("{name}.subject"))
+            .and_then(|t| t.render(ctx))
+            .map_err(err)?;
+        let body = self
+            .env
+            .get_template(&format!("{name}.body"))
+            .and_then(|t| t.render(ctx))
+            .map_err(err)?;
+        Ok(Rendered {
+            subject: one_line(&subject),
+            body,
+        })
+    }
+}
+
+/// Subjects are one line: a template or a value with a newline must not be
+/// able to inject headers.
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// What a template sees.
+#[derive(Debug, Serialize)]
+struct TemplateContext<'a> {
+    case_id: &'a str,
+    mailbox: Option<&'a str>,
+    rule: &'a str,
+    subject: &'a str,
+    /// `Re: <subject>` unless the subject already starts with `Re:`.
+    reply_subject: String,
+    from: Option<&'a str>,
+    from_name: Option<&'a str>,
+    date: Option<&'a str>,
+    message_id: Option<&'a str>,
+    kind: &'a str,
+    kind_label: &'a str,
+    is_escalation: bool,
+    fields: &'a crate::extract::Fields,
+    missing: Vec<&'static str>,
+    missing_labels: &'a [String],
+    flags: &'a [crate::classify::Flag],
+    flag_categories: Vec<&'a str>,
+    risk: u8,
+    tier: u8,
+    tags: &'a [String],
+}
+
+/// The routing table, compiled, with its templates.
+#[derive(Debug, Default)]
+pub struct Router {
+    pub rules: Vec<Rule>,
+    pub digests: BTreeMap<String, Digest>,
+    pub templates: Templates,
+}
+
+impl Router {
+    /// The actions the table asks for, in rule order.
+    pub fn route(&self, case: &Case, mailbox: Option<&str>) -> Vec<Action> {
+        let mut actions = Vec::new();
+        let mut replied = false;
+        let mut forwarded: Vec<String> = Vec::new();
+        for rule in &self.rules {
+            if !rule.when.matches(case, mailbox) {
+                continue;
+            }
+            if let (Some(template), Some(from), false) = (&rule.reply, &case.from, replied) {
+                replied = true;
+                actions.push(Action {
+                    kind: ActionType::Reply,
+                    rule: rule.name.clone(),
+                    to: vec![from.clone()],
+                    cc: vec![],
+                    template: Some(template.clone()),
+                    subject: None,
+                    digest: None,
+                    tags: vec![],
+                    body: None,
+                });
+            }
+            if let Some(fwd) = &rule.forward {
+                let mut fresh = |list: &[String]| -> Vec<String> {
+                    let mut out = Vec::new();
+                    for a in list {
+                        if !forwarded.iter().any(|f| f.eq_ignore_ascii_case(a)) {
+                            forwarded.push(a.clone());
+                            out.push(a.clone());
+                        }
+                    }
+                    out
+                };
+                let to = fresh(&fwd.to);
+                let cc = fresh(&fwd.cc);
+                if !to.is_empty() || !cc.is_empty() {
+                    actions.push(Action {
+                        kind: ActionType::Forward,
+                        rule: rule.name.clone(),
+                        to,
+                        cc,
+                        template: Some(fwd.template.clone()),
+                        subject: None,
+                        digest: None,
+                        tags: vec![],
+                        body: None,
+                    });
+                }
+            }
+            if let Some(name) = &rule.digest {
+                let already = actions
+                    .iter()
+                    .any(|a| a.kind == ActionType::Digest && a.digest.as_ref() == Some(name));
+                if !already {
+                    actions.push(Action {
+                        kind: ActionType::Digest,
+                        rule: rule.name.clone(),
+                        to: self
+                            .digests
+                            .get(name)
+                            .map(|d| d.to.clone())
+                            .unwrap_or_default(),
+                        cc: vec![],
+                        template: None,
+                        subject: None,
+                        digest: Some(name.clone()),
+                        tags: vec![],
+                        body: None,
+                    });
+                }
+            }
+            if !rule.tags.is_empty() {
+                actions.push(Action {
+                    kind: ActionType::Tag,
+                    rule: rule.name.clone(),
+                    to: vec![],
+                    cc: vec![],
+                    template: None,
+                    subject: None,
+                    digest: None,
+                    tags: rule.tags.clone(),
+                    body: None,
+                });
+            }
+            if !rule.cont {
+                break;
+            }
+        }
+        actions
+    }
+
+    /// Renders an action's template for a case.
+    pub fn render(
+        &self,
+        action: &Action,
+        case: &Case,
+        email: &crate::message::Email,
+        case_id: &str,
+        mailbox: Option<&str>,
+    ) -> Result<Option<Rendered>, RenderError> {
+        let Some(template) = &action.template else {
+            return Ok(None);
+        };
+        let subject = case.subject.as_deref().unwrap_or("");
+        let reply_subject = if subject.len() >= 3 && subject[..3].eq_ignore_ascii_case("re:") {
+            subject.to_string()
+        } else if subject.is_empty() {
+            "Re: your escalation".to_string()
+        } else {
+            format!("Re: {subject}")
+        };
+        let ctx = TemplateContext {
+            case_id,
+            mailbox,
+            rule: &action.rule,
+            subject,
+            reply_subject,
+            from: case.from.as_deref(),
+            from_name: email.from_name.as_deref(),
+            date: case.date.as_deref(),
+            message_id: case.message_id.as_deref(),
+            kind: case.kind.name(),
+            kind_label: case.kind.label(),
+            is_escalation: case.is_escalation,
+            fields: &case.fields,
+            missing: case.missing.iter().map(|f| f.name()).collect(),
+            missing_labels: &case.missing_labels,
+            flags: &case.flags,
+            flag_categories: case.flag_categories(),
+            risk: case.risk,
+            tier: case.tier,
+            tags: &case.tags,
+        };
+        self.templates
+            .render(
+                template,
+                &minijinja::Value::from(minijinja::value::Serde(&ctx)),
+            )
+            .map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn senders() {
+        let cases = [
+            ("a@example.com", "A@Example.com", true),
+            ("a@example.com", "b@example.com", false),
+            ("example.com", "b@example.com", true),
+            ("@example.com", "b@ops.example.com", true),
+            ("example.com", "b@badexample.com", false),
+            ("example.com", "no-at-sign", false),
+        ];
+        for (pattern, from, want) in cases {
+            assert_eq!(sender_matches(pattern, from), want, "{pattern} {from}");
+        }
+    }
+
+    #[test]
+    fn template_needs_subject_line() {
+        let mut t = Templates::default();
+        assert!(t.add("x", "no subject\n\nbody").is_err());
+        assert!(
+            t.add(
+                "y",
+                "Subject: {{ case_id }}\n\nHi {{ fields.customer_name }}"
+            )
+            .is_ok()
+        );
+        let err = t.add("z", "Subject: ok\n\nline\n{% if %}").unwrap_err();
+        assert_eq!(err.0, 4, "{err:?}");
+    }
+}
