@@ -80,6 +80,7 @@ impl Keywords {
         let mut index: HashMap<String, usize> = HashMap::new();
         let mut patterns: Vec<String> = Vec::new();
         let mut owners: Vec<Vec<(u16, u32)>> = Vec::new();
+        let mut exact_owner: Vec<Vec<bool>> = Vec::new();
         let mut terms = Vec::new();
         for (ci, cat) in categories.iter().enumerate() {
             if !(1..=5).contains(&cat.floor) {
@@ -105,14 +106,28 @@ impl Keywords {
                     vec![norm.to_string()]
                 };
                 for v in variants {
+                    let exact = v == norm;
                     let pi = *index.entry(v.clone()).or_insert_with(|| {
                         patterns.push(v);
                         owners.push(Vec::new());
+                        exact_owner.push(Vec::new());
                         patterns.len() - 1
                     });
+                    // One string names one term of a category: the term
+                    // listed as exactly that string, else the first whose
+                    // inflection it is ("drop shipping" is its own term,
+                    // not an inflection of "drop ship").
                     let owner = (ci as u16, ti);
-                    if !owners[pi].contains(&owner) {
-                        owners[pi].push(owner);
+                    match owners[pi].iter().position(|o| o.0 == owner.0) {
+                        None => {
+                            owners[pi].push(owner);
+                            exact_owner[pi].push(exact);
+                        }
+                        Some(k) if exact && !exact_owner[pi][k] => {
+                            owners[pi][k] = owner;
+                            exact_owner[pi][k] = true;
+                        }
+                        Some(_) => {}
                     }
                 }
             }
@@ -154,16 +169,18 @@ impl Keywords {
         }
         // A match inside a longer one is part of that phrase, not a flag of
         // its own: "one-star" within "one star review", "cheating" within
-        // "cheating us".
-        let contained = |&(s, e, _): &(usize, usize, usize)| {
-            spans
-                .iter()
-                .any(|&(s2, e2, _)| s2 <= s && e <= e2 && (e2 - s2) > (e - s))
-        };
+        // "cheating us". Sorted by start, longest first, a span lies inside
+        // an earlier one exactly when an earlier one reaches as far.
+        spans.sort_unstable_by_key(|&(s, e, _)| (s, std::cmp::Reverse(e)));
         let mut found: Vec<(usize, u16, u32)> = Vec::new();
-        for span in spans.iter().filter(|s| !contained(s)) {
-            for &(ci, ti) in &self.owners[span.2] {
-                found.push((span.0, ci, ti));
+        let mut reach = 0;
+        for (i, &(start, end, pattern)) in spans.iter().enumerate() {
+            if i > 0 && reach >= end {
+                continue;
+            }
+            reach = reach.max(end);
+            for &(ci, ti) in &self.owners[pattern] {
+                found.push((start, ci, ti));
             }
         }
         found.sort_by_key(|&(start, ci, ti)| (start, ci, ti));
@@ -376,6 +393,7 @@ mod tests {
             ("Court Road, Bengaluru", &[]),
             ("called a journalist; fraudulent", &["media:journalist"]),
             ("a one star review here", &["review_threat:one star review"]),
+            ("one star and one-star", &["review_threat:one-star"]),
         ];
         for (text, want) in cases {
             assert_eq!(cats(text), *want, "{text:?}");

@@ -236,6 +236,9 @@ pub fn html_to_text(html: &str) -> String {
     let mut quote_depth: usize = 0;
     let mut line_depth: usize = 0;
     let mut skip_until: Option<&'static str> = None;
+    // Outlook writes an empty paragraph as `<p>&nbsp;</p>`: such a block is
+    // a blank line, which ends a field's value like a blank line in text.
+    let mut nbsp_only = false;
     let mut i = 0;
 
     let flush = |out: &mut String, line: &mut String, depth: usize| {
@@ -292,7 +295,8 @@ pub fn html_to_text(html: &str) -> String {
                 flush(&mut out, &mut line, line_depth.max(quote_depth));
                 line_depth = quote_depth;
             } else if name.eq_ignore_ascii_case("blockquote") {
-                flush_if_text(&mut out, &mut line, line_depth.max(quote_depth));
+                flush_if_text(&mut out, &mut line, line_depth.max(quote_depth), nbsp_only);
+                nbsp_only = false;
                 if closing {
                     quote_depth = quote_depth.saturating_sub(1);
                 } else {
@@ -304,7 +308,8 @@ pub fn html_to_text(html: &str) -> String {
                     line.push(' ');
                 }
             } else if BLOCK_TAGS.iter().any(|t| name.eq_ignore_ascii_case(t)) {
-                flush_if_text(&mut out, &mut line, line_depth.max(quote_depth));
+                flush_if_text(&mut out, &mut line, line_depth.max(quote_depth), nbsp_only);
+                nbsp_only = false;
                 line_depth = quote_depth;
             }
             continue;
@@ -324,7 +329,12 @@ pub fn html_to_text(html: &str) -> String {
                     let mut decoded = String::new();
                     mail_parser::decoders::html::add_html_token(&mut decoded, entity, false);
                     for ch in decoded.chars() {
-                        push_text_char(&mut line, if ch == '\u{a0}' { ' ' } else { ch });
+                        if ch == '\u{a0}' {
+                            nbsp_only |= line.is_empty();
+                            push_text_char(&mut line, ' ');
+                        } else {
+                            push_text_char(&mut line, ch);
+                        }
                     }
                     i = semi + 1;
                     continue;
@@ -335,26 +345,29 @@ pub fn html_to_text(html: &str) -> String {
         let ch_len = utf8_len(b);
         let ch = html.get(i..i + ch_len).and_then(|s| s.chars().next());
         if let Some(ch) = ch {
+            if ch == '\u{a0}' {
+                nbsp_only |= line.is_empty();
+            }
             push_text_char(&mut line, ch);
         }
         i += ch_len.max(1);
     }
-    flush_if_text(&mut out, &mut line, line_depth.max(quote_depth));
+    flush_if_text(&mut out, &mut line, line_depth.max(quote_depth), false);
     while out.ends_with("\n\n") {
         out.pop();
     }
     out
 }
 
-fn flush_if_text(out: &mut String, line: &mut String, depth: usize) {
+fn flush_if_text(out: &mut String, line: &mut String, depth: usize, blank_block: bool) {
     if !line.trim().is_empty() {
         for _ in 0..depth {
             out.push_str("> ");
         }
         out.push_str(line.trim());
         out.push('\n');
-    } else if !out.is_empty() && !out.ends_with("\n\n") && line.is_empty() {
-        // An empty block (`<p></p>`, `<div><br></div>`) separates paragraphs.
+    } else if blank_block && !out.is_empty() && !out.ends_with("\n\n") {
+        out.push('\n');
     }
     line.clear();
 }
@@ -437,6 +450,11 @@ mod tests {
             ),
             ("a &bogus b & c", "a &bogus b & c\n"),
             ("unterminated <b", "unterminated\n"),
+            (
+                "<p>Issue: x</p><p>&nbsp;</p><p>Other</p>",
+                "Issue: x\n\nOther\n",
+            ),
+            ("<div><p>a</p></div><div><p>b</p></div>", "a\nb\n"),
         ];
         for (html, want) in cases {
             assert_eq!(html_to_text(html), *want, "html: {html}");

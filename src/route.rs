@@ -402,7 +402,10 @@ impl Router {
             return Ok(None);
         };
         let subject = case.subject.as_deref().unwrap_or("");
-        let reply_subject = if subject.len() >= 3 && subject[..3].eq_ignore_ascii_case("re:") {
+        let reply_subject = if subject
+            .get(..3)
+            .is_some_and(|p| p.eq_ignore_ascii_case("re:"))
+        {
             subject.to_string()
         } else if subject.is_empty() {
             "Re: your escalation".to_string()
