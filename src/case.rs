@@ -46,12 +46,57 @@ impl Case {
     }
 }
 
-/// One requirement: any one of these fields satisfies it.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(untagged)]
+/// One requirement: any one of these fields satisfies it. Written in the
+/// config as a field name, or a list of names any one of which will do.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Requirement {
     One(Field),
     AnyOf(Vec<Field>),
+}
+
+impl<'de> Deserialize<'de> for Requirement {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Requirement;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a field name or a list of field names")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Requirement, E> {
+                field_named(v).map(Requirement::One)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Requirement, A::Error> {
+                let mut fields = Vec::new();
+                while let Some(name) = seq.next_element::<String>()? {
+                    fields.push(field_named(&name)?);
+                }
+                if fields.is_empty() {
+                    return Err(serde::de::Error::custom(
+                        "expected at least one field name in the list",
+                    ));
+                }
+                Ok(Requirement::AnyOf(fields))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+fn field_named<E: serde::de::Error>(name: &str) -> Result<Field, E> {
+    Field::ALL
+        .iter()
+        .copied()
+        .find(|f| f.name() == name)
+        .ok_or_else(|| {
+            let names: Vec<&str> = Field::ALL.iter().map(|f| f.name()).collect();
+            E::custom(format!(
+                "unknown field name `{name}`, expected one of: {}",
+                names.join(", ")
+            ))
+        })
 }
 
 impl Requirement {

@@ -53,7 +53,7 @@ pub struct Category {
 }
 
 /// The compiled keyword matcher.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Keywords {
     ac: AhoCorasick,
     /// For each automaton pattern, the (category, term) pairs it stands for.
@@ -72,6 +72,16 @@ pub enum KeywordError {
     Floor { category: String, floor: u8 },
     #[error("too many keyword patterns: {0}")]
     Build(#[from] aho_corasick::BuildError),
+}
+
+impl std::fmt::Debug for Keywords {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keywords")
+            .field("categories", &self.categories.len())
+            .field("terms", &self.terms.len())
+            .field("patterns", &self.owners.len())
+            .finish()
+    }
 }
 
 impl Keywords {

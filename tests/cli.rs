@@ -1,0 +1,221 @@
+//! The `mailtriage` binary as an operator uses it: output, exit codes.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_mailtriage"))
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
+}
+
+fn run(args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut child = bin()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn mailtriage");
+    if let Some(input) = stdin {
+        // The command may exit before reading (a config error): a closed pipe is fine.
+        let _ = child.stdin.take().unwrap().write_all(input);
+    } else {
+        drop(child.stdin.take());
+    }
+    child.wait_with_output().expect("wait")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn parse_one_file_prints_its_golden_json() {
+    let eml = fixture("23-review-threat-trustpilot.eml");
+    let out = run(&["parse", eml.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let want = std::fs::read_to_string(fixture("23-review-threat-trustpilot.json")).unwrap();
+    assert_eq!(text(&out.stdout), want);
+}
+
+#[test]
+fn parse_reads_standard_input() {
+    let raw = std::fs::read(fixture("01-incorrect-promise-price.eml")).unwrap();
+    let out = run(&["parse", "-"], Some(&raw));
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["kind"], "incorrect_promise");
+    let out = run(&["parse"], Some(&raw));
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn not_an_email_exits_1() {
+    let out = run(&["parse", "-"], Some(b"\x00\x01\x02 binary \xff"));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("not an email"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(&["parse", "-"], Some(b""));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("empty"));
+    let out = run(&["parse", "/nonexistent/x.eml"], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("/nonexistent/x.eml"));
+}
+
+#[test]
+fn a_non_escalation_is_not_an_error() {
+    let out = run(
+        &[
+            "parse",
+            fixture("48-internal-lunch-friday.eml").to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["kind"], "not_escalation");
+    assert_eq!(v["is_escalation"], false);
+}
+
+#[test]
+fn a_directory_prints_json_lines_and_goes_on_past_bad_files() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["06-pickup-rude-vendor.eml", "17-fraud-scam-accusation.eml"] {
+        std::fs::copy(fixture(name), dir.path().join(name)).unwrap();
+    }
+    std::fs::write(dir.path().join("00-garbage.eml"), b"\x00\x01not mail").unwrap();
+    std::fs::write(dir.path().join("notes.txt"), b"ignored: not .eml").unwrap();
+    let out = run(&["parse", dir.path().to_str().unwrap()], None);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a bad file makes the batch exit 1"
+    );
+    let lines: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert!(
+        lines[0]["file"]
+            .as_str()
+            .unwrap()
+            .ends_with("00-garbage.eml")
+    );
+    assert!(lines[0]["error"].as_str().unwrap().contains("not an email"));
+    assert_eq!(lines[1]["kind"], "pickup_complaint");
+    assert_eq!(lines[2]["flags"][0]["category"], "fraud");
+}
+
+#[test]
+fn a_maildir_reads_cur_and_new() {
+    let dir = tempfile::tempdir().unwrap();
+    for sub in ["cur", "new", "tmp"] {
+        std::fs::create_dir(dir.path().join(sub)).unwrap();
+    }
+    std::fs::copy(
+        fixture("01-incorrect-promise-price.eml"),
+        dir.path().join("cur/1700000000.1.host:2,S"),
+    )
+    .unwrap();
+    std::fs::copy(
+        fixture("06-pickup-rude-vendor.eml"),
+        dir.path().join("new/1700000001.2.host"),
+    )
+    .unwrap();
+    std::fs::copy(
+        fixture("17-fraud-scam-accusation.eml"),
+        dir.path().join("tmp/half-written"),
+    )
+    .unwrap();
+    let out = run(&["parse", dir.path().to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let kinds: Vec<String> = text(&out.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["kind"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(kinds, ["incorrect_promise", "pickup_complaint"]);
+}
+
+#[test]
+fn route_prints_actions_with_rendered_subjects() {
+    let eml = fixture("06-pickup-rude-vendor.eml");
+    let out = run(
+        &[
+            "route",
+            eml.to_str().unwrap(),
+            "--mailbox",
+            "ops",
+            "--case-id",
+            "ESC-2026-000007",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["kind"], "pickup_complaint");
+    let actions = v["actions"].as_array().unwrap();
+    let types: Vec<&str> = actions
+        .iter()
+        .map(|a| a["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["forward", "reply", "digest"]);
+    assert_eq!(actions[0]["to"][0], "cx@example.com");
+    assert!(
+        actions[0]["subject"]
+            .as_str()
+            .unwrap()
+            .starts_with("[ESC-2026-000007] Tier 1 / Risk 2")
+    );
+    assert!(
+        actions[1]["subject"]
+            .as_str()
+            .unwrap()
+            .ends_with("[ESC-2026-000007]")
+    );
+    assert!(actions[1].get("body").is_none(), "bodies only with --body");
+}
+
+#[test]
+fn check_config_accepts_the_shipped_config_and_rejects_a_broken_one() {
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let out = run(
+        &["check-config", "--config", shipped.to_str().unwrap()],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("ok"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(
+        &["check-config", "--config", dir.path().to_str().unwrap()],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("keywords.toml: cannot read"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = run(
+        &["parse", "--config", dir.path().to_str().unwrap(), "-"],
+        Some(b"From: a@example.com\n\nx"),
+    );
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -1,0 +1,175 @@
+//! Config mistakes: each is refused with the file, line, column and what
+//! was expected.
+
+use std::path::Path;
+
+use mailtriage::config::Config;
+
+/// Copies the shipped config into a temp dir, replaces `from` by `to` in
+/// `file`, and loads it.
+fn load_with(file: &str, from: &str, to: &str) -> Result<Config, String> {
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("templates")).unwrap();
+    for entry in walk(&shipped) {
+        let rel = entry.strip_prefix(&shipped).unwrap();
+        std::fs::copy(&entry, dir.path().join(rel)).unwrap();
+    }
+    let path = dir.path().join(file);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains(from), "{file} does not contain {from:?}");
+    std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
+    Config::load(dir.path()).map_err(|e| {
+        // Make the message independent of the temp dir.
+        e.to_string()
+            .replace(&format!("{}/", dir.path().display()), "")
+    })
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// Line (1-based) of the first occurrence of `needle` after replacement.
+fn line_of(file: &str, from: &str) -> usize {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("config")
+            .join(file),
+    )
+    .unwrap();
+    text[..text.find(from).unwrap()].matches('\n').count() + 1
+}
+
+#[test]
+fn shipped_config_loads() {
+    assert!(load_with("routing.toml", "[addresses]", "[addresses]").is_ok());
+}
+
+#[test]
+fn mistakes_are_located_and_explained() {
+    // (file, text to replace, replacement, expected message fragment)
+    let cases: &[(&str, &str, &str, &str)] = &[
+        (
+            "routing.toml",
+            "reply = \"missing_info\"",
+            "reply = \"missing_infos\"",
+            "unknown template \"missing_infos\"",
+        ),
+        (
+            "routing.toml",
+            "digest = \"managers_daily\"",
+            "digest = \"managers_weekly\"",
+            "unknown digest \"managers_weekly\"",
+        ),
+        (
+            "routing.toml",
+            "tier = 2 }",
+            "tier = 3 }",
+            "expected a tier from 1 to 2, found 3",
+        ),
+        (
+            "routing.toml",
+            "forward = { to = [\"cx_team\"] }",
+            "forward = { to = [\"cx_teem\"] }",
+            "unknown address name \"cx_teem\"",
+        ),
+        (
+            "routing.toml",
+            "when = { kind = [\"pickup_complaint\"] }",
+            "when = { kind = [\"pickup\"] }",
+            "unknown variant `pickup`",
+        ),
+        (
+            "routing.toml",
+            "when = { kind = [\"pickup_complaint\"] }",
+            "when = { knd = [\"pickup_complaint\"] }",
+            "unknown field `knd`",
+        ),
+        (
+            "routing.toml",
+            "reply = \"missing_info\"\ncontinue = true",
+            "reply = \"missing_info\"\ncontinue = yes",
+            "string values must be quoted",
+        ),
+        (
+            "routing.toml",
+            "cx_team = [\"cx@example.com\"]",
+            "cx_team = [\"cx.example.com\"]",
+            "expected an email address",
+        ),
+        (
+            "routing.toml",
+            "missing_any = [\"order_id\", \"customer_name\"",
+            "missing_any = [\"order\", \"customer_name\"",
+            "unknown variant `order`",
+        ),
+        (
+            "keywords.toml",
+            "name = \"fraud\"\nfloor = 5",
+            "name = \"fraud\"\nfloor = 7",
+            "expected a risk floor from 1 to 5, found 7",
+        ),
+        (
+            "keywords.toml",
+            "name = \"fraud\"\nfloor = 5",
+            "name = \"fraud\"\nflor = 5",
+            "unknown field `flor`",
+        ),
+        (
+            "triage.toml",
+            "escalation = [\"order_id\"",
+            "escalation = [\"order_idd\"",
+            "unknown field name `order_idd`, expected one of: customer_name, order_id",
+        ),
+    ];
+    for (file, from, to, want) in cases {
+        let err = load_with(file, from, to).expect_err(&format!("{file}: {to:?} must be refused"));
+        assert!(err.starts_with(&format!("{file}:")), "{err}");
+        assert!(
+            err.contains(want),
+            "{file}: {to:?}\n  got: {err}\n  want: {want}"
+        );
+        // Located: file:line:col, on the line of the mistake.
+        let line = line_of(file, from);
+        let located = err.split(':').nth(1).and_then(|l| l.parse::<usize>().ok());
+        assert!(
+            located.is_some_and(|l| l >= line && l <= line + 1),
+            "{err}: expected line {line}"
+        );
+    }
+}
+
+#[test]
+fn a_rule_naming_an_unknown_flag_category_is_refused() {
+    let err = load_with(
+        "routing.toml",
+        "when = { escalation = true, tier = 2 }",
+        "when = { escalation = true, flags_any = [\"lawsuit\"] }",
+    )
+    .unwrap_err();
+    assert!(
+        err.contains("unknown flag category \"lawsuit\": expected one of keywords.toml's: fraud"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_template_with_a_syntax_error_is_refused_with_its_line() {
+    let err = load_with("templates/ack.txt", "{% endif %}\n", "\n").unwrap_err();
+    assert!(err.starts_with("templates/ack.txt:"), "{err}");
+    let err = load_with("templates/ack.txt", "Subject:", "Subjekt:").unwrap_err();
+    assert!(
+        err.contains("templates/ack.txt:1:1: expected the first line to be `Subject: ...`"),
+        "{err}"
+    );
+}

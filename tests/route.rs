@@ -1,0 +1,176 @@
+//! The shipped routing table, rule by rule, on the fixtures.
+
+use std::path::Path;
+
+use mailtriage::config::Config;
+use mailtriage::route::{Action, ActionType};
+
+fn route(fixture: &str) -> (mailtriage::case::Case, Vec<Action>, Config) {
+    let config = Config::builtin().expect("built-in config");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(format!("{fixture}.eml"));
+    let raw = std::fs::read(&path).expect("fixture");
+    let (email, case) = config.triage.parse(&raw).expect("parses");
+    let mut actions = config.router.route(&case, Some("ops"));
+    for a in &mut actions {
+        if let Some(r) = config
+            .router
+            .render(a, &case, &email, "ESC-2026-000042", Some("ops"))
+            .expect("renders")
+        {
+            a.subject = Some(r.subject);
+            a.body = Some(r.body);
+        }
+    }
+    (case, actions, config)
+}
+
+/// Each action as `type:rule:to|cc`, for compact expectations.
+fn summary(actions: &[Action]) -> Vec<String> {
+    actions
+        .iter()
+        .map(|a| {
+            let what = match a.kind {
+                ActionType::Reply => format!("reply:{}", a.template.as_deref().unwrap_or("")),
+                ActionType::Forward => format!("forward:{}|{}", a.to.join(","), a.cc.join(",")),
+                ActionType::Digest => format!("digest:{}", a.digest.as_deref().unwrap_or("")),
+                ActionType::Tag => format!("tag:{}", a.tags.join(",")),
+            };
+            format!("{}={what}", a.rule)
+        })
+        .collect()
+}
+
+#[test]
+fn shipped_routes() {
+    let ack = "acknowledge=reply:ack";
+    let digest = "acknowledge=digest:managers_daily";
+    let cases: &[(&str, &[&str])] = &[
+        // Incorrect promise: ops manager, cc the sales team lead.
+        (
+            "01-incorrect-promise-price",
+            &[
+                "incorrect-promise-to-ops=forward:ops.manager@example.com|teamlead.sales@example.com",
+                ack,
+                digest,
+            ],
+        ),
+        // Missing details: the agent is asked, once, instead of acknowledged.
+        (
+            "04-incorrect-promise-placeholders",
+            &[
+                "ask-for-missing=reply:missing_info",
+                "incorrect-promise-to-ops=forward:ops.manager@example.com|teamlead.sales@example.com",
+                digest,
+            ],
+        ),
+        (
+            "06-pickup-rude-vendor",
+            &["pickup-to-cx=forward:cx@example.com|", ack, digest],
+        ),
+        // Fraud: risk 5 but tier 1, so the supervisor alone.
+        (
+            "17-fraud-scam-accusation",
+            &[
+                "high-risk-to-supervisor=forward:supervisor.oncall@example.com|",
+                ack,
+                digest,
+            ],
+        ),
+        // Review threat: tier 2, and the supervisor only once.
+        (
+            "23-review-threat-trustpilot",
+            &[
+                "tier-2=forward:tier2@example.com|supervisor.oncall@example.com",
+                "tier-2=tag:tier2",
+                ack,
+                digest,
+            ],
+        ),
+        (
+            "51-escalation-missing-contact",
+            &["ask-for-missing=reply:missing_info", digest],
+        ),
+        ("13-status-resolved-payout-fixed", &[]),
+        ("44-auto-reply-out-of-office", &[]),
+        ("45-newsletter-list", &[]),
+        ("48-internal-lunch-friday", &[]),
+    ];
+    for (fixture, want) in cases {
+        let (_, actions, _) = route(fixture);
+        assert_eq!(summary(&actions), *want, "{fixture}");
+    }
+}
+
+#[test]
+fn replies_carry_the_case_id_and_answer_the_agent() {
+    let (case, actions, _) = route("01-incorrect-promise-price");
+    let reply = actions
+        .iter()
+        .find(|a| a.kind == ActionType::Reply)
+        .unwrap();
+    assert_eq!(reply.to, [case.from.clone().unwrap()]);
+    assert_eq!(
+        reply.subject.as_deref(),
+        Some("Re: Escalation – Incorrect Promise Made to User (Order #CK482913) [ESC-2026-000042]")
+    );
+    let body = reply.body.as_deref().unwrap();
+    assert!(body.contains("logged as ESC-2026-000042"), "{body}");
+    assert!(body.contains("Order ID:  CK482913"), "{body}");
+}
+
+#[test]
+fn missing_info_lists_exactly_what_is_missing() {
+    let (case, actions, _) = route("04-incorrect-promise-placeholders");
+    assert_eq!(
+        case.missing.iter().map(|f| f.name()).collect::<Vec<_>>(),
+        ["customer_name", "phone", "device"]
+    );
+    let body = actions[0].body.as_deref().unwrap();
+    let listed: Vec<&str> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("  - "))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            "customer name",
+            "customer phone number",
+            "device (model, storage, colour)"
+        ]
+    );
+    assert!(
+        actions[0]
+            .subject
+            .as_deref()
+            .unwrap()
+            .ends_with("[ESC-2026-000042] - details missing")
+    );
+
+    // "one of customer name or phone" reads as one requirement.
+    let (_, actions, _) = route("51-escalation-missing-contact");
+    let body = actions[0].body.as_deref().unwrap();
+    let listed: Vec<&str> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("  - "))
+        .collect();
+    assert_eq!(listed, ["customer name or customer phone number"]);
+}
+
+#[test]
+fn forwards_summarise_the_case_first() {
+    let (_, actions, _) = route("23-review-threat-trustpilot");
+    let fwd = actions
+        .iter()
+        .find(|a| a.kind == ActionType::Forward)
+        .unwrap();
+    assert_eq!(
+        fwd.subject.as_deref(),
+        Some("[ESC-2026-000042] Tier 2 / Risk 5: Escalation, order CK802113, Swati Joshi")
+    );
+    let body = fwd.body.as_deref().unwrap();
+    let first: Vec<&str> = body.lines().take(2).collect();
+    assert_eq!(first[0], "Escalation ESC-2026-000042: Tier 2, risk 5/5");
+    assert!(first[1].starts_with("Flags: review_threat"), "{body}");
+}
