@@ -163,7 +163,7 @@ impl Triage {
         self.keywords
             .scan(&email.subject, Place::Subject, &mut flags);
         self.keywords
-            .scan(&content.joined(), Place::Body, &mut flags);
+            .scan_parts(&content.lines, Place::Body, &mut flags);
 
         let risk = classify::risk(x.fields.risk_rating, self.keywords.floor(&flags));
         let tier = classify::tier(self.keywords.any_tier2(&flags), x.tier);

@@ -12,6 +12,9 @@
 //! messages), and [`extract`] reads labelled fields, hashtags and the kind of
 //! message from those lines.
 
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
 use serde::{Deserialize, Serialize};
 
 use crate::message::{Email, is_forward_subject};
@@ -256,18 +259,6 @@ pub struct Content<'a> {
     pub forwarded_subjects: Vec<&'a str>,
 }
 
-impl Content<'_> {
-    /// The content as one string for keyword matching.
-    pub fn joined(&self) -> String {
-        let mut s = String::with_capacity(self.lines.iter().map(|l| l.len() + 1).sum());
-        for l in &self.lines {
-            s.push_str(l);
-            s.push('\n');
-        }
-        s
-    }
-}
-
 /// Everything [`extract`] reads from a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Extracted {
@@ -378,6 +369,27 @@ fn is_original_message(t: &str) -> bool {
 /// or an Outlook header block.
 fn quote_starts(all: &[&str], i: usize) -> bool {
     let t = all[i].trim();
+    // Every form starts with `-`, `_`, `*` or the first letter of "On",
+    // "Am", "Le", "El" or "From": most lines are ruled out by one byte.
+    if !matches!(
+        t.as_bytes().first(),
+        Some(
+            b'-' | b'_'
+                | b'*'
+                | b'o'
+                | b'O'
+                | b'a'
+                | b'A'
+                | b'l'
+                | b'L'
+                | b'e'
+                | b'E'
+                | b'f'
+                | b'F'
+        )
+    ) {
+        return false;
+    }
     if is_original_message(t) || outlook_block(all, i) {
         return true;
     }
@@ -456,6 +468,9 @@ fn looks_like_header(t: &str) -> bool {
 /// Sign-off lines (`Best,`, `Regards,`): they end a field's value, and what
 /// follows the last of them, when short, is the signature.
 fn is_signoff(t: &str) -> bool {
+    if t.len() > 40 {
+        return false;
+    }
     let t = strip_markup(t).trim_end_matches([',', '.', '!']).trim();
     if t.len() > 24 {
         return false;
@@ -630,45 +645,75 @@ const LABELS: &[(&str, Label)] = &[
 /// is a sentence, not a label.
 const MAX_LABEL: usize = 48;
 
+/// The label table as a map, built on first use.
+fn label_map() -> &'static HashMap<&'static str, Label> {
+    static MAP: OnceLock<HashMap<&'static str, Label>> = OnceLock::new();
+    MAP.get_or_init(|| LABELS.iter().copied().collect())
+}
+
 /// Reads `Label: value` at the start of a line: the label and the rest.
+///
+/// This runs on every line of every message, so the label is normalised
+/// into a small buffer on the stack (labels are ASCII), and a line without a
+/// colon near its start is given up on at once.
 fn match_label(line: &str) -> Option<(Label, &str)> {
     let t = line
         .trim_start()
         .trim_start_matches(['*', '_', '•', '·', '-', '–', ' ', '\t']);
-    let colon = t
-        .char_indices()
-        .take_while(|(i, _)| *i <= MAX_LABEL + 16)
-        .find(|(_, c)| *c == ':' || *c == '：')
-        .map(|(i, c)| (i, c.len_utf8()));
-    let (raw, rest) = match colon {
-        Some((i, n)) => (&t[..i], &t[i + n..]),
-        None => return order_hash_line(t),
+    let bytes = t.as_bytes();
+    let window = &bytes[..bytes.len().min(MAX_LABEL + 16)];
+    let (colon, colon_len) = match window.iter().position(|&b| b == b':') {
+        Some(i) => (i, 1),
+        None => match t.get(..window.len()).and_then(|w| w.find('：')) {
+            Some(i) => (i, '：'.len_utf8()),
+            None => return order_hash_line(t),
+        },
     };
-    let mut key = String::with_capacity(raw.len());
+    let mut key = [0u8; MAX_LABEL];
+    let mut n = 0;
     let mut depth = 0usize;
-    for ch in raw.chars() {
-        match ch {
-            '(' => depth += 1,
-            ')' => depth = depth.saturating_sub(1),
-            '*' | '_' => {}
-            c if depth > 0 => {
-                let _ = c;
-            }
-            c if c.is_whitespace() => {
-                if !key.is_empty() && !key.ends_with(' ') {
-                    key.push(' ');
+    let mut after_sep = false;
+    for &b in &bytes[..colon] {
+        match b {
+            b'(' => depth += 1,
+            b')' => depth = depth.saturating_sub(1),
+            b'*' | b'_' => {}
+            _ if depth > 0 => {}
+            b' ' | b'\t' => {
+                if n > 0 && key[n - 1] != b' ' && !after_sep {
+                    key[n] = b' ';
+                    n += 1;
                 }
             }
-            c => key.extend(c.to_lowercase()),
+            b'/' | b'&' => {
+                if n > 0 && key[n - 1] == b' ' {
+                    n -= 1;
+                }
+                key[n] = b;
+                n += 1;
+                after_sep = true;
+                if n == MAX_LABEL {
+                    return None;
+                }
+                continue;
+            }
+            0x80.. => return None,
+            _ => {
+                key[n] = b.to_ascii_lowercase();
+                n += 1;
+            }
         }
-        if key.len() > MAX_LABEL {
+        after_sep = false;
+        if n == MAX_LABEL {
             return None;
         }
     }
-    let key = key.trim_end();
-    let key = squeeze_around(key, &['/', '&']);
-    let label = LABELS.iter().find(|(k, _)| *k == key).map(|(_, l)| *l)?;
-    let rest = rest.trim_start_matches(['*', '_']);
+    while n > 0 && key[n - 1] == b' ' {
+        n -= 1;
+    }
+    let key = std::str::from_utf8(&key[..n]).ok()?;
+    let label = *label_map().get(key)?;
+    let rest = t[colon + colon_len..].trim_start_matches(['*', '_']);
     Some((label, rest))
 }
 
@@ -680,23 +725,6 @@ fn order_hash_line(t: &str) -> Option<(Label, &str)> {
     }
     let rest = &t[7..];
     (rest.split_whitespace().count() == 1).then_some((Label::Field(Field::OrderId), rest))
-}
-
-fn squeeze_around(key: &str, seps: &[char]) -> String {
-    let mut out = String::with_capacity(key.len());
-    let mut chars = key.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == ' ' && chars.peek().is_some_and(|n| seps.contains(n)) {
-            continue;
-        }
-        out.push(c);
-        if seps.contains(&c) {
-            while chars.peek() == Some(&' ') {
-                chars.next();
-            }
-        }
-    }
-    out
 }
 
 /// A value left as the template had it, or written to say "nothing".

@@ -7,7 +7,7 @@
 //! rely on (`Label: value` lines), with `<blockquote>` content marked as quoted
 //! (`> `) so that quoted history is recognised the same way in HTML and text.
 
-use mail_parser::{Address, HeaderValue, MessageParser, PartType};
+use mail_parser::{Address, HeaderName, HeaderValue, MessageParser, PartType};
 
 /// Why raw bytes could not be read as an email at all.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -39,7 +39,7 @@ pub struct Email {
     pub list_id: Option<String>,
     /// `Some("")` for the null reverse path `<>` used by bounces.
     pub return_path: Option<String>,
-    /// The body as plain text, `\n` line ends.
+    /// The body as plain text (`\n` or `\r\n` line ends; read it with `lines`).
     pub text: String,
     /// The body came from an HTML part (no text/plain alternative).
     pub from_html: bool,
@@ -120,37 +120,78 @@ pub fn parse(raw: &[u8]) -> Result<Email, MessageError> {
         .parse(raw)
         .ok_or(MessageError::NotAnEmail)?;
 
-    let has_identity = msg.from().is_some()
-        || msg.to().is_some()
-        || msg.subject().is_some()
-        || msg.date().is_some()
-        || msg.message_id().is_some();
-    if !has_identity {
+    // One pass over the top-level headers: each accessor of mail-parser
+    // would scan them all again. The first occurrence of a header counts.
+    let mut email = Email::default();
+    let mut identity = false;
+    let mut seen_from = false;
+    let mut seen_date = false;
+    let raw_msg = msg.raw_message();
+    for h in msg.headers() {
+        match &h.name {
+            HeaderName::From if !seen_from => {
+                seen_from = true;
+                identity = true;
+                if let Some((addr, name)) = h.value.as_address().and_then(first_addr) {
+                    email.from = addr;
+                    email.from_name = name;
+                }
+            }
+            HeaderName::To => identity = true,
+            HeaderName::Subject if email.subject.is_empty() => {
+                identity = true;
+                if let Some(t) = h.value.as_text() {
+                    email.subject = collapse_ws(t);
+                }
+            }
+            HeaderName::Date if !seen_date => {
+                seen_date = true;
+                identity = true;
+                email.date = h.value.as_datetime().map(|d| d.to_rfc3339());
+            }
+            HeaderName::MessageId if email.message_id.is_none() => {
+                identity = true;
+                email.message_id = h.value.as_text().map(clean_id);
+            }
+            HeaderName::InReplyTo if email.in_reply_to.is_none() => {
+                email.in_reply_to = ids(&h.value).into_iter().next();
+            }
+            HeaderName::References if email.references.is_empty() => {
+                email.references = ids(&h.value);
+            }
+            HeaderName::ReturnPath if email.return_path.is_none() => {
+                email.return_path = raw_value(raw_msg, h).map(|v| clean_id(&v));
+            }
+            HeaderName::ListId if email.list_id.is_none() => {
+                email.list_id = raw_value(raw_msg, h);
+            }
+            HeaderName::AutoSubmitted if email.auto_submitted.is_none() => {
+                email.auto_submitted = raw_value(raw_msg, h);
+            }
+            HeaderName::Other(name) => {
+                let slot = if name.eq_ignore_ascii_case("precedence") {
+                    &mut email.precedence
+                } else {
+                    continue;
+                };
+                if slot.is_none() {
+                    *slot = raw_value(raw_msg, h);
+                }
+            }
+            _ => {}
+        }
+    }
+    if !identity {
         return Err(MessageError::NotAnEmail);
     }
+    (email.text, email.from_html) = body_text(&msg);
+    Ok(email)
+}
 
-    let (from, from_name) = match msg.from().and_then(first_addr) {
-        Some((addr, name)) => (addr, name),
-        None => (None, None),
-    };
-
-    let (text, from_html) = body_text(&msg);
-
-    Ok(Email {
-        message_id: msg.message_id().map(clean_id),
-        from,
-        from_name,
-        subject: msg.subject().map(collapse_ws).unwrap_or_default(),
-        date: msg.date().map(|d| d.to_rfc3339()),
-        in_reply_to: ids(msg.in_reply_to()).into_iter().next(),
-        references: ids(msg.references()),
-        auto_submitted: header_text(&msg, "Auto-Submitted"),
-        precedence: header_text(&msg, "Precedence"),
-        list_id: header_text(&msg, "List-Id"),
-        return_path: return_path(&msg),
-        text,
-        from_html,
-    })
+/// A header's value as written, white space folded.
+fn raw_value(raw: &[u8], h: &mail_parser::Header<'_>) -> Option<String> {
+    let v = raw.get(h.offset_start as usize..h.offset_end as usize)?;
+    Some(collapse_ws(String::from_utf8_lossy(v).trim()))
 }
 
 fn first_addr(a: &Address<'_>) -> Option<(Option<String>, Option<String>)> {
@@ -178,15 +219,6 @@ fn ids(v: &HeaderValue<'_>) -> Vec<String> {
     }
 }
 
-fn header_text(msg: &mail_parser::Message<'_>, name: &str) -> Option<String> {
-    msg.header_raw(name).map(|v| collapse_ws(v.trim()))
-}
-
-fn return_path(msg: &mail_parser::Message<'_>) -> Option<String> {
-    let raw = msg.header_raw("Return-Path")?;
-    Some(clean_id(raw))
-}
-
 fn collapse_ws(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for word in s.split_whitespace() {
@@ -211,8 +243,15 @@ fn body_text(msg: &mail_parser::Message<'_>) -> (String, bool) {
     }
 }
 
+/// Line ends stay as they are (`str::lines` reads `\r\n` and `\n` alike);
+/// only a lone `\r`, which `lines` would not split on, is rewritten.
 fn normalize_newlines(s: &str) -> String {
-    if s.contains('\r') {
+    let bytes = s.as_bytes();
+    let lone_cr = bytes
+        .iter()
+        .enumerate()
+        .any(|(i, &b)| b == b'\r' && bytes.get(i + 1) != Some(&b'\n'));
+    if lone_cr {
         s.replace("\r\n", "\n").replace('\r', "\n")
     } else {
         s.to_string()
