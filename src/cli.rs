@@ -242,9 +242,54 @@ fn parse(
         writeln!(out)?;
         return Ok(Outcome::Ok);
     }
+    // Files are triaged in parallel, a chunk per thread, and written in
+    // their order; one round of chunks is in memory at a time.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut out = io::BufWriter::with_capacity(1 << 16, out);
     let mut failed = 0;
-    for path in &files {
+    for round in files.chunks(BATCH_CHUNK * threads) {
+        let results: Vec<(Vec<u8>, usize)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = round
+                .chunks(BATCH_CHUNK)
+                .map(|chunk| (chunk, scope.spawn(|| parse_chunk(&config, max_size, chunk))))
+                .collect();
+            handles
+                .into_iter()
+                .map(|(chunk, h)| {
+                    h.join().unwrap_or_else(|_| {
+                        // A bug, not bad input: still one line per file.
+                        tracing::error!(files = chunk.len(), "triage thread panicked");
+                        let mut lines = Vec::new();
+                        for path in chunk {
+                            let name = path.display().to_string();
+                            error_line(&mut lines, &name, "internal error: triage panicked");
+                        }
+                        (lines, chunk.len())
+                    })
+                })
+                .collect()
+        });
+        for (bytes, chunk_failed) in results {
+            out.write_all(&bytes)?;
+            failed += chunk_failed;
+        }
+    }
+    out.flush()?;
+    Ok(if failed == 0 {
+        Outcome::Ok
+    } else {
+        Outcome::SomeInputsFailed(failed)
+    })
+}
+
+/// Files per thread in one round of a batch.
+const BATCH_CHUNK: usize = 256;
+
+/// JSON Lines for a chunk of files, and how many were not emails.
+fn parse_chunk(config: &Config, max_size: u64, files: &[PathBuf]) -> (Vec<u8>, usize) {
+    let mut out = Vec::with_capacity(files.len() * 1024);
+    let mut failed = 0;
+    for path in files {
         let name = path.display().to_string();
         let result = read_input(path, max_size).and_then(|raw| {
             config
@@ -257,13 +302,18 @@ fn parse(
                 })
         });
         match result {
-            Ok(case) => serde_json::to_writer(
-                &mut out,
-                &Line {
+            Ok(case) => {
+                let line = Line {
                     file: &name,
                     case: &case,
-                },
-            ),
+                };
+                match serde_json::to_writer(&mut out, &line) {
+                    Ok(()) => out.push(b'\n'),
+                    // Writing into a Vec fails only on a serialisation bug:
+                    // say so on the file's line instead of losing it.
+                    Err(e) => error_line(&mut out, &name, &format!("internal error: {e}")),
+                }
+            }
             Err(e) => {
                 failed += 1;
                 tracing::warn!(file = %name, error = %e, "skipped");
@@ -271,24 +321,19 @@ fn parse(
                     CliError::Input { message, .. } => message.clone(),
                     other => other.to_string(),
                 };
-                serde_json::to_writer(
-                    &mut out,
-                    &ErrorLine {
-                        file: &name,
-                        error: &msg,
-                    },
-                )
+                error_line(&mut out, &name, &msg);
             }
         }
-        .map_err(io::Error::from)?;
-        out.write_all(b"\n")?;
     }
-    out.flush()?;
-    Ok(if failed == 0 {
-        Outcome::Ok
-    } else {
-        Outcome::SomeInputsFailed(failed)
-    })
+    (out, failed)
+}
+
+/// Appends `{"file": ..., "error": ...}` and a newline.
+fn error_line(out: &mut Vec<u8>, file: &str, error: &str) {
+    let line = serde_json::to_string(&ErrorLine { file, error })
+        .unwrap_or_else(|_| String::from("{\"error\":\"unprintable file name\"}"));
+    out.extend_from_slice(line.as_bytes());
+    out.push(b'\n');
 }
 
 #[derive(Serialize)]
