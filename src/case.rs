@@ -12,7 +12,7 @@ use crate::extract::{self, Field, Fields, Kind};
 use crate::message::{self, Email, MessageError};
 
 /// One message, triaged.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Case {
     pub message_id: Option<String>,
     pub from: Option<String>,
@@ -29,7 +29,7 @@ pub struct Case {
     pub tier: u8,
     /// Each unmet requirement in words ("customer name or customer phone
     /// number"), for the reply that asks for them.
-    #[serde(skip)]
+    #[serde(skip_serializing, default)]
     pub missing_labels: Vec<String>,
 }
 

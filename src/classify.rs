@@ -19,10 +19,10 @@
 use std::collections::HashMap;
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Where a flag was found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Place {
     Subject,
@@ -30,16 +30,21 @@ pub enum Place {
 }
 
 /// One flagged term.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Flag {
     pub category: String,
     /// The term as configured (not the inflection found).
     pub term: String,
     #[serde(rename = "in")]
     pub place: Place,
-    /// Index of the category in the matcher that made the flag.
-    #[serde(skip)]
+    /// Index of the category in the matcher that made the flag; unknown
+    /// (`u16::MAX`) for a flag read back from storage.
+    #[serde(skip, default = "unknown_index")]
     category_index: u16,
+}
+
+fn unknown_index() -> u16 {
+    u16::MAX
 }
 
 /// A flag category as configured.
@@ -224,11 +229,20 @@ impl Keywords {
         }
     }
 
+    /// The category of a flag: by index for a fresh flag, by name for one
+    /// read back from storage.
+    fn category_of(&self, f: &Flag) -> Option<&Category> {
+        self.categories
+            .get(f.category_index as usize)
+            .filter(|c| c.name == f.category)
+            .or_else(|| self.category(&f.category))
+    }
+
     /// The risk floor of a set of flags (1 when there are none).
     pub fn floor(&self, flags: &[Flag]) -> u8 {
         flags
             .iter()
-            .filter_map(|f| self.categories.get(f.category_index as usize))
+            .filter_map(|f| self.category_of(f))
             .map(|c| c.floor)
             .max()
             .unwrap_or(1)
@@ -238,7 +252,7 @@ impl Keywords {
     pub fn any_tier2(&self, flags: &[Flag]) -> bool {
         flags
             .iter()
-            .filter_map(|f| self.categories.get(f.category_index as usize))
+            .filter_map(|f| self.category_of(f))
             .any(|c| c.tier2)
     }
 }

@@ -119,7 +119,8 @@ impl Field {
 }
 
 /// The fields found in a message; absent ones are `None` and left out of JSON.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Fields {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub customer_name: Option<String>,

@@ -37,3 +37,4 @@ pub mod config;
 pub mod extract;
 pub mod message;
 pub mod route;
+pub mod store;

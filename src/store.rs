@@ -1,0 +1,702 @@
+//! The durable store: the only module that touches sled.
+//!
+//! What it keeps, one sled tree each:
+//!
+//! - `cases`: case id (`ESC-2026-000123`) to [`CaseRecord`];
+//! - `seen`: every message ever processed, by [`MessageKey`] (Message-ID plus
+//!   a SHA-256 of the raw bytes), to what became of it, so that a message
+//!   fetched again (after a crash, or when UIDVALIDITY changes) is recognised
+//!   and not processed twice;
+//! - `cursors`: per mailbox, the UIDVALIDITY and the highest UID processed;
+//! - `outbox` and `outbox_raw`: every message to send, with its delivery
+//!   state, and its bytes (fixed when queued, so a resend after a crash is
+//!   the same message with the same Message-ID);
+//! - `replies`: when each sender last got automatic replies (rate limit);
+//! - `meta`: counters.
+//!
+//! The daemon's rule "nothing lost, nothing twice" rests on [`Store::commit`]:
+//! the cases of a batch of messages, their `seen` entries, the mailbox cursor
+//! and every outgoing message are written in one sled transaction and flushed
+//! to disk before it returns. Only then may the messages be marked or moved on
+//! the server. A crash before the flush loses nothing (the messages are still
+//! unmarked and are fetched again); a crash after it creates nothing twice
+//! (the messages are in `seen`).
+//!
+//! Everything is stored as JSON, so that a record can be read by a person
+//! with sled's tools and survives added fields. Time is passed in (unix
+//! seconds), never read here, so that tests control it.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+
+use crate::case::Case;
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] sled::Error),
+    #[error("corrupt record in {tree}: {error}")]
+    Corrupt { tree: &'static str, error: String },
+    #[error("no outbox item {0}")]
+    NoSuchItem(u64),
+}
+
+impl From<TransactionError<StoreError>> for StoreError {
+    fn from(e: TransactionError<StoreError>) -> Self {
+        match e {
+            TransactionError::Abort(e) => e,
+            TransactionError::Storage(e) => StoreError::Db(e),
+        }
+    }
+}
+
+type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
+
+/// Identifies a message whatever its UID: Message-ID and a digest of its
+/// bytes (a Message-ID alone is not unique in practice, and may be absent).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct MessageKey(String);
+
+impl MessageKey {
+    pub fn new(message_id: Option<&str>, raw: &[u8]) -> Self {
+        let digest = ring::digest::digest(&ring::digest::SHA256, raw);
+        let mut hex = String::with_capacity(64);
+        for b in digest.as_ref() {
+            hex.push_str(&format!("{b:02x}"));
+        }
+        let id = message_id.unwrap_or("").trim().to_ascii_lowercase();
+        MessageKey(format!("{id}\u{0}{hex}"))
+    }
+
+    fn bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+/// Where a mailbox's processing stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    pub uid_validity: u32,
+    /// Highest UID processed (0: none).
+    pub last_uid: u32,
+}
+
+/// What became of a processed message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Seen {
+    /// It opened this case.
+    Case { case_id: String },
+    /// It was read and deliberately left alone (not an escalation, unknown
+    /// sender, automatic mail).
+    Ignored { reason: String },
+    /// It could not be processed; a human must look at it.
+    Quarantined { error: String },
+}
+
+/// A stored case.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaseRecord {
+    pub id: String,
+    /// The mailbox (by configured name) the message arrived in.
+    pub mailbox: String,
+    pub uid: u32,
+    pub uid_validity: u32,
+    /// Unix seconds.
+    pub received_at: i64,
+    pub case: Case,
+    /// The agent's display name, for replies.
+    #[serde(default)]
+    pub from_name: Option<String>,
+    /// References of the agent's message, for threading replies.
+    #[serde(default)]
+    pub references: Vec<String>,
+    /// Outbox items queued for this case.
+    #[serde(default)]
+    pub outbox: Vec<u64>,
+}
+
+/// One message to send, as queued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewOutgoing {
+    /// What it is, for logs and `cases show`: `reply`, `forward`, `alert`, ...
+    pub kind: String,
+    pub case_id: Option<String>,
+    /// The Message-ID it carries, without angle brackets.
+    pub message_id: String,
+    pub envelope_from: String,
+    pub recipients: Vec<String>,
+    /// The whole RFC 5322 message.
+    pub raw: Vec<u8>,
+}
+
+/// Delivery state of an outbox item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Delivery {
+    Pending,
+    Sent,
+    /// Given up on (permanent failure): kept for a human.
+    Undeliverable,
+}
+
+/// An outbox item without its bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxItem {
+    pub id: u64,
+    pub kind: String,
+    pub case_id: Option<String>,
+    pub message_id: String,
+    pub envelope_from: String,
+    pub recipients: Vec<String>,
+    pub state: Delivery,
+    pub attempts: u32,
+    /// Unix seconds: when to try next (pending items).
+    pub next_attempt_at: i64,
+    pub queued_at: i64,
+    pub sent_at: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+/// One processed message of a batch.
+#[derive(Debug, Clone)]
+pub struct BatchItem {
+    pub key: MessageKey,
+    pub uid: u32,
+    pub outcome: BatchOutcome,
+}
+
+#[derive(Debug, Clone)]
+pub enum BatchOutcome {
+    /// A new case (its id reserved with [`Store::reserve_case_id`]) and the
+    /// messages its actions send.
+    Case {
+        record: Box<CaseRecord>,
+        outgoing: Vec<NewOutgoing>,
+        /// The sender got an automatic reply (counted for the rate limit).
+        replied_to: Option<String>,
+    },
+    Ignored {
+        reason: String,
+    },
+    Quarantined {
+        error: String,
+    },
+}
+
+/// A batch of processed messages of one mailbox, committed together.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub mailbox: String,
+    pub cursor: Cursor,
+    pub items: Vec<BatchItem>,
+    /// Unix seconds.
+    pub now: i64,
+}
+
+/// What [`Store::commit`] did with each item, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Committed {
+    Stored,
+    /// The message was already in `seen` (from an earlier run, or twice in
+    /// this batch): nothing was written for it.
+    AlreadySeen(Seen),
+}
+
+/// The store. Cheap to clone; all clones share the database.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    cases: sled::Tree,
+    seen: sled::Tree,
+    cursors: sled::Tree,
+    outbox: sled::Tree,
+    outbox_raw: sled::Tree,
+    replies: sled::Tree,
+    meta: sled::Tree,
+}
+
+const CASE_SEQ: &[u8] = b"case_seq";
+const OUTBOX_SEQ: &[u8] = b"outbox_seq";
+
+fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    // Serialising these plain structs to JSON cannot fail.
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(tree: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        tree,
+        error: e.to_string(),
+    })
+}
+
+fn abort(e: StoreError) -> ConflictableTransactionError<StoreError> {
+    ConflictableTransactionError::Abort(e)
+}
+
+fn next_seq(meta: &TransactionalTree, key: &[u8]) -> TxResult<u64> {
+    let current = match meta.get(key)? {
+        Some(v) => u64::from_be_bytes(v.as_ref().try_into().map_err(|_| {
+            abort(StoreError::Corrupt {
+                tree: "meta",
+                error: "counter is not 8 bytes".into(),
+            })
+        })?),
+        None => 0,
+    };
+    let next = current + 1;
+    meta.insert(key, &next.to_be_bytes())?;
+    Ok(next)
+}
+
+impl Store {
+    /// Opens (or creates) the database at `path`, with a page cache of
+    /// `cache_bytes`.
+    pub fn open(path: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_bytes)
+            .open()?;
+        Ok(Store {
+            cases: db.open_tree("cases")?,
+            seen: db.open_tree("seen")?,
+            cursors: db.open_tree("cursors")?,
+            outbox: db.open_tree("outbox")?,
+            outbox_raw: db.open_tree("outbox_raw")?,
+            replies: db.open_tree("replies")?,
+            meta: db.open_tree("meta")?,
+            db,
+        })
+    }
+
+    /// A new case id, `ESC-<year>-<sequence>`: the sequence is monotonic over
+    /// the database's life and durable before this returns. An id reserved
+    /// and then not committed (a crash in between) is a gap, never a reuse.
+    pub fn reserve_case_id(&self, year: i16) -> Result<String, StoreError> {
+        let seq = self.meta.transaction(|meta| next_seq(meta, CASE_SEQ))?;
+        self.meta.flush()?;
+        Ok(format!("ESC-{year}-{seq:06}"))
+    }
+
+    pub fn cursor(&self, mailbox: &str) -> Result<Option<Cursor>, StoreError> {
+        self.cursors
+            .get(mailbox)?
+            .map(|v| decode("cursors", &v))
+            .transpose()
+    }
+
+    /// Sets a mailbox's cursor outside a batch (after UIDVALIDITY changed).
+    pub fn set_cursor(&self, mailbox: &str, cursor: Cursor) -> Result<(), StoreError> {
+        self.cursors.insert(mailbox, encode(&cursor))?;
+        self.cursors.flush()?;
+        Ok(())
+    }
+
+    /// What became of a message processed before, if it was.
+    pub fn seen(&self, key: &MessageKey) -> Result<Option<Seen>, StoreError> {
+        self.seen
+            .get(key.bytes())?
+            .map(|v| decode("seen", &v))
+            .transpose()
+    }
+
+    pub fn case(&self, id: &str) -> Result<Option<CaseRecord>, StoreError> {
+        self.cases.get(id)?.map(|v| decode("cases", &v)).transpose()
+    }
+
+    /// All cases, oldest first.
+    pub fn cases(&self) -> impl Iterator<Item = Result<CaseRecord, StoreError>> + '_ {
+        self.cases.iter().map(|r| {
+            let (_, v) = r?;
+            decode("cases", &v)
+        })
+    }
+
+    /// Automatic replies sent to `sender` since `since` (unix seconds).
+    pub fn replies_since(&self, sender: &str, since: i64) -> Result<usize, StoreError> {
+        let key = sender.to_ascii_lowercase();
+        let times: Vec<i64> = match self.replies.get(key.as_bytes())? {
+            Some(v) => decode("replies", &v)?,
+            None => Vec::new(),
+        };
+        Ok(times.iter().filter(|&&t| t >= since).count())
+    }
+
+    /// Writes a batch in one transaction and flushes it to disk.
+    ///
+    /// For each item not already in `seen`: its `seen` entry, its case and
+    /// its outgoing messages. Then the cursor. The closure may run more than
+    /// once on a conflict, so it computes everything from its inputs.
+    pub fn commit(&self, batch: &Batch) -> Result<Vec<Committed>, StoreError> {
+        let trees = (
+            &self.cases,
+            &self.seen,
+            &self.cursors,
+            &self.outbox,
+            &self.outbox_raw,
+            &self.replies,
+            &self.meta,
+        );
+        let result = trees.transaction(
+            |(cases, seen, cursors, outbox, outbox_raw, replies, meta)| {
+                let mut committed = Vec::with_capacity(batch.items.len());
+                for item in &batch.items {
+                    if let Some(prev) = seen.get(item.key.bytes())? {
+                        let prev: Seen = decode("seen", &prev).map_err(abort)?;
+                        committed.push(Committed::AlreadySeen(prev));
+                        continue;
+                    }
+                    let entry = match &item.outcome {
+                        BatchOutcome::Case {
+                            record,
+                            outgoing,
+                            replied_to,
+                        } => {
+                            let mut record = record.as_ref().clone();
+                            for out in outgoing {
+                                let id = next_seq(meta, OUTBOX_SEQ)?;
+                                let queued = OutboxItem {
+                                    id,
+                                    kind: out.kind.clone(),
+                                    case_id: out.case_id.clone(),
+                                    message_id: out.message_id.clone(),
+                                    envelope_from: out.envelope_from.clone(),
+                                    recipients: out.recipients.clone(),
+                                    state: Delivery::Pending,
+                                    attempts: 0,
+                                    next_attempt_at: batch.now,
+                                    queued_at: batch.now,
+                                    sent_at: None,
+                                    last_error: None,
+                                };
+                                outbox.insert(&id.to_be_bytes(), encode(&queued))?;
+                                outbox_raw.insert(&id.to_be_bytes(), out.raw.as_slice())?;
+                                record.outbox.push(id);
+                            }
+                            if let Some(sender) = replied_to {
+                                let key = sender.to_ascii_lowercase();
+                                let mut times: Vec<i64> = match replies.get(key.as_bytes())? {
+                                    Some(v) => decode("replies", &v).map_err(abort)?,
+                                    None => Vec::new(),
+                                };
+                                // Keep a day: enough for any hourly limit.
+                                times.retain(|&t| t > batch.now - 86_400);
+                                times.push(batch.now);
+                                replies.insert(key.as_bytes(), encode(&times))?;
+                            }
+                            cases.insert(record.id.as_bytes(), encode(&record))?;
+                            Seen::Case {
+                                case_id: record.id.clone(),
+                            }
+                        }
+                        BatchOutcome::Ignored { reason } => Seen::Ignored {
+                            reason: reason.clone(),
+                        },
+                        BatchOutcome::Quarantined { error } => Seen::Quarantined {
+                            error: error.clone(),
+                        },
+                    };
+                    seen.insert(item.key.bytes(), encode(&entry))?;
+                    committed.push(Committed::Stored);
+                }
+                cursors.insert(batch.mailbox.as_bytes(), encode(&batch.cursor))?;
+                Ok(committed)
+            },
+        )?;
+        self.db.flush()?;
+        Ok(result)
+    }
+
+    /// Pending outbox items due at `now`, oldest first, at most `limit`.
+    pub fn outbox_due(&self, now: i64, limit: usize) -> Result<Vec<OutboxItem>, StoreError> {
+        let mut due = Vec::new();
+        for r in self.outbox.iter() {
+            let (_, v) = r?;
+            let item: OutboxItem = decode("outbox", &v)?;
+            if item.state == Delivery::Pending && item.next_attempt_at <= now {
+                due.push(item);
+                if due.len() == limit {
+                    break;
+                }
+            }
+        }
+        Ok(due)
+    }
+
+    /// All outbox items (without bytes), oldest first.
+    pub fn outbox_items(&self) -> Result<Vec<OutboxItem>, StoreError> {
+        self.outbox
+            .iter()
+            .map(|r| {
+                let (_, v) = r?;
+                decode("outbox", &v)
+            })
+            .collect()
+    }
+
+    /// The bytes of an outbox item.
+    pub fn outbox_raw(&self, id: u64) -> Result<Vec<u8>, StoreError> {
+        self.outbox_raw
+            .get(id.to_be_bytes())?
+            .map(|v| v.to_vec())
+            .ok_or(StoreError::NoSuchItem(id))
+    }
+
+    fn update_item(&self, id: u64, f: impl Fn(&mut OutboxItem)) -> Result<OutboxItem, StoreError> {
+        let key = id.to_be_bytes();
+        let item = self.outbox.transaction(|outbox| {
+            let Some(v) = outbox.get(key)? else {
+                return Err(abort(StoreError::NoSuchItem(id)));
+            };
+            let mut item: OutboxItem = decode("outbox", &v).map_err(abort)?;
+            f(&mut item);
+            outbox.insert(&key, encode(&item))?;
+            Ok(item)
+        })?;
+        self.outbox.flush()?;
+        Ok(item)
+    }
+
+    /// The server accepted the item.
+    pub fn mark_sent(&self, id: u64, now: i64) -> Result<OutboxItem, StoreError> {
+        self.update_item(id, |i| {
+            i.state = Delivery::Sent;
+            i.attempts += 1;
+            i.sent_at = Some(now);
+            i.last_error = None;
+        })
+    }
+
+    /// A transient failure: try again at `retry_at`.
+    pub fn mark_retry(
+        &self,
+        id: u64,
+        error: &str,
+        retry_at: i64,
+    ) -> Result<OutboxItem, StoreError> {
+        self.update_item(id, |i| {
+            i.attempts += 1;
+            i.next_attempt_at = retry_at;
+            i.last_error = Some(error.to_string());
+        })
+    }
+
+    /// A permanent failure: kept, with its error, for a human.
+    pub fn mark_undeliverable(&self, id: u64, error: &str) -> Result<OutboxItem, StoreError> {
+        self.update_item(id, |i| {
+            i.attempts += 1;
+            i.state = Delivery::Undeliverable;
+            i.last_error = Some(error.to_string());
+        })
+    }
+
+    /// Queues messages that belong to no batch (health alerts), in one
+    /// transaction, flushed.
+    pub fn enqueue(&self, messages: &[NewOutgoing], now: i64) -> Result<Vec<u64>, StoreError> {
+        let ids =
+            (&self.outbox, &self.outbox_raw, &self.meta).transaction(|(outbox, raw, meta)| {
+                let mut ids = Vec::new();
+                for out in messages {
+                    let id = next_seq(meta, OUTBOX_SEQ)?;
+                    let item = OutboxItem {
+                        id,
+                        kind: out.kind.clone(),
+                        case_id: out.case_id.clone(),
+                        message_id: out.message_id.clone(),
+                        envelope_from: out.envelope_from.clone(),
+                        recipients: out.recipients.clone(),
+                        state: Delivery::Pending,
+                        attempts: 0,
+                        next_attempt_at: now,
+                        queued_at: now,
+                        sent_at: None,
+                        last_error: None,
+                    };
+                    outbox.insert(&id.to_be_bytes(), encode(&item))?;
+                    raw.insert(&id.to_be_bytes(), out.raw.as_slice())?;
+                    ids.push(id);
+                }
+                Ok(ids)
+            })?;
+        self.db.flush()?;
+        Ok(ids)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn case_record(store: &Store, uid: u32) -> CaseRecord {
+        let config = Config::builtin().unwrap();
+        let raw = format!(
+            "From: a@example.com\r\nSubject: Escalation (Order #CK{uid})\r\nMessage-ID: <m{uid}@example.com>\r\n\r\nCustomer Name: Asha\r\n"
+        );
+        let (_, case) = config.triage.parse(raw.as_bytes()).unwrap();
+        CaseRecord {
+            id: store.reserve_case_id(2026).unwrap(),
+            mailbox: "ops".into(),
+            uid,
+            uid_validity: 7,
+            received_at: 1_700_000_000,
+            case,
+            from_name: None,
+            references: vec![],
+            outbox: vec![],
+        }
+    }
+
+    fn outgoing(case_id: &str, n: usize) -> Vec<NewOutgoing> {
+        (0..n)
+            .map(|i| NewOutgoing {
+                kind: "reply".into(),
+                case_id: Some(case_id.into()),
+                message_id: format!("{case_id}.{i}@mailtriage.example.com"),
+                envelope_from: "ops@example.com".into(),
+                recipients: vec!["a@example.com".into()],
+                raw: format!("Subject: {case_id} {i}\r\n\r\nbody").into_bytes(),
+            })
+            .collect()
+    }
+
+    fn item(store: &Store, uid: u32, outs: usize) -> BatchItem {
+        let record = case_record(store, uid);
+        let out = outgoing(&record.id, outs);
+        BatchItem {
+            key: MessageKey::new(
+                Some(&format!("m{uid}@example.com")),
+                format!("raw {uid}").as_bytes(),
+            ),
+            uid,
+            outcome: BatchOutcome::Case {
+                record: Box::new(record),
+                outgoing: out,
+                replied_to: Some("A@example.com".into()),
+            },
+        }
+    }
+
+    #[test]
+    fn a_batch_is_durable_and_recognised_after_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys;
+        {
+            let store = Store::open(dir.path(), 1 << 20).unwrap();
+            let items = vec![item(&store, 1, 2), item(&store, 2, 1)];
+            keys = items.iter().map(|i| i.key.clone()).collect::<Vec<_>>();
+            let batch = Batch {
+                mailbox: "ops".into(),
+                cursor: Cursor {
+                    uid_validity: 7,
+                    last_uid: 2,
+                },
+                items,
+                now: 100,
+            };
+            assert_eq!(
+                store.commit(&batch).unwrap(),
+                [Committed::Stored, Committed::Stored]
+            );
+            // The same batch again (a crash before the server was told):
+            // nothing is written twice.
+            let again = store.commit(&batch).unwrap();
+            assert!(matches!(
+                again[0],
+                Committed::AlreadySeen(Seen::Case { .. })
+            ));
+            assert_eq!(store.outbox_items().unwrap().len(), 3);
+        }
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(
+            store.cursor("ops").unwrap(),
+            Some(Cursor {
+                uid_validity: 7,
+                last_uid: 2
+            })
+        );
+        let seen = store.seen(&keys[0]).unwrap().unwrap();
+        let Seen::Case { case_id } = seen else {
+            panic!("{seen:?}")
+        };
+        assert_eq!(case_id, "ESC-2026-000001");
+        let record = store.case(&case_id).unwrap().unwrap();
+        assert_eq!(record.outbox, [1, 2]);
+        assert_eq!(record.case.fields.order_id.as_deref(), Some("CK1"));
+        assert_eq!(
+            store.outbox_raw(2).unwrap(),
+            b"Subject: ESC-2026-000001 1\r\n\r\nbody"
+        );
+        assert_eq!(store.replies_since("a@EXAMPLE.com", 0).unwrap(), 2);
+        assert_eq!(store.replies_since("a@example.com", 101).unwrap(), 0);
+        // Ids go on after reopening.
+        assert_eq!(store.reserve_case_id(2027).unwrap(), "ESC-2027-000003");
+        assert_eq!(store.cases().count(), 2);
+    }
+
+    #[test]
+    fn the_same_message_twice_in_one_batch_is_stored_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let a = item(&store, 1, 1);
+        let mut b = item(&store, 2, 1);
+        b.key = a.key.clone();
+        let batch = Batch {
+            mailbox: "ops".into(),
+            cursor: Cursor {
+                uid_validity: 7,
+                last_uid: 2,
+            },
+            items: vec![a, b],
+            now: 100,
+        };
+        let r = store.commit(&batch).unwrap();
+        assert_eq!(r[0], Committed::Stored);
+        assert!(matches!(r[1], Committed::AlreadySeen(_)));
+        assert_eq!(store.cases().count(), 1);
+        assert_eq!(store.outbox_items().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn message_keys_tell_messages_apart() {
+        let a = MessageKey::new(Some("X@example.com"), b"one");
+        assert_eq!(a, MessageKey::new(Some("x@example.com"), b"one"));
+        assert_ne!(a, MessageKey::new(Some("x@example.com"), b"two"));
+        assert_ne!(a, MessageKey::new(None, b"one"));
+    }
+
+    #[test]
+    fn outbox_lifecycle() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let ids = store.enqueue(&outgoing("ESC-2026-000009", 3), 50).unwrap();
+        assert_eq!(ids, [1, 2, 3]);
+        assert_eq!(store.outbox_due(49, 10).unwrap().len(), 0);
+        assert_eq!(store.outbox_due(50, 2).unwrap().len(), 2);
+        store.mark_sent(1, 51).unwrap();
+        let retried = store.mark_retry(2, "451 try later", 80).unwrap();
+        assert_eq!((retried.attempts, retried.next_attempt_at), (1, 80));
+        store.mark_undeliverable(3, "550 no such user").unwrap();
+        assert!(store.outbox_due(79, 10).unwrap().is_empty());
+        let due: Vec<u64> = store
+            .outbox_due(80, 10)
+            .unwrap()
+            .iter()
+            .map(|i| i.id)
+            .collect();
+        assert_eq!(due, [2]);
+        let items = store.outbox_items().unwrap();
+        assert_eq!(items[0].state, Delivery::Sent);
+        assert_eq!(items[2].state, Delivery::Undeliverable);
+        assert_eq!(items[2].last_error.as_deref(), Some("550 no such user"));
+        assert!(matches!(
+            store.mark_sent(99, 1),
+            Err(StoreError::NoSuchItem(99))
+        ));
+    }
+}
