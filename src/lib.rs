@@ -37,4 +37,5 @@ pub mod config;
 pub mod extract;
 pub mod message;
 pub mod route;
+pub mod send;
 pub mod store;

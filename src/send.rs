@@ -1,0 +1,549 @@
+//! Outgoing mail: composing it, guarding against loops, and delivering the
+//! outbox over SMTP.
+//!
+//! Every message is composed to its final bytes when it is queued (with a
+//! Message-ID fixed then), stored in the outbox, and only then delivered: a
+//! resend after a crash is byte for byte the same message. Every message
+//! carries `Auto-Submitted` (RFC 3834: `auto-replied` for replies to agents,
+//! `auto-generated` for forwards, alerts and digests) and
+//! `X-Auto-Response-Suppress: All`, so that well-behaved software never
+//! answers it; [`reply_allowed`] is the other half, refusing to answer
+//! automatic mail.
+
+use std::time::{Duration, SystemTime};
+
+use lettre::message::header::{ContentType, HeaderName, HeaderValue};
+use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{Address, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+
+use crate::message::Email;
+use crate::route::Rendered;
+use crate::store::{NewOutgoing, OutboxItem, Store, StoreError};
+
+/// Who the daemon is when it sends.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// From: and envelope sender.
+    pub from: Mailbox,
+    /// The right-hand side of Message-IDs.
+    pub domain: String,
+}
+
+/// Why a message could not be composed.
+#[derive(Debug, thiserror::Error)]
+pub enum ComposeError {
+    #[error("invalid address {0:?}: {1}")]
+    Address(String, lettre::address::AddressError),
+    #[error("building the message: {0}")]
+    Build(#[from] lettre::error::Error),
+    #[error("message has no recipient")]
+    NoRecipient,
+    #[error("content type: {0}")]
+    ContentType(String),
+}
+
+fn mailbox(addr: &str) -> Result<Mailbox, ComposeError> {
+    addr.trim()
+        .parse::<Address>()
+        .map(|a| Mailbox::new(None, a))
+        .map_err(|e| ComposeError::Address(addr.to_string(), e))
+}
+
+fn header(name: &'static str, value: &str) -> HeaderValue {
+    HeaderValue::new(HeaderName::new_from_ascii_str(name), value.to_string())
+}
+
+/// The Message-ID of the `n`th message of `kind` for a case.
+pub fn message_id(identity: &Identity, case_id: &str, kind: &str, n: usize) -> String {
+    format!("{case_id}.{kind}.{n}@{}", identity.domain)
+}
+
+fn finish(
+    body: Result<Message, lettre::error::Error>,
+    kind: &str,
+    case_id: Option<&str>,
+    message_id: String,
+    identity: &Identity,
+) -> Result<NewOutgoing, ComposeError> {
+    let message = body?;
+    let recipients: Vec<String> = message
+        .envelope()
+        .to()
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    if recipients.is_empty() {
+        return Err(ComposeError::NoRecipient);
+    }
+    Ok(NewOutgoing {
+        kind: kind.to_string(),
+        case_id: case_id.map(str::to_string),
+        message_id,
+        envelope_from: identity.from.email.to_string(),
+        recipients,
+        raw: message.formatted(),
+    })
+}
+
+fn base(
+    identity: &Identity,
+    message_id: &str,
+    subject: &str,
+    date: SystemTime,
+    auto: &str,
+) -> lettre::message::MessageBuilder {
+    Message::builder()
+        .from(identity.from.clone())
+        .subject(subject)
+        .date(date)
+        .message_id(Some(format!("<{message_id}>")))
+        .raw_header(header("Auto-Submitted", auto))
+        .raw_header(header("X-Auto-Response-Suppress", "All"))
+}
+
+/// A reply to the agent, threaded to the agent's message.
+pub fn compose_reply(
+    identity: &Identity,
+    case_id: &str,
+    n: usize,
+    to: &str,
+    rendered: &Rendered,
+    original: &Email,
+    date: SystemTime,
+) -> Result<NewOutgoing, ComposeError> {
+    let id = message_id(identity, case_id, "reply", n);
+    let mut b = base(identity, &id, &rendered.subject, date, "auto-replied").to(mailbox(to)?);
+    if let Some(parent) = &original.message_id {
+        let mut refs: Vec<String> = original
+            .references
+            .iter()
+            .map(|r| format!("<{r}>"))
+            .collect();
+        refs.push(format!("<{parent}>"));
+        b = b
+            .in_reply_to(format!("<{parent}>"))
+            .references(refs.join(" "));
+    }
+    let body = b.singlepart(SinglePart::plain(rendered.body.clone()));
+    finish(body, "reply", Some(case_id), id, identity)
+}
+
+/// A forward to managers: the rendered summary first, then the agent's
+/// original message attached as message/rfc822.
+#[allow(clippy::too_many_arguments)]
+pub fn compose_forward(
+    identity: &Identity,
+    case_id: &str,
+    n: usize,
+    to: &[String],
+    cc: &[String],
+    rendered: &Rendered,
+    original_raw: &[u8],
+    date: SystemTime,
+) -> Result<NewOutgoing, ComposeError> {
+    let id = message_id(identity, case_id, "forward", n);
+    let mut b = base(identity, &id, &rendered.subject, date, "auto-generated");
+    for a in to {
+        b = b.to(mailbox(a)?);
+    }
+    for a in cc {
+        b = b.cc(mailbox(a)?);
+    }
+    let rfc822 = ContentType::parse("message/rfc822")
+        .map_err(|e| ComposeError::ContentType(e.to_string()))?;
+    let attachment =
+        Attachment::new(format!("{case_id}-original.eml")).body(original_raw.to_vec(), rfc822);
+    let body = b.multipart(
+        MultiPart::mixed()
+            .singlepart(SinglePart::plain(rendered.body.clone()))
+            .singlepart(attachment),
+    );
+    finish(body, "forward", Some(case_id), id, identity)
+}
+
+/// A notice that belongs to no case (health alerts).
+pub fn compose_notice(
+    identity: &Identity,
+    kind: &str,
+    key: &str,
+    to: &[String],
+    subject: &str,
+    text: &str,
+    date: SystemTime,
+) -> Result<NewOutgoing, ComposeError> {
+    let id = format!("{kind}.{key}@{}", identity.domain);
+    let mut b = base(identity, &id, subject, date, "auto-generated");
+    for a in to {
+        b = b.to(mailbox(a)?);
+    }
+    let body = b.singlepart(SinglePart::plain(text.to_string()));
+    finish(body, kind, None, id, identity)
+}
+
+/// Local parts of senders that are machines.
+const MACHINE_SENDERS: &[&str] = &[
+    "mailer-daemon",
+    "postmaster",
+    "no-reply",
+    "noreply",
+    "do-not-reply",
+    "donotreply",
+    "bounce",
+    "bounces",
+    "auto-reply",
+    "autoreply",
+];
+
+/// Whether the daemon may send an automatic reply to this message (RFC
+/// 3834 section 2): `Err` says why not.
+pub fn reply_allowed(email: &Email, own_addresses: &[String]) -> Result<(), &'static str> {
+    if email.automatic().is_some() {
+        return Err("the message is automatic (Auto-Submitted, Precedence or List-Id)");
+    }
+    if email.return_path.as_deref() == Some("") {
+        return Err("the message has a null return path (a bounce)");
+    }
+    let Some(from) = email.from.as_deref() else {
+        return Err("the message has no sender");
+    };
+    let local = from.split('@').next().unwrap_or("").to_ascii_lowercase();
+    if MACHINE_SENDERS.iter().any(|m| {
+        local == *m || local.starts_with(&format!("{m}+")) || local.starts_with(&format!("{m}-"))
+    }) {
+        return Err("the sender is a machine (mailer-daemon, no-reply, ...)");
+    }
+    if own_addresses.iter().any(|a| a.eq_ignore_ascii_case(from)) {
+        return Err("the sender is one of the daemon's own addresses");
+    }
+    Ok(())
+}
+
+/// How the SMTP connection is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tls {
+    /// TLS from the first byte (port 465).
+    Implicit,
+    /// STARTTLS, required (port 587).
+    Starttls,
+    /// No TLS at all: only for loopback test servers, and only when the
+    /// config says so.
+    Plain,
+}
+
+/// Where and how to deliver.
+#[derive(Debug, Clone)]
+pub struct SmtpSettings {
+    pub host: String,
+    pub port: u16,
+    pub tls: Tls,
+    pub credentials: Option<(String, String)>,
+    pub timeout: Duration,
+}
+
+/// A delivery failure, as the outbox must treat it.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// Try again later: 4xx, or the server could not be reached.
+    #[error("transient: {0}")]
+    Transient(String),
+    /// Do not retry: 5xx.
+    #[error("permanent: {0}")]
+    Permanent(String),
+}
+
+/// The SMTP side of the outbox.
+pub struct Smtp {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+}
+
+impl Smtp {
+    pub fn new(s: &SmtpSettings) -> Result<Smtp, SendError> {
+        let builder = match s.tls {
+            Tls::Implicit => AsyncSmtpTransport::<Tokio1Executor>::relay(&s.host),
+            Tls::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&s.host),
+            Tls::Plain => Ok(AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(
+                &s.host,
+            )),
+        }
+        .map_err(|e| SendError::Permanent(format!("SMTP settings: {e}")))?;
+        let mut builder = builder.port(s.port).timeout(Some(s.timeout));
+        if let Some((user, pass)) = &s.credentials {
+            builder = builder.credentials(Credentials::new(user.clone(), pass.clone()));
+        }
+        Ok(Smtp {
+            transport: builder.build(),
+        })
+    }
+
+    /// Delivers one stored message.
+    pub async fn send(&self, item: &OutboxItem, raw: &[u8]) -> Result<(), SendError> {
+        let from = item.envelope_from.parse::<Address>().map_err(|e| {
+            SendError::Permanent(format!("envelope sender {:?}: {e}", item.envelope_from))
+        })?;
+        let mut to = Vec::new();
+        for r in &item.recipients {
+            to.push(
+                r.parse::<Address>()
+                    .map_err(|e| SendError::Permanent(format!("recipient {r:?}: {e}")))?,
+            );
+        }
+        let envelope = lettre::address::Envelope::new(Some(from), to)
+            .map_err(|e| SendError::Permanent(format!("envelope: {e}")))?;
+        match self.transport.send_raw(&envelope, raw).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_permanent() => Err(SendError::Permanent(e.to_string())),
+            Err(e) => Err(SendError::Transient(e.to_string())),
+        }
+    }
+}
+
+/// Retry timing for transient failures.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    pub first: Duration,
+    pub max: Duration,
+    /// After this long since queueing, a message is given up on.
+    pub give_up_after: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            first: Duration::from_secs(30),
+            max: Duration::from_secs(30 * 60),
+            give_up_after: Duration::from_secs(3 * 24 * 3600),
+        }
+    }
+}
+
+impl Backoff {
+    /// Seconds to wait after the `attempts`th failure: doubling, capped, with
+    /// up to a fifth of jitter so that many items do not retry in step.
+    pub fn delay(&self, attempts: u32, salt: u64) -> i64 {
+        let base = self.first.as_secs().max(1);
+        let exp = base.saturating_mul(1u64 << attempts.min(20));
+        let capped = exp.min(self.max.as_secs().max(1));
+        // A cheap mix of the salt (item id, attempt) for the jitter.
+        let mut x = salt ^ (u64::from(attempts) << 32) ^ 0x9e37_79b9_7f4a_7c15;
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        x ^= x >> 33;
+        let jitter = x % (capped / 5 + 1);
+        (capped - capped / 10 + jitter) as i64
+    }
+}
+
+/// What one pass over the due items did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Delivered {
+    pub sent: usize,
+    pub retrying: usize,
+    pub undeliverable: usize,
+}
+
+/// Sends every item due at `now`, recording each outcome in the store
+/// before going on.
+pub async fn deliver_due(
+    store: &Store,
+    smtp: &Smtp,
+    backoff: &Backoff,
+    now: i64,
+) -> Result<Delivered, StoreError> {
+    let mut done = Delivered::default();
+    for item in store.outbox_due(now, 100)? {
+        let raw = store.outbox_raw(item.id)?;
+        match smtp.send(&item, &raw).await {
+            Ok(()) => {
+                store.mark_sent(item.id, now)?;
+                tracing::info!(outbox = item.id, message_id = %item.message_id, case = item.case_id.as_deref().unwrap_or("-"), kind = %item.kind, "sent");
+                done.sent += 1;
+            }
+            Err(SendError::Permanent(e)) => {
+                store.mark_undeliverable(item.id, &e)?;
+                tracing::error!(outbox = item.id, message_id = %item.message_id, case = item.case_id.as_deref().unwrap_or("-"), error = %e, "undeliverable, kept for a human");
+                done.undeliverable += 1;
+            }
+            Err(SendError::Transient(e)) => {
+                if now - item.queued_at > backoff.give_up_after.as_secs() as i64 {
+                    store.mark_undeliverable(
+                        item.id,
+                        &format!("gave up after {} attempts: {e}", item.attempts + 1),
+                    )?;
+                    tracing::error!(outbox = item.id, message_id = %item.message_id, error = %e, "gave up retrying");
+                    done.undeliverable += 1;
+                } else {
+                    let retry_at = now + backoff.delay(item.attempts, item.id);
+                    store.mark_retry(item.id, &e, retry_at)?;
+                    tracing::warn!(outbox = item.id, message_id = %item.message_id, error = %e, retry_at, "will retry");
+                    done.retrying += 1;
+                }
+            }
+        }
+    }
+    Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mail_parser::MessageParser;
+
+    fn identity() -> Identity {
+        Identity {
+            from: "Escalations <mailtriage@example.com>".parse().unwrap(),
+            domain: "mailtriage.example.com".into(),
+        }
+    }
+
+    fn rendered() -> Rendered {
+        Rendered {
+            subject: "Re: Escalation (Order #CK1) [ESC-2026-000001]".into(),
+            body: "Logged as ESC-2026-000001.\n".into(),
+        }
+    }
+
+    fn agent_mail() -> Email {
+        crate::message::parse(b"From: Priya <priya@example.com>\r\nSubject: Escalation (Order #CK1)\r\nMessage-ID: <agent-1@example.com>\r\nReferences: <older@example.com>\r\n\r\nCustomer Name: Asha\r\n").unwrap()
+    }
+
+    #[test]
+    fn replies_are_threaded_and_marked_automatic() {
+        let out = compose_reply(
+            &identity(),
+            "ESC-2026-000001",
+            0,
+            "priya@example.com",
+            &rendered(),
+            &agent_mail(),
+            SystemTime::UNIX_EPOCH,
+        )
+        .unwrap();
+        assert_eq!(out.recipients, ["priya@example.com"]);
+        assert_eq!(
+            out.message_id,
+            "ESC-2026-000001.reply.0@mailtriage.example.com"
+        );
+        let m = MessageParser::default().parse(&out.raw).unwrap();
+        assert_eq!(
+            m.message_id(),
+            Some("ESC-2026-000001.reply.0@mailtriage.example.com")
+        );
+        assert_eq!(m.in_reply_to().as_text(), Some("agent-1@example.com"));
+        let refs: Vec<&str> = m
+            .references()
+            .as_text_list()
+            .map(|l| l.iter().map(|s| s.as_ref()).collect())
+            .unwrap_or_default();
+        assert_eq!(refs, ["older@example.com", "agent-1@example.com"]);
+        assert_eq!(
+            m.header_raw("Auto-Submitted").map(str::trim),
+            Some("auto-replied")
+        );
+        assert_eq!(
+            m.header_raw("X-Auto-Response-Suppress").map(str::trim),
+            Some("All")
+        );
+        assert_eq!(
+            m.subject(),
+            Some("Re: Escalation (Order #CK1) [ESC-2026-000001]")
+        );
+        assert_eq!(
+            m.body_text(0).as_deref().map(str::trim_end),
+            Some("Logged as ESC-2026-000001.")
+        );
+        // The daemon's own reply, read back, is never answered.
+        let echo = crate::message::parse(&out.raw).unwrap();
+        assert!(reply_allowed(&echo, &[]).is_err());
+    }
+
+    #[test]
+    fn forwards_attach_the_original() {
+        let original = b"From: priya@example.com\r\nSubject: Escalation\r\nMessage-ID: <agent-1@example.com>\r\n\r\nCustomer Name: Asha\r\n";
+        let out = compose_forward(
+            &identity(),
+            "ESC-2026-000001",
+            1,
+            &["tier2@example.com".into()],
+            &["sup@example.com".into()],
+            &rendered(),
+            original,
+            SystemTime::UNIX_EPOCH,
+        )
+        .unwrap();
+        assert_eq!(out.recipients, ["tier2@example.com", "sup@example.com"]);
+        let m = MessageParser::default().parse(&out.raw).unwrap();
+        assert_eq!(
+            m.header_raw("Auto-Submitted").map(str::trim),
+            Some("auto-generated")
+        );
+        assert_eq!(
+            m.body_text(0).as_deref().map(str::trim_end),
+            Some("Logged as ESC-2026-000001.")
+        );
+        let att = m.attachment(0).expect("the original is attached");
+        let nested = att.message().expect("as message/rfc822");
+        assert_eq!(nested.message_id(), Some("agent-1@example.com"));
+    }
+
+    #[test]
+    fn loops_are_refused() {
+        let own = vec!["ops@example.com".to_string()];
+        let cases: &[(&str, bool)] = &[
+            ("From: priya@example.com\r\nSubject: x\r\n\r\nb", true),
+            (
+                "From: priya@example.com\r\nAuto-Submitted: auto-replied\r\nSubject: x\r\n\r\nb",
+                false,
+            ),
+            (
+                "From: priya@example.com\r\nAuto-Submitted: no\r\nSubject: x\r\n\r\nb",
+                true,
+            ),
+            (
+                "From: priya@example.com\r\nPrecedence: bulk\r\nSubject: x\r\n\r\nb",
+                false,
+            ),
+            (
+                "From: priya@example.com\r\nList-Id: <l.example.com>\r\nSubject: x\r\n\r\nb",
+                false,
+            ),
+            (
+                "Return-Path: <>\r\nFrom: priya@example.com\r\nSubject: x\r\n\r\nb",
+                false,
+            ),
+            (
+                "From: MAILER-DAEMON@example.com\r\nSubject: x\r\n\r\nb",
+                false,
+            ),
+            ("From: no-reply@example.com\r\nSubject: x\r\n\r\nb", false),
+            (
+                "From: bounces+123@example.com\r\nSubject: x\r\n\r\nb",
+                false,
+            ),
+            ("From: OPS@example.com\r\nSubject: x\r\n\r\nb", false),
+            ("Subject: x\r\n\r\nb", false),
+        ];
+        for (raw, allowed) in cases {
+            let e = crate::message::parse(raw.as_bytes()).unwrap();
+            assert_eq!(reply_allowed(&e, &own).is_ok(), *allowed, "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_caps() {
+        let b = Backoff {
+            first: Duration::from_secs(30),
+            max: Duration::from_secs(600),
+            give_up_after: Duration::from_secs(3600),
+        };
+        for (attempts, base) in [(0u32, 30i64), (1, 60), (2, 120), (5, 600), (30, 600)] {
+            let d = b.delay(attempts, 7);
+            assert!(
+                d >= base - base / 10 && d <= base + base / 10,
+                "attempt {attempts}: {d}"
+            );
+        }
+        assert_ne!(b.delay(3, 1), b.delay(3, 2), "jitter differs between items");
+    }
+}
