@@ -162,6 +162,23 @@ pub struct OutboxItem {
     pub last_error: Option<String>,
 }
 
+/// What the server must be told about a committed message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServerAction {
+    /// Processed: set `\Seen` and/or move, as the mailbox is configured.
+    Processed,
+    /// Move to the quarantine folder.
+    Quarantine,
+}
+
+/// Server actions committed with a batch and not yet confirmed done.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pending {
+    pub uid_validity: u32,
+    pub actions: Vec<(u32, ServerAction)>,
+}
+
 /// One processed message of a batch.
 #[derive(Debug, Clone)]
 pub struct BatchItem {
@@ -194,6 +211,9 @@ pub struct Batch {
     pub mailbox: String,
     pub cursor: Cursor,
     pub items: Vec<BatchItem>,
+    /// What to do on the server once the batch is stored (including for
+    /// messages seen before); kept until [`Store::clear_pending`].
+    pub server: Vec<(u32, ServerAction)>,
     /// Unix seconds.
     pub now: i64,
 }
@@ -217,6 +237,7 @@ pub struct Store {
     outbox: sled::Tree,
     outbox_raw: sled::Tree,
     replies: sled::Tree,
+    pending: sled::Tree,
     meta: sled::Tree,
 }
 
@@ -269,6 +290,7 @@ impl Store {
             outbox: db.open_tree("outbox")?,
             outbox_raw: db.open_tree("outbox_raw")?,
             replies: db.open_tree("replies")?,
+            pending: db.open_tree("pending")?,
             meta: db.open_tree("meta")?,
             db,
         })
@@ -410,6 +432,21 @@ impl Store {
         )?;
         self.db.flush()?;
         Ok(result)
+    }
+
+    /// Server actions of committed batches not yet confirmed done.
+    pub fn pending(&self, mailbox: &str) -> Result<Option<Pending>, StoreError> {
+        self.pending
+            .get(mailbox)?
+            .map(|v| decode("pending", &v))
+            .transpose()
+    }
+
+    /// The server has done everything pending for `mailbox`.
+    pub fn clear_pending(&self, mailbox: &str) -> Result<(), StoreError> {
+        self.pending.remove(mailbox)?;
+        self.pending.flush()?;
+        Ok(())
     }
 
     /// Pending outbox items due at `now`, oldest first, at most `limit`.
@@ -597,6 +634,7 @@ mod tests {
                     last_uid: 2,
                 },
                 items,
+                server: vec![(1, ServerAction::Processed), (2, ServerAction::Quarantine)],
                 now: 100,
             };
             assert_eq!(
@@ -653,6 +691,7 @@ mod tests {
                 last_uid: 2,
             },
             items: vec![a, b],
+            server: vec![],
             now: 100,
         };
         let r = store.commit(&batch).unwrap();
