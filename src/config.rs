@@ -27,6 +27,19 @@ use crate::classify::{Category, Keywords};
 use crate::extract::{Field, Kind};
 use crate::route::{Digest, ForwardSpec, Matcher, Router, Rule, Templates};
 
+/// How a connection to a mail server is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tls {
+    /// TLS from the first byte (IMAP 993, SMTP 465).
+    Implicit,
+    /// STARTTLS, required (IMAP 143, SMTP 587).
+    Starttls,
+    /// No TLS at all: only for loopback test servers, and only when the
+    /// config says so explicitly.
+    Plain,
+}
+
 /// A config mistake, located.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -575,5 +588,312 @@ mod tests {
         assert_eq!(line_col("ab\ncd\nef", 0), (1, 1));
         assert_eq!(line_col("ab\ncd\nef", 4), (2, 2));
         assert_eq!(line_col("ab\ncd\nef", 99), (3, 3));
+    }
+}
+
+/// Where a secret comes from. The config names the source, never the
+/// secret, so that the file can be shared and logged.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum Secret {
+    /// A systemd credential (`LoadCredential=`): the file of that name in
+    /// `$CREDENTIALS_DIRECTORY`.
+    Credential(String),
+    File(PathBuf),
+    Env(String),
+    /// A command whose standard output (trimmed) is the secret, run each
+    /// time it is needed: the way to get fresh OAuth 2 access tokens.
+    Command(Vec<String>),
+}
+
+impl Secret {
+    /// Reads the secret now.
+    pub fn read(&self) -> Result<String, String> {
+        let value = match self {
+            Secret::Credential(name) => {
+                let dir = std::env::var_os("CREDENTIALS_DIRECTORY")
+                    .ok_or_else(|| format!("credential {name:?}: $CREDENTIALS_DIRECTORY is not set (LoadCredential= in the unit)"))?;
+                let path = Path::new(&dir).join(name);
+                std::fs::read_to_string(&path)
+                    .map_err(|e| format!("credential {name:?} ({}): {e}", path.display()))?
+            }
+            Secret::File(path) => std::fs::read_to_string(path)
+                .map_err(|e| format!("secret file {}: {e}", path.display()))?,
+            Secret::Env(var) => {
+                std::env::var(var).map_err(|e| format!("environment variable {var}: {e}"))?
+            }
+            Secret::Command(argv) => {
+                let (prog, args) = argv.split_first().ok_or("secret command is empty")?;
+                let out = std::process::Command::new(prog)
+                    .args(args)
+                    .stdin(std::process::Stdio::null())
+                    .output()
+                    .map_err(|e| format!("secret command {prog:?}: {e}"))?;
+                if !out.status.success() {
+                    return Err(format!(
+                        "secret command {prog:?} exited with {}",
+                        out.status
+                    ));
+                }
+                String::from_utf8(out.stdout)
+                    .map_err(|_| format!("secret command {prog:?} printed non-UTF-8"))?
+            }
+        };
+        let value = value.trim().to_string();
+        if value.is_empty() {
+            return Err(format!("{self:?} is empty"));
+        }
+        Ok(value)
+    }
+}
+
+/// A duration written as `90s`, `10m`, `2h` or `1h 30m`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Duration(pub std::time::Duration);
+
+impl<'de> Deserialize<'de> for Duration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let parsed: jiff::SignedDuration = s.parse().map_err(|e| {
+            serde::de::Error::custom(format!(
+                "expected a duration such as \"90s\", \"10m\" or \"1h 30m\", found {s:?} ({e})"
+            ))
+        })?;
+        if parsed.is_negative() {
+            return Err(serde::de::Error::custom(format!(
+                "expected a positive duration, found {s:?}"
+            )));
+        }
+        Ok(Duration(parsed.unsigned_abs()))
+    }
+}
+
+/// A size written as `25MB`, `512KB` or a number of bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Size(pub u64);
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        let bad = |s: &str| {
+            serde::de::Error::custom(format!(
+                "expected a size such as \"25MB\", \"512KB\" or a number of bytes, found {s:?}"
+            ))
+        };
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(Size(n)),
+            Raw::S(s) => {
+                let t = s.trim();
+                let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+                let n: u64 = t[..split].parse().map_err(|_| bad(&s))?;
+                let mult = match t[split..].trim().to_ascii_uppercase().as_str() {
+                    "" | "B" => 1,
+                    "KB" | "K" | "KIB" => 1 << 10,
+                    "MB" | "M" | "MIB" => 1 << 20,
+                    "GB" | "G" | "GIB" => 1 << 30,
+                    _ => return Err(bad(&s)),
+                };
+                n.checked_mul(mult).map(Size).ok_or_else(|| bad(&s))
+            }
+        }
+    }
+}
+
+fn default_cache() -> Size {
+    Size(16 << 20)
+}
+fn default_replies_per_hour() -> u32 {
+    10
+}
+fn default_alert_after() -> Duration {
+    Duration(std::time::Duration::from_secs(600))
+}
+fn default_folder() -> String {
+    "INBOX".into()
+}
+fn default_poll() -> Duration {
+    Duration(std::time::Duration::from_secs(60))
+}
+fn default_idle() -> Duration {
+    Duration(std::time::Duration::from_secs(25 * 60))
+}
+fn default_max_size() -> Size {
+    Size(25 << 20)
+}
+fn default_batch() -> usize {
+    50
+}
+fn default_timeout() -> Duration {
+    Duration(std::time::Duration::from_secs(30))
+}
+
+/// `[daemon]` in mailtriage.toml.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonSection {
+    /// The sled database directory; default `$STATE_DIRECTORY/db`.
+    pub database: Option<PathBuf>,
+    #[serde(default = "default_cache")]
+    pub cache: Size,
+    /// Right-hand side of the daemon's Message-IDs.
+    pub domain: String,
+    /// Who gets health alerts (a mailbox that cannot log in or stays down).
+    #[serde(default)]
+    pub admin: Vec<String>,
+    /// Addresses or domains of the agents: only they create cases.
+    pub allow_senders: Vec<String>,
+    /// Automatic replies to one sender per hour, at most.
+    #[serde(default = "default_replies_per_hour")]
+    pub replies_per_sender_per_hour: u32,
+    /// A mailbox down this long raises a health alert.
+    #[serde(default = "default_alert_after")]
+    pub alert_after: Duration,
+}
+
+/// `[smtp]` in mailtriage.toml.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpSection {
+    pub host: String,
+    pub port: u16,
+    pub tls: Tls,
+    pub user: Option<String>,
+    pub password: Option<Secret>,
+    /// From: of everything the daemon sends, e.g. `Escalations <mailtriage@example.com>`.
+    pub from: String,
+    #[serde(default = "default_timeout")]
+    pub timeout: Duration,
+}
+
+/// One `[[mailbox]]` in mailtriage.toml.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MailboxSection {
+    /// The name rules match on (`ops`, `support`).
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    pub tls: Tls,
+    pub user: String,
+    /// LOGIN with a password...
+    pub password: Option<Secret>,
+    /// ...or XOAUTH2 with an access token.
+    pub oauth2_token: Option<Secret>,
+    #[serde(default = "default_folder")]
+    pub folder: String,
+    /// Set `\Seen` on processed messages.
+    #[serde(default)]
+    pub mark_seen: bool,
+    /// Move processed messages here.
+    pub move_to: Option<String>,
+    /// Where messages that cannot be processed go.
+    pub quarantine: String,
+    #[serde(default = "default_poll")]
+    pub poll_interval: Duration,
+    #[serde(default = "default_idle")]
+    pub idle_timeout: Duration,
+    #[serde(default = "default_max_size")]
+    pub max_message_size: Size,
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    #[serde(default = "default_timeout")]
+    pub timeout: Duration,
+    /// A PEM CA certificate to trust besides the system's.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// mailtriage.toml: what the daemon connects to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonConfig {
+    pub daemon: DaemonSection,
+    pub smtp: SmtpSection,
+    #[serde(rename = "mailbox")]
+    pub mailboxes: Vec<MailboxSection>,
+}
+
+impl DaemonConfig {
+    /// Reads and checks `DIR/mailtriage.toml`.
+    pub fn load(dir: &Path) -> Result<DaemonConfig, ConfigError> {
+        let path = dir.join("mailtriage.toml");
+        let text = std::fs::read_to_string(&path).map_err(|e| ConfigError {
+            file: path.clone(),
+            at: None,
+            message: format!("cannot read: {e}"),
+        })?;
+        Self::parse(&path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<DaemonConfig, ConfigError> {
+        let src = Source {
+            path: path.to_path_buf(),
+            text,
+        };
+        let c: DaemonConfig = src.parse()?;
+        let whole = |message: String| ConfigError {
+            file: path.to_path_buf(),
+            at: None,
+            message,
+        };
+        if c.mailboxes.is_empty() {
+            return Err(whole("expected at least one [[mailbox]]".into()));
+        }
+        let mut names: Vec<&str> = Vec::new();
+        for m in &c.mailboxes {
+            if names.contains(&m.name.as_str()) {
+                return Err(whole(format!("mailbox name {:?} is used twice", m.name)));
+            }
+            names.push(&m.name);
+            match (&m.password, &m.oauth2_token) {
+                (Some(_), Some(_)) => {
+                    return Err(whole(format!(
+                        "mailbox {:?}: expected `password` or `oauth2_token`, not both",
+                        m.name
+                    )));
+                }
+                (None, None) => {
+                    return Err(whole(format!(
+                        "mailbox {:?}: expected `password` or `oauth2_token`",
+                        m.name
+                    )));
+                }
+                _ => {}
+            }
+            if !m.mark_seen && m.move_to.is_none() {
+                return Err(whole(format!(
+                    "mailbox {:?}: expected `mark_seen = true` or `move_to`, so that processed mail is marked",
+                    m.name
+                )));
+            }
+            if m.batch_size == 0 {
+                return Err(whole(format!(
+                    "mailbox {:?}: batch_size must be at least 1",
+                    m.name
+                )));
+            }
+        }
+        if c.daemon.allow_senders.is_empty() {
+            return Err(whole(
+                "[daemon] allow_senders is empty: no one could open a case".into(),
+            ));
+        }
+        for a in &c.daemon.admin {
+            if !looks_like_address(a) {
+                return Err(whole(format!(
+                    "[daemon] admin: expected an email address, found {a:?}"
+                )));
+            }
+        }
+        if c.smtp.user.is_some() != c.smtp.password.is_some() {
+            return Err(whole(
+                "[smtp]: expected both `user` and `password`, or neither".into(),
+            ));
+        }
+        Ok(c)
     }
 }

@@ -17,6 +17,7 @@ use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{Address, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
+use crate::config::Tls;
 use crate::message::Email;
 use crate::route::Rendered;
 use crate::store::{NewOutgoing, OutboxItem, Store, StoreError};
@@ -217,19 +218,6 @@ pub fn reply_allowed(email: &Email, own_addresses: &[String]) -> Result<(), &'st
         return Err("the sender is one of the daemon's own addresses");
     }
     Ok(())
-}
-
-/// How the SMTP connection is secured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Tls {
-    /// TLS from the first byte (port 465).
-    Implicit,
-    /// STARTTLS, required (port 587).
-    Starttls,
-    /// No TLS at all: only for loopback test servers, and only when the
-    /// config says so.
-    Plain,
 }
 
 /// Where and how to deliver.
