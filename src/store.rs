@@ -118,6 +118,12 @@ pub struct CaseRecord {
     /// Outbox items queued for this case.
     #[serde(default)]
     pub outbox: Vec<u64>,
+    /// Digests the routing table added the case to.
+    #[serde(default)]
+    pub digests: Vec<String>,
+    /// Tags the routing table added.
+    #[serde(default)]
+    pub tags: Vec<String>,
 }
 
 /// One message to send, as queued.
@@ -236,6 +242,9 @@ pub struct Store {
     cursors: sled::Tree,
     outbox: sled::Tree,
     outbox_raw: sled::Tree,
+    /// Pending outbox items only: id to next attempt (i64, big-endian), so
+    /// that finding what is due never walks the delivered history.
+    outbox_pending: sled::Tree,
     replies: sled::Tree,
     pending: sled::Tree,
     meta: sled::Tree,
@@ -289,6 +298,7 @@ impl Store {
             cursors: db.open_tree("cursors")?,
             outbox: db.open_tree("outbox")?,
             outbox_raw: db.open_tree("outbox_raw")?,
+            outbox_pending: db.open_tree("outbox_pending")?,
             replies: db.open_tree("replies")?,
             pending: db.open_tree("pending")?,
             meta: db.open_tree("meta")?,
@@ -361,11 +371,13 @@ impl Store {
             &self.cursors,
             &self.outbox,
             &self.outbox_raw,
+            &self.outbox_pending,
             &self.replies,
+            &self.pending,
             &self.meta,
         );
         let result = trees.transaction(
-            |(cases, seen, cursors, outbox, outbox_raw, replies, meta)| {
+            |(cases, seen, cursors, outbox, outbox_raw, outbox_pending, replies, pending, meta)| {
                 let mut committed = Vec::with_capacity(batch.items.len());
                 for item in &batch.items {
                     if let Some(prev) = seen.get(item.key.bytes())? {
@@ -381,23 +393,14 @@ impl Store {
                         } => {
                             let mut record = record.as_ref().clone();
                             for out in outgoing {
-                                let id = next_seq(meta, OUTBOX_SEQ)?;
-                                let queued = OutboxItem {
-                                    id,
-                                    kind: out.kind.clone(),
-                                    case_id: out.case_id.clone(),
-                                    message_id: out.message_id.clone(),
-                                    envelope_from: out.envelope_from.clone(),
-                                    recipients: out.recipients.clone(),
-                                    state: Delivery::Pending,
-                                    attempts: 0,
-                                    next_attempt_at: batch.now,
-                                    queued_at: batch.now,
-                                    sent_at: None,
-                                    last_error: None,
-                                };
-                                outbox.insert(&id.to_be_bytes(), encode(&queued))?;
-                                outbox_raw.insert(&id.to_be_bytes(), out.raw.as_slice())?;
+                                let id = queue(
+                                    outbox,
+                                    outbox_raw,
+                                    outbox_pending,
+                                    meta,
+                                    out,
+                                    batch.now,
+                                )?;
                                 record.outbox.push(id);
                             }
                             if let Some(sender) = replied_to {
@@ -427,6 +430,26 @@ impl Store {
                     committed.push(Committed::Stored);
                 }
                 cursors.insert(batch.mailbox.as_bytes(), encode(&batch.cursor))?;
+                // Added to what an earlier, unfinished batch left pending.
+                let mut todo = match pending.get(batch.mailbox.as_bytes())? {
+                    Some(v) => {
+                        let p: Pending = decode("pending", &v).map_err(abort)?;
+                        if p.uid_validity == batch.cursor.uid_validity {
+                            p.actions
+                        } else {
+                            Vec::new()
+                        }
+                    }
+                    None => Vec::new(),
+                };
+                todo.extend(batch.server.iter().copied());
+                if !todo.is_empty() {
+                    let p = Pending {
+                        uid_validity: batch.cursor.uid_validity,
+                        actions: todo,
+                    };
+                    pending.insert(batch.mailbox.as_bytes(), encode(&p))?;
+                }
                 Ok(committed)
             },
         )?;
@@ -452,17 +475,40 @@ impl Store {
     /// Pending outbox items due at `now`, oldest first, at most `limit`.
     pub fn outbox_due(&self, now: i64, limit: usize) -> Result<Vec<OutboxItem>, StoreError> {
         let mut due = Vec::new();
-        for r in self.outbox.iter() {
-            let (_, v) = r?;
-            let item: OutboxItem = decode("outbox", &v)?;
-            if item.state == Delivery::Pending && item.next_attempt_at <= now {
-                due.push(item);
-                if due.len() == limit {
-                    break;
+        for r in self.outbox_pending.iter() {
+            let (k, v) = r?;
+            let at = i64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8]));
+            if at > now {
+                continue;
+            }
+            if let Some(item) = self.outbox.get(&k)? {
+                let item: OutboxItem = decode("outbox", &item)?;
+                if item.state == Delivery::Pending {
+                    due.push(item);
+                    if due.len() == limit {
+                        break;
+                    }
                 }
             }
         }
         Ok(due)
+    }
+
+    /// When the earliest pending item is due, if any is pending.
+    pub fn next_due(&self) -> Result<Option<i64>, StoreError> {
+        let mut next: Option<i64> = None;
+        for r in self.outbox_pending.iter() {
+            let (_, v) = r?;
+            let at = i64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8]));
+            next = Some(next.map_or(at, |n| n.min(at)));
+        }
+        Ok(next)
+    }
+
+    /// Flushes everything to disk.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
     }
 
     /// All outbox items (without bytes), oldest first.
@@ -486,16 +532,21 @@ impl Store {
 
     fn update_item(&self, id: u64, f: impl Fn(&mut OutboxItem)) -> Result<OutboxItem, StoreError> {
         let key = id.to_be_bytes();
-        let item = self.outbox.transaction(|outbox| {
+        let item = (&self.outbox, &self.outbox_pending).transaction(|(outbox, pending)| {
             let Some(v) = outbox.get(key)? else {
                 return Err(abort(StoreError::NoSuchItem(id)));
             };
             let mut item: OutboxItem = decode("outbox", &v).map_err(abort)?;
             f(&mut item);
             outbox.insert(&key, encode(&item))?;
+            if item.state == Delivery::Pending {
+                pending.insert(&key, &item.next_attempt_at.to_be_bytes())?;
+            } else {
+                pending.remove(&key)?;
+            }
             Ok(item)
         })?;
-        self.outbox.flush()?;
+        self.db.flush()?;
         Ok(item)
     }
 
@@ -535,34 +586,53 @@ impl Store {
     /// Queues messages that belong to no batch (health alerts), in one
     /// transaction, flushed.
     pub fn enqueue(&self, messages: &[NewOutgoing], now: i64) -> Result<Vec<u64>, StoreError> {
-        let ids =
-            (&self.outbox, &self.outbox_raw, &self.meta).transaction(|(outbox, raw, meta)| {
-                let mut ids = Vec::new();
-                for out in messages {
-                    let id = next_seq(meta, OUTBOX_SEQ)?;
-                    let item = OutboxItem {
-                        id,
-                        kind: out.kind.clone(),
-                        case_id: out.case_id.clone(),
-                        message_id: out.message_id.clone(),
-                        envelope_from: out.envelope_from.clone(),
-                        recipients: out.recipients.clone(),
-                        state: Delivery::Pending,
-                        attempts: 0,
-                        next_attempt_at: now,
-                        queued_at: now,
-                        sent_at: None,
-                        last_error: None,
-                    };
-                    outbox.insert(&id.to_be_bytes(), encode(&item))?;
-                    raw.insert(&id.to_be_bytes(), out.raw.as_slice())?;
-                    ids.push(id);
-                }
-                Ok(ids)
-            })?;
+        let trees = (
+            &self.outbox,
+            &self.outbox_raw,
+            &self.outbox_pending,
+            &self.meta,
+        );
+        let ids = trees.transaction(|(outbox, raw, pending, meta)| {
+            messages
+                .iter()
+                .map(|out| queue(outbox, raw, pending, meta, out, now))
+                .collect::<TxResult<Vec<u64>>>()
+        })?;
         self.db.flush()?;
         Ok(ids)
     }
+}
+
+/// Adds one message to the outbox inside a transaction: its record, its
+/// bytes, and its entry in the pending index.
+fn queue(
+    outbox: &TransactionalTree,
+    raw: &TransactionalTree,
+    pending: &TransactionalTree,
+    meta: &TransactionalTree,
+    out: &NewOutgoing,
+    now: i64,
+) -> TxResult<u64> {
+    let id = next_seq(meta, OUTBOX_SEQ)?;
+    let item = OutboxItem {
+        id,
+        kind: out.kind.clone(),
+        case_id: out.case_id.clone(),
+        message_id: out.message_id.clone(),
+        envelope_from: out.envelope_from.clone(),
+        recipients: out.recipients.clone(),
+        state: Delivery::Pending,
+        attempts: 0,
+        next_attempt_at: now,
+        queued_at: now,
+        sent_at: None,
+        last_error: None,
+    };
+    let key = id.to_be_bytes();
+    outbox.insert(&key, encode(&item))?;
+    raw.insert(&key, out.raw.as_slice())?;
+    pending.insert(&key, &now.to_be_bytes())?;
+    Ok(id)
 }
 
 #[cfg(test)]
@@ -586,6 +656,8 @@ mod tests {
             from_name: None,
             references: vec![],
             outbox: vec![],
+            digests: vec![],
+            tags: vec![],
         }
     }
 
@@ -658,6 +730,24 @@ mod tests {
                 last_uid: 2
             })
         );
+        // Committed twice without the server being told: both rounds are
+        // pending, in order.
+        let p = store.pending("ops").unwrap().unwrap();
+        assert_eq!(p.uid_validity, 7);
+        assert_eq!(
+            p.actions,
+            [
+                (1, ServerAction::Processed),
+                (2, ServerAction::Quarantine),
+                (1, ServerAction::Processed),
+                (2, ServerAction::Quarantine)
+            ]
+        );
+        store.clear_pending("ops").unwrap();
+        assert_eq!(store.pending("ops").unwrap(), None);
+        // Three items queued by the batch, all due at its time.
+        assert_eq!(store.next_due().unwrap(), Some(100));
+        assert_eq!(store.outbox_due(100, 10).unwrap().len(), 3);
         let seen = store.seen(&keys[0]).unwrap().unwrap();
         let Seen::Case { case_id } = seen else {
             panic!("{seen:?}")
@@ -729,6 +819,9 @@ mod tests {
             .map(|i| i.id)
             .collect();
         assert_eq!(due, [2]);
+        assert_eq!(store.next_due().unwrap(), Some(80));
+        store.mark_sent(2, 81).unwrap();
+        assert_eq!(store.next_due().unwrap(), None);
         let items = store.outbox_items().unwrap();
         assert_eq!(items[0].state, Delivery::Sent);
         assert_eq!(items[2].state, Delivery::Undeliverable);
