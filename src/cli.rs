@@ -69,6 +69,25 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         config: PathBuf,
     },
+    /// Run the daemon: watch the mailboxes of DIR/mailtriage.toml until
+    /// SIGTERM or SIGINT.
+    Run {
+        #[arg(long, value_name = "DIR")]
+        config: PathBuf,
+        /// Log format: journald under systemd, text on a terminal, or json.
+        #[arg(long, value_enum, default_value_t = LogFormat::Auto)]
+        log_format: LogFormat,
+    },
+}
+
+/// Where and how logs go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// journald when started by systemd (`$JOURNAL_STREAM`), text otherwise.
+    Auto,
+    Text,
+    Json,
+    Journald,
 }
 
 /// How a command failed, mapped to an exit code by `main`.
@@ -123,6 +142,46 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
             out,
         ),
         Command::CheckConfig { config } => check_config(&config, out),
+        Command::Run { config, .. } => run_daemon(&config),
+    }
+}
+
+fn run_daemon(dir: &Path) -> Result<Outcome, CliError> {
+    // Config mistakes are found before anything starts, with exit code 2.
+    Config::load(dir)?;
+    crate::config::DaemonConfig::load(dir)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Other(anyhow::anyhow!("starting the runtime: {e}")))?;
+    runtime.block_on(async {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("signal received: stopping");
+            let _ = tx.send(true);
+        });
+        crate::daemon::run(dir, rx).await
+    })?;
+    Ok(Outcome::Ok)
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            // Without signal handlers, only Ctrl-C through tokio's fallback.
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
@@ -385,11 +444,17 @@ fn route(
 
 fn check_config(dir: &Path, out: &mut dyn Write) -> Result<Outcome, CliError> {
     let config = Config::load(dir)?;
+    let daemon = if dir.join("mailtriage.toml").exists() {
+        let d = crate::config::DaemonConfig::load(dir)?;
+        format!(", {} mailboxes", d.mailboxes.len())
+    } else {
+        String::new()
+    };
     let cats = config.triage.keywords().categories();
     let terms: usize = cats.iter().map(|c| c.terms.len()).sum();
     writeln!(
         out,
-        "{}: ok: {} flag categories, {} terms, {} routing rules, {} digests",
+        "{}: ok: {} flag categories, {} terms, {} routing rules, {} digests{daemon}",
         dir.display(),
         cats.len(),
         terms,

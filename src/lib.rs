@@ -34,6 +34,7 @@ pub mod case;
 pub mod classify;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod extract;
 pub mod imap;
 pub mod message;

@@ -5,17 +5,14 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use mailtriage::cli::{self, Cli, Outcome};
+use mailtriage::cli::{self, Cli, Command, LogFormat, Outcome};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging(&cli);
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     match cli::run(cli, &mut out) {
@@ -28,5 +25,40 @@ fn main() -> ExitCode {
             eprintln!("mailtriage: {e}");
             ExitCode::from(e.exit_code())
         }
+    }
+}
+
+/// Logs go to standard error for the commands; the daemon logs to journald
+/// under systemd, as text on a terminal, or as JSON on request. `RUST_LOG`
+/// sets the level (default: info for the daemon, warn for the commands).
+fn init_logging(cli: &Cli) {
+    let (format, default) = match &cli.command {
+        Command::Run { log_format, .. } => (*log_format, "info"),
+        _ => (LogFormat::Text, "warn"),
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let format = match format {
+        LogFormat::Auto if std::env::var_os("JOURNAL_STREAM").is_some() => LogFormat::Journald,
+        LogFormat::Auto => LogFormat::Text,
+        f => f,
+    };
+    let registry = tracing_subscriber::registry().with(filter);
+    let journald = (format == LogFormat::Journald)
+        .then(|| tracing_journald::layer().ok())
+        .flatten();
+    if journald.is_some() {
+        registry.with(journald).init();
+    } else if format == LogFormat::Json {
+        registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(std::io::stderr),
+            )
+            .init();
+    } else {
+        registry
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .init();
     }
 }

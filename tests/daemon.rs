@@ -1,0 +1,270 @@
+//! The daemon end to end, against a real Dovecot and a real SMTP server
+//! (tests/support): escalations in, acknowledgements and forwards out, the
+//! rest left alone, nothing done twice across a restart.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use mail_parser::MessageParser;
+use support::{Captured, Dovecot, SmtpCapture};
+use tokio::sync::watch;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures")
+            .join(name),
+    )
+    .expect("fixture")
+}
+
+/// A config directory: the shipped triage config, and a mailtriage.toml
+/// pointing at the test servers.
+fn config_dir(d: &Dovecot, s: &SmtpCapture, extra_daemon: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    std::fs::create_dir(dir.path().join("templates")).unwrap();
+    for name in ["keywords.toml", "triage.toml", "routing.toml"] {
+        std::fs::copy(shipped.join(name), dir.path().join(name)).unwrap();
+    }
+    for e in std::fs::read_dir(shipped.join("templates")).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(
+            &p,
+            dir.path().join("templates").join(p.file_name().unwrap()),
+        )
+        .unwrap();
+    }
+    std::fs::write(dir.path().join("imap-password"), "secret\n").unwrap();
+    let toml = format!(
+        r#"
+[daemon]
+database = "{db}"
+domain = "mailtriage.test"
+admin = ["it.oncall@example.com"]
+allow_senders = ["example.com"]
+{extra_daemon}
+
+[smtp]
+host = "127.0.0.1"
+port = {smtp}
+tls = "plain"
+from = "Escalations <mailtriage@example.com>"
+timeout = "10s"
+
+[[mailbox]]
+name = "ops"
+host = "127.0.0.1"
+port = {imap}
+tls = "plain"
+user = "ops"
+password = {{ file = "{pw}" }}
+mark_seen = true
+quarantine = "Quarantine"
+timeout = "10s"
+"#,
+        db = dir.path().join("db").display(),
+        smtp = s.port(),
+        imap = d.port(),
+        pw = dir.path().join("imap-password").display(),
+    );
+    std::fs::write(dir.path().join("mailtriage.toml"), toml).unwrap();
+    dir
+}
+
+/// The daemon on its own runtime thread, stopped through `stop`.
+struct Running {
+    stop: watch::Sender<bool>,
+    done: mpsc::Receiver<Result<(), String>>,
+}
+
+fn start(dir: &Path) -> Running {
+    // The daemon's log lines appear in a failing test's output.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_test_writer()
+        .try_init();
+    let (stop, rx) = watch::channel(false);
+    let (done_tx, done) = mpsc::channel();
+    let dir: PathBuf = dir.to_path_buf();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let r = rt.block_on(mailtriage::daemon::run(&dir, rx));
+        let _ = done_tx.send(r.map_err(|e| format!("{e:#}")));
+    });
+    Running { stop, done }
+}
+
+impl Running {
+    fn shutdown(self) {
+        let _ = self.stop.send(true);
+        match self.done.recv_timeout(Duration::from_secs(10)) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => panic!("the daemon failed: {e}"),
+            Err(e) => panic!("the daemon did not stop within 10 s after shutdown: {e}"),
+        }
+    }
+}
+
+fn header<'a>(m: &'a mail_parser::Message<'a>, name: &'a str) -> Option<&'a str> {
+    m.header_raw(name).map(str::trim)
+}
+
+fn by_rcpt<'a>(captured: &'a [Captured], rcpt: &str) -> Vec<&'a Captured> {
+    captured
+        .iter()
+        .filter(|c| c.rcpt_to.iter().any(|r| r == rcpt))
+        .collect()
+}
+
+#[test]
+fn escalations_are_acknowledged_and_forwarded_the_rest_left_alone() {
+    let d = Dovecot::start(&[("ops", "secret")]);
+    let s = SmtpCapture::start();
+    let dir = config_dir(&d, &s, "");
+
+    // Waiting before the daemon starts: three that must be left alone, then
+    // two escalations (processed after them, in UID order).
+    d.append("ops", "INBOX", b"From: stranger@outsider.test\r\nTo: ops@example.com\r\nSubject: Escalation (Order #X1)\r\nMessage-ID: <stranger@outsider.test>\r\n\r\nCustomer Name: Asha\r\nOrder ID: X1\r\n");
+    d.append("ops", "INBOX", &fixture("45-newsletter-list.eml"));
+    d.append("ops", "INBOX", &fixture("44-auto-reply-out-of-office.eml"));
+    d.append("ops", "INBOX", &fixture("23-review-threat-trustpilot.eml"));
+    d.append("ops", "INBOX", &fixture("06-pickup-rude-vendor.eml"));
+
+    let daemon = start(dir.path());
+    // 23: forward to Tier 2 (cc supervisor) and an acknowledgement;
+    // 06: forward to CX and an acknowledgement.
+    let got = s.wait_for(4, WAIT);
+
+    let acks = by_rcpt(&got, "deepa.r@example.com");
+    assert_eq!(
+        acks.len(),
+        1,
+        "one acknowledgement for the Trustpilot escalation"
+    );
+    let ack = MessageParser::default().parse(&acks[0].raw).unwrap();
+    let subject = ack.subject().unwrap_or("");
+    assert!(
+        subject.starts_with("Re: Escalation – Customer threatening Trustpilot"),
+        "{subject}"
+    );
+    assert!(subject.contains("[ESC-"), "{subject}");
+    assert_eq!(
+        ack.in_reply_to().as_text(),
+        Some("review-threat-trustpilot.23@mail.example.com")
+    );
+    assert_eq!(header(&ack, "Auto-Submitted"), Some("auto-replied"));
+    assert_eq!(header(&ack, "X-Auto-Response-Suppress"), Some("All"));
+    assert_eq!(acks[0].mail_from, "mailtriage@example.com");
+
+    let fwd = by_rcpt(&got, "tier2@example.com");
+    assert_eq!(fwd.len(), 1);
+    assert_eq!(
+        fwd[0].rcpt_to,
+        ["tier2@example.com", "supervisor.oncall@example.com"]
+    );
+    let fwd = MessageParser::default().parse(&fwd[0].raw).unwrap();
+    assert_eq!(header(&fwd, "Auto-Submitted"), Some("auto-generated"));
+    assert!(
+        fwd.body_text(0).unwrap().starts_with("Escalation ESC-"),
+        "summary first"
+    );
+    let original = fwd
+        .attachment(0)
+        .and_then(|a| a.message())
+        .expect("original attached");
+    assert_eq!(
+        original.message_id(),
+        Some("review-threat-trustpilot.23@mail.example.com")
+    );
+
+    assert_eq!(by_rcpt(&got, "cx@example.com").len(), 1);
+    assert_eq!(by_rcpt(&got, "ravi.k@example.com").len(), 1);
+
+    // A message arriving now is picked up through IDLE; once its mail is
+    // out, everything before it is done, so the counts below are final.
+    let mut fresh = fixture("17-fraud-scam-accusation.eml");
+    fresh.splice(0..0, b"X-Test: idle\r\n".iter().copied());
+    d.append("ops", "INBOX", &fresh);
+    let got = s.wait_for(6, WAIT);
+    assert_eq!(
+        got.len(),
+        6,
+        "nothing for the stranger, the newsletter or the auto-reply"
+    );
+    assert!(!by_rcpt(&got, "supervisor.oncall@example.com").is_empty());
+    assert!(
+        got.iter()
+            .all(|c| !c.rcpt_to.iter().any(|r| r.contains("outsider")
+                || r.starts_with("newsletter")
+                || r == "ops.manager@example.com"))
+    );
+
+    // Processed messages are \Seen; the others untouched.
+    let flags = d.flags("ops", "INBOX");
+    let seen: Vec<u32> = flags
+        .iter()
+        .filter(|(_, f)| f.iter().any(|x| x == "\\Seen"))
+        .map(|(u, _)| *u)
+        .collect();
+    assert_eq!(seen, [4, 5, 6], "{flags:?}");
+
+    daemon.shutdown();
+
+    // A restart reprocesses nothing.
+    let daemon = start(dir.path());
+    let mut another = fixture("01-incorrect-promise-price.eml");
+    another.splice(0..0, b"X-Test: after-restart\r\n".iter().copied());
+    d.append("ops", "INBOX", &another);
+    let got = s.wait_for(8, WAIT);
+    daemon.shutdown();
+    assert_eq!(got.len(), 8, "only the new message's ack and forward");
+    assert_eq!(by_rcpt(&got, "ops.manager@example.com").len(), 1);
+}
+
+#[test]
+fn a_reply_storm_from_one_sender_is_capped() {
+    let d = Dovecot::start(&[("ops", "secret")]);
+    let s = SmtpCapture::start();
+    let dir = config_dir(&d, &s, "replies_per_sender_per_hour = 3");
+    for n in 0..6 {
+        let raw = format!(
+            "From: Priya <priya@example.com>\r\nTo: ops@example.com\r\nSubject: Escalation (Order #CK9{n})\r\nMessage-ID: <storm{n}@example.com>\r\n\r\nCustomer Name: Asha {n}\r\nPhone: 98765 4321{n}\r\nIssue: vendor came late\r\n"
+        );
+        d.append("ops", "INBOX", raw.as_bytes());
+    }
+    let daemon = start(dir.path());
+    // Three acknowledgements, and a sync point: an escalation from someone
+    // else, appended last.
+    d.append("ops", "INBOX", b"From: ravi.k@example.com\r\nTo: ops@example.com\r\nSubject: Escalation (Order #CK77)\r\nMessage-ID: <sync@example.com>\r\n\r\nCustomer Name: Neha\r\nPhone: 9812345678\r\n");
+    let got = s.wait_for(4, WAIT);
+    let sync_seen = |g: &[Captured]| by_rcpt(g, "ravi.k@example.com").len() == 1;
+    let got = if sync_seen(&got) {
+        got
+    } else {
+        s.wait_for(got.len() + 1, WAIT)
+    };
+    daemon.shutdown();
+    assert!(sync_seen(&got));
+    assert_eq!(
+        by_rcpt(&got, "priya@example.com").len(),
+        3,
+        "at most 3 automatic replies an hour"
+    );
+    assert_eq!(
+        d.seen("ops", "INBOX").len(),
+        7,
+        "every escalation still became a case"
+    );
+}
