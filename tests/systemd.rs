@@ -1,0 +1,103 @@
+//! The systemd unit: `systemd-analyze verify` is clean, `systemd-analyze
+//! security` rates it 2.0 or lower, and it loads every credential the
+//! example config names.
+
+use std::path::Path;
+use std::process::Command;
+
+fn unit_text() -> String {
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/mailtriage.service"),
+    )
+    .expect("systemd/mailtriage.service")
+}
+
+/// The unit, with ExecStart pointing at the binary under test (verify
+/// checks that the executable exists), in a temp dir.
+fn installed_unit() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mailtriage.service");
+    let text = unit_text().replace("/usr/bin/mailtriage", env!("CARGO_BIN_EXE_mailtriage"));
+    std::fs::write(&path, text).unwrap();
+    (dir, path)
+}
+
+#[test]
+fn verify_is_clean() {
+    let (_dir, unit) = installed_unit();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&unit)
+        .output()
+        .expect("systemd-analyze (Debian package systemd)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "systemd-analyze verify failed:\n{stderr}"
+    );
+    assert!(
+        stderr.trim().is_empty(),
+        "systemd-analyze verify warns:\n{stderr}"
+    );
+}
+
+#[test]
+fn security_exposure_is_at_most_2() {
+    let (_dir, unit) = installed_unit();
+    let out = Command::new("systemd-analyze")
+        .args(["security", "--offline=true", "--no-pager"])
+        .arg(&unit)
+        .output()
+        .expect("systemd-analyze");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find(|l| l.contains("Overall exposure level"))
+        .unwrap_or_else(|| {
+            panic!(
+                "no exposure level in:\n{stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    let level: f64 = line
+        .split(':')
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("cannot read the level in {line:?}"));
+    assert!(level <= 2.0, "exposure {level} > 2.0: {line}");
+}
+
+#[test]
+fn the_unit_loads_every_credential_the_example_config_names() {
+    use mailtriage::config::{DaemonConfig, Secret};
+    let config = DaemonConfig::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("config"))
+        .expect("example config");
+    let unit = unit_text();
+    let secrets = config
+        .mailboxes
+        .iter()
+        .flat_map(|m| [m.password.clone(), m.oauth2_token.clone()])
+        .chain([config.smtp.password.clone()])
+        .flatten();
+    let mut named = 0;
+    for secret in secrets {
+        if let Secret::Credential(name) = secret {
+            named += 1;
+            assert!(
+                unit.contains(&format!("LoadCredential={name}:")),
+                "the unit has no LoadCredential= for {name:?}"
+            );
+        }
+    }
+    assert!(named >= 2, "the example config names {named} credentials");
+    for needle in [
+        "Type=notify",
+        "StateDirectory=",
+        "ConfigurationDirectory=",
+        "Restart=on-failure",
+        "WatchdogSec=",
+    ] {
+        assert!(unit.contains(needle), "the unit lacks {needle}");
+    }
+}
