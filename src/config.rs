@@ -731,6 +731,12 @@ fn default_batch() -> usize {
 fn default_timeout() -> Duration {
     Duration(std::time::Duration::from_secs(30))
 }
+fn default_retry_first() -> Duration {
+    Duration(crate::send::Backoff::default().first)
+}
+fn default_retry_max() -> Duration {
+    Duration(crate::send::Backoff::default().max)
+}
 
 /// `[daemon]` in mailtriage.toml.
 #[derive(Debug, Clone, Deserialize)]
@@ -768,6 +774,12 @@ pub struct SmtpSection {
     pub from: String,
     #[serde(default = "default_timeout")]
     pub timeout: Duration,
+    /// First wait before retrying a transient delivery failure; it doubles
+    /// (with jitter) up to `retry_max`.
+    #[serde(default = "default_retry_first")]
+    pub retry_first: Duration,
+    #[serde(default = "default_retry_max")]
+    pub retry_max: Duration,
 }
 
 /// One `[[mailbox]]` in mailtriage.toml.

@@ -474,9 +474,36 @@ async fn drain(
         let mut items = Vec::with_capacity(bodies.len());
         let mut server = Vec::new();
         let mut replies: HashMap<String, usize> = HashMap::new();
-        for (uid, raw) in &bodies {
-            let (item, action) =
-                process(sh, m, *uid, cursor.uid_validity, raw, t, year, &mut replies)?;
+        // Decide every message first, so that the batch's new cases get
+        // their ids in one flush, without gaps.
+        let steps: Vec<Step> = bodies
+            .iter()
+            .map(|(uid, raw)| process(sh, m, *uid, raw))
+            .collect::<Result<_, _>>()?;
+        let new_cases = steps.iter().filter(|s| matches!(s, Step::Case(_))).count();
+        let mut ids = sh.store.reserve_case_ids(year, new_cases)?.into_iter();
+        for (step, (uid, raw)) in steps.into_iter().zip(&bodies) {
+            let (item, action) = match step {
+                Step::Done(item, action) => (item, action),
+                Step::Case(new) => {
+                    // Reserved above, one per new case; never run out, but
+                    // if they did, skipping would lose the message.
+                    let case_id = match ids.next() {
+                        Some(id) => id,
+                        None => sh.store.reserve_case_id(year)?,
+                    };
+                    open_case(
+                        sh,
+                        m,
+                        *new,
+                        case_id,
+                        cursor.uid_validity,
+                        raw,
+                        t,
+                        &mut replies,
+                    )?
+                }
+            };
             if let Some(item) = item {
                 items.push(item);
             }
@@ -504,18 +531,25 @@ async fn drain(
     Ok(())
 }
 
-/// Triages one message: what to store, and what to do on the server.
-#[allow(clippy::too_many_arguments)]
-fn process(
-    sh: &Shared,
-    m: &MailboxSection,
+/// What [`process`] decided for a message.
+enum Step {
+    /// Settled: what to store (if anything) and what to do on the server.
+    Done(Option<BatchItem>, Option<ServerAction>),
+    /// A new case, to be opened once its id is reserved.
+    Case(Box<NewCase>),
+}
+
+/// A message that opens a case.
+struct NewCase {
+    key: MessageKey,
     uid: u32,
-    uid_validity: u32,
-    raw: &[u8],
-    t: i64,
-    year: i16,
-    replies: &mut HashMap<String, usize>,
-) -> Result<(Option<BatchItem>, Option<ServerAction>), StoreError> {
+    email: crate::message::Email,
+    case: crate::case::Case,
+}
+
+/// Triages one message: whether it was seen before, is unreadable, comes
+/// from a stranger, is not an escalation, or opens a case.
+fn process(sh: &Shared, m: &MailboxSection, uid: u32, raw: &[u8]) -> Result<Step, StoreError> {
     let parsed = crate::message::parse(raw);
     let message_id = parsed.as_ref().ok().and_then(|e| e.message_id.clone());
     let key = MessageKey::new(message_id.as_deref(), raw);
@@ -529,7 +563,7 @@ fn process(
             Seen::Quarantined { .. } => Some(ServerAction::Quarantine),
             Seen::Ignored { .. } => None,
         };
-        return Ok((None, action));
+        return Ok(Step::Done(None, action));
     }
     let item = |outcome| BatchItem {
         key: key.clone(),
@@ -541,7 +575,7 @@ fn process(
         Ok(e) => e,
         Err(e) => {
             tracing::warn!(error = %e, "unreadable message: quarantined");
-            return Ok((
+            return Ok(Step::Done(
                 Some(item(BatchOutcome::Quarantined {
                     error: e.to_string(),
                 })),
@@ -558,7 +592,7 @@ fn process(
         .any(|p| crate::route::sender_matches(p, &from));
     if !allowed {
         tracing::info!(from = %from, "sender not on the allow-list: left untouched");
-        return Ok((
+        return Ok(Step::Done(
             Some(item(BatchOutcome::Ignored {
                 reason: format!("sender {from:?} not allowed"),
             })),
@@ -572,7 +606,7 @@ fn process(
             automatic = email.automatic().unwrap_or("no"),
             "not an escalation: left untouched"
         );
-        return Ok((
+        return Ok(Step::Done(
             Some(item(BatchOutcome::Ignored {
                 reason: case.kind.name().to_string(),
             })),
@@ -580,7 +614,41 @@ fn process(
         ));
     }
 
-    let case_id = sh.store.reserve_case_id(year)?;
+    Ok(Step::Case(Box::new(NewCase {
+        key,
+        uid,
+        email,
+        case,
+    })))
+}
+
+/// Opens a case: routes it, renders and composes its outgoing mail (the
+/// agent's reply first, so the acknowledgement leaves before the forwards).
+#[allow(clippy::too_many_arguments)]
+fn open_case(
+    sh: &Shared,
+    m: &MailboxSection,
+    new: NewCase,
+    case_id: String,
+    uid_validity: u32,
+    raw: &[u8],
+    t: i64,
+    replies: &mut HashMap<String, usize>,
+) -> Result<(Option<BatchItem>, Option<ServerAction>), StoreError> {
+    let NewCase {
+        key,
+        uid,
+        email,
+        case,
+    } = new;
+    let span = tracing::info_span!("message", mailbox = %m.name, uid, message_id = email.message_id.as_deref().unwrap_or("-"));
+    let _enter = span.enter();
+    let item = |outcome| BatchItem {
+        key: key.clone(),
+        uid,
+        outcome,
+    };
+    let from = email.from.clone().unwrap_or_default();
     let span = tracing::info_span!("case", case = %case_id);
     let _enter_case = span.enter();
     let actions = sh.config.router.route(&case, Some(&m.name));
@@ -657,6 +725,8 @@ fn process(
             }
         }
     }
+    // The agent's reply first; the stable sort keeps the forwards in rule order.
+    outgoing.sort_by_key(|o| o.kind != "reply");
     tracing::info!(
         kind = case.kind.name(),
         risk = case.risk,
@@ -689,7 +759,11 @@ fn process(
 }
 
 async fn outbox_task(sh: Arc<Shared>, smtp: Smtp, mut shutdown: watch::Receiver<bool>) {
-    let backoff = Backoff::default();
+    let backoff = Backoff {
+        first: sh.daemon.smtp.retry_first.0,
+        max: sh.daemon.smtp.retry_max.0,
+        ..Backoff::default()
+    };
     loop {
         if *shutdown.borrow() {
             return;

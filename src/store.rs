@@ -310,9 +310,27 @@ impl Store {
     /// the database's life and durable before this returns. An id reserved
     /// and then not committed (a crash in between) is a gap, never a reuse.
     pub fn reserve_case_id(&self, year: i16) -> Result<String, StoreError> {
-        let seq = self.meta.transaction(|meta| next_seq(meta, CASE_SEQ))?;
+        let mut ids = self.reserve_case_ids(year, 1)?;
+        ids.pop().ok_or(StoreError::Corrupt {
+            tree: "meta",
+            error: "no case id reserved".into(),
+        })
+    }
+
+    /// `n` new case ids in one transaction and one flush (a batch's worth).
+    pub fn reserve_case_ids(&self, year: i16, n: usize) -> Result<Vec<String>, StoreError> {
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let first = self.meta.transaction(|meta| {
+            let first = next_seq(meta, CASE_SEQ)?;
+            meta.insert(CASE_SEQ, &(first + n as u64 - 1).to_be_bytes())?;
+            Ok(first)
+        })?;
         self.meta.flush()?;
-        Ok(format!("ESC-{year}-{seq:06}"))
+        Ok((first..first + n as u64)
+            .map(|seq| format!("ESC-{year}-{seq:06}"))
+            .collect())
     }
 
     pub fn cursor(&self, mailbox: &str) -> Result<Option<Cursor>, StoreError> {
@@ -762,8 +780,14 @@ mod tests {
         );
         assert_eq!(store.replies_since("a@EXAMPLE.com", 0).unwrap(), 2);
         assert_eq!(store.replies_since("a@example.com", 101).unwrap(), 0);
-        // Ids go on after reopening.
+        // Ids go on after reopening, one at a time or a batch's worth.
         assert_eq!(store.reserve_case_id(2027).unwrap(), "ESC-2027-000003");
+        assert_eq!(
+            store.reserve_case_ids(2027, 3).unwrap(),
+            ["ESC-2027-000004", "ESC-2027-000005", "ESC-2027-000006"]
+        );
+        assert!(store.reserve_case_ids(2027, 0).unwrap().is_empty());
+        assert_eq!(store.reserve_case_id(2027).unwrap(), "ESC-2027-000007");
         assert_eq!(store.cases().count(), 2);
     }
 

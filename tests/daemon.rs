@@ -191,6 +191,15 @@ fn escalations_are_acknowledged_and_forwarded_the_rest_left_alone() {
 
     assert_eq!(by_rcpt(&got, "cx@example.com").len(), 1);
     assert_eq!(by_rcpt(&got, "ravi.k@example.com").len(), 1);
+    // The agent hears first: each acknowledgement leaves before its case's
+    // forwards (captures are numbered in arrival order).
+    let position = |rcpt: &str| {
+        got.iter()
+            .position(|c| c.rcpt_to.iter().any(|r| r == rcpt))
+            .unwrap()
+    };
+    assert!(position("deepa.r@example.com") < position("tier2@example.com"));
+    assert!(position("ravi.k@example.com") < position("cx@example.com"));
 
     // A message arriving now is picked up through IDLE; once its mail is
     // out, everything before it is done, so the counts below are final.
