@@ -4,7 +4,6 @@
 //! received printed. `scripts/demo` installs the servers and runs this.
 
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code)]
 mod support;
 
 use std::collections::BTreeMap;
@@ -17,7 +16,9 @@ use support::{Dovecot, SmtpCapture};
 
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    println!("Starting a private Dovecot (mailboxes ops, support) and an SMTP capture server on 127.0.0.1 ...");
+    println!(
+        "Starting a private Dovecot (mailboxes ops, support) and an SMTP capture server on 127.0.0.1 ..."
+    );
     let dovecot = Dovecot::start(&[("ops", "demo-ops"), ("support", "demo-support")]);
     let smtp = SmtpCapture::start();
     let dir = tempfile::tempdir().expect("temp dir");
@@ -39,7 +40,10 @@ fn main() {
         let mailbox = if i % 2 == 0 { "ops" } else { "support" };
         dovecot.append(mailbox, "INBOX", &raw);
         if let Ok((email, case)) = config.triage.parse(&raw) {
-            let allowed = email.from.as_deref().is_some_and(|f| f.ends_with("@example.com"));
+            let allowed = email
+                .from
+                .as_deref()
+                .is_some_and(|f| f.ends_with("@example.com"));
             if allowed && case.is_escalation {
                 escalations += 1;
                 let own = ["mailtriage@example.com".to_string()];
@@ -56,13 +60,22 @@ fn main() {
             }
         }
     }
-    println!("Delivered {} fixture emails ({escalations} escalations) to ops and support.", fixtures.len());
+    println!(
+        "Delivered {} fixture emails ({escalations} escalations) to ops and support.",
+        fixtures.len()
+    );
 
-    println!("Running mailtriage (mailtriage run --config {}) ...\n", dir.path().display());
+    println!(
+        "Running mailtriage (mailtriage run --config {}) ...\n",
+        dir.path().display()
+    );
     let (stop, rx) = tokio::sync::watch::channel(false);
     let config_dir = dir.path().to_path_buf();
     let daemon = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
         rt.block_on(mailtriage::daemon::run(&config_dir, rx))
     });
     let received = smtp.wait_for(expected, Duration::from_secs(120));
@@ -77,16 +90,29 @@ fn main() {
     let mut inboxes: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for m in &received {
         let parsed = mail_parser::MessageParser::default().parse(&m.raw);
-        let subject = parsed.as_ref().and_then(|p| p.subject()).unwrap_or("(no subject)").to_string();
+        let subject = parsed
+            .as_ref()
+            .and_then(|p| p.subject())
+            .unwrap_or("(no subject)")
+            .to_string();
         for r in &m.rcpt_to {
             inboxes.entry(r.clone()).or_default().push(subject.clone());
         }
     }
-    let managers = ["tier2@", "supervisor", "cx@", "ops.manager@", "teamlead.sales@"];
+    let managers = [
+        "tier2@",
+        "supervisor",
+        "cx@",
+        "ops.manager@",
+        "teamlead.sales@",
+    ];
     let is_manager = |a: &str| managers.iter().any(|m| a.contains(m));
     for (title, want_manager) in [("MANAGERS AND SUPERVISORS", true), ("AGENTS", false)] {
         println!("==== {title} ====");
-        for (addr, subjects) in inboxes.iter().filter(|(a, _)| is_manager(a) == want_manager) {
+        for (addr, subjects) in inboxes
+            .iter()
+            .filter(|(a, _)| is_manager(a) == want_manager)
+        {
             println!("{addr} ({} messages)", subjects.len());
             for s in subjects {
                 println!("    {s}");
@@ -94,7 +120,10 @@ fn main() {
         }
         println!();
     }
-    if let Some(ack) = received.iter().find(|m| m.rcpt_to.iter().any(|r| !is_manager(r))) {
+    if let Some(ack) = received
+        .iter()
+        .find(|m| m.rcpt_to.iter().any(|r| !is_manager(r)))
+    {
         println!("==== ONE ACKNOWLEDGEMENT, AS THE AGENT SEES IT ====");
         println!("{}", String::from_utf8_lossy(&ack.raw));
     }
@@ -113,7 +142,8 @@ fn write_config(dir: &Path, root: &Path, d: &Dovecot, s: &SmtpCapture) {
     }
     for e in std::fs::read_dir(shipped.join("templates")).expect("templates") {
         let p = e.expect("entry").path();
-        std::fs::copy(&p, dir.join("templates").join(p.file_name().expect("name"))).expect("copy template");
+        std::fs::copy(&p, dir.join("templates").join(p.file_name().expect("name")))
+            .expect("copy template");
     }
     let mailbox = |name: &str, pw: &str| {
         let file = dir.join(format!("{name}.password"));

@@ -30,6 +30,8 @@
 
 #![allow(dead_code)]
 
+pub mod daemon_proc;
+
 use std::fmt::Write as _;
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -287,7 +289,7 @@ fn quote(s: &str) -> String {
     out
 }
 
-fn base64(data: &[u8]) -> String {
+pub fn base64(data: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
@@ -1324,6 +1326,13 @@ fn flags_in(text: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// `SECONDS.NANOSECONDS` since the Unix epoch (the capture's `received_at`).
+fn parse_unix_time(text: &str) -> Option<SystemTime> {
+    let (secs, frac) = text.trim().split_once('.').unwrap_or((text.trim(), "0"));
+    let nanos: u32 = format!("{frac:0<9}").get(..9)?.parse().ok()?;
+    Some(UNIX_EPOCH + Duration::new(secs.parse().ok()?, nanos))
+}
+
 // ---------------------------------------------------------------------------
 // SmtpCapture
 // ---------------------------------------------------------------------------
@@ -1383,6 +1392,9 @@ pub struct Captured {
     pub raw: Vec<u8>,
     /// The `.eml` file.
     pub path: PathBuf,
+    /// When the server had the whole DATA, just before its 250 reply (the
+    /// envelope's `received_at`, nanosecond resolution).
+    pub received_at: Option<SystemTime>,
 }
 
 /// An SMTP server that captures every message it accepts (aiosmtpd, plain
@@ -1586,6 +1598,7 @@ impl SmtpCapture {
             auth_user: None,
             raw,
             path: eml,
+            received_at: None,
         };
         for line in envelope.lines() {
             let (key, value) = line
@@ -1596,10 +1609,18 @@ impl SmtpCapture {
                 "rcpt_to" => captured.rcpt_to.push(value.to_string()),
                 "mail_option" => captured.mail_options.push(value.to_string()),
                 "auth_user" => captured.auth_user = Some(value.to_string()),
+                "received_at" => captured.received_at = parse_unix_time(value),
                 other => panic!("unknown envelope line {other:?} in {}", env_path.display()),
             }
         }
         captured
+    }
+
+    /// The `n`-th message captured (1-based), if it has arrived: reads that
+    /// one message only, for callers that poll while thousands arrive.
+    pub fn message(&self, n: usize) -> Option<Captured> {
+        let eml = self.dir.path().join("messages").join(format!("{n:06}.eml"));
+        eml.exists().then(|| self.read_captured(eml))
     }
 
     /// Wait until at least `n` messages were captured and return them all;

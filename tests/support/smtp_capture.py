@@ -9,6 +9,8 @@ accepted message into DIR/messages/:
                      mail_option: BODY=8BITMIME          (zero or more)
                      rcpt_to: rcpt@example.org           (one line per accepted RCPT)
                      auth_user: alice                    (only after a successful AUTH)
+                     received_at: 1763900000.123456789   (unix time, ns, when DATA ended:
+                                                          just before the 250 reply)
     NNNNNN.eml   the message bytes exactly as received in DATA (dot-unstuffed,
                  CRLF line endings as sent), written second.
 
@@ -34,6 +36,7 @@ import logging
 import os
 import signal
 import sys
+import time
 import warnings
 
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
@@ -88,6 +91,7 @@ class CaptureHandler:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        received_ns = time.time_ns()
         reply = self.reject("data", " ".join(envelope.rcpt_tos))
         if reply:
             return reply
@@ -103,6 +107,8 @@ class CaptureHandler:
         auth = session.auth_data
         if session.authenticated and isinstance(auth, LoginPassword):
             lines.append(f"auth_user: {auth.login.decode('utf-8', 'replace')}")
+        secs, ns = divmod(received_ns, 1_000_000_000)
+        lines.append(f"received_at: {secs}.{ns:09d}")
         write_atomically(stem + ".env", ("\n".join(lines) + "\n").encode("utf-8"))
         content = envelope.original_content
         if content is None:

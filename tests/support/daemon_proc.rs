@@ -1,0 +1,277 @@
+//! The real `mailtriage run` binary as a child process, for the tests that
+//! kill it (SIGKILL), stop it (SIGTERM) or take its servers away
+//! (tests/crash.rs, tests/outage.rs): a config directory pointing at the
+//! harness's servers, the child with its standard error in a log file, and
+//! a deadline loop on a condition.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use super::{Dovecot, SmtpCapture};
+
+/// Poll interval of [`wait_until`].
+const POLL: Duration = Duration::from_millis(50);
+/// Lines of the daemon's log shown in a failure message.
+const LOG_TAIL_LINES: usize = 80;
+
+/// What a test adds to the generated mailtriage.toml: lines appended to
+/// `[daemon]`, `[smtp]` and the `ops` `[[mailbox]]`.
+#[derive(Default, Clone, Copy)]
+pub struct Extra<'a> {
+    pub daemon: &'a str,
+    pub smtp: &'a str,
+    pub mailbox: &'a str,
+}
+
+/// A config directory: the shipped triage config, the IMAP password (the
+/// Dovecot user `ops`, password `secret`) in `imap-password`, and a
+/// mailtriage.toml for the test servers, with the database in `db/` and
+/// the daemon's log in `daemon.log`.
+pub fn config_dir(d: &Dovecot, s: &SmtpCapture, extra: Extra) -> TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    fs::create_dir(dir.path().join("templates")).unwrap();
+    for name in ["keywords.toml", "triage.toml", "routing.toml"] {
+        fs::copy(shipped.join(name), dir.path().join(name)).unwrap();
+    }
+    for e in fs::read_dir(shipped.join("templates")).unwrap() {
+        let p = e.unwrap().path();
+        fs::copy(
+            &p,
+            dir.path().join("templates").join(p.file_name().unwrap()),
+        )
+        .unwrap();
+    }
+    fs::write(password_file(dir.path()), "secret\n").unwrap();
+    let toml = format!(
+        r#"
+[daemon]
+database = "{db}"
+domain = "mailtriage.test"
+admin = ["it.oncall@example.com"]
+allow_senders = ["example.com"]
+{extra_daemon}
+
+[smtp]
+host = "127.0.0.1"
+port = {smtp}
+tls = "plain"
+from = "Escalations <mailtriage@example.com>"
+timeout = "10s"
+{extra_smtp}
+
+[[mailbox]]
+name = "ops"
+host = "127.0.0.1"
+port = {imap}
+tls = "plain"
+user = "ops"
+password = {{ file = "{pw}" }}
+mark_seen = true
+quarantine = "Quarantine"
+timeout = "10s"
+{extra_mailbox}
+"#,
+        db = database(dir.path()).display(),
+        smtp = s.port(),
+        imap = d.port(),
+        pw = password_file(dir.path()).display(),
+        extra_daemon = extra.daemon,
+        extra_smtp = extra.smtp,
+        extra_mailbox = extra.mailbox,
+    );
+    fs::write(dir.path().join("mailtriage.toml"), toml).unwrap();
+    dir
+}
+
+/// The database of a [`config_dir`].
+pub fn database(dir: &Path) -> PathBuf {
+    dir.join("db")
+}
+
+/// The file the IMAP password is read from (at each connect).
+pub fn password_file(dir: &Path) -> PathBuf {
+    dir.join("imap-password")
+}
+
+/// `mailtriage run --config DIR` as a child process. Every run of one
+/// directory appends to `DIR/daemon.log`, after a `=== run N ===` line.
+pub struct Daemon {
+    child: Option<Child>,
+    log: PathBuf,
+    /// Where this run's lines start in the log.
+    offset: usize,
+    run: usize,
+}
+
+impl Daemon {
+    /// Starts the daemon (info logs as text, no colours).
+    pub fn spawn(dir: &Path) -> Daemon {
+        let log = dir.join("daemon.log");
+        let previous = fs::read(&log).unwrap_or_default();
+        let run = String::from_utf8_lossy(&previous)
+            .lines()
+            .filter(|l| l.starts_with("=== run "))
+            .count()
+            + 1;
+        let mut file = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap_or_else(|e| panic!("open {}: {e}", log.display()));
+        std::io::Write::write_all(&mut file, format!("=== run {run} ===\n").as_bytes()).unwrap();
+        let offset = previous.len();
+        // Set for integration tests only (this file is also compiled into
+        // the demo example, through tests/support/mod.rs).
+        let Some(binary) = option_env!("CARGO_BIN_EXE_mailtriage") else {
+            panic!("the mailtriage binary is known to integration tests only")
+        };
+        let child = Command::new(binary)
+            .args(["run", "--log-format", "text", "--config"])
+            .arg(dir)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn mailtriage run: {e}"));
+        Daemon {
+            child: Some(child),
+            log,
+            offset,
+            run,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Which run of its directory this is (1, 2, ...).
+    pub fn run(&self) -> usize {
+        self.run
+    }
+
+    /// Is the process still running?
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// SIGKILL, and reap it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            child
+                .wait()
+                .unwrap_or_else(|e| panic!("wait for the killed daemon: {e}"));
+        }
+    }
+
+    /// SIGTERM; the exit status, or a panic (with the log tail) if it has
+    /// not exited within `within`.
+    pub fn terminate(&mut self, within: Duration) -> ExitStatus {
+        let mut child = self.child.take().expect("the daemon was already stopped");
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("run kill -TERM");
+        assert!(status.success(), "kill -TERM {} failed", child.id());
+        let deadline = Instant::now() + within;
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) => return status,
+                Ok(None) if Instant::now() < deadline => std::thread::sleep(POLL),
+                Ok(None) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!(
+                        "the daemon did not exit within {within:?} of SIGTERM\n{}",
+                        self.log_tail()
+                    );
+                }
+                Err(e) => panic!("wait for the daemon: {e}"),
+            }
+        }
+    }
+
+    /// The whole log, every run.
+    pub fn log(&self) -> String {
+        String::from_utf8_lossy(&fs::read(&self.log).unwrap_or_default()).into_owned()
+    }
+
+    /// This run's part of the log.
+    pub fn run_log(&self) -> String {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut bytes = Vec::new();
+        if let Ok(mut f) = fs::File::open(&self.log)
+            && f.seek(SeekFrom::Start(self.offset as u64)).is_ok()
+        {
+            let _ = f.read_to_end(&mut bytes);
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// How many lines of this run's log contain `needle`.
+    pub fn count_lines(&self, needle: &str) -> usize {
+        self.run_log()
+            .lines()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
+    /// The end of the log, labelled, for failure messages.
+    pub fn log_tail(&self) -> String {
+        log_tail(&self.log)
+    }
+}
+
+/// The end of the daemon log at `path`, labelled.
+pub fn log_tail(path: &Path) -> String {
+    let text = String::from_utf8_lossy(&fs::read(path).unwrap_or_default()).into_owned();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = format!("--- daemon log tail ({}) ---\n", path.display());
+    for l in &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..] {
+        let _ = writeln!(out, "{l}");
+    }
+    out
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Polls `done` (every 50 ms) until it holds; after `timeout`, panics with
+/// `why()`.
+pub fn wait_until(timeout: Duration, done: impl FnMut() -> bool, why: impl FnOnce() -> String) {
+    wait_until_every(POLL, timeout, done, why)
+}
+
+/// [`wait_until`], polling every `poll` (for a cheap condition whose moment
+/// matters).
+pub fn wait_until_every(
+    poll: Duration,
+    timeout: Duration,
+    mut done: impl FnMut() -> bool,
+    why: impl FnOnce() -> String,
+) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        if Instant::now() >= deadline {
+            panic!("waited {timeout:?} in vain: {}", why());
+        }
+        std::thread::sleep(poll);
+    }
+}
