@@ -23,58 +23,17 @@ fn fixture(name: &str) -> Vec<u8> {
     .expect("fixture")
 }
 
-/// A config directory: the shipped triage config, and a mailtriage.toml
-/// pointing at the test servers.
+/// The harness's config directory for the test servers, with extra lines
+/// for `[daemon]`.
 fn config_dir(d: &Dovecot, s: &SmtpCapture, extra_daemon: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
-    std::fs::create_dir(dir.path().join("templates")).unwrap();
-    for name in ["keywords.toml", "triage.toml", "routing.toml"] {
-        std::fs::copy(shipped.join(name), dir.path().join(name)).unwrap();
-    }
-    for e in std::fs::read_dir(shipped.join("templates")).unwrap() {
-        let p = e.unwrap().path();
-        std::fs::copy(
-            &p,
-            dir.path().join("templates").join(p.file_name().unwrap()),
-        )
-        .unwrap();
-    }
-    std::fs::write(dir.path().join("imap-password"), "secret\n").unwrap();
-    let toml = format!(
-        r#"
-[daemon]
-database = "{db}"
-domain = "mailtriage.test"
-admin = ["it.oncall@example.com"]
-allow_senders = ["example.com"]
-{extra_daemon}
-
-[smtp]
-host = "127.0.0.1"
-port = {smtp}
-tls = "plain"
-from = "Escalations <mailtriage@example.com>"
-timeout = "10s"
-
-[[mailbox]]
-name = "ops"
-host = "127.0.0.1"
-port = {imap}
-tls = "plain"
-user = "ops"
-password = {{ file = "{pw}" }}
-mark_seen = true
-quarantine = "Quarantine"
-timeout = "10s"
-"#,
-        db = dir.path().join("db").display(),
-        smtp = s.port(),
-        imap = d.port(),
-        pw = dir.path().join("imap-password").display(),
-    );
-    std::fs::write(dir.path().join("mailtriage.toml"), toml).unwrap();
-    dir
+    support::daemon_proc::config_dir(
+        d,
+        s,
+        support::daemon_proc::Extra {
+            daemon: extra_daemon,
+            ..Default::default()
+        },
+    )
 }
 
 /// The daemon on its own runtime thread, stopped through `stop`.

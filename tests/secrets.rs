@@ -7,7 +7,6 @@
 mod support;
 
 use std::io::Read;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -18,19 +17,7 @@ const SMTP_PASSWORD: &str = "smtp-S3cret-pw-0815";
 
 fn config_dir(d: &Dovecot, s: &SmtpCapture) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
-    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
-    std::fs::create_dir(dir.path().join("templates")).unwrap();
-    for name in ["keywords.toml", "triage.toml", "routing.toml"] {
-        std::fs::copy(shipped.join(name), dir.path().join(name)).unwrap();
-    }
-    for e in std::fs::read_dir(shipped.join("templates")).unwrap() {
-        let p = e.unwrap().path();
-        std::fs::copy(
-            &p,
-            dir.path().join("templates").join(p.file_name().unwrap()),
-        )
-        .unwrap();
-    }
+    support::daemon_proc::copy_shipped_config(dir.path());
     let pw_file = dir.path().join("imap.pw");
     std::fs::write(&pw_file, IMAP_PASSWORD).unwrap();
     let toml = format!(

@@ -34,19 +34,7 @@ pub struct Extra<'a> {
 /// the daemon's log in `daemon.log`.
 pub fn config_dir(d: &Dovecot, s: &SmtpCapture, extra: Extra) -> TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
-    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
-    fs::create_dir(dir.path().join("templates")).unwrap();
-    for name in ["keywords.toml", "triage.toml", "routing.toml"] {
-        fs::copy(shipped.join(name), dir.path().join(name)).unwrap();
-    }
-    for e in fs::read_dir(shipped.join("templates")).unwrap() {
-        let p = e.unwrap().path();
-        fs::copy(
-            &p,
-            dir.path().join("templates").join(p.file_name().unwrap()),
-        )
-        .unwrap();
-    }
+    copy_shipped_config(dir.path());
     fs::write(password_file(dir.path()), "secret\n").unwrap();
     let toml = format!(
         r#"
@@ -87,6 +75,21 @@ timeout = "10s"
     );
     fs::write(dir.path().join("mailtriage.toml"), toml).unwrap();
     dir
+}
+
+/// Copies the shipped triage config (keywords, required fields, routing,
+/// templates) into `dir`, for a test to add its own mailtriage.toml.
+pub fn copy_shipped_config(dir: &Path) {
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    fs::create_dir(dir.join("templates")).expect("mkdir templates");
+    for name in ["keywords.toml", "triage.toml", "routing.toml"] {
+        fs::copy(shipped.join(name), dir.join(name)).expect("copy config");
+    }
+    for e in fs::read_dir(shipped.join("templates")).expect("templates/") {
+        let p = e.expect("entry").path();
+        fs::copy(&p, dir.join("templates").join(p.file_name().expect("name")))
+            .expect("copy template");
+    }
 }
 
 /// The database of a [`config_dir`].
