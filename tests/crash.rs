@@ -182,7 +182,7 @@ fn sigkill_at_random_moments_loses_nothing_and_doubles_nothing() {
     // start (the kill may hit the database opening, the login or the replay
     // of pending server actions); 20-400 ms after the mailbox is selected
     // (startup takes a few hundred ms in a debug build), landing in the
-    // triage or the outbox; and, in three rounds of five, 0-5 ms after the
+    // triage or the outbox; and, in three rounds of five, 0-2.5 ms after the
     // last case of the round's lot was opened, landing in the batch's
     // commit or its marking on the server: the narrowest windows (the
     // commit and the STORE are about half a millisecond apart).
@@ -214,7 +214,7 @@ fn sigkill_at_random_moments_loses_nothing_and_doubles_nothing() {
                 );
                 (
                     format!("case {k}"),
-                    Duration::from_micros(rng.between(0..5000)),
+                    Duration::from_micros(rng.between(0..2500)),
                 )
             }
         };
