@@ -780,6 +780,8 @@ pub struct SmtpSection {
     pub retry_first: Duration,
     #[serde(default = "default_retry_max")]
     pub retry_max: Duration,
+    /// A private CA (PEM) to trust besides the system's.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// One `[[mailbox]]` in mailtriage.toml.

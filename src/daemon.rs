@@ -82,6 +82,7 @@ pub async fn run(config_dir: &Path, mut shutdown: watch::Receiver<bool>) -> anyh
             _ => None,
         },
         timeout: daemon.smtp.timeout.0,
+        ca_file: daemon.smtp.ca_file.clone(),
     })
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     let identity = Identity {
@@ -766,6 +767,7 @@ async fn outbox_task(sh: Arc<Shared>, smtp: Smtp, mut shutdown: watch::Receiver<
     };
     loop {
         if *shutdown.borrow() {
+            smtp.close().await;
             return;
         }
         match send::deliver_due(&sh.store, &smtp, &backoff, now()).await {
@@ -789,7 +791,10 @@ async fn outbox_task(sh: Arc<Shared>, smtp: Smtp, mut shutdown: watch::Receiver<
         tokio::select! {
             _ = sh.outbox_wake.notified() => {}
             _ = tokio::time::sleep(next) => {}
-            _ = stopped(&mut shutdown) => return,
+            _ = stopped(&mut shutdown) => {
+                smtp.close().await;
+                return;
+            }
         }
     }
 }

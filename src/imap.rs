@@ -9,7 +9,6 @@
 
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_imap::extensions::idle::IdleResponse;
@@ -17,10 +16,6 @@ use async_imap::{Authenticator, Client, Session};
 use futures::TryStreamExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
-use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
 
 use crate::config::Tls;
 
@@ -120,39 +115,10 @@ impl Authenticator for XOAuth2<'_> {
     }
 }
 
-fn tls_config(ca_file: Option<&PathBuf>) -> Result<ClientConfig, ImapError> {
-    let mut roots = RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    for cert in native.certs {
-        // A system certificate rustls cannot use is skipped, not fatal.
-        let _ = roots.add(cert);
-    }
-    if let Some(path) = ca_file {
-        let certs = CertificateDer::pem_file_iter(path)
-            .map_err(|e| ImapError::Tls(format!("{}: {e}", path.display())))?;
-        for cert in certs {
-            let cert = cert.map_err(|e| ImapError::Tls(format!("{}: {e}", path.display())))?;
-            roots
-                .add(cert)
-                .map_err(|e| ImapError::Tls(format!("{}: {e}", path.display())))?;
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ImapError::Tls(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
-}
-
 async fn tls_wrap(tcp: TcpStream, s: &ImapSettings) -> Result<Stream, ImapError> {
-    let config = tls_config(s.ca_file.as_ref())?;
-    let name = ServerName::try_from(s.host.clone())
-        .map_err(|e| ImapError::Tls(format!("server name {:?}: {e}", s.host)))?;
-    let stream = TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
+    let stream = crate::tls::handshake(tcp, &s.host, s.ca_file.as_deref())
         .await
-        .map_err(|e| ImapError::Tls(e.to_string()))?;
+        .map_err(ImapError::Tls)?;
     Ok(Box::new(stream))
 }
 

@@ -41,3 +41,4 @@ pub mod message;
 pub mod route;
 pub mod send;
 pub mod store;
+mod tls;

@@ -1,0 +1,65 @@
+//! The rustls client side shared by IMAP and SMTP.
+//!
+//! Both speak to servers an operator names in the config, so both trust the
+//! same roots: the system's, plus a private CA file when the config gives one
+//! (a company CA, or the test harness's). ring is the only crypto provider
+//! compiled in, so the configuration names it rather than relying on a
+//! process-wide default.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
+
+/// Builds the client configuration. The error names the CA file when that
+/// is what failed.
+pub(crate) fn client_config(ca_file: Option<&Path>) -> Result<ClientConfig, String> {
+    let mut roots = RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for cert in native.certs {
+        // A system certificate rustls cannot use is skipped, not fatal.
+        let _ = roots.add(cert);
+    }
+    if let Some(path) = ca_file {
+        let certs =
+            CertificateDer::pem_file_iter(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut any = false;
+        for cert in certs {
+            let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            any = true;
+        }
+        if !any {
+            return Err(format!("{}: no PEM certificate in it", path.display()));
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+/// Runs the TLS handshake on a connected socket, checking the certificate
+/// against `host`.
+pub(crate) async fn handshake(
+    tcp: TcpStream,
+    host: &str,
+    ca_file: Option<&Path>,
+) -> Result<TlsStream<TcpStream>, String> {
+    let config = client_config(ca_file)?;
+    let name =
+        ServerName::try_from(host.to_owned()).map_err(|e| format!("server name {host:?}: {e}"))?;
+    TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS handshake with {host}: {e}"))
+}
