@@ -1229,7 +1229,7 @@ fn split(corpus: &Corpus, d: &Dovecot, dir: &Path, k: usize, observed_period_ms:
         store_step("store reads: seen, replies_since", 0),
         store_step("parse + key (SHA-256) + triage + route", 1),
         store_step("render + compose outgoing mail", 2),
-        store_step("reserve_case_id, each flushed", 3),
+        store_step("reserve_case_ids, one flush", 3),
         store_step("commit (one transaction + flush)", 4),
         step("UID STORE +FLAGS.SILENT (\\Seen)", store_seen),
         store_step("clear_pending (+ flush)", 5),
@@ -1282,9 +1282,7 @@ fn store_steps(corpus: &Corpus, db: &Path, bodies: &[(u32, Vec<u8>)], k: usize) 
     for run in 0..SPLIT_RUNS {
         let now = jiff::Timestamp::now().as_second();
         let t = Instant::now();
-        let ids: Vec<String> = (0..bodies.len())
-            .map(|_| store.reserve_case_id(year).expect("reserve"))
-            .collect();
+        let ids: Vec<String> = store.reserve_case_ids(year, bodies.len()).expect("reserve");
         times[3].push(t.elapsed());
 
         let mut items = Vec::with_capacity(bodies.len());

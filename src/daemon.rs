@@ -765,10 +765,19 @@ async fn outbox_task(sh: Arc<Shared>, smtp: Smtp, mut shutdown: watch::Receiver<
         max: sh.daemon.smtp.retry_max.0,
         ..Backoff::default()
     };
+    let mut pruned_at = 0;
     loop {
         if *shutdown.borrow() {
             smtp.close().await;
             return;
+        }
+        // The reply counts behind the rate limit look back an hour; keep a
+        // day of them, pruned hourly.
+        if now() - pruned_at >= 3600 {
+            pruned_at = now();
+            if let Err(e) = sh.store.prune_replies(pruned_at - 86_400) {
+                tracing::error!(error = %e, "pruning reply counts");
+            }
         }
         match send::deliver_due(&sh.store, &smtp, &backoff, now()).await {
             Ok(d) if d.sent + d.retrying + d.undeliverable > 0 => {

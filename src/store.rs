@@ -11,7 +11,9 @@
 //! - `outbox` and `outbox_raw`: every message to send, with its delivery
 //!   state, and its bytes (fixed when queued, so a resend after a crash is
 //!   the same message with the same Message-ID);
-//! - `replies`: when each sender last got automatic replies (rate limit);
+//! - `replies`: how many automatic replies each sender got in each second
+//!   (the rate limit), keyed by sender and time so that counting the last
+//!   hour is a range scan and a busy sender costs no more than a quiet one;
 //! - `meta`: counters.
 //!
 //! The daemon's rule "nothing lost, nothing twice" rests on [`Store::commit`]:
@@ -369,12 +371,34 @@ impl Store {
 
     /// Automatic replies sent to `sender` since `since` (unix seconds).
     pub fn replies_since(&self, sender: &str, since: i64) -> Result<usize, StoreError> {
-        let key = sender.to_ascii_lowercase();
-        let times: Vec<i64> = match self.replies.get(key.as_bytes())? {
-            Some(v) => decode("replies", &v)?,
-            None => Vec::new(),
-        };
-        Ok(times.iter().filter(|&&t| t >= since).count())
+        let from = reply_key(sender, since);
+        let to = reply_key(sender, i64::MAX);
+        let mut n = 0usize;
+        for r in self.replies.range(from..=to) {
+            let (_, v) = r?;
+            n += read_count(&v) as usize;
+        }
+        Ok(n)
+    }
+
+    /// Forgets reply counts older than `before`: the rate limit looks back
+    /// an hour, so a day is plenty.
+    pub fn prune_replies(&self, before: i64) -> Result<usize, StoreError> {
+        let mut stale = Vec::new();
+        for r in self.replies.iter() {
+            let (k, _) = r?;
+            let Some(at) = k.len().checked_sub(8).map(|i| &k[i..]) else {
+                continue;
+            };
+            let at = u64::from_be_bytes(at.try_into().unwrap_or([0xff; 8]));
+            if (at as i64) < before {
+                stale.push(k);
+            }
+        }
+        for k in &stale {
+            self.replies.remove(k)?;
+        }
+        Ok(stale.len())
     }
 
     /// Writes a batch in one transaction and flushes it to disk.
@@ -422,15 +446,9 @@ impl Store {
                                 record.outbox.push(id);
                             }
                             if let Some(sender) = replied_to {
-                                let key = sender.to_ascii_lowercase();
-                                let mut times: Vec<i64> = match replies.get(key.as_bytes())? {
-                                    Some(v) => decode("replies", &v).map_err(abort)?,
-                                    None => Vec::new(),
-                                };
-                                // Keep a day: enough for any hourly limit.
-                                times.retain(|&t| t > batch.now - 86_400);
-                                times.push(batch.now);
-                                replies.insert(key.as_bytes(), encode(&times))?;
+                                let key = reply_key(sender, batch.now);
+                                let n = replies.get(&key)?.map_or(0, |v| read_count(&v));
+                                replies.insert(key, &(n + 1).to_be_bytes())?;
                             }
                             cases.insert(record.id.as_bytes(), encode(&record))?;
                             Seen::Case {
@@ -619,6 +637,19 @@ impl Store {
         self.db.flush()?;
         Ok(ids)
     }
+}
+
+/// `replies` key: the lowercased sender, a NUL, and the time (a negative
+/// time sorts first).
+fn reply_key(sender: &str, at: i64) -> Vec<u8> {
+    let mut k = sender.to_ascii_lowercase().into_bytes();
+    k.push(0);
+    k.extend_from_slice(&(at.max(0) as u64).to_be_bytes());
+    k
+}
+
+fn read_count(v: &[u8]) -> u32 {
+    v.try_into().map_or(0, u32::from_be_bytes)
 }
 
 /// Adds one message to the outbox inside a transaction: its record, its
@@ -821,6 +852,43 @@ mod tests {
         assert_eq!(a, MessageKey::new(Some("x@example.com"), b"one"));
         assert_ne!(a, MessageKey::new(Some("x@example.com"), b"two"));
         assert_ne!(a, MessageKey::new(None, b"one"));
+    }
+
+    #[test]
+    fn reply_counts_are_per_sender_and_window_and_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let mut uid = 0;
+        let mut commit = |sender: &str, now: i64| {
+            uid += 1;
+            let mut item = item(&store, uid, 1);
+            if let BatchOutcome::Case { replied_to, .. } = &mut item.outcome {
+                *replied_to = Some(sender.to_string());
+            }
+            store
+                .commit(&Batch {
+                    mailbox: "ops".into(),
+                    cursor: Cursor {
+                        uid_validity: 1,
+                        last_uid: uid,
+                    },
+                    items: vec![item],
+                    server: vec![],
+                    now,
+                })
+                .unwrap();
+        };
+        commit("a@example.com", 1_000);
+        commit("A@Example.com", 1_000);
+        commit("a@example.com", 4_000);
+        commit("a@example.co", 4_000);
+        assert_eq!(store.replies_since("a@example.com", 0).unwrap(), 3);
+        assert_eq!(store.replies_since("a@example.com", 1_000).unwrap(), 3);
+        assert_eq!(store.replies_since("a@example.com", 1_001).unwrap(), 1);
+        assert_eq!(store.replies_since("a@example.co", 0).unwrap(), 1);
+        assert_eq!(store.replies_since("b@example.com", 0).unwrap(), 0);
+        assert_eq!(store.prune_replies(2_000).unwrap(), 1);
+        assert_eq!(store.replies_since("a@example.com", 0).unwrap(), 1);
     }
 
     #[test]
