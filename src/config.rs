@@ -133,6 +133,88 @@ struct RoutingFile {
     digests: BTreeMap<String, DigestDef>,
     #[serde(default)]
     rule: Vec<RuleDef>,
+    #[serde(default)]
+    lifecycle: LifecycleDef,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct LifecycleDef {
+    reopen_within: Option<Duration>,
+    joined_reply: Option<Spanned<String>>,
+    repeat_vendor: Option<RepeatVendorDef>,
+    overdue: Option<OverdueDef>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RepeatVendorDef {
+    complaints: usize,
+    within: Duration,
+    to: Vec<Spanned<String>>,
+    #[serde(default = "repeat_vendor_template")]
+    template: Spanned<String>,
+}
+
+fn repeat_vendor_template() -> Spanned<String> {
+    Spanned::new(0..0, "repeat_vendor".to_string())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OverdueDef {
+    /// Risk level ("5", "4", ...) to how long a case may stay open.
+    after: BTreeMap<String, Spanned<Duration>>,
+    to: Vec<Spanned<String>>,
+    #[serde(default = "overdue_template")]
+    template: Spanned<String>,
+}
+
+fn overdue_template() -> Spanned<String> {
+    Spanned::new(0..0, "overdue".to_string())
+}
+
+/// What happens to a case after the message that opened it
+/// (`[lifecycle]` in routing.toml).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lifecycle {
+    /// A new escalation of an order whose case was resolved longer ago than
+    /// this opens a new case (linked to the old one); sooner, it reopens it.
+    pub reopen_within: std::time::Duration,
+    /// The reply telling an agent their escalation joined an open case.
+    pub joined_reply: Option<String>,
+    pub repeat_vendor: Option<RepeatVendor>,
+    pub overdue: Option<Overdue>,
+}
+
+impl Default for Lifecycle {
+    fn default() -> Self {
+        Lifecycle {
+            reopen_within: std::time::Duration::from_secs(14 * 86_400),
+            joined_reply: None,
+            repeat_vendor: None,
+            overdue: None,
+        }
+    }
+}
+
+/// The vendor manager hears of a vendor with `complaints` cases within
+/// `within`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepeatVendor {
+    pub complaints: usize,
+    pub within: std::time::Duration,
+    pub to: Vec<String>,
+    pub template: String,
+}
+
+/// Cases open longer than their risk allows are re-escalated once to `to`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Overdue {
+    /// Indexed by risk 0-5; `None`: that risk is never overdue.
+    pub after: [Option<std::time::Duration>; 6],
+    pub to: Vec<String>,
+    pub template: String,
 }
 
 #[derive(Deserialize)]
@@ -201,6 +283,7 @@ fn forward_template() -> Spanned<String> {
 pub struct Config {
     pub triage: Triage,
     pub router: Router,
+    pub lifecycle: Lifecycle,
 }
 
 /// The shipped configuration, compiled in.
@@ -215,6 +298,12 @@ mod builtin {
             include_str!("../config/templates/missing_info.txt"),
         ),
         ("forward", include_str!("../config/templates/forward.txt")),
+        ("joined", include_str!("../config/templates/joined.txt")),
+        ("overdue", include_str!("../config/templates/overdue.txt")),
+        (
+            "repeat_vendor",
+            include_str!("../config/templates/repeat_vendor.txt"),
+        ),
     ];
 }
 
@@ -322,11 +411,12 @@ impl Config {
             path: dir.join("routing.toml"),
             text: routing,
         };
-        let router = load_routing(&rt_src, &keywords, tpl)?;
+        let (router, lifecycle) = load_routing(&rt_src, &keywords, tpl)?;
 
         Ok(Config {
             triage: Triage::new(keywords, tf.required),
             router,
+            lifecycle,
         })
     }
 }
@@ -370,7 +460,7 @@ fn load_routing(
     src: &Source<'_>,
     keywords: &Keywords,
     templates: Templates,
-) -> Result<Router, ConfigError> {
+) -> Result<(Router, Lifecycle), ConfigError> {
     let file: RoutingFile = src.parse()?;
 
     for list in file.addresses.values() {
@@ -550,11 +640,47 @@ fn load_routing(
         });
     }
 
-    Ok(Router {
+    let lc = file.lifecycle;
+    let mut lifecycle = Lifecycle::default();
+    if let Some(d) = lc.reopen_within {
+        lifecycle.reopen_within = d.0;
+    }
+    if let Some(t) = &lc.joined_reply {
+        lifecycle.joined_reply = Some(check_template(t)?);
+    }
+    if let Some(rv) = &lc.repeat_vendor {
+        lifecycle.repeat_vendor = Some(RepeatVendor {
+            complaints: rv.complaints.max(1),
+            within: rv.within.0,
+            to: resolve(&rv.to)?,
+            template: check_template(&rv.template)?,
+        });
+    }
+    if let Some(od) = &lc.overdue {
+        let mut after = [None; 6];
+        for (risk, d) in &od.after {
+            match risk.parse::<usize>() {
+                Ok(r) if (1..=5).contains(&r) => after[r] = Some(d.get_ref().0),
+                _ => {
+                    return Err(src.error_at(
+                        Some(d.span()),
+                        format!("expected a risk level 1 to 5 as the key, found {risk:?}"),
+                    ));
+                }
+            }
+        }
+        lifecycle.overdue = Some(Overdue {
+            after,
+            to: resolve(&od.to)?,
+            template: check_template(&od.template)?,
+        });
+    }
+    let router = Router {
         rules,
         digests,
         templates,
-    })
+    };
+    Ok((router, lifecycle))
 }
 
 fn looks_like_address(s: &str) -> bool {

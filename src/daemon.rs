@@ -46,6 +46,20 @@ struct Shared {
     /// Addresses the daemon sends from or reads: never answered.
     own: Vec<String>,
     outbox_wake: Notify,
+    /// Held while cases are read, changed and committed, so that two
+    /// mailboxes (or a mailbox and the command line) updating one case do
+    /// not overwrite each other.
+    case_lock: std::sync::Mutex<()>,
+}
+
+impl Shared {
+    fn lock_cases(&self) -> std::sync::MutexGuard<'_, ()> {
+        // A panic while holding it cannot leave a case half written (the
+        // store is transactional), so a poisoned lock is still usable.
+        self.case_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// Opens the store and runs every task until `shutdown` turns true.
@@ -96,6 +110,7 @@ pub async fn run(config_dir: &Path, mut shutdown: watch::Receiver<bool>) -> anyh
         identity,
         own,
         outbox_wake: Notify::new(),
+        case_lock: std::sync::Mutex::new(()),
     });
     tracing::info!(database = %db_path.display(), mailboxes = shared.daemon.mailboxes.len(), "mailtriage starting");
 
@@ -475,34 +490,93 @@ async fn drain(
         let mut items = Vec::with_capacity(bodies.len());
         let mut server = Vec::new();
         let mut replies: HashMap<String, usize> = HashMap::new();
-        // Decide every message first, so that the batch's new cases get
-        // their ids in one flush, without gaps.
+        // Triage every message first (no store writes); then, holding the
+        // case lock, decide which open a case and which update one, so that
+        // the batch's new cases get their ids in one flush, without gaps.
         let steps: Vec<Step> = bodies
             .iter()
             .map(|(uid, raw)| process(sh, m, *uid, raw))
             .collect::<Result<_, _>>()?;
-        let new_cases = steps.iter().filter(|s| matches!(s, Step::Case(_))).count();
+        let guard = sh.lock_cases();
+        let decisions = plan(sh, &steps, t)?;
+        let new_cases = decisions
+            .iter()
+            .filter(|d| matches!(d, Some(Decision::New { .. })))
+            .count();
         let mut ids = sh.store.reserve_case_ids(year, new_cases)?.into_iter();
-        for (step, (uid, raw)) in steps.into_iter().zip(&bodies) {
-            let (item, action) = match step {
-                Step::Done(item, action) => (item, action),
-                Step::Case(new) => {
+        let mut opened: Vec<String> = Vec::with_capacity(new_cases);
+        let mut working: HashMap<String, CaseRecord> = HashMap::new();
+        let mut vendors_reported = Vec::new();
+        for ((step, decision), (uid, raw)) in steps.into_iter().zip(decisions).zip(&bodies) {
+            let (item, action) = match (step, decision) {
+                (Step::Done(item, action), _) => (item, action),
+                (Step::Triaged(tri), Some(Decision::New { follows })) => {
                     // Reserved above, one per new case; never run out, but
                     // if they did, skipping would lose the message.
                     let case_id = match ids.next() {
                         Some(id) => id,
                         None => sh.store.reserve_case_id(year)?,
                     };
+                    opened.push(case_id.clone());
                     open_case(
                         sh,
                         m,
-                        *new,
-                        case_id,
-                        cursor.uid_validity,
+                        *tri,
+                        Opening {
+                            case_id,
+                            follows,
+                            uid_validity: cursor.uid_validity,
+                        },
                         raw,
                         t,
                         &mut replies,
+                        &mut working,
+                        &mut vendors_reported,
                     )?
+                }
+                (Step::Triaged(tri), Some(Decision::Update { target, joined })) => {
+                    let case_id = match target {
+                        Target::Stored(id) => id,
+                        Target::New(k) => match opened.get(k) {
+                            Some(id) => id.clone(),
+                            None => {
+                                tracing::error!(
+                                    uid,
+                                    "update of a case not opened: left for a human"
+                                );
+                                continue;
+                            }
+                        },
+                    };
+                    update_case(
+                        sh,
+                        m,
+                        *tri,
+                        &case_id,
+                        joined,
+                        raw,
+                        t,
+                        &mut replies,
+                        &mut working,
+                    )?
+                }
+                (Step::Triaged(tri), None) => {
+                    let _span = tracing::info_span!("message", mailbox = %m.name, uid, message_id = tri.email.message_id.as_deref().unwrap_or("-")).entered();
+                    tracing::info!(
+                        kind = tri.case.kind.name(),
+                        automatic = tri.email.automatic().unwrap_or("no"),
+                        "not an escalation nor part of a case: left untouched"
+                    );
+                    (
+                        Some(BatchItem {
+                            key: tri.key,
+                            uid: *uid,
+                            outcome: BatchOutcome::Ignored {
+                                reason: tri.case.kind.name().to_string(),
+                            },
+                        }),
+                        None,
+                    )
                 }
             };
             if let Some(item) = item {
@@ -522,8 +596,10 @@ async fn drain(
             items,
             server: server.clone(),
             now: t,
+            vendors_reported,
         };
         sh.store.commit(&batch)?;
+        drop(guard);
         *cursor = batch.cursor;
         sh.outbox_wake.notify_one();
         apply_server_actions(conn, m, &server).await?;
@@ -536,12 +612,31 @@ async fn drain(
 enum Step {
     /// Settled: what to store (if anything) and what to do on the server.
     Done(Option<BatchItem>, Option<ServerAction>),
-    /// A new case, to be opened once its id is reserved.
-    Case(Box<NewCase>),
+    /// From an agent, triaged: [`plan`] decides whether it opens a case,
+    /// updates one, or is left alone.
+    Triaged(Box<Triaged>),
 }
 
-/// A message that opens a case.
-struct NewCase {
+/// What becomes of a triaged message.
+enum Decision {
+    /// It opens a case (following an earlier, long resolved one of the
+    /// same order).
+    New { follows: Option<String> },
+    /// It updates a case: a reply in the thread, or (`joined`) a second
+    /// escalation of the same order.
+    Update { target: Target, joined: bool },
+}
+
+/// A case an update goes to.
+#[derive(Clone)]
+enum Target {
+    Stored(String),
+    /// The `k`th case this batch opens.
+    New(usize),
+}
+
+/// A triaged message from an agent.
+struct Triaged {
     key: MessageKey,
     uid: u32,
     email: crate::message::Email,
@@ -560,7 +655,7 @@ fn process(sh: &Shared, m: &MailboxSection, uid: u32, raw: &[u8]) -> Result<Step
     if let Some(seen) = sh.store.seen(&key)? {
         tracing::info!(?seen, "seen before: not processed again");
         let action = match seen {
-            Seen::Case { .. } => Some(ServerAction::Processed),
+            Seen::Case { .. } | Seen::Update { .. } => Some(ServerAction::Processed),
             Seen::Quarantined { .. } => Some(ServerAction::Quarantine),
             Seen::Ignored { .. } => None,
         };
@@ -600,27 +695,252 @@ fn process(sh: &Shared, m: &MailboxSection, uid: u32, raw: &[u8]) -> Result<Step
             None,
         ));
     }
+    // Whether it opens a case, updates one or is left alone is decided
+    // with the other messages of the batch, in `plan`.
     let case = sh.config.triage.case(&email);
-    if !case.is_escalation {
-        tracing::info!(
-            kind = case.kind.name(),
-            automatic = email.automatic().unwrap_or("no"),
-            "not an escalation: left untouched"
-        );
-        return Ok(Step::Done(
-            Some(item(BatchOutcome::Ignored {
-                reason: case.kind.name().to_string(),
-            })),
-            None,
-        ));
-    }
-
-    Ok(Step::Case(Box::new(NewCase {
+    Ok(Step::Triaged(Box::new(Triaged {
         key,
         uid,
         email,
         case,
     })))
+}
+
+/// Decides, for each triaged message of a batch in order, whether it opens
+/// a case or updates one. Called with the case lock held.
+fn plan(sh: &Shared, steps: &[Step], t: i64) -> Result<Vec<Option<Decision>>, StoreError> {
+    let mut threads: HashMap<String, Target> = HashMap::new();
+    let mut orders: HashMap<String, Target> = HashMap::new();
+    let mut opened = 0;
+    let mut out = Vec::with_capacity(steps.len());
+    for step in steps {
+        let Step::Triaged(tri) = step else {
+            out.push(None);
+            continue;
+        };
+        let decision = decide(sh, tri, t, &threads, &orders, opened)?;
+        let target = match &decision {
+            Some(Decision::New { .. }) => {
+                opened += 1;
+                Some(Target::New(opened - 1))
+            }
+            Some(Decision::Update { target, .. }) => Some(target.clone()),
+            None => None,
+        };
+        if let Some(target) = target {
+            if let Some(mid) = &tri.case.message_id {
+                threads.insert(crate::store::thread_key(mid), target.clone());
+            }
+            if let (Some(order), Some(Decision::New { .. })) =
+                (&tri.case.fields.order_id, &decision)
+            {
+                orders.insert(order.trim().to_ascii_lowercase(), target);
+            }
+        }
+        out.push(decision);
+    }
+    Ok(out)
+}
+
+fn decide(
+    sh: &Shared,
+    tri: &Triaged,
+    t: i64,
+    threads: &HashMap<String, Target>,
+    orders: &HashMap<String, Target>,
+    opened: usize,
+) -> Result<Option<Decision>, StoreError> {
+    // Automatic mail (an out-of-office answer to an acknowledgement) is no
+    // update.
+    if tri.email.automatic().is_some() {
+        return Ok(None);
+    }
+    let mut refs: Vec<String> = Vec::new();
+    refs.extend(tri.email.in_reply_to.iter().cloned());
+    refs.extend(tri.email.references.iter().rev().cloned());
+    for r in &refs {
+        if let Some(target) = threads.get(&crate::store::thread_key(r)) {
+            return Ok(Some(Decision::Update {
+                target: target.clone(),
+                joined: false,
+            }));
+        }
+    }
+    if let Some(id) = sh.store.thread_case(&refs)? {
+        return Ok(Some(Decision::Update {
+            target: Target::Stored(id),
+            joined: false,
+        }));
+    }
+    if let Some(id) = tri
+        .case
+        .subject
+        .as_deref()
+        .and_then(crate::lifecycle::case_id_in_subject)
+        && sh.store.case(&id)?.is_some()
+    {
+        return Ok(Some(Decision::Update {
+            target: Target::Stored(id),
+            joined: false,
+        }));
+    }
+    if !tri.case.is_escalation {
+        return Ok(None);
+    }
+    let Some(order) = tri.case.fields.order_id.as_deref() else {
+        return Ok(Some(Decision::New { follows: None }));
+    };
+    let order = order.trim().to_ascii_lowercase();
+    if let Some(target) = orders.get(&order) {
+        let _ = opened;
+        return Ok(Some(Decision::Update {
+            target: target.clone(),
+            joined: true,
+        }));
+    }
+    if let Some(id) = sh.store.order_case(&order)?
+        && let Some(rec) = sh.store.case(&id)?
+    {
+        let reopen_within = sh.config.lifecycle.reopen_within.as_secs() as i64;
+        let long_resolved = rec.resolved_at.is_some_and(|at| t - at > reopen_within);
+        if !long_resolved {
+            return Ok(Some(Decision::Update {
+                target: Target::Stored(id),
+                joined: true,
+            }));
+        }
+        return Ok(Some(Decision::New { follows: Some(id) }));
+    }
+    Ok(Some(Decision::New { follows: None }))
+}
+
+/// What a new case needs besides its message.
+struct Opening {
+    case_id: String,
+    follows: Option<String>,
+    uid_validity: u32,
+}
+
+/// Outgoing mail composed from routing actions.
+#[derive(Default)]
+struct Composed {
+    outgoing: Vec<NewOutgoing>,
+    replied_to: Option<String>,
+    digests: Vec<String>,
+    tags: Vec<String>,
+    /// Every address a forward went to.
+    forwarded: Vec<String>,
+}
+
+/// Renders and composes the mail of `actions` for a case. `n0` numbers
+/// the messages (their Message-IDs must differ across the case's life);
+/// `skip` are addresses that already had a forward of this case. An error
+/// is a template or composition failure: the message goes to quarantine.
+#[allow(clippy::too_many_arguments)]
+fn compose(
+    sh: &Shared,
+    mailbox: &str,
+    actions: &[crate::route::Action],
+    case: &crate::case::Case,
+    email: &crate::message::Email,
+    case_id: &str,
+    raw: &[u8],
+    t: i64,
+    n0: usize,
+    skip: &[String],
+    replies: &mut HashMap<String, usize>,
+) -> Result<Composed, String> {
+    let from = email.from.clone().unwrap_or_default();
+    let date = SystemTime::now();
+    let mut c = Composed::default();
+    for (i, action) in actions.iter().enumerate() {
+        let n = n0 + i;
+        let mut action = action.clone();
+        if action.kind == ActionType::Forward {
+            let fresh = |l: &[String]| -> Vec<String> {
+                l.iter()
+                    .filter(|a| !skip.iter().any(|s| s.eq_ignore_ascii_case(a)))
+                    .cloned()
+                    .collect()
+            };
+            action.to = fresh(&action.to);
+            action.cc = fresh(&action.cc);
+            if action.to.is_empty() && action.cc.is_empty() {
+                continue;
+            }
+        }
+        let rendered = sh
+            .config
+            .router
+            .render(&action, case, email, case_id, Some(mailbox))
+            .map_err(|e| format!("template of rule {}: {e}", action.rule))?;
+        let composed = match (action.kind, rendered) {
+            (ActionType::Reply, Some(r)) => {
+                if let Err(why) = send::reply_allowed(email, &sh.own) {
+                    tracing::info!(why, "no automatic reply");
+                    continue;
+                }
+                let sender = from.to_ascii_lowercase();
+                let limit = sh.daemon.daemon.replies_per_sender_per_hour as usize;
+                let earlier = sh
+                    .store
+                    .replies_since(&sender, t - 3600)
+                    .map_err(|e| e.to_string())?
+                    + replies.get(&sender).copied().unwrap_or(0);
+                if earlier >= limit {
+                    tracing::warn!(sender = %sender, limit, "reply rate limit reached: no automatic reply");
+                    continue;
+                }
+                *replies.entry(sender.clone()).or_default() += 1;
+                c.replied_to = Some(sender);
+                send::compose_reply(&sh.identity, case_id, n, &from, &r, email, date)
+            }
+            (ActionType::Forward, Some(r)) => {
+                c.forwarded.extend(action.to.iter().cloned());
+                c.forwarded.extend(action.cc.iter().cloned());
+                send::compose_forward(
+                    &sh.identity,
+                    case_id,
+                    n,
+                    &action.to,
+                    &action.cc,
+                    &r,
+                    raw,
+                    date,
+                )
+            }
+            (ActionType::Digest, _) => {
+                c.digests.extend(action.digest.clone());
+                continue;
+            }
+            (ActionType::Tag, _) => {
+                c.tags.extend(action.tags.iter().cloned());
+                continue;
+            }
+            (_, None) => continue,
+        };
+        c.outgoing
+            .push(composed.map_err(|e| format!("composing for rule {}: {e}", action.rule))?);
+    }
+    // The agent's reply first; the stable sort keeps the forwards in rule order.
+    c.outgoing.sort_by_key(|o| o.kind != "reply");
+    Ok(c)
+}
+
+fn quarantined(
+    key: MessageKey,
+    uid: u32,
+    error: String,
+) -> (Option<BatchItem>, Option<ServerAction>) {
+    tracing::error!(error = %error, "quarantined");
+    (
+        Some(BatchItem {
+            key,
+            uid,
+            outcome: BatchOutcome::Quarantined { error },
+        }),
+        Some(ServerAction::Quarantine),
+    )
 }
 
 /// Opens a case: routes it, renders and composes its outgoing mail (the
@@ -629,132 +949,258 @@ fn process(sh: &Shared, m: &MailboxSection, uid: u32, raw: &[u8]) -> Result<Step
 fn open_case(
     sh: &Shared,
     m: &MailboxSection,
-    new: NewCase,
-    case_id: String,
-    uid_validity: u32,
+    tri: Triaged,
+    opening: Opening,
     raw: &[u8],
     t: i64,
     replies: &mut HashMap<String, usize>,
+    working: &mut HashMap<String, CaseRecord>,
+    vendors_reported: &mut Vec<String>,
 ) -> Result<(Option<BatchItem>, Option<ServerAction>), StoreError> {
-    let NewCase {
+    let Triaged {
         key,
         uid,
         email,
         case,
-    } = new;
-    let span = tracing::info_span!("message", mailbox = %m.name, uid, message_id = email.message_id.as_deref().unwrap_or("-"));
-    let _enter = span.enter();
-    let item = |outcome| BatchItem {
-        key: key.clone(),
-        uid,
-        outcome,
-    };
-    let from = email.from.clone().unwrap_or_default();
-    let span = tracing::info_span!("case", case = %case_id);
-    let _enter_case = span.enter();
+    } = tri;
+    let Opening {
+        case_id,
+        follows,
+        uid_validity,
+    } = opening;
+    let _span = tracing::info_span!("message", mailbox = %m.name, uid, message_id = email.message_id.as_deref().unwrap_or("-"), case = %case_id).entered();
     let actions = sh.config.router.route(&case, Some(&m.name));
-    let mut outgoing: Vec<NewOutgoing> = Vec::new();
-    let mut replied_to = None;
-    let mut digests = Vec::new();
-    let mut tags = Vec::new();
-    let date = SystemTime::now();
-    for (n, action) in actions.iter().enumerate() {
-        let rendered = match sh
-            .config
-            .router
-            .render(action, &case, &email, &case_id, Some(&m.name))
-        {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(error = %e, rule = %action.rule, "template failed: quarantined");
-                return Ok((
-                    Some(item(BatchOutcome::Quarantined {
-                        error: e.to_string(),
-                    })),
-                    Some(ServerAction::Quarantine),
-                ));
-            }
-        };
-        let composed = match (action.kind, rendered) {
-            (ActionType::Reply, Some(r)) => {
-                if let Err(why) = send::reply_allowed(&email, &sh.own) {
-                    tracing::info!(why, "no automatic reply");
-                    continue;
-                }
-                let sender = from.to_ascii_lowercase();
-                let limit = sh.daemon.daemon.replies_per_sender_per_hour as usize;
-                let earlier = sh.store.replies_since(&sender, t - 3600)?
-                    + replies.get(&sender).copied().unwrap_or(0);
-                if earlier >= limit {
-                    tracing::warn!(sender = %sender, limit, "reply rate limit reached: no automatic reply");
-                    continue;
-                }
-                *replies.entry(sender.clone()).or_default() += 1;
-                replied_to = Some(sender);
-                send::compose_reply(&sh.identity, &case_id, n, &from, &r, &email, date)
-            }
-            (ActionType::Forward, Some(r)) => send::compose_forward(
-                &sh.identity,
-                &case_id,
-                n,
-                &action.to,
-                &action.cc,
-                &r,
-                raw,
-                date,
-            ),
-            (ActionType::Digest, _) => {
-                digests.extend(action.digest.clone());
-                continue;
-            }
-            (ActionType::Tag, _) => {
-                tags.extend(action.tags.iter().cloned());
-                continue;
-            }
-            (_, None) => continue,
-        };
-        match composed {
-            Ok(msg) => outgoing.push(msg),
-            Err(e) => {
-                tracing::error!(error = %e, rule = %action.rule, "could not compose: quarantined");
-                return Ok((
-                    Some(item(BatchOutcome::Quarantined {
-                        error: e.to_string(),
-                    })),
-                    Some(ServerAction::Quarantine),
-                ));
-            }
-        }
-    }
-    // The agent's reply first; the stable sort keeps the forwards in rule order.
-    outgoing.sort_by_key(|o| o.kind != "reply");
-    tracing::info!(
-        kind = case.kind.name(),
-        risk = case.risk,
-        tier = case.tier,
-        flags = case.flags.len(),
-        outgoing = outgoing.len(),
-        "case opened"
-    );
-    let record = CaseRecord {
-        id: case_id,
-        mailbox: m.name.clone(),
+    let c = match compose(
+        sh,
+        &m.name,
+        &actions,
+        &case,
+        &email,
+        &case_id,
+        raw,
+        t,
+        0,
+        &[],
+        replies,
+    ) {
+        Ok(c) => c,
+        Err(e) => return Ok(quarantined(key, uid, e)),
+    };
+    let mut record = CaseRecord::new(
+        case_id,
+        &m.name,
         uid,
         uid_validity,
-        received_at: t,
-        from_name: email.from_name.clone(),
-        references: email.references.clone(),
-        outbox: Vec::new(),
-        digests,
-        tags,
+        t,
         case,
-    };
+        email.from_name.clone(),
+        email.references.clone(),
+    );
+    record.digests = c.digests;
+    record.tags = c.tags;
+    record.forwarded_to = c.forwarded;
+    record.follows = follows;
+    let mut outgoing = c.outgoing;
+    if let Some(out) = repeat_vendor(sh, &record, t, working, vendors_reported)? {
+        outgoing.push(out);
+    }
+    tracing::info!(
+        kind = record.case.kind.name(),
+        risk = record.case.risk,
+        tier = record.case.tier,
+        flags = record.case.flags.len(),
+        outgoing = outgoing.len(),
+        follows = record.follows.as_deref().unwrap_or("-"),
+        "case opened"
+    );
+    working.insert(record.id.clone(), record.clone());
     Ok((
-        Some(item(BatchOutcome::Case {
-            record: Box::new(record),
-            outgoing,
-            replied_to,
-        })),
+        Some(BatchItem {
+            key,
+            uid,
+            outcome: BatchOutcome::Case {
+                record: Box::new(record),
+                outgoing,
+                replied_to: c.replied_to,
+            },
+        }),
+        Some(ServerAction::Processed),
+    ))
+}
+
+/// The vendor manager's forward when this case brings its vendor to the
+/// configured number of complaints, once per window.
+fn repeat_vendor(
+    sh: &Shared,
+    record: &CaseRecord,
+    t: i64,
+    working: &HashMap<String, CaseRecord>,
+    vendors_reported: &mut Vec<String>,
+) -> Result<Option<NewOutgoing>, StoreError> {
+    let (Some(rv), Some(vendor)) = (&sh.config.lifecycle.repeat_vendor, record.vendor_key()) else {
+        return Ok(None);
+    };
+    let since = t - rv.within.as_secs() as i64;
+    if vendors_reported.contains(&vendor)
+        || sh
+            .store
+            .vendor_reported_at(&vendor)?
+            .is_some_and(|at| at >= since)
+    {
+        return Ok(None);
+    }
+    let mut cases = sh.store.vendor_cases(&vendor, since)?;
+    for (id, r) in working {
+        if r.vendor_key().as_deref() == Some(vendor.as_str()) && !cases.contains(id) {
+            cases.push(id.clone());
+        }
+    }
+    if !cases.contains(&record.id) {
+        cases.push(record.id.clone());
+    }
+    cases.sort();
+    if cases.len() < rv.complaints {
+        return Ok(None);
+    }
+    let name = record.case.fields.vendor.clone().unwrap_or_default();
+    let ctx = minijinja::context! {
+        vendor => name,
+        count => cases.len(),
+        cases => cases.clone(),
+        within_days => rv.within.as_secs() / 86_400,
+        case_id => record.id.clone(),
+    };
+    let rendered = match sh.config.router.templates.render(&rv.template, &ctx) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "repeat-vendor template failed: no report");
+            return Ok(None);
+        }
+    };
+    match send::compose_notice(
+        &sh.identity,
+        "vendor",
+        &record.id,
+        &rv.to,
+        &rendered.subject,
+        &rendered.body,
+        SystemTime::now(),
+    ) {
+        Ok(out) => {
+            tracing::warn!(vendor = %vendor, complaints = cases.len(), "repeat vendor reported");
+            vendors_reported.push(vendor);
+            Ok(Some(out))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "could not compose the repeat-vendor report");
+            Ok(None)
+        }
+    }
+}
+
+/// Applies an update to its case: status, tags, notes, new flags; routing
+/// runs again when risk, tier or flags went up, and forwards go only to
+/// whoever has not had this case. A second escalation of the same order is
+/// told which case it joined.
+#[allow(clippy::too_many_arguments)]
+fn update_case(
+    sh: &Shared,
+    m: &MailboxSection,
+    tri: Triaged,
+    case_id: &str,
+    joined: bool,
+    raw: &[u8],
+    t: i64,
+    replies: &mut HashMap<String, usize>,
+    working: &mut HashMap<String, CaseRecord>,
+) -> Result<(Option<BatchItem>, Option<ServerAction>), StoreError> {
+    let Triaged {
+        key,
+        uid,
+        email,
+        case,
+    } = tri;
+    let _span = tracing::info_span!("message", mailbox = %m.name, uid, message_id = email.message_id.as_deref().unwrap_or("-"), case = %case_id).entered();
+    let mut record = match working.remove(case_id) {
+        Some(r) => r,
+        None => match sh.store.case(case_id)? {
+            Some(r) => r,
+            None => {
+                return Ok(quarantined(
+                    key,
+                    uid,
+                    format!("update of unknown case {case_id}"),
+                ));
+            }
+        },
+    };
+    let by = email.from.clone().unwrap_or_default();
+    let applied = crate::lifecycle::apply_update(&mut record, &case, &by, t);
+    let n0 = record.history.len() * 100;
+    let mut actions = Vec::new();
+    if joined && let Some(template) = &sh.config.lifecycle.joined_reply {
+        actions.push(crate::route::Action {
+            kind: ActionType::Reply,
+            rule: "lifecycle.joined_reply".into(),
+            to: vec![by.clone()],
+            cc: vec![],
+            template: Some(template.clone()),
+            subject: None,
+            digest: None,
+            tags: vec![],
+            body: None,
+        });
+    }
+    if applied.raised || applied.reopened {
+        actions.extend(
+            sh.config
+                .router
+                .route(&record.case, Some(&record.mailbox))
+                .into_iter()
+                .filter(|a| a.kind == ActionType::Forward),
+        );
+    }
+    let skip = record.forwarded_to.clone();
+    let c = match compose(
+        sh,
+        &m.name,
+        &actions,
+        &record.case,
+        &email,
+        case_id,
+        raw,
+        t,
+        n0,
+        &skip,
+        replies,
+    ) {
+        Ok(c) => c,
+        Err(e) => {
+            working.insert(case_id.to_string(), record);
+            return Ok(quarantined(key, uid, e));
+        }
+    };
+    record.forwarded_to.extend(c.forwarded);
+    tracing::info!(
+        status = %record.status,
+        risk = record.case.risk,
+        tier = record.case.tier,
+        changes = record.history.last().map_or(0, |h| h.changes.len()),
+        outgoing = c.outgoing.len(),
+        joined,
+        "case updated"
+    );
+    working.insert(case_id.to_string(), record.clone());
+    Ok((
+        Some(BatchItem {
+            key,
+            uid,
+            outcome: BatchOutcome::Update {
+                record: Box::new(record),
+                outgoing: c.outgoing,
+                replied_to: c.replied_to,
+            },
+        }),
         Some(ServerAction::Processed),
     ))
 }

@@ -187,7 +187,7 @@ impl Fields {
         v.as_deref()
     }
 
-    fn slot(&mut self, f: Field) -> Option<&mut Option<String>> {
+    pub(crate) fn slot(&mut self, f: Field) -> Option<&mut Option<String>> {
         Some(match f {
             Field::CustomerName => &mut self.customer_name,
             Field::OrderId => &mut self.order_id,

@@ -37,6 +37,7 @@ pub mod config;
 pub mod daemon;
 pub mod extract;
 pub mod imap;
+pub mod lifecycle;
 pub mod message;
 pub mod route;
 pub mod send;

@@ -98,6 +98,7 @@ fn finish(
         envelope_from: identity.from.email.to_string(),
         recipients,
         raw: message.formatted(),
+        not_before: None,
     })
 }
 

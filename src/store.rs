@@ -14,7 +14,12 @@
 //! - `replies`: how many automatic replies each sender got in each second
 //!   (the rate limit), keyed by sender and time so that counting the last
 //!   hour is a range scan and a busy sender costs no more than a quiet one;
-//! - `meta`: counters.
+//! - `index`: lookups kept in step with the cases, by prefix: `t` a
+//!   Message-ID of the thread (the agent's, ours, each update's) to its case,
+//!   `o` an order id to its latest case, `s` the open cases, `v` a vendor's
+//!   complaints by time;
+//! - `meta`: counters, when each vendor was last reported, when each digest
+//!   was last sent.
 //!
 //! The daemon's rule "nothing lost, nothing twice" rests on [`Store::commit`]:
 //! the cases of a batch of messages, their `seen` entries, the mailbox cursor
@@ -93,6 +98,9 @@ pub struct Cursor {
 pub enum Seen {
     /// It opened this case.
     Case { case_id: String },
+    /// It updated this case (a reply in its thread, or a second escalation
+    /// for the same order).
+    Update { case_id: String },
     /// It was read and deliberately left alone (not an escalation, unknown
     /// sender, automatic mail).
     Ignored { reason: String },
@@ -126,6 +134,137 @@ pub struct CaseRecord {
     /// Tags the routing table added.
     #[serde(default)]
     pub tags: Vec<String>,
+    /// `open`, `escalated`, `high_priority` or `resolved`.
+    #[serde(default = "open_status")]
+    pub status: String,
+    /// The resolution note (`Resolution:` / `Remarks:` of an update).
+    #[serde(default)]
+    pub resolution: Option<String>,
+    #[serde(default)]
+    pub resolved_at: Option<i64>,
+    /// Unix seconds of the last change.
+    #[serde(default)]
+    pub updated_at: i64,
+    /// Every update after the opening message, oldest first.
+    #[serde(default)]
+    pub history: Vec<HistoryEntry>,
+    /// Every address a forward of this case went to, so that routing run
+    /// again after an update forwards only to whoever has not had it.
+    #[serde(default)]
+    pub forwarded_to: Vec<String>,
+    /// When the case was re-escalated for being open too long.
+    #[serde(default)]
+    pub overdue_at: Option<i64>,
+    /// The earlier case of the same order this one follows.
+    #[serde(default)]
+    pub follows: Option<String>,
+    /// Message-IDs of the thread (the agent's original first).
+    #[serde(default)]
+    pub thread: Vec<String>,
+}
+
+fn open_status() -> String {
+    "open".into()
+}
+
+/// One change to a case: who, when, through what, and what changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    pub at: i64,
+    /// The sender's address, or `cli`/`daemon`.
+    pub by: String,
+    #[serde(default)]
+    pub message_id: Option<String>,
+    /// In words: "status open -> resolved", "tag #payout_fixed", ...
+    pub changes: Vec<String>,
+}
+
+impl CaseRecord {
+    /// A new open case.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: String,
+        mailbox: &str,
+        uid: u32,
+        uid_validity: u32,
+        received_at: i64,
+        case: Case,
+        from_name: Option<String>,
+        references: Vec<String>,
+    ) -> CaseRecord {
+        CaseRecord {
+            thread: case.message_id.iter().map(|m| thread_key(m)).collect(),
+            id,
+            mailbox: mailbox.to_string(),
+            uid,
+            uid_validity,
+            received_at,
+            case,
+            from_name,
+            references,
+            outbox: Vec::new(),
+            digests: Vec::new(),
+            tags: Vec::new(),
+            status: open_status(),
+            resolution: None,
+            resolved_at: None,
+            updated_at: received_at,
+            history: Vec::new(),
+            forwarded_to: Vec::new(),
+            overdue_at: None,
+            follows: None,
+        }
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.status != "resolved"
+    }
+
+    /// The key vendor complaints are counted under: the vendor's id when
+    /// the field gives one (`QuickFix (VID-221)`, `VID-221`), else the name,
+    /// lowercased with spaces collapsed.
+    pub fn vendor_key(&self) -> Option<String> {
+        self.case.fields.vendor.as_deref().and_then(vendor_key)
+    }
+}
+
+/// See [`CaseRecord::vendor_key`].
+pub fn vendor_key(vendor: &str) -> Option<String> {
+    let v = vendor.trim();
+    // An id in parentheses, or a single token with a digit in it.
+    if let (Some(a), Some(b)) = (v.find('('), v.rfind(')'))
+        && a < b
+    {
+        let inner = v[a + 1..b].trim();
+        let inner = inner
+            .trim_start_matches(|c: char| c.is_ascii_alphabetic() && inner.contains(':'))
+            .trim_start_matches(':')
+            .trim();
+        if inner.chars().any(|c| c.is_ascii_digit()) {
+            return Some(format!("id:{}", inner.to_lowercase()));
+        }
+    }
+    if !v.contains(char::is_whitespace) && v.chars().any(|c| c.is_ascii_digit()) {
+        return Some(format!("id:{}", v.to_lowercase()));
+    }
+    let name: Vec<String> = v
+        .split_whitespace()
+        .map(|w| {
+            w.trim_matches(|c: char| !c.is_alphanumeric())
+                .to_lowercase()
+        })
+        .filter(|w| !w.is_empty())
+        .collect();
+    (!name.is_empty()).then(|| format!("name:{}", name.join(" ")))
+}
+
+/// A Message-ID as the thread index keys it: no angle brackets, lowercase.
+pub fn thread_key(message_id: &str) -> String {
+    message_id
+        .trim()
+        .trim_start_matches('<')
+        .trim_end_matches('>')
+        .to_ascii_lowercase()
 }
 
 /// One message to send, as queued.
@@ -140,6 +279,9 @@ pub struct NewOutgoing {
     pub recipients: Vec<String>,
     /// The whole RFC 5322 message.
     pub raw: Vec<u8>,
+    /// Not to be sent before this (unix seconds): a forward held for
+    /// business hours.
+    pub not_before: Option<i64>,
 }
 
 /// Delivery state of an outbox item.
@@ -205,6 +347,13 @@ pub enum BatchOutcome {
         /// The sender got an automatic reply (counted for the rate limit).
         replied_to: Option<String>,
     },
+    /// An update of an existing case: the case as it is now, and what the
+    /// update sends.
+    Update {
+        record: Box<CaseRecord>,
+        outgoing: Vec<NewOutgoing>,
+        replied_to: Option<String>,
+    },
     Ignored {
         reason: String,
     },
@@ -224,6 +373,9 @@ pub struct Batch {
     pub server: Vec<(u32, ServerAction)>,
     /// Unix seconds.
     pub now: i64,
+    /// Vendors (by [`vendor_key`]) reported to the vendor manager by this
+    /// batch.
+    pub vendors_reported: Vec<String>,
 }
 
 /// What [`Store::commit`] did with each item, in order.
@@ -250,6 +402,7 @@ pub struct Store {
     replies: sled::Tree,
     pending: sled::Tree,
     meta: sled::Tree,
+    index: sled::Tree,
 }
 
 const CASE_SEQ: &[u8] = b"case_seq";
@@ -304,6 +457,7 @@ impl Store {
             replies: db.open_tree("replies")?,
             pending: db.open_tree("pending")?,
             meta: db.open_tree("meta")?,
+            index: db.open_tree("index")?,
             db,
         })
     }
@@ -407,7 +561,7 @@ impl Store {
     /// its outgoing messages. Then the cursor. The closure may run more than
     /// once on a conflict, so it computes everything from its inputs.
     pub fn commit(&self, batch: &Batch) -> Result<Vec<Committed>, StoreError> {
-        let trees = (
+        let trees: [&sled::Tree; 10] = [
             &self.cases,
             &self.seen,
             &self.cursors,
@@ -417,80 +571,249 @@ impl Store {
             &self.replies,
             &self.pending,
             &self.meta,
-        );
-        let result = trees.transaction(
-            |(cases, seen, cursors, outbox, outbox_raw, outbox_pending, replies, pending, meta)| {
-                let mut committed = Vec::with_capacity(batch.items.len());
-                for item in &batch.items {
-                    if let Some(prev) = seen.get(item.key.bytes())? {
-                        let prev: Seen = decode("seen", &prev).map_err(abort)?;
-                        committed.push(Committed::AlreadySeen(prev));
-                        continue;
-                    }
-                    let entry = match &item.outcome {
-                        BatchOutcome::Case {
-                            record,
-                            outgoing,
-                            replied_to,
-                        } => {
-                            let mut record = record.as_ref().clone();
-                            for out in outgoing {
-                                let id = queue(
-                                    outbox,
-                                    outbox_raw,
-                                    outbox_pending,
-                                    meta,
-                                    out,
-                                    batch.now,
-                                )?;
-                                record.outbox.push(id);
-                            }
-                            if let Some(sender) = replied_to {
-                                let key = reply_key(sender, batch.now);
-                                let n = replies.get(&key)?.map_or(0, |v| read_count(&v));
-                                replies.insert(key, &(n + 1).to_be_bytes())?;
-                            }
-                            cases.insert(record.id.as_bytes(), encode(&record))?;
-                            Seen::Case {
-                                case_id: record.id.clone(),
-                            }
-                        }
-                        BatchOutcome::Ignored { reason } => Seen::Ignored {
-                            reason: reason.clone(),
-                        },
-                        BatchOutcome::Quarantined { error } => Seen::Quarantined {
-                            error: error.clone(),
-                        },
-                    };
-                    seen.insert(item.key.bytes(), encode(&entry))?;
-                    committed.push(Committed::Stored);
+            &self.index,
+        ];
+        let result = trees[..].transaction(|t| {
+            let [
+                cases,
+                seen,
+                cursors,
+                outbox,
+                outbox_raw,
+                outbox_pending,
+                replies,
+                pending,
+                meta,
+                index,
+            ] = &t[..]
+            else {
+                return Err(abort(StoreError::Corrupt {
+                    tree: "transaction",
+                    error: "wrong number of trees".into(),
+                }));
+            };
+            let q = Queue {
+                outbox,
+                raw: outbox_raw,
+                pending: outbox_pending,
+                meta,
+                index,
+            };
+            let mut committed = Vec::with_capacity(batch.items.len());
+            for item in &batch.items {
+                if let Some(prev) = seen.get(item.key.bytes())? {
+                    let prev: Seen = decode("seen", &prev).map_err(abort)?;
+                    committed.push(Committed::AlreadySeen(prev));
+                    continue;
                 }
-                cursors.insert(batch.mailbox.as_bytes(), encode(&batch.cursor))?;
-                // Added to what an earlier, unfinished batch left pending.
-                let mut todo = match pending.get(batch.mailbox.as_bytes())? {
-                    Some(v) => {
-                        let p: Pending = decode("pending", &v).map_err(abort)?;
-                        if p.uid_validity == batch.cursor.uid_validity {
-                            p.actions
+                let entry = match &item.outcome {
+                    BatchOutcome::Case {
+                        record,
+                        outgoing,
+                        replied_to,
+                    }
+                    | BatchOutcome::Update {
+                        record,
+                        outgoing,
+                        replied_to,
+                    } => {
+                        let new = matches!(item.outcome, BatchOutcome::Case { .. });
+                        write_case(cases, &q, record, outgoing, new, batch.now)?;
+                        if let Some(sender) = replied_to {
+                            let key = reply_key(sender, batch.now);
+                            let n = replies.get(&key)?.map_or(0, |v| read_count(&v));
+                            replies.insert(key, &(n + 1).to_be_bytes())?;
+                        }
+                        let case_id = record.id.clone();
+                        if new {
+                            Seen::Case { case_id }
                         } else {
-                            Vec::new()
+                            Seen::Update { case_id }
                         }
                     }
-                    None => Vec::new(),
+                    BatchOutcome::Ignored { reason } => Seen::Ignored {
+                        reason: reason.clone(),
+                    },
+                    BatchOutcome::Quarantined { error } => Seen::Quarantined {
+                        error: error.clone(),
+                    },
                 };
-                todo.extend(batch.server.iter().copied());
-                if !todo.is_empty() {
-                    let p = Pending {
-                        uid_validity: batch.cursor.uid_validity,
-                        actions: todo,
-                    };
-                    pending.insert(batch.mailbox.as_bytes(), encode(&p))?;
+                seen.insert(item.key.bytes(), encode(&entry))?;
+                committed.push(Committed::Stored);
+            }
+            for vendor in &batch.vendors_reported {
+                meta.insert(vendor_report_key(vendor), &batch.now.to_be_bytes())?;
+            }
+            cursors.insert(batch.mailbox.as_bytes(), encode(&batch.cursor))?;
+            // Added to what an earlier, unfinished batch left pending.
+            let mut todo = match pending.get(batch.mailbox.as_bytes())? {
+                Some(v) => {
+                    let p: Pending = decode("pending", &v).map_err(abort)?;
+                    if p.uid_validity == batch.cursor.uid_validity {
+                        p.actions
+                    } else {
+                        Vec::new()
+                    }
                 }
-                Ok(committed)
-            },
-        )?;
+                None => Vec::new(),
+            };
+            todo.extend(batch.server.iter().copied());
+            if !todo.is_empty() {
+                let p = Pending {
+                    uid_validity: batch.cursor.uid_validity,
+                    actions: todo,
+                };
+                pending.insert(batch.mailbox.as_bytes(), encode(&p))?;
+            }
+            Ok(committed)
+        })?;
         self.db.flush()?;
         Ok(result)
+    }
+
+    /// Writes a changed case and queues what the change sends, in one
+    /// transaction, flushed: resolving from the command line, an overdue
+    /// re-escalation. `extra` marks (from [`Store::mark`]) go with it.
+    pub fn update_case(
+        &self,
+        record: &CaseRecord,
+        outgoing: &[NewOutgoing],
+        now: i64,
+    ) -> Result<CaseRecord, StoreError> {
+        self.write_outside_batch(Some(record), outgoing, &[], now)?;
+        self.case(&record.id)?.ok_or_else(|| StoreError::Corrupt {
+            tree: "cases",
+            error: format!("{} vanished", record.id),
+        })
+    }
+
+    /// Queues a digest and records its period as sent, in one transaction.
+    pub fn queue_digest(
+        &self,
+        name: &str,
+        period: i64,
+        outgoing: &[NewOutgoing],
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.write_outside_batch(None, outgoing, &[(digest_key(name), period)], now)
+    }
+
+    fn write_outside_batch(
+        &self,
+        record: Option<&CaseRecord>,
+        outgoing: &[NewOutgoing],
+        marks: &[(Vec<u8>, i64)],
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let trees: [&sled::Tree; 6] = [
+            &self.cases,
+            &self.outbox,
+            &self.outbox_raw,
+            &self.outbox_pending,
+            &self.meta,
+            &self.index,
+        ];
+        trees[..].transaction(|t| {
+            let [cases, outbox, raw, pending, meta, index] = &t[..] else {
+                return Err(abort(StoreError::Corrupt {
+                    tree: "transaction",
+                    error: "wrong number of trees".into(),
+                }));
+            };
+            let q = Queue {
+                outbox,
+                raw,
+                pending,
+                meta,
+                index,
+            };
+            match record {
+                Some(r) => write_case(cases, &q, r, outgoing, false, now)?,
+                None => {
+                    for out in outgoing {
+                        queue(&q, out, now)?;
+                    }
+                }
+            }
+            for (k, v) in marks {
+                meta.insert(k.as_slice(), &v.to_be_bytes())?;
+            }
+            Ok(())
+        })?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// The case a message belongs to, by the Message-IDs it refers to
+    /// (In-Reply-To first, then References from the newest).
+    pub fn thread_case(&self, ids: &[String]) -> Result<Option<String>, StoreError> {
+        for id in ids {
+            if let Some(v) = self.index.get(index_key(b't', &thread_key(id)))? {
+                return Ok(Some(String::from_utf8_lossy(&v).into_owned()));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The latest case opened for an order id.
+    pub fn order_case(&self, order_id: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .index
+            .get(index_key(b'o', &order_id.trim().to_ascii_lowercase()))?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// Ids of the open cases.
+    pub fn open_case_ids(&self) -> Result<Vec<String>, StoreError> {
+        let prefix = index_key(b's', "");
+        self.index
+            .scan_prefix(&prefix)
+            .map(|r| {
+                let (k, _) = r?;
+                Ok(String::from_utf8_lossy(&k[prefix.len()..]).into_owned())
+            })
+            .collect()
+    }
+
+    /// Cases with a complaint about `vendor` (a [`vendor_key`]) opened at
+    /// or after `since`, oldest first.
+    pub fn vendor_cases(&self, vendor: &str, since: i64) -> Result<Vec<String>, StoreError> {
+        let mut prefix = index_key(b'v', vendor);
+        prefix.push(0);
+        let mut from = prefix.clone();
+        from.extend_from_slice(&(since.max(0) as u64).to_be_bytes());
+        let mut out = Vec::new();
+        for r in self.index.range(from..) {
+            let (k, _) = r?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            if let Some(id) = k.get(prefix.len() + 8..) {
+                out.push(String::from_utf8_lossy(id).into_owned());
+            }
+        }
+        Ok(out)
+    }
+
+    /// When `vendor` was last reported to the vendor manager.
+    pub fn vendor_reported_at(&self, vendor: &str) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .meta
+            .get(vendor_report_key(vendor))?
+            .map(|v| read_i64(&v)))
+    }
+
+    /// The period of the last digest `name` sent.
+    pub fn digest_sent(&self, name: &str) -> Result<Option<i64>, StoreError> {
+        Ok(self.meta.get(digest_key(name))?.map(|v| read_i64(&v)))
+    }
+
+    /// One outbox item, without its bytes.
+    pub fn outbox_item(&self, id: u64) -> Result<Option<OutboxItem>, StoreError> {
+        self.outbox
+            .get(id.to_be_bytes())?
+            .map(|v| decode("outbox", &v))
+            .transpose()
     }
 
     /// Server actions of committed batches not yet confirmed done.
@@ -627,11 +950,19 @@ impl Store {
             &self.outbox_raw,
             &self.outbox_pending,
             &self.meta,
+            &self.index,
         );
-        let ids = trees.transaction(|(outbox, raw, pending, meta)| {
+        let ids = trees.transaction(|(outbox, raw, pending, meta, index)| {
+            let q = Queue {
+                outbox,
+                raw,
+                pending,
+                meta,
+                index,
+            };
             messages
                 .iter()
-                .map(|out| queue(outbox, raw, pending, meta, out, now))
+                .map(|out| queue(&q, out, now))
                 .collect::<TxResult<Vec<u64>>>()
         })?;
         self.db.flush()?;
@@ -652,17 +983,77 @@ fn read_count(v: &[u8]) -> u32 {
     v.try_into().map_or(0, u32::from_be_bytes)
 }
 
+/// The trees a transaction queues outgoing mail with.
+struct Queue<'a> {
+    outbox: &'a TransactionalTree,
+    raw: &'a TransactionalTree,
+    pending: &'a TransactionalTree,
+    meta: &'a TransactionalTree,
+    index: &'a TransactionalTree,
+}
+
+/// Writes a case inside a transaction with its outgoing mail and index
+/// entries. The outbox ids already stored for it are kept: an earlier item
+/// of the same transaction may have written the case too.
+fn write_case(
+    cases: &TransactionalTree,
+    q: &Queue,
+    record: &CaseRecord,
+    outgoing: &[NewOutgoing],
+    new: bool,
+    now: i64,
+) -> TxResult<()> {
+    let mut record = record.clone();
+    if let Some(prev) = cases.get(record.id.as_bytes())? {
+        let prev: CaseRecord = decode("cases", &prev).map_err(abort)?;
+        for id in prev.outbox {
+            if !record.outbox.contains(&id) {
+                record.outbox.push(id);
+            }
+        }
+        record.outbox.sort_unstable();
+    }
+    for out in outgoing {
+        let id = queue(q, out, now)?;
+        record.outbox.push(id);
+        q.index.insert(
+            index_key(b't', &thread_key(&out.message_id)),
+            record.id.as_bytes(),
+        )?;
+    }
+    for m in &record.thread {
+        q.index.insert(index_key(b't', m), record.id.as_bytes())?;
+    }
+    if new {
+        if let Some(order) = &record.case.fields.order_id {
+            q.index.insert(
+                index_key(b'o', &order.trim().to_ascii_lowercase()),
+                record.id.as_bytes(),
+            )?;
+        }
+        if let Some(vendor) = record.vendor_key() {
+            let mut k = index_key(b'v', &vendor);
+            k.push(0);
+            k.extend_from_slice(&(record.received_at.max(0) as u64).to_be_bytes());
+            k.extend_from_slice(record.id.as_bytes());
+            q.index.insert(k, &[] as &[u8])?;
+        }
+    }
+    let open = index_key(b's', &record.id);
+    if record.is_open() {
+        q.index.insert(open, &[] as &[u8])?;
+    } else {
+        q.index.remove(open)?;
+    }
+    cases.insert(record.id.as_bytes(), encode(&record))?;
+    Ok(())
+}
+
 /// Adds one message to the outbox inside a transaction: its record, its
 /// bytes, and its entry in the pending index.
-fn queue(
-    outbox: &TransactionalTree,
-    raw: &TransactionalTree,
-    pending: &TransactionalTree,
-    meta: &TransactionalTree,
-    out: &NewOutgoing,
-    now: i64,
-) -> TxResult<u64> {
-    let id = next_seq(meta, OUTBOX_SEQ)?;
+fn queue(q: &Queue, out: &NewOutgoing, now: i64) -> TxResult<u64> {
+    let id = next_seq(q.meta, OUTBOX_SEQ)?;
+    let due = out.not_before.map_or(now, |t| t.max(now));
     let item = OutboxItem {
         id,
         kind: out.kind.clone(),
@@ -672,16 +1063,40 @@ fn queue(
         recipients: out.recipients.clone(),
         state: Delivery::Pending,
         attempts: 0,
-        next_attempt_at: now,
+        next_attempt_at: due,
         queued_at: now,
         sent_at: None,
         last_error: None,
     };
     let key = id.to_be_bytes();
-    outbox.insert(&key, encode(&item))?;
-    raw.insert(&key, out.raw.as_slice())?;
-    pending.insert(&key, &now.to_be_bytes())?;
+    q.outbox.insert(&key, encode(&item))?;
+    q.raw.insert(&key, out.raw.as_slice())?;
+    q.pending.insert(&key, &due.to_be_bytes())?;
     Ok(id)
+}
+
+fn index_key(kind: u8, rest: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(rest.len() + 2);
+    k.push(kind);
+    k.push(0);
+    k.extend_from_slice(rest.as_bytes());
+    k
+}
+
+fn vendor_report_key(vendor: &str) -> Vec<u8> {
+    let mut k = b"vendor_reported\0".to_vec();
+    k.extend_from_slice(vendor.as_bytes());
+    k
+}
+
+fn digest_key(name: &str) -> Vec<u8> {
+    let mut k = b"digest_sent\0".to_vec();
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+fn read_i64(v: &[u8]) -> i64 {
+    v.try_into().map_or(0, i64::from_be_bytes)
 }
 
 #[cfg(test)]
@@ -695,19 +1110,16 @@ mod tests {
             "From: a@example.com\r\nSubject: Escalation (Order #CK{uid})\r\nMessage-ID: <m{uid}@example.com>\r\n\r\nCustomer Name: Asha\r\n"
         );
         let (_, case) = config.triage.parse(raw.as_bytes()).unwrap();
-        CaseRecord {
-            id: store.reserve_case_id(2026).unwrap(),
-            mailbox: "ops".into(),
+        CaseRecord::new(
+            store.reserve_case_id(2026).unwrap(),
+            "ops",
             uid,
-            uid_validity: 7,
-            received_at: 1_700_000_000,
+            7,
+            1_700_000_000,
             case,
-            from_name: None,
-            references: vec![],
-            outbox: vec![],
-            digests: vec![],
-            tags: vec![],
-        }
+            None,
+            vec![],
+        )
     }
 
     fn outgoing(case_id: &str, n: usize) -> Vec<NewOutgoing> {
@@ -719,6 +1131,7 @@ mod tests {
                 envelope_from: "ops@example.com".into(),
                 recipients: vec!["a@example.com".into()],
                 raw: format!("Subject: {case_id} {i}\r\n\r\nbody").into_bytes(),
+                not_before: None,
             })
             .collect()
     }
@@ -757,6 +1170,7 @@ mod tests {
                 items,
                 server: vec![(1, ServerAction::Processed), (2, ServerAction::Quarantine)],
                 now: 100,
+                vendors_reported: vec![],
             };
             assert_eq!(
                 store.commit(&batch).unwrap(),
@@ -838,6 +1252,7 @@ mod tests {
             items: vec![a, b],
             server: vec![],
             now: 100,
+            vendors_reported: vec![],
         };
         let r = store.commit(&batch).unwrap();
         assert_eq!(r[0], Committed::Stored);
@@ -875,6 +1290,7 @@ mod tests {
                     items: vec![item],
                     server: vec![],
                     now,
+                    vendors_reported: vec![],
                 })
                 .unwrap();
         };

@@ -1,0 +1,321 @@
+//! A case over its life, after the message that opened it: what an update
+//! in its thread changes (status, tags, resolution note, fields that were
+//! missing, new flags that raise risk and tier), resolving and reopening.
+//!
+//! Pure: the daemon finds the case and stores the result; this decides what
+//! the update means and writes it into the case's history, so that `cases
+//! show` can say who changed what and when.
+
+use crate::case::Case;
+use crate::extract::Field;
+use crate::store::{CaseRecord, HistoryEntry, thread_key};
+
+/// The case id a subject carries, as in `Re: [ESC-2026-000123] ...`.
+pub fn case_id_in_subject(subject: &str) -> Option<String> {
+    let mut rest = subject;
+    while let Some(i) = rest.find("[ESC-") {
+        let tail = &rest[i + 1..];
+        if let Some(end) = tail.find(']') {
+            let id = &tail[..end];
+            let mut parts = id.splitn(3, '-');
+            let ok = parts.next() == Some("ESC")
+                && parts
+                    .next()
+                    .is_some_and(|y| y.len() == 4 && y.bytes().all(|b| b.is_ascii_digit()))
+                && parts
+                    .next()
+                    .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+            if ok {
+                return Some(id.to_string());
+            }
+        }
+        rest = &rest[i + 5..];
+    }
+    None
+}
+
+/// What an update did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// In words, as the history keeps them.
+    pub changes: Vec<String>,
+    /// Risk, tier or the flag categories went up: routing runs again.
+    pub raised: bool,
+    pub resolved: bool,
+    pub reopened: bool,
+}
+
+/// Applies an update (a reply in the case's thread, or another escalation
+/// of the same order) from `by` at `at`.
+pub fn apply_update(rec: &mut CaseRecord, upd: &Case, by: &str, at: i64) -> Applied {
+    let mut a = Applied::default();
+    let was_open = rec.is_open();
+    let new_complaint = upd.is_escalation
+        || upd
+            .flags
+            .iter()
+            .any(|f| !rec.case.flags.iter().any(|g| g.category == f.category));
+    match upd.fields.status.as_deref() {
+        Some("resolved") if was_open => {
+            set_status(rec, "resolved", &mut a.changes);
+            rec.resolved_at = Some(at);
+            a.resolved = true;
+        }
+        Some(s @ ("escalated" | "high_priority")) if rec.status != s => {
+            set_status(rec, s, &mut a.changes);
+            rec.resolved_at = None;
+            a.reopened = !was_open;
+        }
+        Some("reopened" | "open") if !was_open => {
+            set_status(rec, "open", &mut a.changes);
+            rec.resolved_at = None;
+            a.reopened = true;
+        }
+        _ => {}
+    }
+    let reopen_tag = upd.tags.iter().any(|t| t == "reopen" || t == "reopened");
+    if !was_open && !a.reopened && !a.resolved && (new_complaint || reopen_tag) {
+        set_status(rec, "open", &mut a.changes);
+        rec.resolved_at = None;
+        a.reopened = true;
+    }
+    for t in &upd.tags {
+        if !rec.tags.contains(t) {
+            rec.tags.push(t.clone());
+            a.changes.push(format!("tag #{t}"));
+        }
+    }
+    if let Some(note) = &upd.fields.resolution
+        && rec.resolution.as_deref() != Some(note.as_str())
+    {
+        rec.resolution = Some(note.clone());
+        a.changes.push(format!("resolution note: {note}"));
+    }
+    // Details the agent was asked for arrive in a reply.
+    for f in Field::ALL {
+        if matches!(f, Field::Status | Field::Resolution) {
+            continue;
+        }
+        if let (None, Some(v)) = (rec.case.fields.text(f), upd.fields.text(f))
+            && let Some(slot) = rec.case.fields.slot(f)
+        {
+            *slot = Some(v.to_string());
+            rec.case.missing.retain(|m| *m != f);
+            a.changes.push(format!("{}: {v}", f.label()));
+        }
+    }
+    let categories_before: Vec<String> = rec
+        .case
+        .flag_categories()
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    for f in &upd.flags {
+        if !rec
+            .case
+            .flags
+            .iter()
+            .any(|g| g.category == f.category && g.term == f.term)
+        {
+            rec.case.flags.push(f.clone());
+            if !categories_before.contains(&f.category) {
+                a.changes.push(format!("flag {}: {}", f.category, f.term));
+                a.raised = true;
+            }
+        }
+    }
+    if upd.risk > rec.case.risk {
+        a.changes
+            .push(format!("risk {} -> {}", rec.case.risk, upd.risk));
+        rec.case.risk = upd.risk;
+        a.raised = true;
+    }
+    if upd.tier > rec.case.tier {
+        a.changes
+            .push(format!("tier {} -> {}", rec.case.tier, upd.tier));
+        rec.case.tier = upd.tier;
+        a.raised = true;
+    }
+    if let Some(m) = &upd.message_id {
+        let k = thread_key(m);
+        if !rec.thread.contains(&k) {
+            rec.thread.push(k);
+        }
+    }
+    rec.updated_at = at;
+    rec.history.push(HistoryEntry {
+        at,
+        by: by.to_string(),
+        message_id: upd.message_id.clone(),
+        changes: if a.changes.is_empty() {
+            vec!["message added to the thread".into()]
+        } else {
+            a.changes.clone()
+        },
+    });
+    a
+}
+
+/// Resolves a case by hand (`mailtriage cases resolve`). False if it was
+/// already resolved.
+pub fn resolve(rec: &mut CaseRecord, note: Option<&str>, by: &str, at: i64) -> bool {
+    if !rec.is_open() {
+        return false;
+    }
+    let mut changes = Vec::new();
+    set_status(rec, "resolved", &mut changes);
+    rec.resolved_at = Some(at);
+    if let Some(n) = note {
+        rec.resolution = Some(n.to_string());
+        changes.push(format!("resolution note: {n}"));
+    }
+    rec.updated_at = at;
+    rec.history.push(HistoryEntry {
+        at,
+        by: by.to_string(),
+        message_id: None,
+        changes,
+    });
+    true
+}
+
+/// Reopens a resolved case. False if it was open.
+pub fn reopen(rec: &mut CaseRecord, by: &str, at: i64) -> bool {
+    if rec.is_open() {
+        return false;
+    }
+    let mut changes = Vec::new();
+    set_status(rec, "open", &mut changes);
+    rec.resolved_at = None;
+    rec.updated_at = at;
+    rec.history.push(HistoryEntry {
+        at,
+        by: by.to_string(),
+        message_id: None,
+        changes,
+    });
+    true
+}
+
+fn set_status(rec: &mut CaseRecord, to: &str, changes: &mut Vec<String>) {
+    changes.push(format!("status {} -> {to}", rec.status));
+    rec.status = to.to_string();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn triage(body: &str) -> Case {
+        let config = Config::builtin().unwrap();
+        let raw = format!(
+            "From: ravi@example.com\r\nSubject: Re: Escalation\r\nMessage-ID: <u{}@example.com>\r\n\r\n{body}\r\n",
+            body.len()
+        );
+        config.triage.parse(raw.as_bytes()).unwrap().1
+    }
+
+    fn record() -> CaseRecord {
+        let case = triage(
+            "Customer Name: Asha\r\nIssue: pickup was late and the vendor was rude\r\nCustomer Mood: upset",
+        );
+        CaseRecord::new(
+            "ESC-2026-000001".into(),
+            "ops",
+            1,
+            1,
+            100,
+            case,
+            None,
+            vec![],
+        )
+    }
+
+    #[test]
+    fn subjects_carry_case_ids() {
+        for (subject, want) in [
+            ("Re: [ESC-2026-000123] Escalation", Some("ESC-2026-000123")),
+            ("Fwd: [ESC-2026-7] x", Some("ESC-2026-7")),
+            ("[ESC-26-000123]", None),
+            ("[ESC-2026-]", None),
+            ("[ESC-2026-12a]", None),
+            ("[ESC- [ESC-2027-000001]", Some("ESC-2027-000001")),
+            ("no id", None),
+        ] {
+            assert_eq!(case_id_in_subject(subject).as_deref(), want, "{subject}");
+        }
+    }
+
+    #[test]
+    fn status_tags_and_resolution_are_applied_and_recorded() {
+        let mut rec = record();
+        let upd =
+            triage("Status: Resolved\r\nResolution: payout done manually\r\n\r\n#payout_fixed");
+        let a = apply_update(&mut rec, &upd, "cx@example.com", 200);
+        assert!(a.resolved && !a.reopened && !a.raised, "{a:?}");
+        assert_eq!(rec.status, "resolved");
+        assert_eq!(rec.resolved_at, Some(200));
+        assert_eq!(rec.resolution.as_deref(), Some("payout done manually"));
+        assert_eq!(rec.tags, ["payout_fixed"]);
+        assert_eq!(rec.history.len(), 1);
+        assert_eq!(rec.history[0].by, "cx@example.com");
+        assert_eq!(
+            rec.history[0].changes,
+            [
+                "status open -> resolved",
+                "tag #payout_fixed",
+                "resolution note: payout done manually"
+            ]
+        );
+        assert!(!rec.is_open());
+    }
+
+    #[test]
+    fn new_threats_raise_risk_and_tier_and_reopen() {
+        let mut rec = record();
+        assert!(resolve(&mut rec, Some("done"), "cli", 150));
+        assert!(!resolve(&mut rec, None, "cli", 151));
+        let upd = triage("The customer now says he will call his lawyer and sue us.");
+        let a = apply_update(&mut rec, &upd, "ravi@example.com", 300);
+        assert!(a.raised && a.reopened, "{a:?}");
+        assert_eq!(rec.case.tier, 2);
+        assert!(rec.case.risk >= 4);
+        assert_eq!(rec.status, "open");
+        assert!(
+            rec.history[1]
+                .changes
+                .iter()
+                .any(|c| c.starts_with("tier 1 -> 2"))
+        );
+        // The same threat again changes nothing.
+        let again = apply_update(&mut rec, &upd, "ravi@example.com", 400);
+        assert!(!again.raised && again.changes.is_empty(), "{again:?}");
+        assert_eq!(rec.history.len(), 3);
+    }
+
+    #[test]
+    fn missing_details_are_filled_in_from_a_reply() {
+        let mut rec = record();
+        assert!(rec.case.fields.order_id.is_none());
+        let upd = triage("Order ID: CK-7781\r\nCustomer Phone Number: 98450 12345");
+        apply_update(&mut rec, &upd, "ravi@example.com", 200);
+        assert_eq!(rec.case.fields.order_id.as_deref(), Some("CK-7781"));
+        assert!(!rec.case.missing.contains(&Field::OrderId));
+        assert!(rec.is_open());
+    }
+
+    #[test]
+    fn reopen_by_hand_and_by_status() {
+        let mut rec = record();
+        assert!(!reopen(&mut rec, "cli", 10));
+        resolve(&mut rec, None, "cli", 20);
+        let upd = triage("Status: Reopened");
+        let a = apply_update(&mut rec, &upd, "ravi@example.com", 30);
+        assert!(a.reopened);
+        assert!(rec.is_open());
+        resolve(&mut rec, None, "cli", 40);
+        assert!(reopen(&mut rec, "cli", 50));
+        assert_eq!(rec.resolved_at, None);
+    }
+}

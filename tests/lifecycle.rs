@@ -1,0 +1,261 @@
+//! A case over its life, against the real servers: replies in the thread
+//! update it (status, tags, resolution, new threats that raise the tier and
+//! forward to Tier 2 once), a second escalation of the same order joins it,
+//! and a vendor's third complaint within the window is reported once.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use mail_parser::MessageParser;
+use mailtriage::store::Store;
+use support::daemon_proc::{self, wait_until};
+use support::{Captured, Dovecot, SmtpCapture};
+use tokio::sync::watch;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures")
+            .join(name),
+    )
+    .expect("fixture")
+}
+
+struct Running {
+    stop: watch::Sender<bool>,
+    done: mpsc::Receiver<Result<(), String>>,
+}
+
+fn start(dir: &Path) -> Running {
+    let (stop, rx) = watch::channel(false);
+    let (done_tx, done) = mpsc::channel();
+    let dir: PathBuf = dir.to_path_buf();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let r = rt.block_on(mailtriage::daemon::run(&dir, rx));
+        let _ = done_tx.send(r.map_err(|e| format!("{e:#}")));
+    });
+    Running { stop, done }
+}
+
+impl Running {
+    fn shutdown(self) {
+        let _ = self.stop.send(true);
+        match self.done.recv_timeout(Duration::from_secs(10)) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => panic!("the daemon failed: {e}"),
+            Err(e) => panic!("the daemon did not stop within 10 s after shutdown: {e}"),
+        }
+    }
+}
+
+fn by_rcpt<'a>(captured: &'a [Captured], rcpt: &str) -> Vec<&'a Captured> {
+    captured
+        .iter()
+        .filter(|c| c.rcpt_to.iter().any(|r| r == rcpt))
+        .collect()
+}
+
+fn subject(c: &Captured) -> String {
+    MessageParser::default()
+        .parse(&c.raw)
+        .and_then(|m| m.subject().map(str::to_string))
+        .unwrap_or_default()
+}
+
+fn case_id_of(subject: &str) -> String {
+    mailtriage::lifecycle::case_id_in_subject(subject)
+        .unwrap_or_else(|| panic!("no case id in {subject:?}"))
+}
+
+/// Waits until `n` messages of the ops INBOX are \Seen (processed).
+fn wait_processed(d: &Dovecot, n: usize) {
+    wait_until(
+        WAIT,
+        || d.seen("ops", "INBOX").len() >= n,
+        || format!("{} of {n} messages processed", d.seen("ops", "INBOX").len()),
+    );
+}
+
+#[test]
+fn a_thread_from_escalation_to_resolution() {
+    let d = Dovecot::start(&[("ops", "secret")]);
+    let s = SmtpCapture::start();
+    let dir = daemon_proc::config_dir(&d, &s, daemon_proc::Extra::default());
+    let daemon = start(dir.path());
+
+    // 1. The escalation: acknowledgement and the CX forward.
+    d.append("ops", "INBOX", &fixture("06-pickup-rude-vendor.eml"));
+    let got = s.wait_for(2, WAIT);
+    let acks = by_rcpt(&got, "ravi.k@example.com");
+    assert_eq!(acks.len(), 1);
+    let ack = MessageParser::default().parse(&acks[0].raw).unwrap();
+    let ack_id = ack.message_id().unwrap().to_string();
+    let case_id = case_id_of(ack.subject().unwrap_or(""));
+    assert_eq!(by_rcpt(&got, "cx@example.com").len(), 1);
+    assert!(by_rcpt(&got, "tier2@example.com").is_empty());
+
+    // 2. The agent answers the acknowledgement: the customer now threatens
+    // a lawyer. Tier 2: forwarded to Tier 2 and the supervisor, once.
+    let threat = |n: u32| {
+        format!(
+            "From: Ravi Kumar <ravi.k@example.com>\r\nTo: ops@example.com\r\nSubject: Re: Pickup complaint [{case_id}]\r\nMessage-ID: <threat{n}@mail.example.com>\r\nIn-Reply-To: <{ack_id}>\r\nReferences: <pickup-rude-vendor.06@mail.example.com> <{ack_id}>\r\n\r\nUpdate: the customer now says he will get a lawyer and sue us.\r\n"
+        )
+    };
+    d.append("ops", "INBOX", threat(1).as_bytes());
+    let got = s.wait_for(3, WAIT);
+    let t2 = by_rcpt(&got, "tier2@example.com");
+    assert_eq!(t2.len(), 1, "the raised case goes to Tier 2");
+    assert_eq!(
+        t2[0].rcpt_to,
+        ["tier2@example.com", "supervisor.oncall@example.com"]
+    );
+    assert_eq!(case_id_of(&subject(t2[0])), case_id);
+    assert!(subject(t2[0]).contains("Tier 2"), "{}", subject(t2[0]));
+
+    // 3. The same threat again, and a second escalation of the same order
+    // (a new message, not a reply): no second Tier-2 forward; the agent
+    // is told which case it joined.
+    d.append("ops", "INBOX", threat(2).as_bytes());
+    let mut again = fixture("06-pickup-rude-vendor.eml");
+    let text = String::from_utf8_lossy(&again).replace(
+        "pickup-rude-vendor.06@mail.example.com",
+        "pickup-rude-vendor.second@mail.example.com",
+    );
+    again = text.into_bytes();
+    d.append("ops", "INBOX", &again);
+    let got = s.wait_for(4, WAIT);
+    let to_agent = by_rcpt(&got, "ravi.k@example.com");
+    assert_eq!(
+        to_agent.len(),
+        2,
+        "the acknowledgement and the joined reply"
+    );
+    let joined = MessageParser::default().parse(&to_agent[1].raw).unwrap();
+    assert_eq!(case_id_of(joined.subject().unwrap_or("")), case_id);
+    assert!(
+        joined
+            .body_text(0)
+            .unwrap()
+            .contains("already has an open case"),
+        "{:?}",
+        joined.body_text(0)
+    );
+
+    // 4. CX resolves it, by the case id in the subject alone.
+    let resolve = format!(
+        "From: CX Support <cx.support@example.com>\r\nTo: ops@example.com\r\nSubject: Payout sorted [{case_id}]\r\nMessage-ID: <resolved@mail.example.com>\r\n\r\nVendor has been warned.\r\n\r\nStatus: Resolved\r\nResolution: Vendor warned, customer called back and calm.\r\n\r\n#vendor_warned\r\n"
+    );
+    d.append("ops", "INBOX", resolve.as_bytes());
+    wait_processed(&d, 5);
+    daemon.shutdown();
+    let got = s.messages();
+    assert_eq!(
+        got.len(),
+        4,
+        "nothing more was sent: {:?}",
+        got.iter().map(subject).collect::<Vec<_>>()
+    );
+
+    let store = Store::open(&daemon_proc::database(dir.path()), 1 << 20).unwrap();
+    let cases: Vec<_> = store.cases().collect::<Result<_, _>>().unwrap();
+    assert_eq!(cases.len(), 1, "every message went to one case");
+    let rec = &cases[0];
+    assert_eq!(rec.id, case_id);
+    assert_eq!(rec.status, "resolved");
+    assert!(rec.resolved_at.is_some());
+    assert_eq!(
+        rec.resolution.as_deref(),
+        Some("Vendor warned, customer called back and calm.")
+    );
+    assert!(
+        rec.tags.contains(&"vendor_warned".to_string()),
+        "{:?}",
+        rec.tags
+    );
+    assert_eq!(rec.case.tier, 2);
+    let who: Vec<&str> = rec.history.iter().map(|h| h.by.as_str()).collect();
+    assert_eq!(
+        who,
+        [
+            "ravi.k@example.com",
+            "ravi.k@example.com",
+            "ravi.k@example.com",
+            "cx.support@example.com"
+        ]
+    );
+    assert!(
+        rec.history[0].changes.iter().any(|c| c == "tier 1 -> 2"),
+        "{:?}",
+        rec.history[0]
+    );
+    assert!(
+        rec.history[3]
+            .changes
+            .iter()
+            .any(|c| c == "status open -> resolved"),
+        "{:?}",
+        rec.history[3]
+    );
+    assert!(store.open_case_ids().unwrap().is_empty());
+    // The outbox holds what was sent, each once, all for this case.
+    assert_eq!(rec.outbox.len(), 4);
+}
+
+#[test]
+fn a_vendors_third_complaint_is_reported_once() {
+    let d = Dovecot::start(&[("ops", "secret")]);
+    let s = SmtpCapture::start();
+    let dir = daemon_proc::config_dir(&d, &s, daemon_proc::Extra::default());
+    let vendors = [
+        "FastPick Logistics (VID-77)",
+        "fastpick logistics (vid-77)",
+        "VID-77",
+        "FastPick Logistics (VID-77)",
+    ];
+    for (n, v) in vendors.iter().enumerate() {
+        let raw = format!(
+            "From: Ravi Kumar <ravi.k@example.com>\r\nTo: ops@example.com\r\nSubject: Pickup complaint - vendor late (Order #CK70{n})\r\nMessage-ID: <vendor{n}@mail.example.com>\r\n\r\nCustomer Name: Customer {n}\r\nOrder ID: CK70{n}\r\nCustomer Phone Number: 98450 1234{n}\r\nVendor Name: {v}\r\nIssue: The vendor came three hours late for the pickup.\r\n"
+        );
+        d.append("ops", "INBOX", raw.as_bytes());
+    }
+    let daemon = start(dir.path());
+    wait_processed(&d, 4);
+    wait_until(
+        WAIT,
+        || !by_rcpt(&s.messages(), "vendor.manager@example.com").is_empty(),
+        || "no repeat-vendor report".into(),
+    );
+    // Everything the four cases send is out once the outbox is idle: the
+    // acknowledgements are the last thing each case queues before the next.
+    wait_until(
+        WAIT,
+        || by_rcpt(&s.messages(), "ravi.k@example.com").len() == 4,
+        || "four acknowledgements".into(),
+    );
+    daemon.shutdown();
+    let got = s.messages();
+    let reports = by_rcpt(&got, "vendor.manager@example.com");
+    assert_eq!(
+        reports.len(),
+        1,
+        "one report at the threshold, not one per case after it"
+    );
+    let m = MessageParser::default().parse(&reports[0].raw).unwrap();
+    assert!(
+        m.subject().unwrap_or("").contains("3 complaints"),
+        "{:?}",
+        m.subject()
+    );
+    let body = m.body_text(0).unwrap();
+    assert_eq!(body.matches("ESC-").count(), 3, "{body}");
+}
