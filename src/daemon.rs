@@ -32,9 +32,42 @@ use crate::store::{
     ServerAction, Store, StoreError,
 };
 
-/// Unix seconds now.
-fn now() -> i64 {
-    jiff::Timestamp::now().as_second()
+/// The daemon's clock: the system's, or, in tests, one set by hand
+/// ("time is injected, not read from the wall clock"). Setting it wakes
+/// the tasks that act on time (overdue cases, digests, the outbox).
+#[derive(Debug, Default)]
+pub struct Clock {
+    /// Unix seconds; 0: the system clock.
+    fixed: std::sync::atomic::AtomicI64,
+    changed: Notify,
+}
+
+impl Clock {
+    /// The system clock.
+    pub fn system() -> Arc<Clock> {
+        Arc::new(Clock::default())
+    }
+
+    /// A clock that says `at` (unix seconds) until set again.
+    pub fn fixed(at: i64) -> Arc<Clock> {
+        let c = Clock::default();
+        c.set(at);
+        Arc::new(c)
+    }
+
+    pub fn set(&self, at: i64) {
+        self.fixed
+            .store(at.max(1), std::sync::atomic::Ordering::SeqCst);
+        self.changed.notify_waiters();
+    }
+
+    /// Unix seconds now.
+    pub fn now(&self) -> i64 {
+        match self.fixed.load(std::sync::atomic::Ordering::SeqCst) {
+            0 => jiff::Timestamp::now().as_second(),
+            t => t,
+        }
+    }
 }
 
 /// What every task shares.
@@ -50,9 +83,14 @@ struct Shared {
     /// mailboxes (or a mailbox and the command line) updating one case do
     /// not overwrite each other.
     case_lock: std::sync::Mutex<()>,
+    clock: Arc<Clock>,
 }
 
 impl Shared {
+    fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
     fn lock_cases(&self) -> std::sync::MutexGuard<'_, ()> {
         // A panic while holding it cannot leave a case half written (the
         // store is transactional), so a poisoned lock is still usable.
@@ -63,7 +101,16 @@ impl Shared {
 }
 
 /// Opens the store and runs every task until `shutdown` turns true.
-pub async fn run(config_dir: &Path, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+pub async fn run(config_dir: &Path, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    run_with_clock(config_dir, shutdown, Clock::system()).await
+}
+
+/// [`run`] with a given clock (tests set the time by hand).
+pub async fn run_with_clock(
+    config_dir: &Path,
+    mut shutdown: watch::Receiver<bool>,
+    clock: Arc<Clock>,
+) -> anyhow::Result<()> {
     let config = Config::load(config_dir).map_err(anyhow::Error::from)?;
     let daemon = DaemonConfig::load(config_dir).map_err(anyhow::Error::from)?;
     let db_path = database_path(&daemon)?;
@@ -111,6 +158,7 @@ pub async fn run(config_dir: &Path, mut shutdown: watch::Receiver<bool>) -> anyh
         own,
         outbox_wake: Notify::new(),
         case_lock: std::sync::Mutex::new(()),
+        clock,
     });
     tracing::info!(database = %db_path.display(), mailboxes = shared.daemon.mailboxes.len(), "mailtriage starting");
 
@@ -124,6 +172,10 @@ pub async fn run(config_dir: &Path, mut shutdown: watch::Receiver<bool>) -> anyh
     {
         let (sh, sd) = (shared.clone(), shutdown.clone());
         tasks.spawn(async move { outbox_task(sh, smtp, sd).await });
+    }
+    {
+        let (sh, sd) = (shared.clone(), shutdown.clone());
+        tasks.spawn(async move { clock_task(sh, sd).await });
     }
 
     // READY once every mailbox has connected or failed once; WATCHDOG
@@ -268,7 +320,7 @@ async fn mailbox_task(
             Ok(()) => return,
             Err(e) => {
                 failures += 1;
-                let t = now();
+                let t = sh.now();
                 let since = *health.down_since.get_or_insert(t);
                 let is_auth = matches!(
                     e,
@@ -324,7 +376,7 @@ fn alert(sh: &Shared, m: &MailboxSection, since: i64, text: &str, what: &str) {
         text,
         SystemTime::now(),
     ) {
-        Ok(msg) => match sh.store.enqueue(&[msg], now()) {
+        Ok(msg) => match sh.store.enqueue(&[msg], sh.now()) {
             Ok(_) => {
                 tracing::warn!(mailbox = %m.name, "health alert queued: {subject}");
                 sh.outbox_wake.notify_one();
@@ -369,7 +421,7 @@ async fn session(
         let _ = r.send(m.name.clone()).await;
     }
     if health.alerted {
-        let since = health.down_since.unwrap_or_else(now);
+        let since = health.down_since.unwrap_or_else(|| sh.now());
         alert(
             sh,
             m,
@@ -483,8 +535,9 @@ async fn drain(
             }
         }
         let bodies = conn.fetch(&small).await?;
-        let t = now();
-        let year = jiff::Timestamp::now()
+        let t = sh.now();
+        let year = jiff::Timestamp::from_second(t)
+            .unwrap_or_else(|_| jiff::Timestamp::now())
             .to_zoned(jiff::tz::TimeZone::UTC)
             .year();
         let mut items = Vec::with_capacity(bodies.len());
@@ -1205,6 +1258,119 @@ fn update_case(
     ))
 }
 
+/// What runs on the clock: overdue re-escalations. Every minute, and at
+/// once when a test sets the clock.
+async fn clock_task(sh: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let sh2 = sh.clone();
+        match tokio::task::spawn_blocking(move || overdue_pass(&sh2)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => {
+                tracing::info!(cases = n, "overdue cases re-escalated");
+                sh.outbox_wake.notify_one();
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, "overdue pass: store error"),
+            Err(e) => tracing::error!(error = %e, "overdue pass failed"),
+        }
+        let changed = sh.clock.changed.notified();
+        tokio::select! {
+            _ = changed => {}
+            _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+            _ = stopped(&mut shutdown) => return,
+        }
+    }
+}
+
+/// Re-escalates, once, every open case older than its risk allows.
+fn overdue_pass(sh: &Shared) -> Result<usize, StoreError> {
+    let Some(od) = &sh.config.lifecycle.overdue else {
+        return Ok(0);
+    };
+    let _guard = sh.lock_cases();
+    let t = sh.now();
+    let mut n = 0;
+    for id in sh.store.open_case_ids()? {
+        let Some(mut rec) = sh.store.case(&id)? else {
+            continue;
+        };
+        let Some(allowed) = od.after.get(usize::from(rec.case.risk)).copied().flatten() else {
+            continue;
+        };
+        let age = t - rec.received_at;
+        if rec.overdue_at.is_some() || !rec.is_open() || age <= allowed.as_secs() as i64 {
+            continue;
+        }
+        let _span = tracing::info_span!("case", case = %rec.id).entered();
+        let ctx = minijinja::context! {
+            case_id => rec.id.clone(),
+            status => rec.status.clone(),
+            risk => rec.case.risk,
+            tier => rec.case.tier,
+            fields => minijinja::Value::from(minijinja::value::Serde(&rec.case.fields)),
+            from => rec.case.from.clone(),
+            message_id => rec.case.message_id.clone(),
+            age => human_age(age),
+            allowed => human_age(allowed.as_secs() as i64),
+        };
+        let out = sh
+            .config
+            .router
+            .templates
+            .render(&od.template, &ctx)
+            .map_err(|e| e.to_string())
+            .and_then(|r| {
+                send::compose_notice(
+                    &sh.identity,
+                    "overdue",
+                    &rec.id,
+                    &od.to,
+                    &r.subject,
+                    &r.body,
+                    SystemTime::now(),
+                )
+                .map_err(|e| e.to_string())
+            });
+        let out = match out {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::error!(error = %e, "could not compose the overdue re-escalation");
+                continue;
+            }
+        };
+        rec.overdue_at = Some(t);
+        rec.updated_at = t;
+        rec.history.push(crate::store::HistoryEntry {
+            at: t,
+            by: "daemon".into(),
+            message_id: None,
+            changes: vec![format!(
+                "overdue after {}: re-escalated to {}",
+                human_age(age),
+                od.to.join(", ")
+            )],
+        });
+        sh.store.update_case(&rec, &[out], t)?;
+        tracing::warn!(age = %human_age(age), "case overdue: re-escalated");
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// "45 min", "5 h", "3 d".
+pub fn human_age(secs: i64) -> String {
+    let s = secs.max(0);
+    if s < 3600 {
+        format!("{} min", s / 60)
+    } else if s < 2 * 86_400 {
+        format!("{} h", s / 3600)
+    } else {
+        format!("{} d", s / 86_400)
+    }
+}
+
 async fn outbox_task(sh: Arc<Shared>, smtp: Smtp, mut shutdown: watch::Receiver<bool>) {
     let backoff = Backoff {
         first: sh.daemon.smtp.retry_first.0,
@@ -1219,13 +1385,13 @@ async fn outbox_task(sh: Arc<Shared>, smtp: Smtp, mut shutdown: watch::Receiver<
         }
         // The reply counts behind the rate limit look back an hour; keep a
         // day of them, pruned hourly.
-        if now() - pruned_at >= 3600 {
-            pruned_at = now();
+        if sh.now() - pruned_at >= 3600 {
+            pruned_at = sh.now();
             if let Err(e) = sh.store.prune_replies(pruned_at - 86_400) {
                 tracing::error!(error = %e, "pruning reply counts");
             }
         }
-        match send::deliver_due(&sh.store, &smtp, &backoff, now()).await {
+        match send::deliver_due(&sh.store, &smtp, &backoff, sh.now()).await {
             Ok(d) if d.sent + d.retrying + d.undeliverable > 0 => {
                 tracing::debug!(
                     sent = d.sent,
@@ -1240,7 +1406,7 @@ async fn outbox_task(sh: Arc<Shared>, smtp: Smtp, mut shutdown: watch::Receiver<
         // Sleep until woken by new mail to send, the next retry, or a
         // minute at most.
         let next = match sh.store.next_due() {
-            Ok(Some(at)) => Duration::from_secs((at - now()).clamp(0, 60) as u64),
+            Ok(Some(at)) => Duration::from_secs((at - sh.now()).clamp(0, 60) as u64),
             _ => Duration::from_secs(60),
         };
         tokio::select! {

@@ -1,7 +1,9 @@
 //! A case over its life, against the real servers: replies in the thread
 //! update it (status, tags, resolution, new threats that raise the tier and
 //! forward to Tier 2 once), a second escalation of the same order joins it,
-//! and a vendor's third complaint within the window is reported once.
+//! a vendor's third complaint within the window is reported once, and a
+//! case open longer than its risk allows is re-escalated once (on a clock
+//! set by the test).
 
 mod support;
 
@@ -32,6 +34,10 @@ struct Running {
 }
 
 fn start(dir: &Path) -> Running {
+    start_with_clock(dir, mailtriage::daemon::Clock::system())
+}
+
+fn start_with_clock(dir: &Path, clock: std::sync::Arc<mailtriage::daemon::Clock>) -> Running {
     let (stop, rx) = watch::channel(false);
     let (done_tx, done) = mpsc::channel();
     let dir: PathBuf = dir.to_path_buf();
@@ -41,7 +47,7 @@ fn start(dir: &Path) -> Running {
             .enable_all()
             .build()
             .expect("runtime");
-        let r = rt.block_on(mailtriage::daemon::run(&dir, rx));
+        let r = rt.block_on(mailtriage::daemon::run_with_clock(&dir, rx, clock));
         let _ = done_tx.send(r.map_err(|e| format!("{e:#}")));
     });
     Running { stop, done }
@@ -258,4 +264,60 @@ fn a_vendors_third_complaint_is_reported_once() {
     );
     let body = m.body_text(0).unwrap();
     assert_eq!(body.matches("ESC-").count(), 3, "{body}");
+}
+
+#[test]
+fn an_overdue_case_is_re_escalated_once() {
+    let d = Dovecot::start(&[("ops", "secret")]);
+    let s = SmtpCapture::start();
+    let dir = daemon_proc::config_dir(&d, &s, daemon_proc::Extra::default());
+    let t0 = jiff::Timestamp::now().as_second();
+    let clock = mailtriage::daemon::Clock::fixed(t0);
+    let daemon = start_with_clock(dir.path(), clock.clone());
+    // Risk 5 (2 hours allowed), opened at t0.
+    d.append("ops", "INBOX", &fixture("17-fraud-scam-accusation.eml"));
+    wait_processed(&d, 1);
+    let director = |g: &[Captured]| by_rcpt(g, "ops.director@example.com").len();
+    let before = s.wait_for(1, WAIT).len();
+    assert_eq!(director(&s.messages()), 0);
+
+    // Three hours later: over its two hours.
+    clock.set(t0 + 3 * 3600);
+    let got = s.wait_for(before + 1, WAIT);
+    assert_eq!(director(&got), 1, "re-escalated");
+    let m = MessageParser::default()
+        .parse(&by_rcpt(&got, "ops.director@example.com")[0].raw)
+        .unwrap();
+    assert!(
+        m.subject().unwrap_or("").starts_with("Overdue: [ESC-"),
+        "{:?}",
+        m.subject()
+    );
+
+    // Risk 4 (8 hours allowed), opened at t0 + 3 h; at t0 + 12 h it is
+    // overdue too, and the pass that finds it finds the first case again:
+    // exactly one re-escalation each.
+    d.append("ops", "INBOX", &fixture("20-integrity-lying.eml"));
+    wait_processed(&d, 2);
+    clock.set(t0 + 4 * 3600);
+    clock.set(t0 + 12 * 3600);
+    wait_until(
+        WAIT,
+        || director(&s.messages()) >= 2,
+        || format!("{} re-escalations", director(&s.messages())),
+    );
+    daemon.shutdown();
+    assert_eq!(director(&s.messages()), 2, "one re-escalation per case");
+    let store = Store::open(&daemon_proc::database(dir.path()), 1 << 20).unwrap();
+    for rec in store.cases() {
+        let rec = rec.unwrap();
+        assert!(rec.overdue_at.is_some(), "{}", rec.id);
+        assert!(
+            rec.history
+                .iter()
+                .any(|h| h.by == "daemon" && h.changes[0].starts_with("overdue after")),
+            "{:?}",
+            rec.history
+        );
+    }
 }
