@@ -1322,6 +1322,7 @@ fn store_steps(corpus: &Corpus, db: &Path, bodies: &[(u32, Vec<u8>)], k: usize) 
             items,
             server,
             now,
+            vendors_reported: Vec::new(),
         };
         let t = Instant::now();
         store.commit(&batch).expect("commit");
@@ -1418,19 +1419,18 @@ fn process(
         };
         outgoing.push(composed.expect("compose"));
     }
-    let record = CaseRecord {
-        id: case_id.to_string(),
-        mailbox: "ops".into(),
+    let mut record = CaseRecord::new(
+        case_id.to_string(),
+        "ops",
         uid,
-        uid_validity: 1,
-        received_at: now,
-        from_name: email.from_name.clone(),
-        references: email.references.clone(),
-        outbox: Vec::new(),
-        digests,
-        tags,
+        1,
+        now,
         case,
-    };
+        email.from_name.clone(),
+        email.references.clone(),
+    );
+    record.digests = digests;
+    record.tags = tags;
     (
         BatchItem {
             key,
