@@ -324,7 +324,8 @@ async fn mailbox_task(
                 let since = *health.down_since.get_or_insert(t);
                 let is_auth = matches!(
                     e,
-                    SessionError::Imap(ImapError::Auth { .. }) | SessionError::Secret(_)
+                    SessionError::Imap(ImapError::Auth { .. } | ImapError::Certificate(_))
+                        | SessionError::Secret(_)
                 );
                 tracing::error!(mailbox = %m.name, error = %e, failures, "mailbox session failed");
                 if !health.alerted
@@ -1265,6 +1266,9 @@ async fn clock_task(sh: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
         if *shutdown.borrow() {
             return;
         }
+        let changed = sh.clock.changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
         let sh2 = sh.clone();
         match tokio::task::spawn_blocking(move || overdue_pass(&sh2)).await {
             Ok(Ok(0)) => {}
@@ -1275,7 +1279,6 @@ async fn clock_task(sh: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
             Ok(Err(e)) => tracing::error!(error = %e, "overdue pass: store error"),
             Err(e) => tracing::error!(error = %e, "overdue pass failed"),
         }
-        let changed = sh.clock.changed.notified();
         tokio::select! {
             _ = changed => {}
             _ = tokio::time::sleep(Duration::from_secs(60)) => {}
@@ -1383,6 +1386,11 @@ async fn outbox_task(sh: Arc<Shared>, smtp: Smtp, mut shutdown: watch::Receiver<
             smtp.close().await;
             return;
         }
+        // Registered before the pass, so that setting the clock during it
+        // is not missed (a held forward may have become due).
+        let clock_set = sh.clock.changed.notified();
+        tokio::pin!(clock_set);
+        clock_set.as_mut().enable();
         // The reply counts behind the rate limit look back an hour; keep a
         // day of them, pruned hourly.
         if sh.now() - pruned_at >= 3600 {
@@ -1411,6 +1419,7 @@ async fn outbox_task(sh: Arc<Shared>, smtp: Smtp, mut shutdown: watch::Receiver<
         };
         tokio::select! {
             _ = sh.outbox_wake.notified() => {}
+            _ = clock_set => {}
             _ = tokio::time::sleep(next) => {}
             _ = stopped(&mut shutdown) => {
                 smtp.close().await;

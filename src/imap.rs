@@ -67,6 +67,10 @@ pub enum ImapError {
     MissingFolder(String),
     #[error("TLS: {0}")]
     Tls(String),
+    /// The server's certificate was refused: like a refused login, a
+    /// configuration problem worth an alert at once.
+    #[error("TLS: {0}")]
+    Certificate(String),
     #[error("timed out after {0:?}")]
     Timeout(Duration),
     #[error("connection: {0}")]
@@ -118,7 +122,10 @@ impl Authenticator for XOAuth2<'_> {
 async fn tls_wrap(tcp: TcpStream, s: &ImapSettings) -> Result<Stream, ImapError> {
     let stream = crate::tls::handshake(tcp, &s.host, s.ca_file.as_deref())
         .await
-        .map_err(ImapError::Tls)?;
+        .map_err(|e| match e {
+            crate::tls::HandshakeError::Certificate(m) => ImapError::Certificate(m),
+            crate::tls::HandshakeError::Other(m) => ImapError::Tls(m),
+        })?;
     Ok(Box::new(stream))
 }
 

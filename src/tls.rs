@@ -54,12 +54,37 @@ pub(crate) async fn handshake(
     tcp: TcpStream,
     host: &str,
     ca_file: Option<&Path>,
-) -> Result<TlsStream<TcpStream>, String> {
-    let config = client_config(ca_file)?;
-    let name =
-        ServerName::try_from(host.to_owned()).map_err(|e| format!("server name {host:?}: {e}"))?;
+) -> Result<TlsStream<TcpStream>, HandshakeError> {
+    let config = client_config(ca_file).map_err(HandshakeError::Other)?;
+    let name = ServerName::try_from(host.to_owned())
+        .map_err(|e| HandshakeError::Other(format!("server name {host:?}: {e}")))?;
     TlsConnector::from(Arc::new(config))
         .connect(name, tcp)
         .await
-        .map_err(|e| format!("TLS handshake with {host}: {e}"))
+        .map_err(|e| {
+            let certificate = e
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+                .is_some_and(|r| {
+                    matches!(
+                        r,
+                        rustls::Error::InvalidCertificate(_)
+                            | rustls::Error::NoCertificatesPresented
+                    )
+                });
+            let message = format!("TLS handshake with {host}: {e}");
+            if certificate {
+                HandshakeError::Certificate(message)
+            } else {
+                HandshakeError::Other(message)
+            }
+        })
+}
+
+/// Why a handshake failed: the server's certificate was refused (a
+/// configuration problem that retrying will not fix), or anything else.
+#[derive(Debug)]
+pub(crate) enum HandshakeError {
+    Certificate(String),
+    Other(String),
 }

@@ -9,7 +9,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use support::{Dovecot, RejectAt, SmtpCapture, SmtpClient};
+use support::tls::tls_greeting;
+use support::{Dovecot, RejectAt, SmtpCapture, SmtpClient, SmtpTls, TestCa};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -605,4 +606,137 @@ fn restart_waits_while_the_port_is_taken() {
     let client = capture.connect().expect("connect after restart");
     assert_eq!(client.greeting.code, 220);
     client.quit();
+}
+
+/// What a plaintext client reads first from 127.0.0.1:`port` within half a
+/// second: None from a TLS server, which waits for the client's hello.
+fn plain_first_line(port: u16) -> Option<String> {
+    use std::io::Read;
+    let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("set read timeout");
+    let mut buf = [0u8; 256];
+    match stream.read(&mut buf) {
+        Ok(n) if n > 0 => Some(String::from_utf8_lossy(&buf[..n]).into_owned()),
+        _ => None,
+    }
+}
+
+/// `openssl x509 -noout -text` of a certificate.
+fn x509_text(path: &Path) -> String {
+    let out = std::process::Command::new(support::tls::openssl_binary())
+        .args(["x509", "-noout", "-text", "-in"])
+        .arg(path)
+        .output()
+        .expect("run openssl x509");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn test_ca_certificates_carry_the_extensions_rustls_checks() {
+    let ca = TestCa::new("harness CA");
+    let ca_text = x509_text(&ca.ca_pem());
+    assert!(ca_text.contains("CN = harness CA"), "{ca_text}");
+    assert!(ca_text.contains("CA:TRUE"), "{ca_text}");
+    assert!(ca_text.contains("Certificate Sign"), "{ca_text}");
+    let server = x509_text(&ca.server_cert());
+    assert!(
+        server.contains("Issuer: O = mailtriage tests, CN = harness CA"),
+        "{server}"
+    );
+    assert!(server.contains("CA:FALSE"), "{server}");
+    assert!(server.contains("TLS Web Server Authentication"), "{server}");
+    assert!(
+        server.contains("IP Address:127.0.0.1") && server.contains("DNS:localhost"),
+        "{server}"
+    );
+    // The chain is the server certificate, then the CA.
+    let chain = std::fs::read_to_string(ca.server_chain()).expect("read the chain");
+    assert_eq!(chain.matches("BEGIN CERTIFICATE").count(), 2, "{chain}");
+    assert!(
+        std::fs::read_to_string(ca.server_key())
+            .expect("key")
+            .contains("PRIVATE KEY")
+    );
+
+    // Two CAs are unrelated: different keys.
+    let other = TestCa::new("other CA");
+    assert_ne!(
+        std::fs::read(ca.ca_pem()).unwrap(),
+        std::fs::read(other.ca_pem()).unwrap()
+    );
+}
+
+#[test]
+fn dovecot_tls_offers_starttls_and_implicit_tls_signed_by_the_test_ca() {
+    let ca = TestCa::new("dovecot CA");
+    let dovecot = Dovecot::start_tls(&[("alice", "pw")], &ca);
+    assert_ne!(dovecot.imaps_port(), dovecot.port());
+
+    // The normal listener offers STARTTLS and still allows plaintext LOGIN.
+    let mut client = dovecot.connect().expect("connect");
+    assert!(
+        client.greeting.contains("STARTTLS"),
+        "greeting {:?}",
+        client.greeting
+    );
+    client.login("alice", "pw").expect("plaintext LOGIN");
+    client.logout().expect("LOGOUT");
+
+    // The imaps listener: TLS from the first byte, a certificate rustls
+    // accepts for 127.0.0.1 with the test CA, then the IMAP greeting.
+    let (greeting, version) = tls_greeting(dovecot.imaps_port(), &dovecot.ca_file())
+        .unwrap_or_else(|e| panic!("TLS to imaps: {e}\n{}", dovecot.log_tail()));
+    assert!(greeting.starts_with("* OK"), "{greeting:?}");
+    assert!(version.starts_with("TLSv1_"), "{version}");
+
+    // A client that trusts another CA refuses the certificate.
+    let other = TestCa::new("unrelated CA");
+    let err = tls_greeting(dovecot.imaps_port(), &other.ca_pem())
+        .expect_err("a certificate from an unrelated CA was accepted");
+    assert!(err.contains("UnknownIssuer"), "{err}");
+
+    // Not plain IMAP: a plain client gets no greeting there.
+    assert_eq!(plain_first_line(dovecot.imaps_port()), None);
+}
+
+#[test]
+fn smtp_capture_tls_modes_require_starttls_or_speak_tls_at_once() {
+    let ca = TestCa::new("smtp CA");
+
+    // STARTTLS required: offered in EHLO, and MAIL before it is refused.
+    let capture = SmtpCapture::start_tls(SmtpTls::StarttlsRequired, &ca);
+    assert_eq!(capture.tls(), Some(SmtpTls::StarttlsRequired));
+    let mut client = capture.connect().expect("connect");
+    let ehlo = client.command("EHLO client.test").expect("EHLO");
+    assert!(ehlo.lines.iter().any(|l| l == "STARTTLS"), "{ehlo:?}");
+    let reply = client.command("MAIL FROM:<a@example.org>").expect("MAIL");
+    assert_eq!(reply.code, 530, "MAIL before STARTTLS: {reply:?}");
+    let reply = client.command("STARTTLS").expect("STARTTLS");
+    assert_eq!(reply.code, 220, "{reply:?}");
+    drop(client);
+
+    // STARTTLS offered, not required: plain mail is accepted, recorded as
+    // not TLS.
+    let capture = SmtpCapture::start_tls(SmtpTls::Starttls, &ca);
+    let mut client = capture.connect().expect("connect");
+    let sent = client
+        .send_mail("a@example.org", &["b@example.com"], &message("Plain", "x"))
+        .expect("SMTP conversation");
+    assert!(sent.is_ok(), "{sent:?}\n{}", capture.log_tail());
+    client.quit();
+    assert_eq!(capture.wait_for(1, WAIT)[0].tls, None);
+
+    // Implicit TLS: the greeting comes over TLS with the test CA only.
+    let capture = SmtpCapture::start_tls(SmtpTls::Implicit, &ca);
+    let (greeting, _) = tls_greeting(capture.port(), &capture.ca_file())
+        .unwrap_or_else(|e| panic!("TLS to the capture: {e}\n{}", capture.log_tail()));
+    assert!(greeting.starts_with("220"), "{greeting:?}");
+    let other = TestCa::new("unrelated CA");
+    let err = tls_greeting(capture.port(), &other.ca_pem())
+        .expect_err("a certificate from an unrelated CA was accepted");
+    assert!(err.contains("UnknownIssuer"), "{err}");
+    assert_eq!(plain_first_line(capture.port()), None);
 }

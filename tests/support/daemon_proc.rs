@@ -20,12 +20,99 @@ const POLL: Duration = Duration::from_millis(50);
 const LOG_TAIL_LINES: usize = 80;
 
 /// What a test adds to the generated mailtriage.toml: lines appended to
-/// `[daemon]`, `[smtp]` and the `ops` `[[mailbox]]`.
+/// `[daemon]`, `[smtp]` and the `ops` `[[mailbox]]`, and how the daemon
+/// reaches each server (default: plain, on the server's port).
 #[derive(Default, Clone, Copy)]
 pub struct Extra<'a> {
     pub daemon: &'a str,
     pub smtp: &'a str,
     pub mailbox: &'a str,
+    /// The `ops` mailbox's `port`, `tls` and `ca_file`; None: plain IMAP
+    /// on [`Dovecot::port`].
+    pub imap_via: Option<Via<'a>>,
+    /// `[smtp]` `port`, `tls` and `ca_file`; None: plain SMTP on
+    /// [`SmtpCapture::port`].
+    pub smtp_via: Option<Via<'a>>,
+}
+
+/// The config's `tls` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsMode {
+    Plain,
+    Starttls,
+    Implicit,
+}
+
+impl TlsMode {
+    /// The value in mailtriage.toml.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsMode::Plain => "plain",
+            TlsMode::Starttls => "starttls",
+            TlsMode::Implicit => "implicit",
+        }
+    }
+}
+
+/// How the daemon connects to one server: port on 127.0.0.1, TLS mode,
+/// and a CA file to trust besides the system's (`ca_file`).
+#[derive(Clone, Copy, Debug)]
+pub struct Via<'a> {
+    pub port: u16,
+    pub tls: TlsMode,
+    pub ca_file: Option<&'a Path>,
+}
+
+impl<'a> Via<'a> {
+    pub fn plain(port: u16) -> Via<'a> {
+        Via {
+            port,
+            tls: TlsMode::Plain,
+            ca_file: None,
+        }
+    }
+
+    pub fn starttls(port: u16, ca_file: &'a Path) -> Via<'a> {
+        Via {
+            port,
+            tls: TlsMode::Starttls,
+            ca_file: Some(ca_file),
+        }
+    }
+
+    pub fn implicit(port: u16, ca_file: &'a Path) -> Via<'a> {
+        Via {
+            port,
+            tls: TlsMode::Implicit,
+            ca_file: Some(ca_file),
+        }
+    }
+
+    /// `port = N`, `tls = "MODE"` and, if set, `ca_file = "PATH"` lines.
+    fn toml(&self) -> String {
+        let mut out = format!("port = {}\ntls = \"{}\"\n", self.port, self.tls.as_str());
+        if let Some(ca) = self.ca_file {
+            let _ = writeln!(out, "ca_file = {}", toml_string(&ca.display().to_string()));
+        }
+        out
+    }
+}
+
+/// A TOML basic string.
+fn toml_string(s: &str) -> String {
+    let mut out = String::from('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{:04X}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// A config directory: the shipped triage config, the IMAP password (the
@@ -47,18 +134,14 @@ allow_senders = ["example.com"]
 
 [smtp]
 host = "127.0.0.1"
-port = {smtp}
-tls = "plain"
-from = "Escalations <mailtriage@example.com>"
+{smtp_via}from = "Escalations <mailtriage@example.com>"
 timeout = "10s"
 {extra_smtp}
 
 [[mailbox]]
 name = "ops"
 host = "127.0.0.1"
-port = {imap}
-tls = "plain"
-user = "ops"
+{imap_via}user = "ops"
 password = {{ file = "{pw}" }}
 mark_seen = true
 quarantine = "Quarantine"
@@ -66,8 +149,8 @@ timeout = "10s"
 {extra_mailbox}
 "#,
         db = database(dir.path()).display(),
-        smtp = s.port(),
-        imap = d.port(),
+        smtp_via = extra.smtp_via.unwrap_or(Via::plain(s.port())).toml(),
+        imap_via = extra.imap_via.unwrap_or(Via::plain(d.port())).toml(),
         pw = password_file(dir.path()).display(),
         extra_daemon = extra.daemon,
         extra_smtp = extra.smtp,

@@ -10,10 +10,17 @@
 //!   [`Dovecot::append`] over IMAP) and to read back what the daemon did
 //!   ([`Dovecot::flags`], [`Dovecot::count`], [`Dovecot::fetch`],
 //!   [`Dovecot::folders`]); [`Dovecot::stop`] / [`Dovecot::restart`] for outages.
+//!   [`Dovecot::start_tls`] adds TLS: STARTTLS on the same port and an
+//!   implicit-TLS listener on [`Dovecot::imaps_port`].
 //! - [`SmtpCapture`]: `tests/support/smtp_capture.py` under Debian's
 //!   python3-aiosmtpd, which stores every accepted message with its envelope in
 //!   a directory (layout in that script's docstring), can require AUTH and can
 //!   be told to reject with a given code; also stop/restart.
+//!   [`SmtpCapture::start_tls`] makes it speak STARTTLS (optionally
+//!   required) or implicit TLS ([`SmtpTls`]).
+//! - [`TestCa`] ([`tls`]): a private CA and a server certificate for
+//!   127.0.0.1 made with the openssl CLI, for the TLS modes above and the
+//!   daemon's `ca_file`; [`tls::tls_greeting`] reads a TLS server's greeting.
 //! - [`ImapClient`] and [`SmtpClient`]: tiny synchronous clients over
 //!   `std::net::TcpStream`, used by the harness itself and by tests that need to
 //!   act as a user or a sender.
@@ -31,6 +38,7 @@
 #![allow(dead_code)]
 
 pub mod daemon_proc;
+pub mod tls;
 
 use std::fmt::Write as _;
 use std::fs;
@@ -45,6 +53,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tempfile::TempDir;
+
+pub use tls::TestCa;
 
 /// How long a server may take to answer its greeting after being started.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
@@ -242,6 +252,16 @@ enum Ready {
 /// Wait until 127.0.0.1:`port` answers with a first line starting with
 /// `greeting`, or `child` exits, or the deadline passes.
 fn wait_ready(child: &mut Child, port: u16, greeting: &str) -> Ready {
+    wait_ready_with(child, port, greeting, read_greeting)
+}
+
+/// [`wait_ready`], reading the first line with `probe` (e.g. over TLS).
+fn wait_ready_with(
+    child: &mut Child,
+    port: u16,
+    greeting: &str,
+    probe: impl Fn(u16) -> Result<String, String>,
+) -> Ready {
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
         match child.try_wait() {
@@ -249,7 +269,7 @@ fn wait_ready(child: &mut Child, port: u16, greeting: &str) -> Ready {
             Ok(None) => {}
             Err(e) => return Ready::Exited(format!("cannot poll the server process: {e}")),
         }
-        let last = match read_greeting(port) {
+        let last = match probe(port) {
             Ok(line) if line.starts_with(greeting) => return Ready::Yes,
             Ok(line) => format!("unexpected greeting {line:?}"),
             Err(e) => e,
@@ -419,11 +439,16 @@ pub struct ImapMessage {
     pub raw: Vec<u8>,
 }
 
-/// A private Dovecot IMAP server (plain IMAP on 127.0.0.1, passwd-file users
-/// with plain passwords, Maildir under its temp dir). See the module docs.
+/// A private Dovecot IMAP server (plain IMAP on 127.0.0.1, TLS too with
+/// [`Dovecot::start_tls`]; passwd-file users with plain passwords, Maildir
+/// under its temp dir). See the module docs.
 pub struct Dovecot {
     dir: TempDir,
     port: u16,
+    /// The implicit-TLS (imaps) port; 0 unless started by `start_tls`.
+    imaps_port: u16,
+    /// Started by `start_tls`: `ssl = yes` with the files in `tls/`.
+    tls: bool,
     child: Option<Child>,
     identity: Identity,
     users: Vec<(String, String)>,
@@ -434,10 +459,26 @@ impl Dovecot {
     /// Start a server with these (user, password) accounts. Panics with the log
     /// tail if it does not answer `* OK` in time.
     pub fn start(users: &[(&str, &str)]) -> Dovecot {
+        Dovecot::start_inner(users, None)
+    }
+
+    /// [`Dovecot::start`] with TLS (`ssl = yes`, the server certificate and
+    /// key of `ca`, TLS 1.2 or later): the normal listener ([`Dovecot::port`])
+    /// offers STARTTLS, still allowing plaintext LOGIN (loopback), and a
+    /// second listener ([`Dovecot::imaps_port`]) speaks TLS from the first
+    /// byte. The certificate files are copied into the server's dir, so the
+    /// server does not depend on `ca` living on.
+    pub fn start_tls(users: &[(&str, &str)], ca: &TestCa) -> Dovecot {
+        Dovecot::start_inner(users, Some(ca))
+    }
+
+    fn start_inner(users: &[(&str, &str)], ca: Option<&TestCa>) -> Dovecot {
         let dir = server_dir("mailtriage-dovecot-");
         let identity = Identity::detect(dir.path());
         let mut server = Dovecot {
             port: 0,
+            imaps_port: 0,
+            tls: ca.is_some(),
             child: None,
             users: users
                 .iter()
@@ -456,15 +497,32 @@ impl Dovecot {
         set_mode(&mail, 0o755);
         server.identity.own(&mail);
         server.write_passwd();
+        if let Some(ca) = ca {
+            // Read by Dovecot's config process (root, or this user).
+            let tls = ca.install(&server.dir.path().join("tls"));
+            set_mode(&tls, 0o755);
+        }
 
         let mut why = String::new();
         for attempt in 1..=PORT_ATTEMPTS {
             server.port = free_port();
+            if server.tls {
+                server.imaps_port = loop {
+                    let p = free_port();
+                    if p != server.port {
+                        break p;
+                    }
+                };
+            }
             let since = server.log().len();
             match server.launch() {
                 Ok(()) => return server,
                 Err(e) => {
-                    let _ = writeln!(why, "attempt {attempt} on port {}: {e}", server.port);
+                    let _ = writeln!(
+                        why,
+                        "attempt {attempt} on ports {} and {}: {e}",
+                        server.port, server.imaps_port
+                    );
                     // Someone took the port between free_port() and the bind.
                     if !bind_failed(&server.log(), since) {
                         break;
@@ -475,9 +533,30 @@ impl Dovecot {
         panic!("Dovecot did not start:\n{why}\n{}", server.log_tail());
     }
 
-    /// The IMAP port on 127.0.0.1 (plain IMAP, LOGIN/AUTHENTICATE PLAIN allowed).
+    /// The IMAP port on 127.0.0.1 (plain IMAP, LOGIN/AUTHENTICATE PLAIN
+    /// allowed; STARTTLS offered too when started by [`Dovecot::start_tls`]).
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The implicit-TLS IMAP port (imaps) on 127.0.0.1; panics unless the
+    /// server was started by [`Dovecot::start_tls`].
+    pub fn imaps_port(&self) -> u16 {
+        assert!(
+            self.tls,
+            "imaps_port: this Dovecot has no TLS (use Dovecot::start_tls)"
+        );
+        self.imaps_port
+    }
+
+    /// The CA certificate (PEM) that signed this server's certificate (a
+    /// copy in its dir); panics unless started by [`Dovecot::start_tls`].
+    pub fn ca_file(&self) -> PathBuf {
+        assert!(
+            self.tls,
+            "ca_file: this Dovecot has no TLS (use Dovecot::start_tls)"
+        );
+        self.dir.path().join("tls").join("ca.pem")
     }
 
     /// The server's temp dir (config, log, run dir, `mail/`).
@@ -606,6 +685,30 @@ impl Dovecot {
     fn config(&self) -> String {
         let d = self.dir.path().display();
         let id = &self.identity;
+        // With TLS: STARTTLS on the imap listener (plaintext still allowed),
+        // and an implicit-TLS listener on a second port. The certificate
+        // chain and key are read (`<file`) by the config process. Handshake
+        // failures are logged (verbose_ssl), e.g. a client refusing the CA.
+        let (ssl, imaps) = if self.tls {
+            (
+                format!(
+                    "ssl = yes\nssl_cert = <{d}/tls/server-chain.pem\n\
+                     ssl_key = <{d}/tls/server.key\nssl_min_protocol = TLSv1.2\n\
+                     verbose_ssl = yes"
+                ),
+                format!(
+                    "  inet_listener imaps {{\n    address = 127.0.0.1\n    port = {}\n    \
+                     ssl = yes\n  }}\n",
+                    self.imaps_port
+                ),
+            )
+        } else {
+            (
+                "ssl = no".to_string(),
+                // No implicit-TLS listener without TLS (Dovecot::start_tls).
+                "  inet_listener imaps {\n    port = 0\n  }\n".to_string(),
+            )
+        };
         let mut conf = format!(
             r#"# Private Dovecot instance of mailtriage's test harness (tests/support/mod.rs).
 instance_name = {instance}
@@ -618,7 +721,8 @@ info_log_path = {d}/dovecot.log
 auth_verbose = yes
 # Answer a wrong password at once (the packaged default waits 2 s).
 auth_failure_delay = 0
-ssl = no
+{ssl}
+# Plaintext LOGIN is allowed without TLS too (loopback tests).
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 first_valid_uid = 1
@@ -655,17 +759,13 @@ service imap-login {{
     address = 127.0.0.1
     port = {port}
   }}
-  # An implicit-TLS listener goes here when tests need one: `ssl = yes`,
-  # ssl_cert/ssl_key signed by a test CA, and `inet_listener imaps` on a
-  # second free port. Until then it is off.
-  inet_listener imaps {{
-    port = 0
-  }}
-"#,
+{imaps}"#,
             instance = self.instance,
             uid = id.mail_uid,
             gid = id.mail_gid,
             port = self.port,
+            ssl = ssl,
+            imaps = imaps,
         );
         // Not root: no chroot, and every service runs as this user.
         let chroot = if id.root { "" } else { "  chroot =\n" };
@@ -1395,30 +1495,57 @@ pub struct Captured {
     /// When the server had the whole DATA, just before its 250 reply (the
     /// envelope's `received_at`, nanosecond resolution).
     pub received_at: Option<SystemTime>,
+    /// The TLS version of the session (e.g. `TLSv1.3`, the envelope's `tls`)
+    /// if the message came over TLS (STARTTLS or implicit); None if plain.
+    pub tls: Option<String>,
 }
 
-/// An SMTP server that captures every message it accepts (aiosmtpd, plain
-/// SMTP on 127.0.0.1). Layout of its directory: see `smtp_capture.py`.
+/// How a [`SmtpCapture`] started by [`SmtpCapture::start_tls`] speaks TLS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SmtpTls {
+    /// Plain SMTP that offers STARTTLS; mail is accepted without it too.
+    Starttls,
+    /// Plain SMTP that offers STARTTLS and requires it: MAIL, RCPT and
+    /// DATA before it are answered 530 (aiosmtpd `require_starttls`).
+    StarttlsRequired,
+    /// TLS from the first byte (SMTPS, port 465 style); nothing plain.
+    Implicit,
+}
+
+/// An SMTP server that captures every message it accepts (aiosmtpd on
+/// 127.0.0.1; plain SMTP, or TLS with [`SmtpCapture::start_tls`]). Layout
+/// of its directory: see `smtp_capture.py`.
 pub struct SmtpCapture {
     dir: TempDir,
     port: u16,
     child: Option<Child>,
     auth: Option<(String, String)>,
+    /// TLS mode; the certificate files are in `tls/` of its dir.
+    tls: Option<SmtpTls>,
 }
 
 impl SmtpCapture {
     /// A capture server that accepts mail without AUTH (and offers none).
     pub fn start() -> SmtpCapture {
-        SmtpCapture::start_inner(None)
+        SmtpCapture::start_inner(None, None)
     }
 
     /// A capture server that offers AUTH PLAIN and LOGIN on plain SMTP and
     /// requires it (530 before AUTH, 535 for wrong credentials).
     pub fn start_with_auth(user: &str, password: &str) -> SmtpCapture {
-        SmtpCapture::start_inner(Some((user.to_string(), password.to_string())))
+        SmtpCapture::start_inner(Some((user.to_string(), password.to_string())), None)
     }
 
-    fn start_inner(auth: Option<(String, String)>) -> SmtpCapture {
+    /// A capture server with TLS in `mode`, presenting the server
+    /// certificate of `ca` (copied into its dir); no AUTH. Each captured
+    /// message records its session's TLS version ([`Captured::tls`]). The
+    /// harness's [`SmtpClient`] speaks plain SMTP only: with
+    /// [`SmtpTls::Implicit`], use [`tls::tls_greeting`] to reach it.
+    pub fn start_tls(mode: SmtpTls, ca: &TestCa) -> SmtpCapture {
+        SmtpCapture::start_inner(None, Some((mode, ca)))
+    }
+
+    fn start_inner(auth: Option<(String, String)>, tls: Option<(SmtpTls, &TestCa)>) -> SmtpCapture {
         let dir = server_dir("mailtriage-smtp-");
         write_file(
             &dir.path().join("smtp_capture.py"),
@@ -1428,11 +1555,15 @@ impl SmtpCapture {
             let path = dir.path().join(sub);
             fs::create_dir(&path).unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));
         }
+        if let Some((_, ca)) = tls {
+            ca.install(&dir.path().join("tls"));
+        }
         let mut server = SmtpCapture {
             dir,
             port: 0,
             child: None,
             auth,
+            tls: tls.map(|(mode, _)| mode),
         };
         let mut why = String::new();
         for attempt in 1..=PORT_ATTEMPTS {
@@ -1482,10 +1613,37 @@ impl SmtpCapture {
                 .arg("--auth-pass")
                 .arg(password);
         }
+        let tls_dir = self.dir.path().join("tls");
+        if let Some(mode) = self.tls {
+            let (mode, require) = match mode {
+                SmtpTls::Starttls => ("starttls", false),
+                SmtpTls::StarttlsRequired => ("starttls", true),
+                SmtpTls::Implicit => ("implicit", false),
+            };
+            command
+                .arg("--tls")
+                .arg(mode)
+                .arg("--tls-cert")
+                .arg(tls_dir.join("server-chain.pem"))
+                .arg("--tls-key")
+                .arg(tls_dir.join("server.key"));
+            if require {
+                command.arg("--require-starttls");
+            }
+        }
         let mut child = command
             .spawn()
             .map_err(|e| format!("spawn {python} smtp_capture.py: {e}"))?;
-        match wait_ready(&mut child, self.port, "220") {
+        let ready = if self.tls == Some(SmtpTls::Implicit) {
+            // The greeting comes after a TLS handshake that trusts the CA.
+            let ca = tls_dir.join("ca.pem");
+            wait_ready_with(&mut child, self.port, "220", |port| {
+                tls::tls_greeting(port, &ca).map(|(line, _)| line)
+            })
+        } else {
+            wait_ready(&mut child, self.port, "220")
+        };
+        match ready {
             Ready::Yes => {
                 self.child = Some(child);
                 Ok(())
@@ -1500,6 +1658,21 @@ impl SmtpCapture {
     /// The SMTP port on 127.0.0.1.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The TLS mode, if started by [`SmtpCapture::start_tls`].
+    pub fn tls(&self) -> Option<SmtpTls> {
+        self.tls
+    }
+
+    /// The CA certificate (PEM) that signed this server's certificate (a
+    /// copy in its dir); panics unless started by [`SmtpCapture::start_tls`].
+    pub fn ca_file(&self) -> PathBuf {
+        assert!(
+            self.tls.is_some(),
+            "ca_file: this SMTP capture has no TLS (use SmtpCapture::start_tls)"
+        );
+        self.dir.path().join("tls").join("ca.pem")
     }
 
     /// A connection (greeting read) whose errors carry this server's log tail.
@@ -1599,6 +1772,7 @@ impl SmtpCapture {
             raw,
             path: eml,
             received_at: None,
+            tls: None,
         };
         for line in envelope.lines() {
             let (key, value) = line
@@ -1610,6 +1784,7 @@ impl SmtpCapture {
                 "mail_option" => captured.mail_options.push(value.to_string()),
                 "auth_user" => captured.auth_user = Some(value.to_string()),
                 "received_at" => captured.received_at = parse_unix_time(value),
+                "tls" => captured.tls = Some(value.to_string()),
                 other => panic!("unknown envelope line {other:?} in {}", env_path.display()),
             }
         }

@@ -9,6 +9,7 @@ accepted message into DIR/messages/:
                      mail_option: BODY=8BITMIME          (zero or more)
                      rcpt_to: rcpt@example.org           (one line per accepted RCPT)
                      auth_user: alice                    (only after a successful AUTH)
+                     tls: TLSv1.3                        (only over TLS: STARTTLS or implicit)
                      received_at: 1763900000.123456789   (unix time, ns, when DATA ended:
                                                           just before the 250 reply)
     NNNNNN.eml   the message bytes exactly as received in DATA (dot-unstuffed,
@@ -27,6 +28,11 @@ the mode on and off at any time. Each rejection is appended as a line
 AUTH: with --auth-user/--auth-pass, AUTH PLAIN and LOGIN are offered on plain
 SMTP (auth_require_tls=False: loopback tests only) and required before MAIL.
 Without them no AUTH is offered.
+
+TLS: with --tls starttls, STARTTLS is offered (aiosmtpd tls_context) and, with
+--require-starttls, required before MAIL/RCPT/DATA (530 otherwise); with
+--tls implicit, the port speaks TLS from the first byte (SMTPS). Both use the
+certificate chain and key given by --tls-cert and --tls-key.
 """
 
 import argparse
@@ -35,6 +41,7 @@ import errno
 import logging
 import os
 import signal
+import ssl
 import sys
 import time
 import warnings
@@ -109,6 +116,10 @@ class CaptureHandler:
             lines.append(f"auth_user: {auth.login.decode('utf-8', 'replace')}")
         secs, ns = divmod(received_ns, 1_000_000_000)
         lines.append(f"received_at: {secs}.{ns:09d}")
+        # The TLS transport (after STARTTLS, or implicit) has an ssl_object.
+        ssl_object = server.transport.get_extra_info("ssl_object") if server.transport else None
+        if ssl_object is not None:
+            lines.append(f"tls: {ssl_object.version()}")
         write_atomically(stem + ".env", ("\n".join(lines) + "\n").encode("utf-8"))
         content = envelope.original_content
         if content is None:
@@ -152,7 +163,13 @@ def main():
     parser.add_argument("--dir", required=True)
     parser.add_argument("--auth-user")
     parser.add_argument("--auth-pass")
+    parser.add_argument("--tls", choices=["starttls", "implicit"])
+    parser.add_argument("--tls-cert")
+    parser.add_argument("--tls-key")
+    parser.add_argument("--require-starttls", action="store_true")
     args = parser.parse_args()
+    if args.tls and not (args.tls_cert and args.tls_key):
+        parser.error("--tls needs --tls-cert and --tls-key")
 
     logging.basicConfig(
         level=logging.INFO,
@@ -175,6 +192,15 @@ def main():
             authenticator=make_authenticator(args.auth_user, args.auth_pass or ""),
         )
 
+    tls_context = None
+    if args.tls:
+        # Server side: no client certificates asked for, none checked.
+        tls_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls_context.minimum_version = ssl.TLSVersion.TLSv1_2
+        tls_context.load_cert_chain(args.tls_cert, args.tls_key)
+    if args.tls == "starttls":
+        kwargs.update(tls_context=tls_context, require_starttls=args.require_starttls)
+
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
 
@@ -183,7 +209,13 @@ def main():
 
     try:
         server = loop.run_until_complete(
-            loop.create_server(factory, host=args.host, port=args.port, reuse_address=True)
+            loop.create_server(
+                factory,
+                host=args.host,
+                port=args.port,
+                reuse_address=True,
+                ssl=tls_context if args.tls == "implicit" else None,
+            )
         )
     except OSError as e:
         print(f"smtp_capture: bind {args.host}:{args.port} failed: {e}", file=sys.stderr)
@@ -191,8 +223,9 @@ def main():
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, loop.stop)
-    log.info("listening on %s:%d, writing to %s, auth %s", args.host, args.port,
-             handler.messages, "required" if args.auth_user is not None else "off")
+    log.info("listening on %s:%d, writing to %s, auth %s, tls %s", args.host, args.port,
+             handler.messages, "required" if args.auth_user is not None else "off",
+             (args.tls or "off") + (" (required)" if args.require_starttls else ""))
     try:
         loop.run_forever()
     finally:
