@@ -4,13 +4,12 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::path::Path;
 use std::time::Duration;
 
 use mail_parser::MessageParser;
+use support::daemon_proc::InProcess;
 use support::{Captured, Dovecot, SmtpCapture};
-use tokio::sync::watch;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -34,46 +33,6 @@ fn config_dir(d: &Dovecot, s: &SmtpCapture, extra_daemon: &str) -> tempfile::Tem
             ..Default::default()
         },
     )
-}
-
-/// The daemon on its own runtime thread, stopped through `stop`.
-struct Running {
-    stop: watch::Sender<bool>,
-    done: mpsc::Receiver<Result<(), String>>,
-}
-
-fn start(dir: &Path) -> Running {
-    // The daemon's log lines appear in a failing test's output.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_test_writer()
-        .try_init();
-    let (stop, rx) = watch::channel(false);
-    let (done_tx, done) = mpsc::channel();
-    let dir: PathBuf = dir.to_path_buf();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let r = rt.block_on(mailtriage::daemon::run(&dir, rx));
-        let _ = done_tx.send(r.map_err(|e| format!("{e:#}")));
-    });
-    Running { stop, done }
-}
-
-impl Running {
-    fn shutdown(self) {
-        let _ = self.stop.send(true);
-        match self.done.recv_timeout(Duration::from_secs(10)) {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => panic!("the daemon failed: {e}"),
-            Err(e) => panic!("the daemon did not stop within 10 s after shutdown: {e}"),
-        }
-    }
 }
 
 fn header<'a>(m: &'a mail_parser::Message<'a>, name: &'a str) -> Option<&'a str> {
@@ -101,7 +60,7 @@ fn escalations_are_acknowledged_and_forwarded_the_rest_left_alone() {
     d.append("ops", "INBOX", &fixture("23-review-threat-trustpilot.eml"));
     d.append("ops", "INBOX", &fixture("06-pickup-rude-vendor.eml"));
 
-    let daemon = start(dir.path());
+    let daemon = InProcess::start(dir.path());
     // 23: forward to Tier 2 (cc supervisor) and an acknowledgement;
     // 06: forward to CX and an acknowledgement.
     let got = s.wait_for(4, WAIT);
@@ -191,7 +150,7 @@ fn escalations_are_acknowledged_and_forwarded_the_rest_left_alone() {
     daemon.shutdown();
 
     // A restart reprocesses nothing.
-    let daemon = start(dir.path());
+    let daemon = InProcess::start(dir.path());
     let mut another = fixture("01-incorrect-promise-price.eml");
     another.splice(0..0, b"X-Test: after-restart\r\n".iter().copied());
     d.append("ops", "INBOX", &another);
@@ -212,7 +171,7 @@ fn a_reply_storm_from_one_sender_is_capped() {
         );
         d.append("ops", "INBOX", raw.as_bytes());
     }
-    let daemon = start(dir.path());
+    let daemon = InProcess::start(dir.path());
     // Three acknowledgements, and a sync point: an escalation from someone
     // else, appended last.
     d.append("ops", "INBOX", b"From: ravi.k@example.com\r\nTo: ops@example.com\r\nSubject: Escalation (Order #CK77)\r\nMessage-ID: <sync@example.com>\r\n\r\nCustomer Name: Neha\r\nPhone: 9812345678\r\n");

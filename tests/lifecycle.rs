@@ -7,15 +7,13 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::path::Path;
 use std::time::Duration;
 
 use mail_parser::MessageParser;
 use mailtriage::store::Store;
-use support::daemon_proc::{self, wait_until};
+use support::daemon_proc::{self, InProcess, wait_until};
 use support::{Captured, Dovecot, SmtpCapture};
-use tokio::sync::watch;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -26,42 +24,6 @@ fn fixture(name: &str) -> Vec<u8> {
             .join(name),
     )
     .expect("fixture")
-}
-
-struct Running {
-    stop: watch::Sender<bool>,
-    done: mpsc::Receiver<Result<(), String>>,
-}
-
-fn start(dir: &Path) -> Running {
-    start_with_clock(dir, mailtriage::daemon::Clock::system())
-}
-
-fn start_with_clock(dir: &Path, clock: std::sync::Arc<mailtriage::daemon::Clock>) -> Running {
-    let (stop, rx) = watch::channel(false);
-    let (done_tx, done) = mpsc::channel();
-    let dir: PathBuf = dir.to_path_buf();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let r = rt.block_on(mailtriage::daemon::run_with_clock(&dir, rx, clock));
-        let _ = done_tx.send(r.map_err(|e| format!("{e:#}")));
-    });
-    Running { stop, done }
-}
-
-impl Running {
-    fn shutdown(self) {
-        let _ = self.stop.send(true);
-        match self.done.recv_timeout(Duration::from_secs(10)) {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => panic!("the daemon failed: {e}"),
-            Err(e) => panic!("the daemon did not stop within 10 s after shutdown: {e}"),
-        }
-    }
 }
 
 fn by_rcpt<'a>(captured: &'a [Captured], rcpt: &str) -> Vec<&'a Captured> {
@@ -97,7 +59,7 @@ fn a_thread_from_escalation_to_resolution() {
     let d = Dovecot::start(&[("ops", "secret")]);
     let s = SmtpCapture::start();
     let dir = daemon_proc::config_dir(&d, &s, daemon_proc::Extra::default());
-    let daemon = start(dir.path());
+    let daemon = InProcess::start(dir.path());
 
     // 1. The escalation: acknowledgement and the CX forward.
     d.append("ops", "INBOX", &fixture("06-pickup-rude-vendor.eml"));
@@ -234,7 +196,7 @@ fn a_vendors_third_complaint_is_reported_once() {
         );
         d.append("ops", "INBOX", raw.as_bytes());
     }
-    let daemon = start(dir.path());
+    let daemon = InProcess::start(dir.path());
     wait_processed(&d, 4);
     wait_until(
         WAIT,
@@ -273,7 +235,7 @@ fn an_overdue_case_is_re_escalated_once() {
     let dir = daemon_proc::config_dir(&d, &s, daemon_proc::Extra::default());
     let t0 = jiff::Timestamp::now().as_second();
     let clock = mailtriage::daemon::Clock::fixed(t0);
-    let daemon = start_with_clock(dir.path(), clock.clone());
+    let daemon = InProcess::start_with_clock(dir.path(), clock.clone());
     // Risk 5 (2 hours allowed), opened at t0.
     d.append("ops", "INBOX", &fixture("17-fraud-scam-accusation.eml"));
     wait_processed(&d, 1);

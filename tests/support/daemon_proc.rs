@@ -361,3 +361,58 @@ pub fn wait_until_every(
         std::thread::sleep(poll);
     }
 }
+
+/// `mailtriage::daemon::run` on its own runtime thread in this process
+/// (for tests that inject the clock or read the store afterwards), stopped
+/// through [`InProcess::shutdown`].
+pub struct InProcess {
+    stop: tokio::sync::watch::Sender<bool>,
+    done: std::sync::mpsc::Receiver<Result<(), String>>,
+}
+
+impl InProcess {
+    /// Starts the daemon on the system clock. Its log lines go to the
+    /// test's output (shown when a test fails).
+    pub fn start(dir: &Path) -> InProcess {
+        InProcess::start_with_clock(dir, mailtriage::daemon::Clock::system())
+    }
+
+    pub fn start_with_clock(
+        dir: &Path,
+        clock: std::sync::Arc<mailtriage::daemon::Clock>,
+    ) -> InProcess {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "info".into()),
+            )
+            .with_test_writer()
+            .try_init();
+        let (stop, rx) = tokio::sync::watch::channel(false);
+        let (done_tx, done) = std::sync::mpsc::channel();
+        let dir: PathBuf = dir.to_path_buf();
+        std::thread::spawn(move || {
+            let r = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .map_err(|e| format!("runtime: {e}"))
+                .and_then(|rt| {
+                    rt.block_on(mailtriage::daemon::run_with_clock(&dir, rx, clock))
+                        .map_err(|e| format!("{e:#}"))
+                });
+            let _ = done_tx.send(r);
+        });
+        InProcess { stop, done }
+    }
+
+    /// Asks it to stop and waits (10 s at most) for a clean end.
+    pub fn shutdown(self) {
+        let _ = self.stop.send(true);
+        match self.done.recv_timeout(Duration::from_secs(10)) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => panic!("the daemon failed: {e}"),
+            Err(e) => panic!("the daemon did not stop within 10 s after shutdown: {e}"),
+        }
+    }
+}
