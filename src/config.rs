@@ -130,11 +130,14 @@ struct RoutingFile {
     #[serde(default)]
     addresses: BTreeMap<String, Vec<Spanned<String>>>,
     #[serde(default)]
-    digests: BTreeMap<String, DigestDef>,
+    digests: BTreeMap<String, crate::digest::DigestSpec>,
     #[serde(default)]
     rule: Vec<RuleDef>,
     #[serde(default)]
     lifecycle: LifecycleDef,
+    /// Named business hours.
+    #[serde(default)]
+    hours: BTreeMap<String, crate::digest::BusinessHours>,
 }
 
 #[derive(Deserialize, Default)]
@@ -219,15 +222,6 @@ pub struct Overdue {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct DigestDef {
-    to: Vec<Spanned<String>>,
-    #[serde(default)]
-    #[allow(dead_code)]
-    description: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RuleDef {
     name: String,
     #[serde(default)]
@@ -272,6 +266,9 @@ struct ForwardDef {
     cc: Vec<Spanned<String>>,
     #[serde(default = "forward_template")]
     template: Spanned<String>,
+    hours: Option<Spanned<String>>,
+    #[serde(default)]
+    after_hours: Vec<Spanned<String>>,
 }
 
 fn forward_template() -> Spanned<String> {
@@ -284,6 +281,9 @@ pub struct Config {
     pub triage: Triage,
     pub router: Router,
     pub lifecycle: Lifecycle,
+    /// The digests' templates, text and HTML (`templates/NAME.txt` and
+    /// `templates/NAME.html`).
+    pub digest_templates: minijinja::Environment<'static>,
 }
 
 /// The shipped configuration, compiled in.
@@ -299,12 +299,15 @@ mod builtin {
         ),
         ("forward", include_str!("../config/templates/forward.txt")),
         ("joined", include_str!("../config/templates/joined.txt")),
+        ("digest", include_str!("../config/templates/digest.txt")),
         ("overdue", include_str!("../config/templates/overdue.txt")),
         (
             "repeat_vendor",
             include_str!("../config/templates/repeat_vendor.txt"),
         ),
     ];
+    pub const HTML: &[(&str, &str)] =
+        &[("digest", include_str!("../config/templates/digest.html"))];
 }
 
 impl Config {
@@ -321,12 +324,23 @@ impl Config {
                 )
             })
             .collect();
+        let html = builtin::HTML
+            .iter()
+            .map(|(n, s)| {
+                (
+                    n.to_string(),
+                    dir.join("templates").join(format!("{n}.html")),
+                    s.to_string(),
+                )
+            })
+            .collect();
         Self::from_texts(
             dir,
             builtin::KEYWORDS,
             builtin::TRIAGE,
             builtin::ROUTING,
             templates,
+            html,
         )
     }
 
@@ -351,6 +365,7 @@ impl Config {
             message: format!("cannot read the templates directory: {e}"),
         })?;
         let mut templates = Vec::new();
+        let mut html = Vec::new();
         for entry in entries {
             let entry = entry.map_err(|e| ConfigError {
                 file: tdir.clone(),
@@ -358,7 +373,8 @@ impl Config {
                 message: format!("cannot list: {e}"),
             })?;
             let path = entry.path();
-            if path.extension().and_then(|e| e.to_str()) != Some("txt") {
+            let ext = path.extension().and_then(|e| e.to_str());
+            if ext != Some("txt") && ext != Some("html") {
                 continue;
             }
             let Some(name) = path
@@ -373,10 +389,15 @@ impl Config {
                 at: None,
                 message: format!("cannot read: {e}"),
             })?;
-            templates.push((name, path, text));
+            if ext == Some("html") {
+                html.push((name, path, text));
+            } else {
+                templates.push((name, path, text));
+            }
         }
         templates.sort();
-        Self::from_texts(dir, &keywords, &triage, &routing, templates)
+        html.sort();
+        Self::from_texts(dir, &keywords, &triage, &routing, templates, html)
     }
 
     fn from_texts(
@@ -385,6 +406,7 @@ impl Config {
         triage: &str,
         routing: &str,
         templates: Vec<(String, PathBuf, String)>,
+        html: Vec<(String, PathBuf, String)>,
     ) -> Result<Config, ConfigError> {
         let kw_src = Source {
             path: dir.join("keywords.toml"),
@@ -413,10 +435,49 @@ impl Config {
         };
         let (router, lifecycle) = load_routing(&rt_src, &keywords, tpl)?;
 
+        let mut digest_templates = minijinja::Environment::new();
+        digest_templates.set_undefined_behavior(minijinja::UndefinedBehavior::Chainable);
+        for d in router.digests.values() {
+            let name = &d.template;
+            if digest_templates
+                .get_template(&format!("{name}.txt"))
+                .is_ok()
+            {
+                continue;
+            }
+            let find = |list: &[(String, PathBuf, String)]| {
+                list.iter()
+                    .find(|(n, _, _)| n == name)
+                    .map(|(_, p, t)| (p.clone(), t.clone()))
+            };
+            let (txt_path, txt) = find(&templates).ok_or_else(|| ConfigError {
+                file: dir.join("templates").join(format!("{name}.txt")),
+                at: None,
+                message: "missing: a digest needs its text template".into(),
+            })?;
+            let (html_path, html) = find(&html).ok_or_else(|| ConfigError {
+                file: dir.join("templates").join(format!("{name}.html")),
+                at: None,
+                message: "missing: a digest needs its HTML template".into(),
+            })?;
+            crate::digest::add_templates(&mut digest_templates, name, &txt, &html).map_err(
+                |(which, line, message)| ConfigError {
+                    file: if which == "html" {
+                        html_path.clone()
+                    } else {
+                        txt_path.clone()
+                    },
+                    at: (line > 0).then_some((line, 1)),
+                    message,
+                },
+            )?;
+        }
+
         Ok(Config {
             triage: Triage::new(keywords, tf.required),
             router,
             lifecycle,
+            digest_templates,
         })
     }
 }
@@ -512,9 +573,25 @@ fn load_routing(
 
     let mut digests = BTreeMap::new();
     for (name, def) in &file.digests {
+        let schedule = def
+            .schedule()
+            .map_err(|e| src.error_at(e.span.clone(), e.message.clone()))?;
+        let template = def.template_name().to_string();
+        if !templates.contains(&template) {
+            return Err(src.error_at(
+                def.template.as_ref().map(|t| t.span()),
+                format!(
+                    "digest {name:?}: unknown template {template:?}: expected templates/{template}.txt and templates/{template}.html"
+                ),
+            ));
+        }
         digests.insert(
             name.clone(),
             Digest {
+                schedule,
+                template,
+                description: def.description.clone(),
+                time_zone: def.time_zone_name().to_string(),
                 to: resolve(&def.to)?,
             },
         );
@@ -607,9 +684,35 @@ fn load_routing(
                         ),
                     ));
                 }
+                let hours = match &f.hours {
+                    Some(h) if file.hours.contains_key(h.get_ref()) => Some(h.get_ref().clone()),
+                    Some(h) => {
+                        return Err(src.error_at(
+                            Some(h.span()),
+                            format!(
+                                "unknown business hours {:?}: expected a [hours.{}] table",
+                                h.get_ref(),
+                                h.get_ref()
+                            ),
+                        ));
+                    }
+                    None => None,
+                };
+                let after_hours = resolve(&f.after_hours)?;
+                if hours.is_none() && !after_hours.is_empty() {
+                    return Err(src.error_at(
+                        f.after_hours.first().map(|a| a.span()),
+                        format!(
+                            "rule {:?}: `after_hours` needs `hours`, the business hours it is outside of",
+                            def.name
+                        ),
+                    ));
+                }
                 Some(ForwardSpec {
                     to,
                     cc,
+                    hours,
+                    after_hours,
                     template: check_template(&f.template)?,
                 })
             }
@@ -676,6 +779,7 @@ fn load_routing(
         });
     }
     let router = Router {
+        hours: file.hours,
         rules,
         digests,
         templates,

@@ -116,12 +116,8 @@ pub async fn run_with_clock(
     let db_path = database_path(&daemon)?;
     let store = Store::open(&db_path, daemon.daemon.cache.0)
         .with_context(|| format!("opening the database at {}", db_path.display()))?;
-    let from: lettre::message::Mailbox = daemon
-        .smtp
-        .from
-        .parse()
-        .with_context(|| format!("[smtp] from = {:?} is not an address", daemon.smtp.from))?;
-    let mut own = vec![from.email.to_string()];
+    let identity = identity_of(&daemon)?;
+    let mut own = vec![identity.from.email.to_string()];
     own.extend(
         daemon
             .mailboxes
@@ -146,10 +142,6 @@ pub async fn run_with_clock(
         ca_file: daemon.smtp.ca_file.clone(),
     })
     .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let identity = Identity {
-        from,
-        domain: daemon.daemon.domain.clone(),
-    };
     let shared = Arc::new(Shared {
         config,
         daemon,
@@ -950,18 +942,73 @@ fn compose(
                 send::compose_reply(&sh.identity, case_id, n, &from, &r, email, date)
             }
             (ActionType::Forward, Some(r)) => {
-                c.forwarded.extend(action.to.iter().cloned());
-                c.forwarded.extend(action.cc.iter().cloned());
-                send::compose_forward(
-                    &sh.identity,
-                    case_id,
-                    n,
-                    &action.to,
-                    &action.cc,
-                    &r,
-                    raw,
-                    date,
-                )
+                let closed = action.hours.as_ref().and_then(|name| {
+                    let hours = sh.config.router.hours.get(name)?;
+                    let at = jiff::Timestamp::from_second(t).ok()?;
+                    if hours.is_open(at) {
+                        return None;
+                    }
+                    Some((name.clone(), hours.next_open(at)))
+                });
+                if let Some((name, opens)) = closed {
+                    // Outside the hours: the after-hours targets (the
+                    // supervisor on call) get it now, everyone else when
+                    // the hours open, from the outbox, once.
+                    let now_to: Vec<String> = action
+                        .after_hours
+                        .iter()
+                        .filter(|a| !skip.iter().any(|s| s.eq_ignore_ascii_case(a)))
+                        .cloned()
+                        .collect();
+                    let held = |l: &[String]| -> Vec<String> {
+                        l.iter()
+                            .filter(|a| !now_to.iter().any(|s| s.eq_ignore_ascii_case(a)))
+                            .cloned()
+                            .collect()
+                    };
+                    let (to, cc) = (held(&action.to), held(&action.cc));
+                    if !now_to.is_empty() {
+                        let out = send::compose_forward(
+                            &sh.identity,
+                            case_id,
+                            n + 500,
+                            &now_to,
+                            &[],
+                            &r,
+                            raw,
+                            date,
+                        )
+                        .map_err(|e| format!("composing for rule {}: {e}", action.rule))?;
+                        c.forwarded.extend(now_to.iter().cloned());
+                        c.outgoing.push(out);
+                    }
+                    if to.is_empty() && cc.is_empty() {
+                        continue;
+                    }
+                    let opens = opens.map(|o| o.as_second());
+                    tracing::info!(hours = %name, opens_at = ?opens, "outside business hours: forward held until they open");
+                    c.forwarded.extend(to.iter().cloned());
+                    c.forwarded.extend(cc.iter().cloned());
+                    send::compose_forward(&sh.identity, case_id, n, &to, &cc, &r, raw, date).map(
+                        |mut out| {
+                            out.not_before = opens;
+                            out
+                        },
+                    )
+                } else {
+                    c.forwarded.extend(action.to.iter().cloned());
+                    c.forwarded.extend(action.cc.iter().cloned());
+                    send::compose_forward(
+                        &sh.identity,
+                        case_id,
+                        n,
+                        &action.to,
+                        &action.cc,
+                        &r,
+                        raw,
+                        date,
+                    )
+                }
             }
             (ActionType::Digest, _) => {
                 c.digests.extend(action.digest.clone());
@@ -1203,6 +1250,8 @@ fn update_case(
             digest: None,
             tags: vec![],
             body: None,
+            hours: None,
+            after_hours: vec![],
         });
     }
     if applied.raised || applied.reopened {
@@ -1259,7 +1308,7 @@ fn update_case(
     ))
 }
 
-/// What runs on the clock: overdue re-escalations. Every minute, and at
+/// What runs on the clock: digests and overdue re-escalations. Every minute, and at
 /// once when a test sets the clock.
 async fn clock_task(sh: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     loop {
@@ -1269,6 +1318,16 @@ async fn clock_task(sh: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
         let changed = sh.clock.changed.notified();
         tokio::pin!(changed);
         changed.as_mut().enable();
+        let sh2 = sh.clone();
+        match tokio::task::spawn_blocking(move || digest_pass(&sh2)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => {
+                tracing::info!(digests = n, "digests queued");
+                sh.outbox_wake.notify_one();
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, "digest pass failed"),
+            Err(e) => tracing::error!(error = %e, "digest pass failed"),
+        }
         let sh2 = sh.clone();
         match tokio::task::spawn_blocking(move || overdue_pass(&sh2)).await {
             Ok(Ok(0)) => {}
@@ -1360,6 +1419,197 @@ fn overdue_pass(sh: &Shared) -> Result<usize, StoreError> {
         n += 1;
     }
     Ok(n)
+}
+
+/// Queues every scheduled digest whose period has come and was not sent.
+/// A period the daemon was down for is sent once, when it is back: the
+/// latest period only, covering everything since the last one sent.
+fn digest_pass(sh: &Shared) -> Result<usize, String> {
+    let t = sh.now();
+    let Ok(now) = jiff::Timestamp::from_second(t) else {
+        return Ok(0);
+    };
+    let mut n = 0;
+    for (name, d) in &sh.config.router.digests {
+        let Some(schedule) = &d.schedule else {
+            continue;
+        };
+        let last = sh.store.digest_sent(name).map_err(|e| e.to_string())?;
+        let last_ts = last.and_then(|l| jiff::Timestamp::from_second(l).ok());
+        let Some(period) = crate::digest::due(schedule, last_ts, now) else {
+            continue;
+        };
+        if last.is_none() {
+            // A new installation (or a new digest) starts counting here
+            // rather than mailing managers the moment it starts.
+            sh.store
+                .queue_digest(name, period.as_second(), &[], t)
+                .map_err(|e| e.to_string())?;
+            tracing::info!(digest = %name, next = ?schedule.next_after(now), "digest scheduled: the first goes at the next period");
+            continue;
+        }
+        let _guard = sh.lock_cases();
+        match queue_digest(
+            &sh.config,
+            &sh.store,
+            &sh.identity,
+            name,
+            last,
+            period.as_second(),
+            t,
+        ) {
+            Ok(summary) => {
+                tracing::info!(digest = %name, period = %period, "{summary}");
+                n += 1;
+            }
+            Err(e) => tracing::error!(digest = %name, error = %e, "digest not sent"),
+        }
+    }
+    Ok(n)
+}
+
+/// What digest `name` says at `now`, covering cases since `since`: the
+/// rendered digest and its recipients.
+pub fn build_digest(
+    config: &Config,
+    store: &Store,
+    name: &str,
+    since: Option<i64>,
+    now: i64,
+) -> Result<(crate::digest::RenderedDigest, Vec<String>), String> {
+    use crate::digest::{DigestData, DigestRow, age_label, shorten_issue};
+    let d = config.router.digests.get(name).ok_or_else(|| {
+        let known: Vec<&str> = config.router.digests.keys().map(String::as_str).collect();
+        format!("no digest {name:?}: expected one of {}", known.join(", "))
+    })?;
+    let overdue_after = |rec: &CaseRecord| {
+        config
+            .lifecycle
+            .overdue
+            .as_ref()
+            .and_then(|o| o.after.get(usize::from(rec.case.risk)).copied().flatten())
+    };
+    let mut opened = Vec::new();
+    let mut open = Vec::new();
+    for rec in store.cases() {
+        let rec = rec.map_err(|e| e.to_string())?;
+        if !rec.is_open() || !rec.digests.iter().any(|x| x == name) {
+            continue;
+        }
+        let age = now - rec.received_at;
+        let f = &rec.case.fields;
+        let row = DigestRow {
+            case_id: rec.id.clone(),
+            order_id: f.order_id.clone(),
+            customer: f.customer_name.clone(),
+            issue: shorten_issue(
+                f.issue
+                    .as_deref()
+                    .or(f.issue_summary.as_deref())
+                    .or(rec.case.subject.as_deref())
+                    .unwrap_or(""),
+            ),
+            flags: rec
+                .case
+                .flag_categories()
+                .into_iter()
+                .map(str::to_string)
+                .collect(),
+            risk: rec.case.risk,
+            tier: rec.case.tier,
+            status: rec.status.clone(),
+            opened_at: rec.received_at,
+            age: age_label(age),
+            message_id: rec.case.message_id.clone(),
+            overdue: rec.overdue_at.is_some()
+                || overdue_after(&rec).is_some_and(|a| age > a.as_secs() as i64),
+            vendor: f.vendor.clone(),
+        };
+        if since.is_none_or(|s| rec.received_at >= s) {
+            opened.push(row.clone());
+        }
+        open.push(row);
+    }
+    let ts = |t: i64| jiff::Timestamp::from_second(t).map_err(|e| e.to_string());
+    let data = DigestData::assemble(
+        name,
+        d.description.as_deref(),
+        &d.time_zone,
+        ts(now)?,
+        since.map(ts).transpose()?,
+        opened,
+        open,
+    );
+    let rendered = crate::digest::render_template(&config.digest_templates, &d.template, &data)?;
+    Ok((rendered, d.to.clone()))
+}
+
+/// Builds digest `name` and queues it, recording `period` as sent, in one
+/// transaction. Says what it did.
+pub fn queue_digest(
+    config: &Config,
+    store: &Store,
+    identity: &Identity,
+    name: &str,
+    since: Option<i64>,
+    period: i64,
+    now: i64,
+) -> Result<String, String> {
+    let (r, to) = build_digest(config, store, name, since, now)?;
+    let out = send::compose_digest(
+        identity,
+        name,
+        period,
+        &to,
+        &r.subject,
+        &r.text,
+        &r.html,
+        SystemTime::now(),
+    )
+    .map_err(|e| e.to_string())?;
+    store
+        .queue_digest(name, period, &[out], now)
+        .map_err(|e| e.to_string())?;
+    Ok(format!("digest {name:?} queued for {}", to.join(", ")))
+}
+
+/// `mailtriage digest NAME --preview | --send-now`: the next digest's
+/// subject and text, or that digest queued now (counting as the current
+/// period).
+pub fn digest_command(
+    config: &Config,
+    daemon: &DaemonConfig,
+    store: &Store,
+    name: &str,
+    send_now: bool,
+    now: i64,
+) -> Result<String, String> {
+    let since = store.digest_sent(name).map_err(|e| e.to_string())?;
+    if send_now {
+        let identity = identity_of(daemon).map_err(|e| format!("{e:#}"))?;
+        queue_digest(config, store, &identity, name, since, now, now)
+    } else {
+        let (r, to) = build_digest(config, store, name, since, now)?;
+        Ok(format!(
+            "To: {}\nSubject: {}\n\n{}",
+            to.join(", "),
+            r.subject,
+            r.text
+        ))
+    }
+}
+
+/// Who the daemon is when it sends, from `[smtp] from` and `[daemon] domain`.
+fn identity_of(daemon: &DaemonConfig) -> anyhow::Result<Identity> {
+    let from: lettre::message::Mailbox = daemon
+        .smtp
+        .from
+        .parse()
+        .with_context(|| format!("[smtp] from = {:?} is not an address", daemon.smtp.from))?;
+    Ok(Identity {
+        from,
+        domain: daemon.daemon.domain.clone(),
+    })
 }
 
 /// "45 min", "5 h", "3 d".

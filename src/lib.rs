@@ -35,6 +35,7 @@ pub mod classify;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod digest;
 pub mod extract;
 pub mod imap;
 pub mod lifecycle;

@@ -112,6 +112,10 @@ pub struct ForwardSpec {
     pub to: Vec<String>,
     pub cc: Vec<String>,
     pub template: String,
+    /// Named business hours (`[hours.NAME]`): outside them the forward is
+    /// held until they open, and `after_hours` get it at once.
+    pub hours: Option<String>,
+    pub after_hours: Vec<String>,
 }
 
 /// One rule of the routing table, compiled.
@@ -129,9 +133,14 @@ pub struct Rule {
 }
 
 /// A named digest: who receives it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Digest {
     pub to: Vec<String>,
+    /// None: sent only on request (`mailtriage digest NAME --send-now`).
+    pub schedule: Option<crate::digest::Schedule>,
+    pub template: String,
+    pub description: Option<String>,
+    pub time_zone: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -162,6 +171,11 @@ pub struct Action {
     /// Filled in by rendering, shown only on request.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub body: Option<String>,
+    /// A forward held outside these business hours (see [`ForwardSpec`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hours: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub after_hours: Vec<String>,
 }
 
 /// A rendered template.
@@ -291,6 +305,8 @@ struct TemplateContext<'a> {
 /// The routing table, compiled, with its templates.
 #[derive(Debug, Default)]
 pub struct Router {
+    /// Named business hours, `[hours.NAME]`.
+    pub hours: BTreeMap<String, crate::digest::BusinessHours>,
     pub rules: Vec<Rule>,
     pub digests: BTreeMap<String, Digest>,
     pub templates: Templates,
@@ -318,6 +334,8 @@ impl Router {
                     digest: None,
                     tags: vec![],
                     body: None,
+                    hours: None,
+                    after_hours: vec![],
                 });
             }
             if let Some(fwd) = &rule.forward {
@@ -344,6 +362,8 @@ impl Router {
                         digest: None,
                         tags: vec![],
                         body: None,
+                        hours: fwd.hours.clone(),
+                        after_hours: fwd.after_hours.clone(),
                     });
                 }
             }
@@ -366,6 +386,8 @@ impl Router {
                         digest: Some(name.clone()),
                         tags: vec![],
                         body: None,
+                        hours: None,
+                        after_hours: vec![],
                     });
                 }
             }
@@ -380,6 +402,8 @@ impl Router {
                     digest: None,
                     tags: rule.tags.clone(),
                     body: None,
+                    hours: None,
+                    after_hours: vec![],
                 });
             }
             if !rule.cont {

@@ -178,6 +178,30 @@ pub fn compose_forward(
     finish(body, "forward", Some(case_id), id, identity)
 }
 
+/// A digest: text and HTML alternatives, for reading on a phone.
+#[allow(clippy::too_many_arguments)]
+pub fn compose_digest(
+    identity: &Identity,
+    name: &str,
+    period: i64,
+    to: &[String],
+    subject: &str,
+    text: &str,
+    html: &str,
+    date: SystemTime,
+) -> Result<NewOutgoing, ComposeError> {
+    let id = format!("digest.{name}.{period}@{}", identity.domain);
+    let mut b = base(identity, &id, subject, date, "auto-generated");
+    for a in to {
+        b = b.to(mailbox(a)?);
+    }
+    let body = b.multipart(MultiPart::alternative_plain_html(
+        text.to_string(),
+        html.to_string(),
+    ));
+    finish(body, "digest", None, id, identity)
+}
+
 /// A notice that belongs to no case (health alerts).
 pub fn compose_notice(
     identity: &Identity,

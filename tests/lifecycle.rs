@@ -283,3 +283,208 @@ fn an_overdue_case_is_re_escalated_once() {
         );
     }
 }
+
+/// A config directory with the shipped routing table as it is (Tier-2
+/// hours and the digest schedule included): these tests set the clock.
+fn shipped_hours_config(d: &Dovecot, s: &SmtpCapture) -> tempfile::TempDir {
+    let dir = daemon_proc::config_dir(d, s, daemon_proc::Extra::default());
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("config/routing.toml"),
+        dir.path().join("routing.toml"),
+    )
+    .unwrap();
+    dir
+}
+
+fn at(rfc3339: &str) -> i64 {
+    rfc3339.parse::<jiff::Timestamp>().unwrap().as_second()
+}
+
+#[test]
+fn tier_2_after_hours_goes_to_the_supervisor_now_and_to_tier_2_when_they_open() {
+    let d = Dovecot::start(&[("ops", "secret")]);
+    let s = SmtpCapture::start();
+    let dir = shipped_hours_config(&d, &s);
+    // Saturday 28 November 2026, 17:00 in New York: Tier 2 closed at 16:30.
+    let clock = mailtriage::daemon::Clock::fixed(at("2026-11-28T22:00:00Z"));
+    let daemon = InProcess::start_with_clock(dir.path(), clock.clone());
+    d.append("ops", "INBOX", &fixture("23-review-threat-trustpilot.eml"));
+    wait_processed(&d, 1);
+    let got = s.wait_for(2, WAIT);
+    assert_eq!(
+        by_rcpt(&got, "deepa.r@example.com").len(),
+        1,
+        "the agent's acknowledgement"
+    );
+    let now = by_rcpt(&got, "supervisor.oncall@example.com");
+    assert_eq!(now.len(), 1, "the supervisor on call at once");
+    assert_eq!(now[0].rcpt_to, ["supervisor.oncall@example.com"]);
+    assert!(
+        by_rcpt(&got, "tier2@example.com").is_empty(),
+        "Tier 2 is closed"
+    );
+
+    // Sunday: still closed. Monday 08:00 in New York (13:00 UTC): it goes.
+    clock.set(at("2026-11-29T18:00:00Z"));
+    clock.set(at("2026-11-30T13:00:00Z"));
+    let got = s.wait_for(3, WAIT);
+    let t2 = by_rcpt(&got, "tier2@example.com");
+    assert_eq!(t2.len(), 1);
+    assert_eq!(
+        t2[0].rcpt_to,
+        ["tier2@example.com"],
+        "the supervisor had it already"
+    );
+
+    // In hours (Monday 10:00 New York), a Tier-2 case goes to both at once.
+    clock.set(at("2026-11-30T15:00:00Z"));
+    d.append("ops", "INBOX", &fixture("33-tier2-news-media.eml"));
+    wait_processed(&d, 2);
+    let got = s.wait_for(5, WAIT);
+    daemon.shutdown();
+    let t2 = by_rcpt(&got, "tier2@example.com");
+    assert_eq!(
+        t2.len(),
+        2,
+        "{:?}",
+        got.iter().map(subject).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        t2[1].rcpt_to,
+        ["tier2@example.com", "supervisor.oncall@example.com"]
+    );
+    // Nothing went twice (the clock also passed digest times and the first
+    // case's overdue time: those go to others).
+    let got = s.messages();
+    assert_eq!(by_rcpt(&got, "tier2@example.com").len(), 2);
+    assert_eq!(by_rcpt(&got, "supervisor.oncall@example.com").len(), 2);
+}
+
+#[test]
+fn the_managers_digest_lists_the_store_and_goes_once_per_period() {
+    let d = Dovecot::start(&[("ops", "secret")]);
+    let s = SmtpCapture::start();
+    let dir = shipped_hours_config(&d, &s);
+    // Wednesday 25 November 2026, 08:30 in Kolkata: the daily 08:00
+    // digest's period has begun; a new installation starts counting here.
+    let clock = mailtriage::daemon::Clock::fixed(at("2026-11-25T03:00:00Z"));
+    let daemon = InProcess::start_with_clock(dir.path(), clock.clone());
+    for f in [
+        "06-pickup-rude-vendor.eml",
+        "17-fraud-scam-accusation.eml",
+        "23-review-threat-trustpilot.eml",
+        "01-incorrect-promise-price.eml",
+    ] {
+        d.append("ops", "INBOX", &fixture(f));
+    }
+    wait_processed(&d, 4);
+    // One of them is resolved by a reply in its thread.
+    clock.set(at("2026-11-25T09:00:00Z"));
+    d.append("ops", "INBOX", b"From: CX Support <cx.support@example.com>\r\nTo: ops@example.com\r\nSubject: Re: Pickup complaint\r\nMessage-ID: <res@mail.example.com>\r\nIn-Reply-To: <pickup-rude-vendor.06@mail.example.com>\r\n\r\nStatus: Resolved\r\nResolution: vendor warned\r\n");
+    wait_processed(&d, 5);
+    let digests = |g: &[Captured]| by_rcpt(g, "cx.manager@example.com").len();
+    assert_eq!(digests(&s.messages()), 0, "no digest before its time");
+
+    // Thursday 08:00 in Kolkata.
+    let now = at("2026-11-26T02:30:00Z");
+    clock.set(now);
+    wait_until(
+        WAIT,
+        || digests(&s.messages()) >= 1,
+        || "no digest at 08:00".into(),
+    );
+    daemon.shutdown();
+    let got = s.messages();
+
+    let digest = by_rcpt(&got, "cx.manager@example.com")[0];
+    assert_eq!(
+        digest.rcpt_to,
+        ["ops.manager@example.com", "cx.manager@example.com"]
+    );
+    let m = MessageParser::default().parse(&digest.raw).unwrap();
+    assert!(m.body_html(0).is_some(), "an HTML part");
+    let text = m.body_text(0).unwrap().to_string();
+    let store = Store::open(&daemon_proc::database(dir.path()), 1 << 20).unwrap();
+    let cases: Vec<_> = store.cases().collect::<Result<_, _>>().unwrap();
+    assert_eq!(cases.len(), 4);
+    let open: Vec<_> = cases.iter().filter(|c| c.is_open()).collect();
+    assert_eq!(open.len(), 3);
+    // The risk-5 cases are past their two hours by now, and were
+    // re-escalated: the digest shows them as overdue.
+    let overdue = open.iter().filter(|c| c.overdue_at.is_some()).count();
+    assert_eq!(overdue, 2);
+    assert_eq!(
+        m.subject().unwrap(),
+        format!("Digest managers_daily, Thu 26 Nov 2026: 3 new, 3 open, {overdue} overdue")
+    );
+    for rec in &cases {
+        let head = format!(
+            "{} · Tier {} · risk {} · {} · {}{}",
+            rec.id,
+            rec.case.tier,
+            rec.case.risk,
+            rec.status,
+            mailtriage::digest::age_label(now - rec.received_at),
+            if rec.overdue_at.is_some() {
+                " · OVERDUE"
+            } else {
+                ""
+            }
+        );
+        let lines: Vec<&str> = text.lines().filter(|l| l.starts_with(&rec.id)).collect();
+        if !rec.is_open() {
+            assert!(
+                lines.is_empty(),
+                "a resolved case leaves the digest:\n{text}"
+            );
+            continue;
+        }
+        // Listed as new and under its tier and risk (and as overdue), the
+        // same each time.
+        let times = if rec.overdue_at.is_some() { 3 } else { 2 };
+        assert_eq!(lines, vec![head.as_str(); times], "\n{text}");
+        let order = format!(
+            "  Order {} · {}",
+            rec.case.fields.order_id.as_deref().unwrap_or("(none)"),
+            rec.case
+                .fields
+                .customer_name
+                .as_deref()
+                .unwrap_or("(no name)")
+        );
+        assert!(text.contains(&order), "{order:?} in\n{text}");
+        let mid = format!("  <{}>", rec.case.message_id.as_deref().unwrap());
+        assert!(text.contains(&mid), "{mid:?} in\n{text}");
+    }
+    drop(store);
+
+    // A restart in the same period sends nothing; a restart after the
+    // daemon was down three days sends one digest, not three.
+    let daemon = InProcess::start_with_clock(dir.path(), clock.clone());
+    d.append("ops", "INBOX", &fixture("18-counterfeit-product.eml"));
+    wait_processed(&d, 6);
+    wait_until(
+        WAIT,
+        || {
+            by_rcpt(&s.messages(), "kavya.menon@example.com")
+                .iter()
+                .any(|c| subject(c).contains("Counterfeit") || subject(c).contains("counterfeit"))
+        },
+        || "no acknowledgement for the case opened after the restart".into(),
+    );
+    daemon.shutdown();
+    assert_eq!(digests(&s.messages()), 1, "not twice in one period");
+    clock.set(at("2026-11-29T05:00:00Z"));
+    let daemon = InProcess::start_with_clock(dir.path(), clock.clone());
+    wait_until(
+        WAIT,
+        || digests(&s.messages()) >= 2,
+        || "no digest after the downtime".into(),
+    );
+    d.append("ops", "INBOX", &fixture("20-integrity-lying.eml"));
+    wait_processed(&d, 7);
+    let settled = s.messages().len();
+    daemon.shutdown();
+    assert_eq!(digests(&s.messages()), 2, "one digest for the missed days");
+    assert_eq!(s.messages().len(), settled);
+}

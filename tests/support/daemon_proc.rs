@@ -115,13 +115,14 @@ fn toml_string(s: &str) -> String {
     out
 }
 
-/// A config directory: the shipped triage config, the IMAP password (the
+/// A config directory: the shipped triage config (clock-free: see
+/// [`copy_clock_free_config`]), the IMAP password (the
 /// Dovecot user `ops`, password `secret`) in `imap-password`, and a
 /// mailtriage.toml for the test servers, with the database in `db/` and
 /// the daemon's log in `daemon.log`.
 pub fn config_dir(d: &Dovecot, s: &SmtpCapture, extra: Extra) -> TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
-    copy_shipped_config(dir.path());
+    copy_clock_free_config(dir.path());
     fs::write(password_file(dir.path()), "secret\n").unwrap();
     let toml = format!(
         r#"
@@ -158,6 +159,27 @@ timeout = "10s"
     );
     fs::write(dir.path().join("mailtriage.toml"), toml).unwrap();
     dir
+}
+
+/// [`copy_shipped_config`], with Tier 2 open around the clock and the
+/// digest sent only on request, so that what a test sees does not depend on
+/// the hour it runs at. Tests of business hours and digests use the shipped
+/// config and set the daemon's clock.
+pub fn copy_clock_free_config(dir: &Path) {
+    copy_shipped_config(dir);
+    let path = dir.join("routing.toml");
+    let text = fs::read_to_string(&path).expect("routing.toml");
+    let changed = text
+        .replace(
+            "mon-fri = \"08:00-21:00\"\nsat = \"08:00-16:30\"",
+            "mon-sun = \"00:00-24:00\"",
+        )
+        .replace("schedule = \"daily 08:00\"\n", "");
+    assert!(
+        changed.contains("mon-sun = \"00:00-24:00\"") && !changed.contains("schedule = "),
+        "the shipped routing.toml changed: update copy_clock_free_config"
+    );
+    fs::write(&path, changed).expect("write routing.toml");
 }
 
 /// Copies the shipped triage config (keywords, required fields, routing,
