@@ -174,6 +174,10 @@ fn count(var: &str, default: usize) -> usize {
 struct Source {
     name: String,
     raw: Vec<u8>,
+    /// The order id as written in the message, made unique per copy so
+    /// that each copy opens its own case (a second escalation of an order
+    /// would join the first one's case).
+    order: Option<String>,
     /// The agent, who gets the reply.
     sender: String,
     /// Messages the daemon sends for it: the reply and the forwards.
@@ -223,8 +227,24 @@ impl Corpus {
             if replies != 1 || send::reply_allowed(&email, &own).is_err() {
                 continue;
             }
+            let order = case.fields.order_id.clone();
+            // Only messages whose order id can be made unique by a plain
+            // replacement (not hidden in an encoded body).
+            if let Some(o) = &order {
+                let copy = replace_all(&raw, o.as_bytes(), format!("{o}U1").as_bytes());
+                let unique = config
+                    .triage
+                    .parse(&copy)
+                    .ok()
+                    .and_then(|(_, c)| c.fields.order_id)
+                    .is_some_and(|x| x != *o);
+                if !unique {
+                    continue;
+                }
+            }
             sources.push(Source {
                 name: path.file_stem().unwrap().to_string_lossy().into_owned(),
+                order,
                 raw,
                 sender,
                 outgoing: replies + forwards,
@@ -238,6 +258,33 @@ impl Corpus {
             config,
             fixtures: paths.len(),
             sources,
+        }
+    }
+}
+
+/// `raw` with every `from` replaced by `to`.
+fn replace_all(raw: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(raw.len() + 64);
+    let mut i = 0;
+    while i < raw.len() {
+        if !from.is_empty() && raw[i..].starts_with(from) {
+            out.extend_from_slice(to);
+            i += from.len();
+        } else {
+            out.push(raw[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+impl Source {
+    /// Copy `i`: its own Message-ID and its own order id.
+    fn copy(&self, id: &str, i: usize) -> Vec<u8> {
+        let raw = with_message_id(&self.raw, id);
+        match &self.order {
+            Some(o) => replace_all(&raw, o.as_bytes(), format!("{o}U{i}").as_bytes()),
+            None => raw,
         }
     }
 }
@@ -270,23 +317,13 @@ fn with_message_id(raw: &[u8], id: &str) -> Vec<u8> {
     out
 }
 
-/// A config directory: the shipped triage config, and a mailtriage.toml for
-/// these servers.
+/// A config directory: the shipped triage config (clock-free), and a
+/// mailtriage.toml for these servers.
 fn config_dir(imap_port: u16, smtp_port: u16, smtp_timeout: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
-    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
-    fs::create_dir(dir.path().join("templates")).unwrap();
-    for name in ["keywords.toml", "triage.toml", "routing.toml"] {
-        fs::copy(shipped.join(name), dir.path().join(name)).unwrap();
-    }
-    for e in fs::read_dir(shipped.join("templates")).unwrap() {
-        let p = e.unwrap().path();
-        fs::copy(
-            &p,
-            dir.path().join("templates").join(p.file_name().unwrap()),
-        )
-        .unwrap();
-    }
+    // Tier 2 open around the clock and no digest schedule: what the daemon
+    // sends must not depend on the hour the bench runs at.
+    support::daemon_proc::copy_clock_free_config(dir.path());
     fs::write(dir.path().join("imap-password"), format!("{PASSWORD}\n")).unwrap();
     let toml = format!(
         r#"
@@ -674,7 +711,7 @@ fn latency(corpus: &Corpus, n: usize) -> Vec<String> {
         for w in &watchers {
             w.rearm();
         }
-        let raw = with_message_id(&src.raw, &id);
+        let raw = src.copy(&id, i);
         let appended_from = SystemTime::now();
         let uid = appender
             .append(FOLDER, &[], &raw)
@@ -892,10 +929,7 @@ fn backlog(corpus: &Corpus, n: usize) -> Vec<String> {
     let mut expected_outgoing = 0;
     for i in 0..n {
         let src = &corpus.sources[i % corpus.sources.len()];
-        let raw = with_message_id(
-            &src.raw,
-            &format!("mt-bench-backlog-{i:05}@bench.example.com"),
-        );
+        let raw = src.copy(&format!("mt-bench-backlog-{i:05}@bench.example.com"), i);
         bytes += raw.len();
         expected_outgoing += src.outgoing;
         d.deliver(USER, FOLDER, &raw);

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use tokio::sync::{Notify, watch};
 
 use crate::config::{Config, DaemonConfig, MailboxSection};
@@ -82,7 +82,7 @@ struct Shared {
     /// Held while cases are read, changed and committed, so that two
     /// mailboxes (or a mailbox and the command line) updating one case do
     /// not overwrite each other.
-    case_lock: std::sync::Mutex<()>,
+    case_lock: Arc<std::sync::Mutex<()>>,
     clock: Arc<Clock>,
 }
 
@@ -149,13 +149,43 @@ pub async fn run_with_clock(
         identity,
         own,
         outbox_wake: Notify::new(),
-        case_lock: std::sync::Mutex::new(()),
+        case_lock: Arc::new(std::sync::Mutex::new(())),
         clock,
     });
     tracing::info!(database = %db_path.display(), mailboxes = shared.daemon.mailboxes.len(), "mailtriage starting");
 
+    // `mailtriage cases` and `mailtriage digest` reach the store through
+    // this socket while the daemon holds the database.
+    let socket = crate::control::socket_path(&shared.daemon)
+        .unwrap_or_else(|| db_path.with_file_name("control.sock"));
+    let control = Arc::new(crate::control::Control {
+        store: shared.store.clone(),
+        case_lock: shared.case_lock.clone(),
+        now: {
+            let c = shared.clock.clone();
+            Arc::new(move || c.now())
+        },
+        digest: {
+            let sh = shared.clone();
+            Arc::new(move |name: &str, send_now: bool| {
+                let r = {
+                    let _guard = sh.lock_cases();
+                    digest_command(&sh.config, &sh.daemon, &sh.store, name, send_now, sh.now())
+                };
+                if send_now && r.is_ok() {
+                    sh.outbox_wake.notify_one();
+                }
+                r
+            })
+        },
+    });
+    let listener = crate::control::bind(&socket)
+        .with_context(|| format!("control socket {}", socket.display()))?;
+    tracing::info!(socket = %socket.display(), "control socket ready");
+
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<String>(64);
     let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(listener.serve(control, shutdown.clone()));
     for i in 0..shared.daemon.mailboxes.len() {
         let (sh, sd, ready) = (shared.clone(), shutdown.clone(), ready_tx.clone());
         tasks.spawn(async move { mailbox_task(sh, i, sd, ready).await });
@@ -216,24 +246,11 @@ pub async fn run_with_clock(
 }
 
 fn database_path(d: &DaemonConfig) -> anyhow::Result<PathBuf> {
-    if let Some(p) = &d.daemon.database {
-        return Ok(p.clone());
-    }
-    match std::env::var_os("STATE_DIRECTORY") {
-        // systemd may pass several, colon-separated: the first is ours.
-        Some(dirs) => {
-            let first = dirs
-                .to_string_lossy()
-                .split(':')
-                .next()
-                .unwrap_or("")
-                .to_string();
-            Ok(Path::new(&first).join("db"))
-        }
-        None => bail!(
+    crate::control::database_path(d).ok_or_else(|| {
+        anyhow::anyhow!(
             "no database path: set [daemon] database in mailtriage.toml, or run under systemd with StateDirectory="
-        ),
-    }
+        )
+    })
 }
 
 /// Resolves when `shutdown` is (or turns) true.
@@ -305,6 +322,11 @@ async fn mailbox_task(
             &mut failures,
         )
         .await;
+        if let Err(e) = &result {
+            // Logged before READY, so that the journal says why a mailbox
+            // is not working by the time systemd calls the service started.
+            tracing::error!(mailbox = %m.name, error = %e, failures = failures + 1, "mailbox session failed");
+        }
         if let Some(r) = ready.take() {
             let _ = r.send(m.name.clone()).await;
         }
@@ -319,7 +341,6 @@ async fn mailbox_task(
                     SessionError::Imap(ImapError::Auth { .. } | ImapError::Certificate(_))
                         | SessionError::Secret(_)
                 );
-                tracing::error!(mailbox = %m.name, error = %e, failures, "mailbox session failed");
                 if !health.alerted
                     && (is_auth || t - since >= sh.daemon.daemon.alert_after.0.as_secs() as i64)
                 {

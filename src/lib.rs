@@ -34,6 +34,7 @@ pub mod case;
 pub mod classify;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod digest;
 pub mod extract;

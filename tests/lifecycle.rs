@@ -125,6 +125,29 @@ fn a_thread_from_escalation_to_resolution() {
     );
     d.append("ops", "INBOX", resolve.as_bytes());
     wait_processed(&d, 5);
+
+    // The command line reads the case through the running daemon's control
+    // socket (the daemon holds the database).
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailtriage"))
+            .args(args)
+            .arg("--config")
+            .arg(dir.path())
+            .env_remove("RUNTIME_DIRECTORY")
+            .output()
+            .expect("run mailtriage");
+        assert!(
+            out.status.success(),
+            "mailtriage {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let shown: serde_json::Value =
+        serde_json::from_str(&cli(&["cases", "show", &case_id, "--json"])).unwrap();
+    assert_eq!(shown["case"]["status"], "resolved", "{shown}");
+    assert_eq!(shown["outbox"].as_array().map(Vec::len), Some(4), "{shown}");
+    assert!(cli(&["cases", "list", "--open"]).contains("no cases"));
     daemon.shutdown();
     let got = s.messages();
     assert_eq!(
