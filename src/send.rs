@@ -202,11 +202,14 @@ pub fn compose_digest(
     finish(body, "digest", None, id, identity)
 }
 
-/// A notice that belongs to no case (health alerts).
+/// A notice: a health alert (no case), a repeat-vendor report or an
+/// overdue re-escalation (the case that caused it).
+#[allow(clippy::too_many_arguments)]
 pub fn compose_notice(
     identity: &Identity,
     kind: &str,
     key: &str,
+    case_id: Option<&str>,
     to: &[String],
     subject: &str,
     text: &str,
@@ -218,7 +221,7 @@ pub fn compose_notice(
         b = b.to(mailbox(a)?);
     }
     let body = b.singlepart(SinglePart::plain(text.to_string()));
-    finish(body, kind, None, id, identity)
+    finish(body, kind, case_id, id, identity)
 }
 
 /// Local parts of senders that are machines.

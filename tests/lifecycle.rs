@@ -511,3 +511,60 @@ fn the_managers_digest_lists_the_store_and_goes_once_per_period() {
     assert_eq!(digests(&s.messages()), 2, "one digest for the missed days");
     assert_eq!(s.messages().len(), settled);
 }
+
+#[test]
+fn an_order_resolved_long_ago_opens_a_new_case_that_follows_the_old_one() {
+    let d = Dovecot::start(&[("ops", "secret")]);
+    let s = SmtpCapture::start();
+    let dir = daemon_proc::config_dir(&d, &s, daemon_proc::Extra::default());
+    let t0 = at("2026-11-02T06:00:00Z");
+    let clock = mailtriage::daemon::Clock::fixed(t0);
+    let daemon = InProcess::start_with_clock(dir.path(), clock.clone());
+    let escalation = |n: u32| {
+        String::from_utf8_lossy(&fixture("06-pickup-rude-vendor.eml"))
+            .replace(
+                "pickup-rude-vendor.06@mail.example.com",
+                &format!("again{n}@mail.example.com"),
+            )
+            .into_bytes()
+    };
+    let resolve = |n: u32| {
+        format!(
+            "From: cx.support@example.com\r\nTo: ops@example.com\r\nSubject: Done\r\nMessage-ID: <done{n}@mail.example.com>\r\nIn-Reply-To: <again{n}@mail.example.com>\r\n\r\nStatus: Resolved\r\n"
+        )
+        .into_bytes()
+    };
+    d.append("ops", "INBOX", &escalation(1));
+    d.append("ops", "INBOX", &resolve(1));
+    wait_processed(&d, 2);
+    // Resolved a day ago: a new escalation of the order reopens the case.
+    clock.set(t0 + 86_400);
+    d.append("ops", "INBOX", &escalation(2));
+    wait_processed(&d, 3);
+    d.append("ops", "INBOX", &resolve(2));
+    wait_processed(&d, 4);
+    // Resolved three weeks ago (more than the shipped 14 days): a new case
+    // that follows the old one.
+    clock.set(t0 + 22 * 86_400);
+    d.append("ops", "INBOX", &escalation(3));
+    wait_processed(&d, 5);
+    daemon.shutdown();
+
+    let store = Store::open(&daemon_proc::database(dir.path()), 1 << 20).unwrap();
+    let cases: Vec<_> = store.cases().collect::<Result<_, _>>().unwrap();
+    assert_eq!(
+        cases.len(),
+        2,
+        "{:?}",
+        cases.iter().map(|c| &c.id).collect::<Vec<_>>()
+    );
+    let (old, new) = (&cases[0], &cases[1]);
+    assert_eq!(old.status, "resolved");
+    let reopened = old
+        .history
+        .iter()
+        .any(|h| h.changes.iter().any(|c| c == "status resolved -> open"));
+    assert!(reopened, "{:?}", old.history);
+    assert_eq!(new.follows.as_deref(), Some(old.id.as_str()));
+    assert!(new.is_open());
+}
