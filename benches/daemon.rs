@@ -46,7 +46,8 @@
 //!    drain, next to the batch period the daemon's log shows.
 //!
 //! `MAILTRIAGE_BENCH_LATENCY_MESSAGES` and `MAILTRIAGE_BENCH_BACKLOG_MESSAGES`
-//! change the counts (0 skips that part).
+//! change the counts (0 skips that part); `MAILTRIAGE_BENCH_WRAP` runs the
+//! daemon under a profiler (`heaptrack -o /tmp/mt`).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -376,7 +377,19 @@ impl Daemon {
         let log = dir.join("daemon.log");
         let file = File::create(&log).expect("create the daemon's log file");
         let started = Instant::now();
-        let child = Command::new(env!("CARGO_BIN_EXE_mailtriage"))
+        // MAILTRIAGE_BENCH_WRAP runs the daemon under a profiler, e.g.
+        // "heaptrack -o /tmp/mt" (its RSS figures then include the profiler).
+        let wrap = std::env::var("MAILTRIAGE_BENCH_WRAP").unwrap_or_default();
+        let mut wrap = wrap.split_whitespace();
+        let mut command = match wrap.next() {
+            Some(tool) => {
+                let mut c = Command::new(tool);
+                c.args(wrap).arg(env!("CARGO_BIN_EXE_mailtriage"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_mailtriage")),
+        };
+        let child = command
             .arg("run")
             .arg("--config")
             .arg(dir)
