@@ -878,7 +878,7 @@ fn latency(corpus: &Corpus, n: usize) -> Vec<String> {
          Dovecot process with its own inotify watch and 500 ms timer, re-armed like the daemon's \
          after each message); they disagree by {:.2} ms median, {:.2} ms p99: the error of \
          that moment. The 250 is the capture's stamp when DATA ended, <1 ms before its reply. \
-         The ack is the agent's reply; the daemon queues it after the case's forwards.",
+         The ack is the agent's reply; the daemon queues it ahead of the case's forwards.",
         pct(&spread, 0.5),
         pct(&spread, 0.99)
     );

@@ -11,7 +11,9 @@
 //!   latest period, not one per missed period.
 //! - [`BusinessHours`]: the Tier-2 opening hours ("Monday-Friday 8:00AM-9:00PM
 //!   and Saturday 8:00AM-4:30PM" in the organisation's zone), used to say
-//!   whether Tier 2 is open and to count overdue time in working hours.
+//!   whether Tier 2 is open (and [`BusinessHours::open_between`], for
+//!   counting time in working hours; overdue cases are counted in wall-clock
+//!   time for now).
 //! - Rendering ([`render`]): a [`DigestData`] into a subject, a plain-text
 //!   body and an HTML body, read on phones.
 //!
@@ -20,7 +22,8 @@
 //! fires at the same distance after the transition (03:30), and a time that
 //! happens twice on a fall-back day fires at the first of the two (jiff's
 //! "compatible" disambiguation, as cron daemons and calendars do). The only
-//! thing read from outside is the system's time-zone database, by zone name.
+//! thing read from outside is the time-zone database, by zone name (the
+//! system's, else the copy compiled in).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -863,7 +866,8 @@ pub struct DigestData {
     /// Unix seconds: the previous period (None on the first digest).
     pub since: Option<i64>,
     pub time_zone: String,
-    /// Cases opened since `since` (open or not).
+    /// Cases opened since `since` (the daemon passes open ones only:
+    /// resolved cases leave the digests).
     pub opened: Vec<DigestRow>,
     /// All open cases.
     pub open: Vec<DigestRow>,

@@ -4,23 +4,13 @@
 
 mod support;
 
-use std::path::Path;
 use std::time::Duration;
 
 use mail_parser::MessageParser;
 use support::daemon_proc::InProcess;
-use support::{Captured, Dovecot, SmtpCapture};
+use support::{Captured, Dovecot, SmtpCapture, by_rcpt, fixture};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("fixtures")
-            .join(name),
-    )
-    .expect("fixture")
-}
 
 /// The harness's config directory for the test servers, with extra lines
 /// for `[daemon]`.
@@ -37,13 +27,6 @@ fn config_dir(d: &Dovecot, s: &SmtpCapture, extra_daemon: &str) -> tempfile::Tem
 
 fn header<'a>(m: &'a mail_parser::Message<'a>, name: &'a str) -> Option<&'a str> {
     m.header_raw(name).map(str::trim)
-}
-
-fn by_rcpt<'a>(captured: &'a [Captured], rcpt: &str) -> Vec<&'a Captured> {
-    captured
-        .iter()
-        .filter(|c| c.rcpt_to.iter().any(|r| r == rcpt))
-        .collect()
 }
 
 #[test]

@@ -8,10 +8,9 @@ mod support;
 use std::path::Path;
 use std::time::Duration;
 
-use mail_parser::MessageParser;
-use mailtriage::store::{Delivery, OutboxItem, Store};
-use support::daemon_proc::{self, Daemon, Extra, wait_until};
-use support::{Captured, Dovecot, SmtpCapture};
+use mailtriage::store::Delivery;
+use support::daemon_proc::{self, Daemon, Extra, outbox, stop, wait_until};
+use support::{Dovecot, SmtpCapture, by_rcpt, subject};
 
 const WAIT: Duration = Duration::from_secs(30);
 /// The outbox retries after 1 s, then every 2 s (the default is 30 s
@@ -24,20 +23,6 @@ fn escalation(n: u32, from: &str) -> Vec<u8> {
         "From: Agent <{from}>\r\nTo: ops@example.com\r\nSubject: Escalation (Order #CK7{n:04})\r\nMessage-ID: <outage-{n}@agents.example.com>\r\n\r\nCustomer Name: Asha Verma\r\nOrder ID: CK7{n:04}\r\nPhone: 98765 4{n:04}\r\nIssue: The refund has not arrived after ten days.\r\n"
     )
     .into_bytes()
-}
-
-fn to<'a>(captured: &'a [Captured], rcpt: &str) -> Vec<&'a Captured> {
-    captured
-        .iter()
-        .filter(|c| c.rcpt_to.iter().any(|r| r == rcpt))
-        .collect()
-}
-
-fn subject(c: &Captured) -> String {
-    MessageParser::default()
-        .parse(&c.raw)
-        .and_then(|m| m.subject().map(str::to_string))
-        .unwrap_or_default()
 }
 
 /// What failed, with both servers' and the daemon's log tails.
@@ -56,24 +41,6 @@ fn context(what: &str, d: &Dovecot, s: &SmtpCapture, daemon: &Daemon) -> String 
     )
 }
 
-/// Stops the daemon with SIGTERM and checks that it exits 0.
-fn stop(daemon: &mut Daemon) {
-    let status = daemon.terminate(Duration::from_secs(10));
-    assert!(
-        status.success(),
-        "exit status {status} after SIGTERM\n{}",
-        daemon.log_tail()
-    );
-}
-
-/// The outbox, once the daemon has exited.
-fn outbox(dir: &Path) -> Vec<OutboxItem> {
-    Store::open(&daemon_proc::database(dir), 1 << 20)
-        .expect("open the store")
-        .outbox_items()
-        .expect("read the outbox")
-}
-
 #[test]
 fn after_an_imap_outage_the_daemon_reconnects_by_itself() {
     let mut d = Dovecot::start(&[("ops", "secret")]);
@@ -85,7 +52,7 @@ fn after_an_imap_outage_the_daemon_reconnects_by_itself() {
     d.append("ops", "INBOX", &escalation(1, "before@example.com"));
     wait_until(
         WAIT,
-        || to(&s.messages(), "before@example.com").len() == 1,
+        || by_rcpt(&s.messages(), "before@example.com").len() == 1,
         || context("no acknowledgement before the outage", &d, &s, &daemon),
     );
 
@@ -99,7 +66,7 @@ fn after_an_imap_outage_the_daemon_reconnects_by_itself() {
     d.append("ops", "INBOX", &escalation(2, "after@example.com"));
     wait_until(
         WAIT,
-        || to(&s.messages(), "after@example.com").len() == 1,
+        || by_rcpt(&s.messages(), "after@example.com").len() == 1,
         || context("no acknowledgement after the outage", &d, &s, &daemon),
     );
 
@@ -177,9 +144,9 @@ fn mail_queued_during_an_smtp_outage_is_delivered_when_it_is_back() {
     let got = s.messages();
     let what = || context("each queued message, once", &d, &s, &daemon);
     assert_eq!(got.len(), 3, "{}", what());
-    assert_eq!(to(&got, "deepa.r@example.com").len(), 1, "{}", what());
-    assert_eq!(to(&got, "tier2@example.com").len(), 1, "{}", what());
-    assert_eq!(to(&got, "plain@example.com").len(), 1, "{}", what());
+    assert_eq!(by_rcpt(&got, "deepa.r@example.com").len(), 1, "{}", what());
+    assert_eq!(by_rcpt(&got, "tier2@example.com").len(), 1, "{}", what());
+    assert_eq!(by_rcpt(&got, "plain@example.com").len(), 1, "{}", what());
     let items = outbox(dir.path());
     assert_eq!(items.len(), 3, "{items:#?}");
     for i in &items {
@@ -231,7 +198,7 @@ fn transient_rejections_are_retried_permanent_ones_never() {
     s.set_reject(None);
     wait_until(
         WAIT,
-        || to(&s.messages(), "temp@example.com").len() == 1,
+        || by_rcpt(&s.messages(), "temp@example.com").len() == 1,
         || context("not delivered after the 451s", &d, &s, &daemon),
     );
     stop(&mut daemon);
@@ -244,7 +211,7 @@ fn transient_rejections_are_retried_permanent_ones_never() {
         .collect();
     assert_eq!(perm_tries.len(), 1, "{perm_tries:?}\n{}", what());
     let got = s.messages();
-    assert!(to(&got, "perm@example.com").is_empty(), "{}", what());
+    assert!(by_rcpt(&got, "perm@example.com").is_empty(), "{}", what());
     assert_eq!(got.len(), 1, "{}", what());
 
     let items = outbox(dir.path());
@@ -274,7 +241,7 @@ fn a_mailbox_that_cannot_log_in_raises_one_alert_and_one_all_clear() {
     std::fs::write(daemon_proc::password_file(dir.path()), "wrong\n").unwrap();
     let mut daemon = Daemon::spawn(dir.path());
     let alerts = |what: &str| {
-        to(&s.messages(), "it.oncall@example.com")
+        by_rcpt(&s.messages(), "it.oncall@example.com")
             .iter()
             .filter(|c| subject(c).contains(what))
             .count()
@@ -301,14 +268,14 @@ fn a_mailbox_that_cannot_log_in_raises_one_alert_and_one_all_clear() {
     d.append("ops", "INBOX", &escalation(6, "agent@example.com"));
     wait_until(
         WAIT,
-        || to(&s.messages(), "agent@example.com").len() == 1,
+        || by_rcpt(&s.messages(), "agent@example.com").len() == 1,
         || context("the mailbox does not work again", &d, &s, &daemon),
     );
     stop(&mut daemon);
 
     let got = s.messages();
     let what = || context("one alert and one all-clear", &d, &s, &daemon);
-    let oncall = to(&got, "it.oncall@example.com");
+    let oncall = by_rcpt(&got, "it.oncall@example.com");
     assert_eq!(oncall.len(), 2, "{}", what());
     let down = subject(oncall[0]);
     assert_eq!(

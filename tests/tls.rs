@@ -16,13 +16,11 @@
 
 mod support;
 
-use std::path::Path;
 use std::time::Duration;
 
-use mail_parser::MessageParser;
-use mailtriage::store::{Delivery, OutboxItem, Store};
-use support::daemon_proc::{self, Daemon, Extra, TlsMode, Via, wait_until};
-use support::{Captured, Dovecot, SmtpCapture, SmtpTls, TestCa};
+use mailtriage::store::Delivery;
+use support::daemon_proc::{self, Daemon, Extra, TlsMode, Via, outbox, stop, wait_until};
+use support::{Dovecot, SmtpCapture, SmtpTls, TestCa, by_rcpt, fixture, subject};
 
 const WAIT: Duration = Duration::from_secs(30);
 /// The outbox retries after 1 s, then every 2 s.
@@ -32,29 +30,6 @@ const FAST_RETRY: &str = "retry_first = \"1s\"\nretry_max = \"2s\"";
 const ESCALATION: &str = "06-pickup-rude-vendor.eml";
 const AGENT: &str = "ravi.k@example.com";
 const SUBJECT: &str = "Re: Pickup complaint – vendor rude to customer";
-
-fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("fixtures")
-            .join(name),
-    )
-    .expect("fixture")
-}
-
-fn to<'a>(captured: &'a [Captured], rcpt: &str) -> Vec<&'a Captured> {
-    captured
-        .iter()
-        .filter(|c| c.rcpt_to.iter().any(|r| r == rcpt))
-        .collect()
-}
-
-fn subject(c: &Captured) -> String {
-    MessageParser::default()
-        .parse(&c.raw)
-        .and_then(|m| m.subject().map(str::to_string))
-        .unwrap_or_default()
-}
 
 /// What failed, with both servers' and the daemon's log tails.
 fn context(what: &str, d: &Dovecot, s: &SmtpCapture, daemon: &Daemon) -> String {
@@ -69,24 +44,6 @@ fn context(what: &str, d: &Dovecot, s: &SmtpCapture, daemon: &Daemon) -> String 
         s.log_tail(),
         d.log_tail()
     )
-}
-
-/// Stops the daemon with SIGTERM and checks that it exits 0.
-fn stop(daemon: &mut Daemon) {
-    let status = daemon.terminate(Duration::from_secs(10));
-    assert!(
-        status.success(),
-        "exit status {status} after SIGTERM\n{}",
-        daemon.log_tail()
-    );
-}
-
-/// The outbox, once the daemon has exited.
-fn outbox(dir: &Path) -> Vec<OutboxItem> {
-    Store::open(&daemon_proc::database(dir), 1 << 20)
-        .expect("open the store")
-        .outbox_items()
-        .expect("read the outbox")
 }
 
 /// Dovecot's log lines of successful logins of `ops` (e.g. `imap-login:
@@ -131,7 +88,7 @@ fn escalation_is_acknowledged_over_tls(imap: TlsMode, smtp: SmtpTls) {
 
     wait_until(
         WAIT,
-        || !to(&s.messages(), AGENT).is_empty(),
+        || !by_rcpt(&s.messages(), AGENT).is_empty(),
         || context("no acknowledgement arrived", &d, &s, &daemon),
     );
     wait_until(
@@ -142,7 +99,7 @@ fn escalation_is_acknowledged_over_tls(imap: TlsMode, smtp: SmtpTls) {
     let alive = daemon.running();
     let what = || context("after the acknowledgement", &d, &s, &daemon);
     let got = s.messages();
-    let acks = to(&got, AGENT);
+    let acks = by_rcpt(&got, AGENT);
     assert_eq!(acks.len(), 1, "{}", what());
     assert!(subject(acks[0]).starts_with(SUBJECT), "{}", what());
     assert!(subject(acks[0]).contains("[ESC-"), "{}", what());
@@ -339,11 +296,11 @@ fn smtp_certificate_from_an_unrelated_ca_is_refused(smtp: SmtpTls) {
     let mut daemon = Daemon::spawn(dir.path());
     wait_until(
         WAIT,
-        || !to(&s.messages(), AGENT).is_empty(),
+        || !by_rcpt(&s.messages(), AGENT).is_empty(),
         || context("no acknowledgement with the right CA", &d, &s, &daemon),
     );
     let got = s.messages();
-    let acks = to(&got, AGENT);
+    let acks = by_rcpt(&got, AGENT);
     assert_eq!(acks.len(), 1, "{}", context("", &d, &s, &daemon));
     assert!(subject(acks[0]).starts_with(SUBJECT));
     assert!(

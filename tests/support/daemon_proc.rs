@@ -438,3 +438,21 @@ impl InProcess {
         }
     }
 }
+
+/// Stops the daemon with SIGTERM and checks that it exits 0.
+pub fn stop(daemon: &mut Daemon) {
+    let status = daemon.terminate(Duration::from_secs(10));
+    assert!(
+        status.success(),
+        "exit status {status} after SIGTERM\n{}",
+        daemon.log_tail()
+    );
+}
+
+/// The outbox of a [`config_dir`]'s database, once the daemon has exited.
+pub fn outbox(dir: &Path) -> Vec<mailtriage::store::OutboxItem> {
+    mailtriage::store::Store::open(&database(dir), 1 << 20)
+        .expect("open the store")
+        .outbox_items()
+        .expect("read the outbox")
+}

@@ -1336,19 +1336,25 @@ impl ImapClient {
     /// `items` should include UID; the body is the last literal if fetched.
     pub fn uid_fetch(&mut self, set: &str, items: &str) -> Result<Vec<ImapMessage>, String> {
         let lines = self.command(&format!("UID FETCH {set} {items}"))?;
+        // A FETCH without a UID is an unsolicited flag update (another
+        // session, the daemon, changed flags meanwhile): the answer to this
+        // command carries the UID of every message it names.
         let mut messages: Vec<ImapMessage> = lines
             .iter()
             .filter(|l| l.text.starts_with("* ") && l.text.contains(" FETCH ("))
-            .map(|l| {
-                let uid = number_after(&l.text, "UID")
-                    .ok_or_else(|| format!("no UID in {:?}", l.text))?;
-                Ok(ImapMessage {
-                    uid,
+            .filter_map(|l| {
+                Some(ImapMessage {
+                    uid: number_after(&l.text, "UID")?,
                     flags: flags_in(&l.text),
                     raw: l.literals.last().cloned().unwrap_or_default(),
                 })
             })
-            .collect::<Result<_, String>>()?;
+            .collect();
+        // A message can appear twice (its answer and an update): keep the
+        // answer, which comes last.
+        messages.reverse();
+        let mut seen = std::collections::HashSet::new();
+        messages.retain(|m| seen.insert(m.uid));
         messages.sort_by_key(|m| m.uid);
         Ok(messages)
     }
@@ -2039,4 +2045,28 @@ impl SmtpClient {
     pub fn quit(mut self) {
         let _ = self.command("QUIT");
     }
+}
+
+/// A fixture's bytes (`fixtures/NAME`).
+pub fn fixture(name: &str) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name);
+    fs::read(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
+}
+
+/// The captured messages with `rcpt` among their recipients, in order.
+pub fn by_rcpt<'a>(captured: &'a [Captured], rcpt: &str) -> Vec<&'a Captured> {
+    captured
+        .iter()
+        .filter(|c| c.rcpt_to.iter().any(|r| r == rcpt))
+        .collect()
+}
+
+/// A captured message's subject, decoded ("" if it has none).
+pub fn subject(c: &Captured) -> String {
+    mail_parser::MessageParser::default()
+        .parse(&c.raw)
+        .and_then(|m| m.subject().map(str::to_string))
+        .unwrap_or_default()
 }
