@@ -107,7 +107,7 @@ fn fill(dir: &Path) -> Cases {
     let mut items = Vec::new();
     let record = |uid: u32, received: i64, fields: &str| {
         let id = store.reserve_case_id(2026).expect("case id");
-        CaseRecord::new(
+        let mut r = CaseRecord::new(
             id,
             "ops",
             uid,
@@ -116,7 +116,10 @@ fn fill(dir: &Path) -> Cases {
             triage(uid, fields),
             Some("Priya".into()),
             vec![],
-        )
+        );
+        // As the shipped routing table's acknowledge rule does.
+        r.digests = vec!["managers_daily".into()];
+        r
     };
     let first = record(
         1,
@@ -844,4 +847,56 @@ fn bind_refuses_a_live_socket_and_replaces_a_stale_one() {
         .expect("bind over a file fails");
     assert_eq!(err.kind(), std::io::ErrorKind::AlreadyExists);
     assert_eq!(std::fs::read(&socket).expect("still there"), b"data");
+}
+
+#[test]
+fn digest_preview_and_send_now_without_a_daemon() {
+    let dir = config_dir();
+    let c = fill(dir.path());
+
+    let preview = ok(&run(dir.path(), &["digest", "managers_daily", "--preview"]));
+    assert!(
+        preview.starts_with(
+            "To: ops.manager@example.com, cx.manager@example.com\nSubject: Digest managers_daily"
+        ),
+        "{preview}"
+    );
+    // The open cases, not the resolved one.
+    assert!(
+        preview.contains(&c.first) && preview.contains(&c.second),
+        "{preview}"
+    );
+    assert!(!preview.contains(&c.third), "{preview}");
+
+    let unknown = run(dir.path(), &["digest", "nightly", "--preview"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(
+        text(&unknown.stderr).contains("no digest \"nightly\""),
+        "{}",
+        text(&unknown.stderr)
+    );
+
+    let sent = ok(&run(
+        dir.path(),
+        &["digest", "managers_daily", "--send-now"],
+    ));
+    assert!(sent.contains("queued"), "{sent}");
+    let store = Store::open(&db(dir.path()), 1 << 20).expect("open store");
+    let digests: Vec<_> = store
+        .outbox_items()
+        .expect("outbox")
+        .into_iter()
+        .filter(|i| i.kind == "digest")
+        .collect();
+    assert_eq!(digests.len(), 1);
+    assert_eq!(
+        digests[0].recipients,
+        ["ops.manager@example.com", "cx.manager@example.com"]
+    );
+    assert!(
+        store
+            .digest_sent("managers_daily")
+            .expect("digest state")
+            .is_some()
+    );
 }
