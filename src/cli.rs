@@ -689,6 +689,7 @@ fn ask(dir: &Path, req: Request) -> Result<serde_json::Value, CliError> {
         )
         .into());
     }
+    refuse_foreign_database(&db)?;
     let store = match Store::open(&db, daemon.daemon.cache.0) {
         Ok(s) => s,
         Err(e) if control::database_in_use(&db) => {
@@ -709,6 +710,23 @@ fn ask(dir: &Path, req: Request) -> Result<serde_json::Value, CliError> {
     // Changes are flushed before `handle` returns (Store::update_case).
     let answer = control::handle(&store, req, now(), &std::sync::Mutex::new(()), &digest);
     answered(answer)
+}
+
+/// Opening another user's database as root would leave files the service
+/// (a `DynamicUser=`) cannot write: refused, with what to do instead.
+fn refuse_foreign_database(db: &Path) -> Result<(), CliError> {
+    use std::os::unix::fs::MetadataExt;
+    // /proc/self belongs to the effective user: no libc call needed.
+    let me = std::fs::metadata("/proc/self").map(|m| m.uid());
+    let owner = std::fs::metadata(db).map(|m| m.uid());
+    match (me, owner) {
+        (Ok(0), Ok(owner)) if owner != 0 => Err(anyhow::anyhow!(
+            "the database {} belongs to uid {owner}, and opening it as root would leave files the daemon cannot write: start the daemon (the command then goes through its control socket) or run the command as that user",
+            db.display()
+        )
+        .into()),
+        _ => Ok(()),
+    }
 }
 
 /// Digests when no daemon runs.

@@ -900,3 +900,32 @@ fn digest_preview_and_send_now_without_a_daemon() {
             .is_some()
     );
 }
+
+#[test]
+fn root_does_not_open_a_database_that_belongs_to_the_service() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = config_dir();
+    fill(dir.path());
+    let root = std::fs::metadata("/proc/self").map(|m| m.uid()).ok() == Some(0);
+    if !root {
+        // Not root: the owner's own database opens as usual.
+        ok(&run(dir.path(), &["cases", "list"]));
+        return;
+    }
+    // As the service's dynamic user would own it.
+    let status = std::process::Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(db(dir.path()))
+        .status()
+        .expect("chown");
+    assert!(status.success());
+    let out = run(dir.path(), &["cases", "list"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let err = text(&out.stderr);
+    assert!(err.contains("belongs to uid 65534"), "{err}");
+    // Nothing was created or changed as root.
+    for e in std::fs::read_dir(db(dir.path())).expect("db dir") {
+        let meta = e.expect("entry").metadata().expect("metadata");
+        assert_eq!(meta.uid(), 65534);
+    }
+}
