@@ -1515,6 +1515,9 @@ pub fn build_digest(
     };
     let mut opened = Vec::new();
     let mut open = Vec::new();
+    // One name per vendor (as its first case wrote it), so that `VID-77` and
+    // `FastPick (VID-77)` count as the one vendor they are.
+    let mut vendor_names: HashMap<String, String> = HashMap::new();
     for rec in store.cases() {
         let rec = rec.map_err(|e| e.to_string())?;
         if !rec.is_open() || !rec.digests.iter().any(|x| x == name) {
@@ -1547,7 +1550,12 @@ pub fn build_digest(
             message_id: rec.case.message_id.clone(),
             overdue: rec.overdue_at.is_some()
                 || overdue_after(&rec).is_some_and(|a| age > a.as_secs() as i64),
-            vendor: f.vendor.clone(),
+            vendor: rec.vendor_key().map(|k| {
+                vendor_names
+                    .entry(k)
+                    .or_insert_with(|| f.vendor.clone().unwrap_or_default())
+                    .clone()
+            }),
         };
         if since.is_none_or(|s| rec.received_at >= s) {
             opened.push(row.clone());

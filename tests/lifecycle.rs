@@ -228,6 +228,24 @@ fn a_vendors_third_complaint_is_reported_once() {
         || by_rcpt(&s.messages(), "ravi.k@example.com").len() == 4,
         || "four acknowledgements".into(),
     );
+    // The digest (asked of the running daemon) names the vendor once, with
+    // all four cases, however each agent wrote it.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailtriage"))
+        .args(["digest", "managers_daily", "--preview", "--config"])
+        .arg(dir.path())
+        .env_remove("RUNTIME_DIRECTORY")
+        .output()
+        .expect("run mailtriage digest");
+    let preview = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        preview.contains("FastPick Logistics (VID-77): 4 cases"),
+        "{preview}"
+    );
     daemon.shutdown();
     let got = s.messages();
     let reports = by_rcpt(&got, "vendor.manager@example.com");
