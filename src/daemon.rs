@@ -475,10 +475,18 @@ async fn session(
     };
 
     loop {
-        drain(sh, m, &mut conn, &mut cursor, shutdown).await?;
+        // Forget what earlier commands announced: the search below sees it.
+        conn.drain_unsolicited();
+        let found = drain(sh, m, &mut conn, &mut cursor, shutdown).await?;
         if *shutdown.borrow() {
             conn.logout().await;
             return Ok(());
+        }
+        // Mail that arrives while a batch is processed is announced with
+        // the answer to one of its commands, not again in IDLE: look again
+        // until a search finds nothing and no EXISTS came with it.
+        if found > 0 || conn.saw_new_mail() {
+            continue;
         }
         if conn.can_idle() {
             let outcome = {
@@ -527,14 +535,15 @@ async fn apply_server_actions(
     Ok(())
 }
 
-/// Processes every message above the cursor, a batch at a time.
+/// Processes every message above the cursor, a batch at a time; says how
+/// many there were.
 async fn drain(
     sh: &Shared,
     m: &MailboxSection,
     conn: &mut Connection,
     cursor: &mut Cursor,
     shutdown: &watch::Receiver<bool>,
-) -> Result<(), SessionError> {
+) -> Result<usize, SessionError> {
     let uids = conn.uids_after(cursor.last_uid).await?;
     for chunk in uids.chunks(m.batch_size) {
         if *shutdown.borrow() {
@@ -673,7 +682,7 @@ async fn drain(
         apply_server_actions(conn, m, &server).await?;
         sh.store.clear_pending(&m.name)?;
     }
-    Ok(())
+    Ok(uids.len())
 }
 
 /// What [`process`] decided for a message.

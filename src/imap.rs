@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use async_imap::extensions::idle::IdleResponse;
+use async_imap::types::UnsolicitedResponse;
 use async_imap::{Authenticator, Client, Session};
 use futures::TryStreamExt;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -407,6 +408,23 @@ impl Connection {
         if let Some(s) = self.session.as_mut() {
             while s.unsolicited_responses.try_recv().is_ok() {}
         }
+    }
+
+    /// Whether the server said, since the channel was last emptied, that
+    /// new mail arrived (an `EXISTS` that came with another command's
+    /// answer: IDLE would not announce that mail again). Empties the
+    /// channel.
+    pub fn saw_new_mail(&mut self) -> bool {
+        let mut seen = false;
+        if let Some(s) = self.session.as_mut() {
+            while let Ok(r) = s.unsolicited_responses.try_recv() {
+                seen |= matches!(
+                    r,
+                    UnsolicitedResponse::Exists(_) | UnsolicitedResponse::Recent(_)
+                );
+            }
+        }
+        seen
     }
 
     /// A cheap round trip, to find out whether the connection still works.

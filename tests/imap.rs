@@ -135,3 +135,41 @@ async fn idle_reports_new_mail_and_stops_on_request() {
     assert_eq!(outcome, Idled::Timeout);
     c.noop().await.unwrap();
 }
+
+/// Mail that arrives between commands is announced with the answer to the
+/// next command (an untagged EXISTS), and IDLE does not announce it again:
+/// the daemon asks `saw_new_mail` before it idles.
+#[tokio::test]
+async fn an_exists_announced_with_another_answer_is_seen_before_idling() {
+    let d = Dovecot::start(&[("ops", "secret")]);
+    d.append("ops", "INBOX", &mail(1));
+    let mut c = Connection::connect(&settings(&d, "ops", "secret"))
+        .await
+        .unwrap();
+    c.select("INBOX").await.unwrap();
+    assert_eq!(c.uids_after(0).await.unwrap(), [1]);
+    c.drain_unsolicited();
+    assert!(!c.saw_new_mail(), "nothing new yet");
+
+    // Another session delivers; this one learns of it with its next answer.
+    d.append("ops", "INBOX", &mail(2));
+    c.noop().await.unwrap();
+    assert!(
+        c.saw_new_mail(),
+        "the EXISTS that came with the NOOP's answer"
+    );
+    assert!(!c.saw_new_mail(), "told once");
+    // Why it matters: IDLE now says nothing about that message (Dovecot
+    // announces new mail to an idling client within about 500 ms; this
+    // waits four times that).
+    let idled = c
+        .idle(Duration::from_secs(2), std::future::pending())
+        .await
+        .unwrap();
+    assert_eq!(
+        idled,
+        Idled::Timeout,
+        "IDLE announced a message already announced"
+    );
+    assert_eq!(c.uids_after(1).await.unwrap(), [2]);
+}
