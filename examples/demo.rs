@@ -22,7 +22,7 @@ fn main() {
     let dovecot = Dovecot::start(&[("ops", "demo-ops"), ("support", "demo-support")]);
     let smtp = SmtpCapture::start();
     let dir = tempfile::tempdir().expect("temp dir");
-    write_config(dir.path(), root, &dovecot, &smtp);
+    write_config(dir.path(), &dovecot, &smtp);
 
     // The fixtures, alternately to ops and support, and how many messages
     // the routing table will send for them (so we know when it is done).
@@ -132,19 +132,37 @@ fn main() {
         received.len(),
         fixtures.len() - escalations
     );
+
+    // What the managers' digest would say now (`mailtriage digest
+    // managers_daily --preview --config DIR`), its beginning.
+    let store = mailtriage::store::Store::open(&dir.path().join("db"), 1 << 20)
+        .expect("open the demo's database");
+    let daemon_config =
+        mailtriage::config::DaemonConfig::load(dir.path()).expect("the demo's mailtriage.toml");
+    let config = Config::load(dir.path()).expect("the demo's config");
+    println!("\n==== THE MANAGERS' DIGEST, IF IT WENT NOW (its first 45 lines) ====");
+    match mailtriage::daemon::digest_command(
+        &config,
+        &daemon_config,
+        &store,
+        "managers_daily",
+        false,
+        jiff::Timestamp::now().as_second(),
+    ) {
+        Ok(text) => {
+            for line in text.lines().take(45) {
+                println!("{line}");
+            }
+            println!("...");
+        }
+        Err(e) => eprintln!("digest: {e}"),
+    }
 }
 
-fn write_config(dir: &Path, root: &Path, d: &Dovecot, s: &SmtpCapture) {
-    let shipped = root.join("config");
-    std::fs::create_dir(dir.join("templates")).expect("mkdir");
-    for name in ["keywords.toml", "triage.toml", "routing.toml"] {
-        std::fs::copy(shipped.join(name), dir.join(name)).expect("copy config");
-    }
-    for e in std::fs::read_dir(shipped.join("templates")).expect("templates") {
-        let p = e.expect("entry").path();
-        std::fs::copy(&p, dir.join("templates").join(p.file_name().expect("name")))
-            .expect("copy template");
-    }
+fn write_config(dir: &Path, d: &Dovecot, s: &SmtpCapture) {
+    // Tier 2 open around the clock, so that what the demo shows does not
+    // depend on the hour it runs at.
+    support::daemon_proc::copy_clock_free_config(dir);
     let mailbox = |name: &str, pw: &str| {
         let file = dir.join(format!("{name}.password"));
         std::fs::write(&file, pw).expect("write password");
