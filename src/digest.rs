@@ -705,6 +705,21 @@ impl<'de> Deserialize<'de> for BusinessHours {
                 Ok(ZoneValue(name.trim().to_string(), tz))
             }
         }
+        // A key checked as it is read, so that an error points at it.
+        enum HoursKey {
+            TimeZone,
+            Days(String, Vec<usize>),
+        }
+        impl<'de> Deserialize<'de> for HoursKey {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let key = String::deserialize(d)?;
+                if key == "time_zone" {
+                    return Ok(HoursKey::TimeZone);
+                }
+                let days = parse_day_key(&key).map_err(de::Error::custom)?;
+                Ok(HoursKey::Days(key, days))
+            }
+        }
         struct RangesSeed<'k>(&'k str);
         impl<'de> DeserializeSeed<'de> for RangesSeed<'_> {
             type Value = Vec<(u16, u16)>;
@@ -724,16 +739,18 @@ impl<'de> Deserialize<'de> for BusinessHours {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<BusinessHours, A::Error> {
                 let mut zone: Option<ZoneValue> = None;
                 let mut entries = Vec::new();
-                while let Some(key) = map.next_key::<String>()? {
-                    if key == "time_zone" {
-                        if zone.is_some() {
-                            return Err(de::Error::duplicate_field("time_zone"));
+                while let Some(key) = map.next_key::<HoursKey>()? {
+                    match key {
+                        HoursKey::TimeZone => {
+                            if zone.is_some() {
+                                return Err(de::Error::duplicate_field("time_zone"));
+                            }
+                            zone = Some(map.next_value()?);
                         }
-                        zone = Some(map.next_value()?);
-                    } else {
-                        let days = parse_day_key(&key).map_err(de::Error::custom)?;
-                        let ranges = map.next_value_seed(RangesSeed(&key))?;
-                        entries.push((key, days, ranges));
+                        HoursKey::Days(key, days) => {
+                            let ranges = map.next_value_seed(RangesSeed(&key))?;
+                            entries.push((key, days, ranges));
+                        }
                     }
                 }
                 let ZoneValue(name, tz) =
