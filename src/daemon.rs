@@ -211,8 +211,9 @@ pub async fn run_with_clock(
                 if r.is_some() {
                     reported += 1;
                     if reported == shared.daemon.mailboxes.len() {
-                        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+                        // Logged first: whoever is told READY can read why.
                         tracing::info!("every mailbox has reported; ready");
+                        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
                     }
                 }
             }
@@ -1672,6 +1673,10 @@ async fn outbox_task(sh: Arc<Shared>, smtp: Smtp, mut shutdown: watch::Receiver<
         ..Backoff::default()
     };
     let mut pruned_at = 0;
+    // SMTP failing for `alert_after`: said once at ERROR (an alert mail
+    // would have to go through the same SMTP), and once when it recovers.
+    let mut failing_since: Option<i64> = None;
+    let mut reported = false;
     loop {
         if *shutdown.borrow() {
             smtp.close().await;
@@ -1698,6 +1703,27 @@ async fn outbox_task(sh: Arc<Shared>, smtp: Smtp, mut shutdown: watch::Receiver<
                     undeliverable = d.undeliverable,
                     "outbox pass"
                 );
+                let t = sh.now();
+                if d.sent > 0 {
+                    if reported {
+                        tracing::warn!(
+                            down_for = %human_age(t - failing_since.unwrap_or(t)),
+                            "SMTP delivers again"
+                        );
+                    }
+                    failing_since = None;
+                    reported = false;
+                } else if d.retrying > 0 {
+                    let since = *failing_since.get_or_insert(t);
+                    if !reported && t - since >= sh.daemon.daemon.alert_after.0.as_secs() as i64 {
+                        reported = true;
+                        tracing::error!(
+                            host = %sh.daemon.smtp.host,
+                            failing_for = %human_age(t - since),
+                            "SMTP has been failing: outgoing mail waits in the outbox (no alert mail can go through it)"
+                        );
+                    }
+                }
             }
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "outbox: store error"),

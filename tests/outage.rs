@@ -101,6 +101,7 @@ fn mail_queued_during_an_smtp_outage_is_delivered_when_it_is_back() {
         &s,
         Extra {
             smtp: FAST_RETRY,
+            daemon: "alert_after = \"2s\"",
             ..Extra::default()
         },
     );
@@ -133,13 +134,30 @@ fn mail_queued_during_an_smtp_outage_is_delivered_when_it_is_back() {
     );
     assert!(s.messages().is_empty());
 
+    // Failing longer than alert_after: said once in the log, at ERROR.
+    wait_until(
+        WAIT,
+        || daemon.count_lines("SMTP has been failing") == 1,
+        || context("the SMTP outage was not reported", &d, &s, &daemon),
+    );
+
     s.restart();
     wait_until(
         WAIT,
         || s.messages().len() >= 3,
         || context("the queue was not delivered", &d, &s, &daemon),
     );
+    wait_until(
+        WAIT,
+        || daemon.count_lines("SMTP delivers again") == 1,
+        || context("the recovery was not reported", &d, &s, &daemon),
+    );
     stop(&mut daemon);
+    assert_eq!(
+        daemon.count_lines("SMTP has been failing"),
+        1,
+        "reported once"
+    );
 
     let got = s.messages();
     let what = || context("each queued message, once", &d, &s, &daemon);
