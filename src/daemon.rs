@@ -1351,31 +1351,35 @@ async fn clock_task(sh: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
         let changed = sh.clock.changed.notified();
         tokio::pin!(changed);
         changed.as_mut().enable();
-        let sh2 = sh.clone();
-        match tokio::task::spawn_blocking(move || digest_pass(&sh2)).await {
-            Ok(Ok(0)) => {}
-            Ok(Ok(n)) => {
-                tracing::info!(digests = n, "digests queued");
-                sh.outbox_wake.notify_one();
-            }
-            Ok(Err(e)) => tracing::error!(error = %e, "digest pass failed"),
-            Err(e) => tracing::error!(error = %e, "digest pass failed"),
-        }
-        let sh2 = sh.clone();
-        match tokio::task::spawn_blocking(move || overdue_pass(&sh2)).await {
-            Ok(Ok(0)) => {}
-            Ok(Ok(n)) => {
-                tracing::info!(cases = n, "overdue cases re-escalated");
-                sh.outbox_wake.notify_one();
-            }
-            Ok(Err(e)) => tracing::error!(error = %e, "overdue pass: store error"),
-            Err(e) => tracing::error!(error = %e, "overdue pass failed"),
-        }
+        clock_pass(&sh, "digests queued", digest_pass).await;
+        clock_pass(&sh, "overdue cases re-escalated", |sh| {
+            overdue_pass(sh).map_err(|e| e.to_string())
+        })
+        .await;
         tokio::select! {
             _ = changed => {}
             _ = tokio::time::sleep(Duration::from_secs(60)) => {}
             _ = stopped(&mut shutdown) => return,
         }
+    }
+}
+
+/// Runs one of the clock's passes off the async threads (they read and
+/// write the store) and wakes the outbox when it queued mail.
+async fn clock_pass(
+    sh: &Arc<Shared>,
+    done: &'static str,
+    pass: impl FnOnce(&Shared) -> Result<usize, String> + Send + 'static,
+) {
+    let sh2 = sh.clone();
+    match tokio::task::spawn_blocking(move || pass(&sh2)).await {
+        Ok(Ok(0)) => {}
+        Ok(Ok(n)) => {
+            tracing::info!(count = n, "{done}");
+            sh.outbox_wake.notify_one();
+        }
+        Ok(Err(e)) => tracing::error!(error = %e, "{done}: failed"),
+        Err(e) => tracing::error!(error = %e, "{done}: failed"),
     }
 }
 
@@ -1437,17 +1441,17 @@ fn overdue_pass(sh: &Shared) -> Result<usize, StoreError> {
             }
         };
         rec.overdue_at = Some(t);
-        rec.updated_at = t;
-        rec.history.push(crate::store::HistoryEntry {
-            at: t,
-            by: "daemon".into(),
-            message_id: None,
-            changes: vec![format!(
+        crate::lifecycle::record(
+            &mut rec,
+            "daemon",
+            t,
+            None,
+            vec![format!(
                 "overdue after {}: re-escalated to {}",
                 human_age(age),
                 od.to.join(", ")
             )],
-        });
+        );
         sh.store.update_case(&rec, &[out], t)?;
         tracing::warn!(age = %human_age(age), "case overdue: re-escalated");
         n += 1;

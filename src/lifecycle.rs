@@ -142,18 +142,30 @@ pub fn apply_update(rec: &mut CaseRecord, upd: &Case, by: &str, at: i64) -> Appl
             rec.thread.push(k);
         }
     }
+    let changes = if a.changes.is_empty() {
+        vec!["message added to the thread".into()]
+    } else {
+        a.changes.clone()
+    };
+    record(rec, by, at, upd.message_id.clone(), changes);
+    a
+}
+
+/// Adds a change to the case's history and marks the case updated.
+pub fn record(
+    rec: &mut CaseRecord,
+    by: &str,
+    at: i64,
+    message_id: Option<String>,
+    changes: Vec<String>,
+) {
     rec.updated_at = at;
     rec.history.push(HistoryEntry {
         at,
         by: by.to_string(),
-        message_id: upd.message_id.clone(),
-        changes: if a.changes.is_empty() {
-            vec!["message added to the thread".into()]
-        } else {
-            a.changes.clone()
-        },
+        message_id,
+        changes,
     });
-    a
 }
 
 /// Resolves a case by hand (`mailtriage cases resolve`). False if it was
@@ -169,13 +181,7 @@ pub fn resolve(rec: &mut CaseRecord, note: Option<&str>, by: &str, at: i64) -> b
         rec.resolution = Some(n.to_string());
         changes.push(format!("resolution note: {n}"));
     }
-    rec.updated_at = at;
-    rec.history.push(HistoryEntry {
-        at,
-        by: by.to_string(),
-        message_id: None,
-        changes,
-    });
+    record(rec, by, at, None, changes);
     true
 }
 
@@ -187,13 +193,7 @@ pub fn reopen(rec: &mut CaseRecord, by: &str, at: i64) -> bool {
     let mut changes = Vec::new();
     set_status(rec, "open", &mut changes);
     rec.resolved_at = None;
-    rec.updated_at = at;
-    rec.history.push(HistoryEntry {
-        at,
-        by: by.to_string(),
-        message_id: None,
-        changes,
-    });
+    record(rec, by, at, None, changes);
     true
 }
 
