@@ -1273,19 +1273,11 @@ fn update_case(
     let n0 = record.history.len() * 100;
     let mut actions = Vec::new();
     if joined && let Some(template) = &sh.config.lifecycle.joined_reply {
-        actions.push(crate::route::Action {
-            kind: ActionType::Reply,
-            rule: "lifecycle.joined_reply".into(),
-            to: vec![by.clone()],
-            cc: vec![],
-            template: Some(template.clone()),
-            subject: None,
-            digest: None,
-            tags: vec![],
-            body: None,
-            hours: None,
-            after_hours: vec![],
-        });
+        actions.push(crate::route::Action::reply(
+            "lifecycle.joined_reply",
+            &by,
+            template,
+        ));
     }
     if applied.raised || applied.reopened {
         actions.extend(

@@ -178,6 +178,25 @@ pub struct Action {
     pub after_hours: Vec<String>,
 }
 
+impl Action {
+    /// A reply to `to` with `template`, asked for by `rule`.
+    pub fn reply(rule: &str, to: &str, template: &str) -> Action {
+        Action {
+            kind: ActionType::Reply,
+            rule: rule.to_string(),
+            to: vec![to.to_string()],
+            cc: vec![],
+            template: Some(template.to_string()),
+            subject: None,
+            digest: None,
+            tags: vec![],
+            body: None,
+            hours: None,
+            after_hours: vec![],
+        }
+    }
+}
+
 /// A rendered template.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rendered {
@@ -324,19 +343,7 @@ impl Router {
             }
             if let (Some(template), Some(from), false) = (&rule.reply, &case.from, replied) {
                 replied = true;
-                actions.push(Action {
-                    kind: ActionType::Reply,
-                    rule: rule.name.clone(),
-                    to: vec![from.clone()],
-                    cc: vec![],
-                    template: Some(template.clone()),
-                    subject: None,
-                    digest: None,
-                    tags: vec![],
-                    body: None,
-                    hours: None,
-                    after_hours: vec![],
-                });
+                actions.push(Action::reply(&rule.name, from, template));
             }
             if let Some(fwd) = &rule.forward {
                 let mut fresh = |list: &[String]| -> Vec<String> {
