@@ -1441,7 +1441,10 @@ fn process(
     for (n, action) in actions.iter().enumerate() {
         let rendered = config
             .router
-            .render(action, &case, &email, case_id, MAILBOX)
+            .render(
+                action,
+                &mailtriage::route::Letter::new(case_id, MAILBOX, &case, &email),
+            )
             .expect("render");
         let composed = match (action.kind, rendered) {
             (ActionType::Reply, Some(r)) => {
@@ -1449,10 +1452,13 @@ fn process(
                     continue;
                 }
                 replied_to = Some(from.to_ascii_lowercase());
-                send::compose_reply(identity, case_id, n, &from, &r, &email, date)
+                send::compose_reply(identity, case_id, n, &from, None, &r, &email, date)
             }
             (ActionType::Forward, Some(r)) => {
-                send::compose_forward(identity, case_id, n, &action.to, &action.cc, &r, raw, date)
+                let original = send::Original::new(raw);
+                send::compose_forward(
+                    identity, case_id, n, &action.to, &action.cc, None, &r, &original, date,
+                )
             }
             (ActionType::Digest, _) => {
                 digests.extend(action.digest.clone());

@@ -294,10 +294,10 @@ fn main() {
         match config.triage.parse(raw) {
             Ok((email, case)) => {
                 for action in config.router.route(&case, MAILBOX) {
-                    if let Err(e) = config
-                        .router
-                        .render(&action, &case, &email, CASE_ID, MAILBOX)
-                    {
+                    if let Err(e) = config.router.render(
+                        &action,
+                        &mailtriage::route::Letter::new(CASE_ID, MAILBOX, &case, &email),
+                    ) {
                         render_failures.push(format!("{name}: {e}"));
                     }
                 }
@@ -387,10 +387,10 @@ fn main() {
             };
             let actions = config.router.route(&case, MAILBOX);
             for action in &actions {
-                if let Ok(Some(r)) = config
-                    .router
-                    .render(action, &case, &email, CASE_ID, MAILBOX)
-                {
+                if let Ok(Some(r)) = config.router.render(
+                    action,
+                    &mailtriage::route::Letter::new(CASE_ID, MAILBOX, &case, &email),
+                ) {
                     black_box(&r);
                     rendered += 1;
                 }
@@ -525,7 +525,10 @@ fn split(
         let mut acc = 0u64;
         for ((e, c), acts) in emails.iter().zip(&cases).zip(&actions) {
             for a in acts {
-                if let Ok(Some(r)) = config.router.render(a, c, e, CASE_ID, MAILBOX) {
+                if let Ok(Some(r)) = config
+                    .router
+                    .render(a, &mailtriage::route::Letter::new(CASE_ID, MAILBOX, c, e))
+                {
                     acc += r.body.len() as u64;
                     black_box(&r);
                 }

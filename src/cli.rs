@@ -527,7 +527,10 @@ fn route(
     for a in &mut actions {
         let rendered = config
             .router
-            .render(a, &case, &email, case_id, mailbox)
+            .render(
+                a,
+                &crate::route::Letter::new(case_id, mailbox, &case, &email),
+            )
             .map_err(anyhow::Error::from)?;
         if let Some(r) = rendered {
             a.subject = Some(r.subject);

@@ -1037,6 +1037,10 @@ pub struct MailboxSection {
     pub move_to: Option<String>,
     /// Where messages that cannot be processed go.
     pub quarantine: String,
+    /// The address of this mailbox, set as `Reply-To` on the mail the
+    /// daemon sends about its cases, so that replies come back here.
+    /// Default: `user`, when it is an address.
+    pub reply_to: Option<Spanned<String>>,
     #[serde(default = "default_poll")]
     pub poll_interval: Duration,
     #[serde(default = "default_idle")]
@@ -1049,6 +1053,17 @@ pub struct MailboxSection {
     pub timeout: Duration,
     /// A PEM CA certificate to trust besides the system's.
     pub ca_file: Option<PathBuf>,
+}
+
+impl MailboxSection {
+    /// Where replies to the daemon's mail about this mailbox's cases go:
+    /// `reply_to`, else `user` when it is an address.
+    pub fn reply_address(&self) -> Option<&str> {
+        self.reply_to
+            .as_ref()
+            .map(|r| r.get_ref().as_str())
+            .or_else(|| looks_like_address(&self.user).then_some(self.user.as_str()))
+    }
 }
 
 /// mailtriage.toml: what the daemon connects to.
@@ -1113,6 +1128,18 @@ impl DaemonConfig {
                     "mailbox {:?}: expected `mark_seen = true` or `move_to`, so that processed mail is marked",
                     m.name
                 )));
+            }
+            if let Some(r) = &m.reply_to
+                && !looks_like_address(r.get_ref())
+            {
+                return Err(src.error_at(
+                    Some(r.span()),
+                    format!(
+                        "mailbox {:?}: reply_to: expected the mailbox's email address, found {:?}",
+                        m.name,
+                        r.get_ref()
+                    ),
+                ));
             }
             if m.batch_size == 0 {
                 return Err(whole(format!(

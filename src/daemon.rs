@@ -125,6 +125,19 @@ pub async fn run_with_clock(
             .filter(|m| m.user.contains('@'))
             .map(|m| m.user.clone()),
     );
+    own.extend(
+        daemon
+            .mailboxes
+            .iter()
+            .filter_map(|m| m.reply_address().map(str::to_string)),
+    );
+    for m in daemon
+        .mailboxes
+        .iter()
+        .filter(|m| m.reply_address().is_none())
+    {
+        tracing::warn!(mailbox = %m.name, "no reply_to and the user is not an address: replies to the daemon's mail about its cases go to [smtp] from, which mailtriage does not read");
+    }
     own.extend(daemon.smtp.user.iter().filter(|u| u.contains('@')).cloned());
     let smtp = Smtp::new(&SmtpSettings {
         host: daemon.smtp.host.clone(),
@@ -293,6 +306,16 @@ fn imap_settings(m: &MailboxSection) -> Result<ImapSettings, String> {
     })
 }
 
+/// Where replies about a case of mailbox `name` go (see
+/// [`MailboxSection::reply_address`]).
+fn reply_address<'a>(sh: &'a Shared, name: &str) -> Option<&'a str> {
+    sh.daemon
+        .mailboxes
+        .iter()
+        .find(|m| m.name == name)
+        .and_then(MailboxSection::reply_address)
+}
+
 /// Outage bookkeeping for health alerts.
 #[derive(Default)]
 struct Health {
@@ -388,6 +411,7 @@ fn alert(sh: &Shared, m: &MailboxSection, since: i64, text: &str, what: &str) {
         &key,
         None,
         &sh.daemon.daemon.admin,
+        None,
         &subject,
         text,
         SystemTime::now(),
@@ -910,6 +934,17 @@ struct Composed {
     forwarded: Vec<String>,
 }
 
+/// Who a case's mail is about and where replies to it go.
+struct About<'a> {
+    case_id: &'a str,
+    /// The mailbox the message came in on (templates see its name).
+    mailbox: &'a str,
+    /// `Reply-To` of the mail that invites a reply: the case's mailbox.
+    reply_to: Option<&'a str>,
+    /// The case's first message, when the message answered is another.
+    origin: Option<crate::route::Origin<'a>>,
+}
+
 /// Renders and composes the mail of `actions` for a case. `n0` numbers
 /// the messages (their Message-IDs must differ across the case's life);
 /// `skip` are addresses that already had a forward of this case. An error
@@ -917,23 +952,25 @@ struct Composed {
 #[allow(clippy::too_many_arguments)]
 fn compose(
     sh: &Shared,
-    mailbox: &str,
+    about: &About<'_>,
     actions: &[crate::route::Action],
     case: &crate::case::Case,
     email: &crate::message::Email,
-    case_id: &str,
     raw: &[u8],
     t: i64,
     n0: usize,
     skip: &[String],
     replies: &mut HashMap<String, usize>,
 ) -> Result<Composed, String> {
+    let case_id = about.case_id;
     let from = email.from.clone().unwrap_or_default();
     let date = SystemTime::now();
     let mut c = Composed::default();
+    let mut original: Option<send::Original> = None;
     for (i, action) in actions.iter().enumerate() {
         let n = n0 + i;
         let mut action = action.clone();
+        let mut attached = crate::route::Attached::Nothing;
         if action.kind == ActionType::Forward {
             let fresh = |l: &[String]| -> Vec<String> {
                 l.iter()
@@ -946,14 +983,27 @@ fn compose(
             if action.to.is_empty() && action.cc.is_empty() {
                 continue;
             }
+            let o = original.get_or_insert_with(|| send::Original::new(raw));
+            attached = match o.part {
+                send::OriginalPart::File(why) => crate::route::Attached::File(why.reason()),
+                _ => crate::route::Attached::Message,
+            };
         }
+        let letter = crate::route::Letter {
+            case_id,
+            mailbox: Some(about.mailbox),
+            case,
+            message: email,
+            origin: about.origin,
+            attached,
+        };
         let rendered = sh
             .config
             .router
-            .render(&action, case, email, case_id, Some(mailbox))
+            .render(&action, &letter)
             .map_err(|e| format!("template of rule {}: {e}", action.rule))?;
-        let composed = match (action.kind, rendered) {
-            (ActionType::Reply, Some(r)) => {
+        let composed = match (action.kind, rendered, original.as_ref()) {
+            (ActionType::Reply, Some(r), _) => {
                 if let Err(why) = send::reply_allowed(email, &sh.own) {
                     tracing::info!(why, "no automatic reply");
                     continue;
@@ -971,9 +1021,24 @@ fn compose(
                 }
                 *replies.entry(sender.clone()).or_default() += 1;
                 c.replied_to = Some(sender);
-                send::compose_reply(&sh.identity, case_id, n, &from, &r, email, date)
+                send::compose_reply(
+                    &sh.identity,
+                    case_id,
+                    n,
+                    &from,
+                    about.reply_to,
+                    &r,
+                    email,
+                    date,
+                )
             }
-            (ActionType::Forward, Some(r)) => {
+            (ActionType::Forward, Some(r), Some(original)) => {
+                if let send::OriginalPart::File(why) = original.part {
+                    tracing::info!(
+                        why = why.reason(),
+                        "the original cannot be a message/rfc822 part: attached as a file"
+                    );
+                }
                 let closed = action.hours.as_ref().and_then(|name| {
                     let hours = sh.config.router.hours.get(name)?;
                     let at = jiff::Timestamp::from_second(t).ok()?;
@@ -982,6 +1047,19 @@ fn compose(
                     }
                     Some((name.clone(), hours.next_open(at)))
                 });
+                let forward = |n: usize, to: &[String], cc: &[String]| {
+                    send::compose_forward(
+                        &sh.identity,
+                        case_id,
+                        n,
+                        to,
+                        cc,
+                        about.reply_to,
+                        &r,
+                        original,
+                        date,
+                    )
+                };
                 if let Some((name, opens)) = closed {
                     // Outside the hours: the after-hours targets (the
                     // supervisor on call) get it now, everyone else when
@@ -1000,17 +1078,8 @@ fn compose(
                     };
                     let (to, cc) = (held(&action.to), held(&action.cc));
                     if !now_to.is_empty() {
-                        let out = send::compose_forward(
-                            &sh.identity,
-                            case_id,
-                            n + 500,
-                            &now_to,
-                            &[],
-                            &r,
-                            raw,
-                            date,
-                        )
-                        .map_err(|e| format!("composing for rule {}: {e}", action.rule))?;
+                        let out = forward(n + 500, &now_to, &[])
+                            .map_err(|e| format!("composing for rule {}: {e}", action.rule))?;
                         c.forwarded.extend(now_to.iter().cloned());
                         c.outgoing.push(out);
                     }
@@ -1021,36 +1090,25 @@ fn compose(
                     tracing::info!(hours = %name, opens_at = ?opens, "outside business hours: forward held until they open");
                     c.forwarded.extend(to.iter().cloned());
                     c.forwarded.extend(cc.iter().cloned());
-                    send::compose_forward(&sh.identity, case_id, n, &to, &cc, &r, raw, date).map(
-                        |mut out| {
-                            out.not_before = opens;
-                            out
-                        },
-                    )
+                    forward(n, &to, &cc).map(|mut out| {
+                        out.not_before = opens;
+                        out
+                    })
                 } else {
                     c.forwarded.extend(action.to.iter().cloned());
                     c.forwarded.extend(action.cc.iter().cloned());
-                    send::compose_forward(
-                        &sh.identity,
-                        case_id,
-                        n,
-                        &action.to,
-                        &action.cc,
-                        &r,
-                        raw,
-                        date,
-                    )
+                    forward(n, &action.to, &action.cc)
                 }
             }
-            (ActionType::Digest, _) => {
+            (ActionType::Digest, _, _) => {
                 c.digests.extend(action.digest.clone());
                 continue;
             }
-            (ActionType::Tag, _) => {
+            (ActionType::Tag, _, _) => {
                 c.tags.extend(action.tags.iter().cloned());
                 continue;
             }
-            (_, None) => continue,
+            (_, _, _) => continue,
         };
         c.outgoing
             .push(composed.map_err(|e| format!("composing for rule {}: {e}", action.rule))?);
@@ -1103,19 +1161,13 @@ fn open_case(
     } = opening;
     let _span = tracing::info_span!("message", mailbox = %m.name, uid, message_id = email.message_id.as_deref().unwrap_or("-"), case = %case_id).entered();
     let actions = sh.config.router.route(&case, Some(&m.name));
-    let c = match compose(
-        sh,
-        &m.name,
-        &actions,
-        &case,
-        &email,
-        &case_id,
-        raw,
-        t,
-        0,
-        &[],
-        replies,
-    ) {
+    let about = About {
+        case_id: &case_id,
+        mailbox: &m.name,
+        reply_to: m.reply_address(),
+        origin: None,
+    };
+    let c = match compose(sh, &about, &actions, &case, &email, raw, t, 0, &[], replies) {
         Ok(c) => c,
         Err(e) => return Ok(quarantined(key, uid, e)),
     };
@@ -1216,6 +1268,7 @@ fn repeat_vendor(
         &record.id,
         Some(&record.id),
         &rv.to,
+        None,
         &rendered.subject,
         &rendered.body,
         SystemTime::now(),
@@ -1289,13 +1342,24 @@ fn update_case(
         );
     }
     let skip = record.forwarded_to.clone();
+    let about = About {
+        case_id,
+        mailbox: &m.name,
+        reply_to: reply_address(sh, &record.mailbox),
+        origin: Some(crate::route::Origin {
+            from: record.case.from.as_deref(),
+            from_name: record.from_name.as_deref(),
+            subject: record.case.subject.as_deref(),
+            date: record.case.date.as_deref(),
+            message_id: record.case.message_id.as_deref(),
+        }),
+    };
     let c = match compose(
         sh,
-        &m.name,
+        &about,
         &actions,
         &record.case,
         &email,
-        case_id,
         raw,
         t,
         n0,
@@ -1419,6 +1483,7 @@ fn overdue_pass(sh: &Shared) -> Result<usize, StoreError> {
                     &rec.id,
                     Some(&rec.id),
                     &od.to,
+                    reply_address(sh, &rec.mailbox),
                     &r.subject,
                     &r.body,
                     SystemTime::now(),

@@ -295,6 +295,87 @@ fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// The case's first message, as a template cites it.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Origin<'a> {
+    pub from: Option<&'a str>,
+    pub from_name: Option<&'a str>,
+    pub subject: Option<&'a str>,
+    pub date: Option<&'a str>,
+    pub message_id: Option<&'a str>,
+}
+
+impl<'a> Origin<'a> {
+    /// A message as the origin of its own case.
+    pub fn of(email: &'a crate::message::Email) -> Origin<'a> {
+        Origin {
+            from: email.from.as_deref(),
+            from_name: email.from_name.as_deref(),
+            subject: Some(email.subject.as_str()).filter(|s| !s.is_empty()),
+            date: email.date.as_deref(),
+            message_id: email.message_id.as_deref(),
+        }
+    }
+}
+
+/// How a forward carries the agent's original (see the outbox's rules
+/// for message/rfc822 parts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Attached {
+    /// Not a forward.
+    #[default]
+    Nothing,
+    /// As a message the reader's mail program opens.
+    Message,
+    /// As a file, `original.eml`, for this reason.
+    File(&'static str),
+}
+
+/// What one rendering is about: the case as it stands, the message being
+/// answered, and the case's first message when that is another one.
+///
+/// A template's `from`, `from_name`, `subject`, `date` and `message_id`
+/// are always those of `message`: a second agent joining a case is
+/// answered as themselves. The case's first message is `origin`.
+#[derive(Debug, Clone, Copy)]
+pub struct Letter<'a> {
+    pub case_id: &'a str,
+    pub mailbox: Option<&'a str>,
+    /// The case as it stands: fields, flags, risk, tier, missing.
+    pub case: &'a Case,
+    /// The message being answered or forwarded.
+    pub message: &'a crate::message::Email,
+    /// The case's first message; `None` when it is `message`.
+    pub origin: Option<Origin<'a>>,
+    pub attached: Attached,
+}
+
+impl<'a> Letter<'a> {
+    /// A letter about a message that is its case's first, with nothing
+    /// attached.
+    pub fn new(
+        case_id: &'a str,
+        mailbox: Option<&'a str>,
+        case: &'a Case,
+        message: &'a crate::message::Email,
+    ) -> Letter<'a> {
+        Letter {
+            case_id,
+            mailbox,
+            case,
+            message,
+            origin: None,
+            attached: Attached::Nothing,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct OriginalContext {
+    as_file: bool,
+    why: Option<&'static str>,
+}
+
 /// What a template sees.
 #[derive(Debug, Serialize)]
 struct TemplateContext<'a> {
@@ -308,6 +389,8 @@ struct TemplateContext<'a> {
     from_name: Option<&'a str>,
     date: Option<&'a str>,
     message_id: Option<&'a str>,
+    origin: Origin<'a>,
+    original: OriginalContext,
     kind: &'a str,
     kind_label: &'a str,
     is_escalation: bool,
@@ -420,19 +503,17 @@ impl Router {
         actions
     }
 
-    /// Renders an action's template for a case.
+    /// Renders an action's template for a letter.
     pub fn render(
         &self,
         action: &Action,
-        case: &Case,
-        email: &crate::message::Email,
-        case_id: &str,
-        mailbox: Option<&str>,
+        letter: &Letter<'_>,
     ) -> Result<Option<Rendered>, RenderError> {
         let Some(template) = &action.template else {
             return Ok(None);
         };
-        let subject = case.subject.as_deref().unwrap_or("");
+        let (case, message) = (letter.case, letter.message);
+        let subject = message.subject.as_str();
         let reply_subject = if subject
             .get(..3)
             .is_some_and(|p| p.eq_ignore_ascii_case("re:"))
@@ -444,15 +525,23 @@ impl Router {
             format!("Re: {subject}")
         };
         let ctx = TemplateContext {
-            case_id,
-            mailbox,
+            case_id: letter.case_id,
+            mailbox: letter.mailbox,
             rule: &action.rule,
             subject,
             reply_subject,
-            from: case.from.as_deref(),
-            from_name: email.from_name.as_deref(),
-            date: case.date.as_deref(),
-            message_id: case.message_id.as_deref(),
+            from: message.from.as_deref(),
+            from_name: message.from_name.as_deref(),
+            date: message.date.as_deref(),
+            message_id: message.message_id.as_deref(),
+            origin: letter.origin.unwrap_or_else(|| Origin::of(message)),
+            original: OriginalContext {
+                as_file: matches!(letter.attached, Attached::File(_)),
+                why: match letter.attached {
+                    Attached::File(why) => Some(why),
+                    _ => None,
+                },
+            },
             kind: case.kind.name(),
             kind_label: case.kind.label(),
             is_escalation: case.is_escalation,

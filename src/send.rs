@@ -18,13 +18,15 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
-use lettre::message::header::{ContentType, HeaderName, HeaderValue};
-use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
+use lettre::message::header::{
+    ContentDisposition, ContentTransferEncoding, ContentType, HeaderName, HeaderValue,
+};
+use lettre::message::{Body, Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
 use lettre::transport::smtp::client::{
     AsyncSmtpConnection, AsyncTokioStream, Certificate, TlsParameters,
 };
-use lettre::transport::smtp::extension::ClientId;
+use lettre::transport::smtp::extension::{ClientId, Extension};
 use lettre::{Address, Message};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -119,17 +121,22 @@ fn base(
 }
 
 /// A reply to the agent, threaded to the agent's message.
+#[allow(clippy::too_many_arguments)]
 pub fn compose_reply(
     identity: &Identity,
     case_id: &str,
     n: usize,
     to: &str,
+    reply_to: Option<&str>,
     rendered: &Rendered,
     original: &Email,
     date: SystemTime,
 ) -> Result<NewOutgoing, ComposeError> {
     let id = message_id(identity, case_id, "reply", n);
     let mut b = base(identity, &id, &rendered.subject, date, "auto-replied").to(mailbox(to)?);
+    if let Some(r) = reply_to {
+        b = b.reply_to(mailbox(r)?);
+    }
     if let Some(parent) = &original.message_id {
         let mut refs: Vec<String> = original
             .references
@@ -145,8 +152,144 @@ pub fn compose_reply(
     finish(body, "reply", Some(case_id), id, identity)
 }
 
+/// Why an original cannot travel as a message/rfc822 part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unfit {
+    /// A line longer than 998 octets (RFC 5322 section 2.1.1).
+    LongLine,
+    /// A NUL octet.
+    Nul,
+    /// A CR not followed by LF.
+    BareCr,
+}
+
+impl Unfit {
+    /// In words, for the forward's summary and the log.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Unfit::LongLine => "it has a line longer than 998 characters",
+            Unfit::Nul => "it contains NUL bytes",
+            Unfit::BareCr => "it contains a carriage return outside a line break",
+        }
+    }
+}
+
+/// How the agent's original is attached to a forward.
+///
+/// RFC 2046 section 5.2.1 allows a message/rfc822 part only the identity
+/// encodings (7bit, 8bit, binary), so the original goes as it is or not at
+/// all as a message: one that no identity encoding can carry over SMTP
+/// goes as a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OriginalPart {
+    /// message/rfc822, 7bit: ASCII with lines of at most 998 octets.
+    SevenBit,
+    /// message/rfc822, 8bit: the same with octets over 127, which needs
+    /// the SMTP server's 8BITMIME (see [`Smtp::send`] for a server
+    /// without it).
+    EightBit,
+    /// application/octet-stream named `original.eml`, base64.
+    File(Unfit),
+}
+
+impl OriginalPart {
+    /// Whether a reader's mail program shows it as a message.
+    pub fn is_message(self) -> bool {
+        !matches!(self, OriginalPart::File(_))
+    }
+}
+
+/// The agent's original, ready to attach: line ends made CRLF (a file or
+/// Maildir may store bare LF; on the wire every line ends in CRLF) and
+/// the part it fits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Original {
+    pub part: OriginalPart,
+    bytes: Vec<u8>,
+}
+
+/// The longest line RFC 5322 allows, without its CRLF.
+const MAX_LINE: usize = 998;
+
+impl Original {
+    pub fn new(raw: &[u8]) -> Original {
+        let mut bytes = Vec::with_capacity(raw.len() + raw.len() / 32);
+        for (i, &b) in raw.iter().enumerate() {
+            if b == b'\n' && (i == 0 || raw[i - 1] != b'\r') {
+                bytes.push(b'\r');
+            }
+            bytes.push(b);
+        }
+        let part = match fit(&bytes) {
+            Ok(false) => OriginalPart::SevenBit,
+            Ok(true) => OriginalPart::EightBit,
+            Err(why) => OriginalPart::File(why),
+        };
+        Original { part, bytes }
+    }
+
+    /// The bytes as attached (CRLF line ends).
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    fn mime_part(&self) -> Result<SinglePart, ComposeError> {
+        let content_type =
+            |s: &str| ContentType::parse(s).map_err(|e| ComposeError::ContentType(e.to_string()));
+        let disposition = ContentDisposition::attachment("original.eml");
+        // `Body::new_with_encoding` would check again, but it takes 8bit to
+        // mean UTF-8 only, and an ISO-8859-1 original is 8bit too (RFC 2045
+        // section 2.8): `fit` is the RFC's rule, applied above.
+        let (ct, body) = match self.part {
+            OriginalPart::SevenBit => (
+                content_type("message/rfc822")?,
+                Body::dangerous_pre_encoded(self.bytes.clone(), ContentTransferEncoding::SevenBit),
+            ),
+            OriginalPart::EightBit => (
+                content_type("message/rfc822")?,
+                Body::dangerous_pre_encoded(self.bytes.clone(), ContentTransferEncoding::EightBit),
+            ),
+            OriginalPart::File(_) => (
+                content_type("application/octet-stream")?,
+                Body::new_with_encoding(self.bytes.clone(), ContentTransferEncoding::Base64)
+                    .map_err(|_| ComposeError::ContentType("base64 refused".into()))?,
+            ),
+        };
+        Ok(SinglePart::builder()
+            .header(ct)
+            .header(disposition)
+            .body(body))
+    }
+}
+
+/// Whether CRLF-terminated `bytes` fit an identity encoding: `Ok(true)`
+/// when they need 8bit, `Ok(false)` when 7bit will do.
+fn fit(bytes: &[u8]) -> Result<bool, Unfit> {
+    let mut eight = false;
+    let mut line = 0usize;
+    let mut long = false;
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            0 => return Err(Unfit::Nul),
+            b'\r' if bytes.get(i + 1) != Some(&b'\n') => return Err(Unfit::BareCr),
+            b'\r' => {}
+            b'\n' => line = 0,
+            _ => {
+                eight |= b > 127;
+                line += 1;
+                long |= line > MAX_LINE;
+            }
+        }
+    }
+    if long {
+        Err(Unfit::LongLine)
+    } else {
+        Ok(eight)
+    }
+}
+
 /// A forward to managers: the rendered summary first, then the agent's
-/// original message attached as message/rfc822.
+/// original (see [`OriginalPart`]).
 #[allow(clippy::too_many_arguments)]
 pub fn compose_forward(
     identity: &Identity,
@@ -154,28 +297,73 @@ pub fn compose_forward(
     n: usize,
     to: &[String],
     cc: &[String],
+    reply_to: Option<&str>,
     rendered: &Rendered,
-    original_raw: &[u8],
+    original: &Original,
     date: SystemTime,
 ) -> Result<NewOutgoing, ComposeError> {
     let id = message_id(identity, case_id, "forward", n);
     let mut b = base(identity, &id, &rendered.subject, date, "auto-generated");
+    if let Some(r) = reply_to {
+        b = b.reply_to(mailbox(r)?);
+    }
     for a in to {
         b = b.to(mailbox(a)?);
     }
     for a in cc {
         b = b.cc(mailbox(a)?);
     }
-    let rfc822 = ContentType::parse("message/rfc822")
-        .map_err(|e| ComposeError::ContentType(e.to_string()))?;
-    let attachment =
-        Attachment::new(format!("{case_id}-original.eml")).body(original_raw.to_vec(), rfc822);
     let body = b.multipart(
         MultiPart::mixed()
             .singlepart(SinglePart::plain(rendered.body.clone()))
-            .singlepart(attachment),
+            .singlepart(original.mime_part()?),
     );
     finish(body, "forward", Some(case_id), id, identity)
+}
+
+/// `raw` with every 8bit message/rfc822 part turned into the file form
+/// (application/octet-stream, base64), for a server without 8BITMIME.
+/// Deterministic, so a resend is the same message. `None` when some other
+/// part of `raw` is 8bit (nothing the daemon composes is).
+pub fn seven_bit(raw: &[u8]) -> Option<Vec<u8>> {
+    use mail_parser::{MessageParser, MimeHeaders};
+    let msg = MessageParser::default().parse(raw)?;
+    let mut out = Vec::with_capacity(raw.len() * 4 / 3);
+    let mut at = 0usize;
+    for part in &msg.parts {
+        let is_rfc822 = part.content_type().is_some_and(|ct| {
+            ct.ctype().eq_ignore_ascii_case("message")
+                && ct
+                    .subtype()
+                    .is_some_and(|s| s.eq_ignore_ascii_case("rfc822"))
+        });
+        let eight = part
+            .content_transfer_encoding()
+            .is_some_and(|e| e.eq_ignore_ascii_case("8bit"));
+        if !is_rfc822 || !eight {
+            continue;
+        }
+        let (h, b, e) = (
+            part.raw_header_offset() as usize,
+            part.raw_body_offset() as usize,
+            part.raw_end_offset() as usize,
+        );
+        if h < at || b < h || e < b || e > raw.len() {
+            return None;
+        }
+        let encoded =
+            Body::new_with_encoding(raw[b..e].to_vec(), ContentTransferEncoding::Base64).ok()?;
+        out.extend_from_slice(&raw[at..h]);
+        out.extend_from_slice(
+            b"Content-Type: application/octet-stream\r\n\
+              Content-Disposition: attachment; filename=\"original.eml\"\r\n\
+              Content-Transfer-Encoding: base64\r\n\r\n",
+        );
+        out.extend_from_slice(encoded.as_ref());
+        at = e;
+    }
+    out.extend_from_slice(&raw[at..]);
+    out.is_ascii().then_some(out)
 }
 
 /// A digest: text and HTML alternatives, for reading on a phone.
@@ -203,7 +391,8 @@ pub fn compose_digest(
 }
 
 /// A notice: a health alert (no case), a repeat-vendor report or an
-/// overdue re-escalation (the case that caused it).
+/// overdue re-escalation (the case that caused it). `reply_to` for a
+/// notice that invites a reply about its case.
 #[allow(clippy::too_many_arguments)]
 pub fn compose_notice(
     identity: &Identity,
@@ -211,12 +400,16 @@ pub fn compose_notice(
     key: &str,
     case_id: Option<&str>,
     to: &[String],
+    reply_to: Option<&str>,
     subject: &str,
     text: &str,
     date: SystemTime,
 ) -> Result<NewOutgoing, ComposeError> {
     let id = format!("{kind}.{key}@{}", identity.domain);
     let mut b = base(identity, &id, subject, date, "auto-generated");
+    if let Some(r) = reply_to {
+        b = b.reply_to(mailbox(r)?);
+    }
     for a in to {
         b = b.to(mailbox(a)?);
     }
@@ -476,6 +669,31 @@ impl Smtp {
                     last_used: Instant::now(),
                 },
             };
+            // Forwards carry an 8-bit original as an 8bit message/rfc822
+            // part; a server without 8BITMIME gets it as a file instead
+            // (the only re-encoding RFC 2046 leaves for message/rfc822).
+            let downgraded;
+            let mut raw = raw;
+            if !raw.is_ascii()
+                && !pooled
+                    .conn
+                    .server_info()
+                    .supports_feature(Extension::EightBitMime)
+            {
+                let Some(seven) = seven_bit(raw) else {
+                    *slot = Some(pooled);
+                    return Err(SendError::Permanent(
+                        "the message has 8-bit content and the server does not offer 8BITMIME"
+                            .into(),
+                    ));
+                };
+                tracing::info!(
+                    message_id = %item.message_id,
+                    "the server does not offer 8BITMIME: the original goes as a file (original.eml)"
+                );
+                downgraded = seven;
+                raw = &downgraded;
+            }
             match tokio::time::timeout(limit, pooled.conn.send(&envelope, raw)).await {
                 Ok(Ok(_)) => {
                     pooled.last_used = Instant::now();
@@ -630,6 +848,7 @@ mod tests {
             "ESC-2026-000001",
             0,
             "priya@example.com",
+            Some("ops@example.com"),
             &rendered(),
             &agent_mail(),
             SystemTime::UNIX_EPOCH,
@@ -653,6 +872,11 @@ mod tests {
             .unwrap_or_default();
         assert_eq!(refs, ["older@example.com", "agent-1@example.com"]);
         assert_eq!(
+            m.header_raw("Reply-To").map(str::trim),
+            Some("ops@example.com"),
+            "replies come back to the watched mailbox"
+        );
+        assert_eq!(
             m.header_raw("Auto-Submitted").map(str::trim),
             Some("auto-replied")
         );
@@ -673,25 +897,46 @@ mod tests {
         assert!(reply_allowed(&echo, &[]).is_err());
     }
 
-    #[test]
-    fn forwards_attach_the_original() {
-        let original = b"From: priya@example.com\r\nSubject: Escalation\r\nMessage-ID: <agent-1@example.com>\r\n\r\nCustomer Name: Asha\r\n";
+    fn forward_of(original: &[u8]) -> (Original, NewOutgoing) {
+        let original = Original::new(original);
         let out = compose_forward(
             &identity(),
             "ESC-2026-000001",
             1,
             &["tier2@example.com".into()],
             &["sup@example.com".into()],
+            Some("ops@example.com"),
             &rendered(),
-            original,
+            &original,
             SystemTime::UNIX_EPOCH,
         )
         .unwrap();
+        (original, out)
+    }
+
+    /// The raw header block of the forward's second part (the original).
+    fn attachment_headers(raw: &[u8]) -> String {
+        let m = MessageParser::default().parse(raw).unwrap();
+        let part = &m.parts[2];
+        String::from_utf8_lossy(
+            &raw[part.raw_header_offset() as usize..part.raw_body_offset() as usize],
+        )
+        .to_ascii_lowercase()
+    }
+
+    #[test]
+    fn forwards_attach_the_original() {
+        let original = b"From: priya@example.com\r\nSubject: Escalation\r\nMessage-ID: <agent-1@example.com>\r\n\r\nCustomer Name: Asha\r\n";
+        let (_, out) = forward_of(original);
         assert_eq!(out.recipients, ["tier2@example.com", "sup@example.com"]);
         let m = MessageParser::default().parse(&out.raw).unwrap();
         assert_eq!(
             m.header_raw("Auto-Submitted").map(str::trim),
             Some("auto-generated")
+        );
+        assert_eq!(
+            m.header_raw("Reply-To").map(str::trim),
+            Some("ops@example.com")
         );
         assert_eq!(
             m.body_text(0).as_deref().map(str::trim_end),
@@ -700,6 +945,124 @@ mod tests {
         let att = m.attachment(0).expect("the original is attached");
         let nested = att.message().expect("as message/rfc822");
         assert_eq!(nested.message_id(), Some("agent-1@example.com"));
+        assert_eq!(att.contents(), original, "byte for byte");
+    }
+
+    #[test]
+    fn the_original_goes_in_the_part_it_fits() {
+        let long = format!("Subject: x\r\n\r\n{}\r\n", "a".repeat(999));
+        let just = format!("Subject: x\r\n\r\n{}\r\n", "a".repeat(998));
+        let cases: &[(&str, &[u8], OriginalPart, &str)] = &[
+            (
+                "ascii",
+                b"Subject: x\r\n\r\nbody\r\n",
+                OriginalPart::SevenBit,
+                "7bit",
+            ),
+            (
+                "utf-8",
+                "Subject: x\r\n\r\n\u{20b9}10,000\r\n".as_bytes(),
+                OriginalPart::EightBit,
+                "8bit",
+            ),
+            (
+                "latin-1",
+                b"Subject: x\r\n\r\ncaf\xe9\r\n",
+                OriginalPart::EightBit,
+                "8bit",
+            ),
+            (
+                "998 octets",
+                just.as_bytes(),
+                OriginalPart::SevenBit,
+                "7bit",
+            ),
+            (
+                "999 octets",
+                long.as_bytes(),
+                OriginalPart::File(Unfit::LongLine),
+                "base64",
+            ),
+            (
+                "NUL",
+                b"Subject: x\r\n\r\na\0b\r\n",
+                OriginalPart::File(Unfit::Nul),
+                "base64",
+            ),
+            (
+                "bare CR",
+                b"Subject: x\r\n\r\na\rb\r\n",
+                OriginalPart::File(Unfit::BareCr),
+                "base64",
+            ),
+            (
+                "bare LF, made CRLF",
+                b"Subject: x\n\nbody\n",
+                OriginalPart::SevenBit,
+                "7bit",
+            ),
+        ];
+        for (what, raw, part, cte) in cases {
+            let (original, out) = forward_of(raw);
+            assert_eq!(original.part, *part, "{what}");
+            let headers = attachment_headers(&out.raw);
+            assert!(
+                headers.contains(&format!("content-transfer-encoding: {cte}")),
+                "{what}: {headers}"
+            );
+            let m = MessageParser::default().parse(&out.raw).unwrap();
+            let att = m.attachment(0).expect(what);
+            if part.is_message() {
+                assert!(
+                    headers.contains("content-type: message/rfc822"),
+                    "{what}: {headers}"
+                );
+                assert!(att.message().is_some(), "{what}: read as a message");
+            } else {
+                assert!(
+                    headers.contains("content-type: application/octet-stream"),
+                    "{what}"
+                );
+                assert!(headers.contains("original.eml"), "{what}: {headers}");
+            }
+            assert_eq!(
+                att.contents(),
+                original.bytes(),
+                "{what}: the bytes come back"
+            );
+        }
+        // LF line ends become CRLF, nothing else changes.
+        assert_eq!(Original::new(b"a\nb\r\nc\n").bytes(), b"a\r\nb\r\nc\r\n");
+    }
+
+    #[test]
+    fn an_8bit_original_goes_as_a_file_to_a_server_without_8bitmime() {
+        let raw = "From: priya@example.com\r\nSubject: x\r\n\r\nPromised \u{20b9}10,000\r\n";
+        let (_, out) = forward_of(raw.as_bytes());
+        assert!(!out.raw.is_ascii());
+        let seven = seven_bit(&out.raw).expect("downgraded");
+        assert!(seven.is_ascii());
+        assert_eq!(
+            seven_bit(&seven),
+            Some(seven.clone()),
+            "nothing left to change"
+        );
+        let headers = attachment_headers(&seven);
+        assert!(
+            headers.contains("content-type: application/octet-stream"),
+            "{headers}"
+        );
+        assert!(
+            headers.contains("content-transfer-encoding: base64"),
+            "{headers}"
+        );
+        let m = MessageParser::default().parse(&seven).unwrap();
+        assert_eq!(m.attachment(0).unwrap().contents(), raw.as_bytes());
+        assert_eq!(
+            m.body_text(0).as_deref().map(str::trim_end),
+            Some("Logged as ESC-2026-000001."),
+            "the summary is untouched"
+        );
     }
 
     #[test]

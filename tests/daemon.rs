@@ -178,3 +178,142 @@ fn a_reply_storm_from_one_sender_is_capped() {
         "every escalation still became a case"
     );
 }
+
+/// The attachment of a captured forward: its raw part headers (lower case)
+/// and the bytes a reader saves.
+fn attached_original(c: &Captured) -> (String, Vec<u8>) {
+    let m = MessageParser::default()
+        .parse(&c.raw)
+        .expect("a forward parses");
+    let part = m
+        .attachment(0)
+        .expect("a forward has the original attached");
+    let headers = String::from_utf8_lossy(
+        &c.raw[part.raw_header_offset() as usize..part.raw_body_offset() as usize],
+    )
+    .to_ascii_lowercase();
+    (headers, part.contents().to_vec())
+}
+
+/// The forwards among `got`, by the Message-ID of the original they carry.
+fn forward_of<'a>(got: &'a [Captured], original: &[u8]) -> &'a Captured {
+    got.iter()
+        .find(|c| {
+            MessageParser::default()
+                .parse(&c.raw)
+                .and_then(|m| m.attachment(0).map(|a| a.contents() == original))
+                .unwrap_or(false)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no forward carries {}",
+                String::from_utf8_lossy(&original[..80])
+            )
+        })
+}
+
+#[test]
+fn forwards_carry_each_original_in_a_part_every_reader_opens() {
+    let d = Dovecot::start(&[("ops", "secret")]);
+    let s = SmtpCapture::start();
+    let dir = config_dir(&d, &s, "");
+    let cases = [
+        ("attach/7bit-ascii.eml", "message/rfc822", "7bit"),
+        ("attach/8bit-utf8.eml", "message/rfc822", "8bit"),
+        ("attach/long-line.eml", "application/octet-stream", "base64"),
+    ];
+    for (name, _, _) in cases {
+        d.append("ops", "INBOX", &fixture(name));
+    }
+    let daemon = InProcess::start(dir.path());
+    // An acknowledgement and a forward each.
+    let got = s.wait_for(6, WAIT);
+    daemon.shutdown();
+    assert_eq!(got.len(), 6);
+    for (name, content_type, cte) in cases {
+        let original = fixture(name);
+        let fwd = forward_of(&got, &original);
+        let (headers, bytes) = attached_original(fwd);
+        assert!(
+            headers.contains(&format!("content-type: {content_type}"))
+                && headers.contains(&format!("content-transfer-encoding: {cte}"))
+                && headers.contains("filename=\"original.eml\""),
+            "{name}: {headers}"
+        );
+        assert_eq!(
+            bytes, original,
+            "{name}: the attached bytes are the original"
+        );
+        // 8BITMIME asked for exactly when the message has 8-bit octets.
+        assert_eq!(
+            fwd.mail_options.iter().any(|o| o == "BODY=8BITMIME"),
+            !fwd.raw.is_ascii(),
+            "{name}: {:?}",
+            fwd.mail_options
+        );
+        // Python's email package reads it without a defect and opens the
+        // original as a message, or saves the file byte for byte.
+        let parts = support::python_read(&fwd.raw);
+        let parts = parts.as_array().expect("a list of parts");
+        assert!(
+            parts
+                .iter()
+                .all(|p| p["defects"].as_array().is_some_and(|d| d.is_empty())),
+            "{name}: {parts:?}"
+        );
+        let att = parts
+            .iter()
+            .find(|p| p["filename"] == "original.eml")
+            .unwrap_or_else(|| panic!("{name}: {parts:?}"));
+        assert_eq!(att["type"], content_type, "{name}");
+        let summary = MessageParser::default()
+            .parse(&fwd.raw)
+            .and_then(|m| m.body_text(0).map(|t| t.into_owned()))
+            .unwrap_or_default();
+        if content_type == "message/rfc822" {
+            let want = MessageParser::default().parse(&original).unwrap();
+            assert_eq!(
+                att["message_id"]
+                    .as_str()
+                    .map(|m| m.trim_matches(['<', '>'])),
+                want.message_id(),
+                "{name}"
+            );
+            assert!(!summary.contains("as a file"), "{name}: {summary}");
+        } else {
+            let hex: String = original.iter().map(|b| format!("{b:02x}")).collect();
+            assert_eq!(att["payload_hex"], hex.as_str(), "{name}");
+            // The summary says why the original is a file.
+            assert!(
+                summary.contains("original.eml") && summary.contains("longer than 998"),
+                "{name}: {summary}"
+            );
+        }
+    }
+}
+
+#[test]
+fn an_8bit_original_goes_as_a_file_through_a_server_without_8bitmime() {
+    let d = Dovecot::start(&[("ops", "secret")]);
+    let s = SmtpCapture::start_without_8bitmime();
+    let dir = config_dir(&d, &s, "");
+    let original = fixture("attach/8bit-utf8.eml");
+    d.append("ops", "INBOX", &original);
+    let daemon = InProcess::start(dir.path());
+    let got = s.wait_for(2, WAIT);
+    daemon.shutdown();
+    let fwd = by_rcpt(&got, "ops.manager@example.com");
+    assert_eq!(fwd.len(), 1, "the forward was delivered, not held back");
+    assert!(
+        fwd[0].raw.is_ascii(),
+        "nothing 8-bit went to a 7-bit server"
+    );
+    assert!(fwd[0].mail_options.is_empty(), "{:?}", fwd[0].mail_options);
+    let (headers, bytes) = attached_original(fwd[0]);
+    assert!(
+        headers.contains("content-type: application/octet-stream")
+            && headers.contains("content-transfer-encoding: base64"),
+        "{headers}"
+    );
+    assert_eq!(bytes, original);
+}

@@ -204,3 +204,79 @@ fn golden_json_agrees_with_intent() {
         problems.join("\n")
     );
 }
+
+/// How a forward carries each `fixtures/attach/*.eml`, beside its `.json`
+/// (RFC 2046 section 5.2.1: a message/rfc822 part is 7bit or 8bit, and an
+/// original neither can carry goes as a file). Read back with mail-parser
+/// from the composed forward's bytes; `UPDATE_GOLDEN=1` rewrites.
+#[test]
+fn forwards_attach_each_original_in_the_part_it_fits() {
+    use mail_parser::{MessageParser, MimeHeaders};
+    use mailtriage::route::Rendered;
+    use mailtriage::send::{Identity, Original, compose_forward};
+
+    let update = std::env::var_os("UPDATE_GOLDEN").is_some_and(|v| v == "1");
+    let dir = fixtures_dir().join("attach");
+    let mut files: Vec<PathBuf> = fs::read_dir(&dir)
+        .expect("fixtures/attach/")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "eml"))
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 3, "7-bit, 8-bit UTF-8 and over-long line");
+    let identity = Identity {
+        from: "Escalations <mailtriage@example.com>".parse().unwrap(),
+        domain: "mailtriage.example.com".into(),
+    };
+    let rendered = Rendered {
+        subject: "[ESC-2026-000001] forward".into(),
+        body: "summary\n".into(),
+    };
+    let mut failures = Vec::new();
+    for eml in files {
+        let raw = fs::read(&eml).expect("fixture");
+        let original = Original::new(&raw);
+        let out = compose_forward(
+            &identity,
+            "ESC-2026-000001",
+            1,
+            &["cx@example.com".into()],
+            &[],
+            None,
+            &rendered,
+            &original,
+            std::time::SystemTime::UNIX_EPOCH,
+        )
+        .expect("composed");
+        let m = MessageParser::default().parse(&out.raw).expect("parses");
+        let part = m.attachment(0).expect("attached");
+        let headers = String::from_utf8_lossy(
+            &out.raw[part.raw_header_offset() as usize..part.raw_body_offset() as usize],
+        )
+        .to_string();
+        let cte = headers
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Transfer-Encoding: "))
+            .unwrap_or("(none)");
+        let got = serde_json::to_string_pretty(&serde_json::json!({
+            "content_type": part.content_type().map(|c| format!("{}/{}", c.ctype(), c.subtype().unwrap_or(""))),
+            "content_transfer_encoding": cte,
+            "filename": part.attachment_name(),
+            "read_as_message": part.message().is_some(),
+            "bytes_are_the_original": part.contents() == raw.as_slice(),
+            "needs_8bitmime": !out.raw.is_ascii(),
+        }))
+        .unwrap()
+            + "\n";
+        let json = eml.with_extension("json");
+        if update {
+            fs::write(&json, &got).expect("write golden");
+            continue;
+        }
+        let want = fs::read_to_string(&json).unwrap_or_default();
+        if want != got {
+            failures.push(format!("{}:\n{got}", eml.display()));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -238,7 +238,10 @@ fn mutated_fixtures_never_panic() {
                     }
                     if let Ok((email, case)) = config.triage.parse(&m) {
                         for a in config.router.route(&case, None) {
-                            let _ = config.router.render(&a, &case, &email, "ESC-1", None);
+                            let _ = config.router.render(
+                                &a,
+                                &mailtriage::route::Letter::new("ESC-1", None, &case, &email),
+                            );
                         }
                     }
                     runs += 1;

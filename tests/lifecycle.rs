@@ -583,3 +583,157 @@ fn an_order_resolved_long_ago_opens_a_new_case_that_follows_the_old_one() {
     assert_eq!(new.follows.as_deref(), Some(old.id.as_str()));
     assert!(new.is_open());
 }
+
+#[test]
+fn a_second_agent_joining_a_case_is_answered_as_themselves() {
+    let d = Dovecot::start(&[("ops", "secret")]);
+    let s = SmtpCapture::start();
+    let dir = daemon_proc::config_dir(&d, &s, daemon_proc::Extra::default());
+    let daemon = InProcess::start(dir.path());
+
+    // Ravi opens the case.
+    d.append("ops", "INBOX", &fixture("06-pickup-rude-vendor.eml"));
+    let got = wait_for_rcpt(&s, "ravi.k@example.com", 1);
+    let case_id = case_id_of(&subject(by_rcpt(&got, "ravi.k@example.com")[0]));
+
+    // Deepa escalates the same order on her own, with a review threat
+    // (Tier 2): she joins Ravi's case, and the case goes to Tier 2.
+    let deepa = "From: Deepa R <deepa.r@example.com>\r\nTo: support@example.com\r\nSubject: Customer Priya Sharma now threatening Trustpilot (Order #CK640218)\r\nDate: Tue, 24 Nov 2026 09:15:00 +0530\r\nMessage-ID: <deepa-joins.1@mail.example.com>\r\n\r\nCustomer Name: Priya Sharma\r\nOrder ID: CK640218\r\nPhone: 98765 43210\r\nIssue: She called again and says she will post a one-star review on Trustpilot today.\r\n\r\nThanks,\r\nDeepa\r\n";
+    d.append("ops", "INBOX", deepa.as_bytes());
+    let got = wait_for_rcpt(&s, "tier2@example.com", 1);
+    let got = if by_rcpt(&got, "deepa.r@example.com").is_empty() {
+        wait_for_rcpt(&s, "deepa.r@example.com", 1)
+    } else {
+        got
+    };
+    daemon.shutdown();
+
+    let to_deepa = by_rcpt(&got, "deepa.r@example.com");
+    assert_eq!(to_deepa.len(), 1, "Deepa is answered, once");
+    assert_eq!(to_deepa[0].rcpt_to, ["deepa.r@example.com"]);
+    let reply = MessageParser::default().parse(&to_deepa[0].raw).unwrap();
+    assert_eq!(
+        reply.in_reply_to().as_text(),
+        Some("deepa-joins.1@mail.example.com"),
+        "threads to her message"
+    );
+    let reply_subject = reply.subject().unwrap_or("");
+    assert!(
+        reply_subject.starts_with("Re: Customer Priya Sharma now threatening Trustpilot")
+            && case_id_of(reply_subject) == case_id,
+        "{reply_subject}"
+    );
+    assert_eq!(
+        by_rcpt(&got, "ravi.k@example.com").len(),
+        1,
+        "Ravi only had his own acknowledgement"
+    );
+
+    // Neither the reply nor the Tier-2 forward pairs one person's name
+    // with the other's address; the forward describes Deepa's message.
+    let forward = MessageParser::default()
+        .parse(&by_rcpt(&got, "tier2@example.com")[0].raw)
+        .unwrap();
+    let forward_text = forward.body_text(0).unwrap().into_owned();
+    for (what, text) in [
+        ("reply", reply.body_text(0).unwrap().into_owned()),
+        ("forward", forward_text.clone()),
+    ] {
+        for line in text.lines() {
+            let l = line.to_ascii_lowercase();
+            assert!(
+                !(l.contains("ravi") && l.contains("deepa.r@"))
+                    && !(l.contains("deepa") && l.contains("ravi.k@")),
+                "{what} mixes the two agents: {line:?}\n{text}"
+            );
+        }
+    }
+    assert!(
+        reply.body_text(0).unwrap().contains("Hi Deepa R"),
+        "{:?}",
+        reply.body_text(0)
+    );
+    assert!(
+        forward_text.contains("Deepa R <deepa.r@example.com>"),
+        "{forward_text}"
+    );
+    let attached = forward.attachment(0).and_then(|a| a.message()).unwrap();
+    assert_eq!(
+        attached.message_id(),
+        Some("deepa-joins.1@mail.example.com"),
+        "the forward carries the message it describes"
+    );
+}
+
+#[test]
+fn replies_to_the_daemons_mail_come_back_to_the_watched_mailbox() {
+    let d = Dovecot::start(&[("ops", "secret")]);
+    let s = SmtpCapture::start();
+    let dir = daemon_proc::config_dir(
+        &d,
+        &s,
+        daemon_proc::Extra {
+            mailbox: "reply_to = \"ops@example.com\"",
+            ..Default::default()
+        },
+    );
+    let daemon = InProcess::start(dir.path());
+    d.append("ops", "INBOX", &fixture("06-pickup-rude-vendor.eml"));
+    let got = wait_for_rcpt(&s, "cx@example.com", 1);
+    let got = if by_rcpt(&got, "ravi.k@example.com").is_empty() {
+        wait_for_rcpt(&s, "ravi.k@example.com", 1)
+    } else {
+        got
+    };
+    let ack = MessageParser::default()
+        .parse(&by_rcpt(&got, "ravi.k@example.com")[0].raw)
+        .unwrap();
+    let forward = MessageParser::default()
+        .parse(&by_rcpt(&got, "cx@example.com")[0].raw)
+        .unwrap();
+    let case_id = case_id_of(ack.subject().unwrap_or(""));
+
+    // What a mail program does with "reply": To is the Reply-To, threaded
+    // to the message answered. The Dovecot user of an address is its local
+    // part (ops@example.com is the watched "ops" mailbox).
+    let answer = |m: &mail_parser::Message, from: &str, id: &str, body: &str| {
+        let reply_to = m
+            .header_raw("Reply-To")
+            .map(str::trim)
+            .unwrap_or_else(|| panic!("no Reply-To on {:?}", m.subject()));
+        assert_eq!(reply_to, "ops@example.com");
+        let user = reply_to.split('@').next().unwrap();
+        let parent = m.message_id().unwrap();
+        let raw = format!(
+            "From: {from}\r\nTo: {reply_to}\r\nSubject: Re: {}\r\nMessage-ID: <{id}>\r\nIn-Reply-To: <{parent}>\r\nReferences: <{parent}>\r\n\r\n{body}\r\n",
+            m.subject().unwrap_or("")
+        );
+        d.append(user, "INBOX", raw.as_bytes());
+    };
+    answer(
+        &ack,
+        "Ravi Kumar <ravi.k@example.com>",
+        "ravi-update@mail.example.com",
+        "Status: Escalated\r\nThe customer called again, still upset.\r\n\r\n#callback_due",
+    );
+    wait_processed(&d, 2);
+    answer(
+        &forward,
+        "CX Manager <cx.manager@example.com>",
+        "cx-resolves@mail.example.com",
+        "Status: Resolved\r\nResolution: Vendor warned, pickup rescheduled for tomorrow.",
+    );
+    wait_processed(&d, 3);
+    daemon.shutdown();
+
+    let store = Store::open(&daemon_proc::database(dir.path()), 1 << 20).unwrap();
+    let rec = store.case(&case_id).unwrap().expect("the case");
+    let who: Vec<&str> = rec.history.iter().map(|h| h.by.as_str()).collect();
+    assert_eq!(who, ["ravi.k@example.com", "cx.manager@example.com"]);
+    assert!(rec.tags.contains(&"callback_due".to_string()), "{:?}", rec.tags);
+    assert_eq!(rec.status, "resolved");
+    assert_eq!(
+        rec.resolution.as_deref(),
+        Some("Vendor warned, pickup rescheduled for tomorrow.")
+    );
+}

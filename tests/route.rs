@@ -16,7 +16,10 @@ fn route(fixture: &str) -> (mailtriage::case::Case, Vec<Action>, Config) {
     for a in &mut actions {
         if let Some(r) = config
             .router
-            .render(a, &case, &email, "ESC-2026-000042", Some("ops"))
+            .render(
+                a,
+                &mailtriage::route::Letter::new("ESC-2026-000042", Some("ops"), &case, &email),
+            )
             .expect("renders")
         {
             a.subject = Some(r.subject);

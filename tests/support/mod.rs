@@ -1528,18 +1528,20 @@ pub struct SmtpCapture {
     auth: Option<(String, String)>,
     /// TLS mode; the certificate files are in `tls/` of its dir.
     tls: Option<SmtpTls>,
+    /// Whether EHLO offers 8BITMIME (aiosmtpd's default).
+    eight_bit_mime: bool,
 }
 
 impl SmtpCapture {
     /// A capture server that accepts mail without AUTH (and offers none).
     pub fn start() -> SmtpCapture {
-        SmtpCapture::start_inner(None, None)
+        SmtpCapture::start_inner(None, None, true)
     }
 
     /// A capture server that offers AUTH PLAIN and LOGIN on plain SMTP and
     /// requires it (530 before AUTH, 535 for wrong credentials).
     pub fn start_with_auth(user: &str, password: &str) -> SmtpCapture {
-        SmtpCapture::start_inner(Some((user.to_string(), password.to_string())), None)
+        SmtpCapture::start_inner(Some((user.to_string(), password.to_string())), None, true)
     }
 
     /// A capture server with TLS in `mode`, presenting the server
@@ -1548,10 +1550,20 @@ impl SmtpCapture {
     /// harness's [`SmtpClient`] speaks plain SMTP only: with
     /// [`SmtpTls::Implicit`], use [`tls::tls_greeting`] to reach it.
     pub fn start_tls(mode: SmtpTls, ca: &TestCa) -> SmtpCapture {
-        SmtpCapture::start_inner(None, Some((mode, ca)))
+        SmtpCapture::start_inner(None, Some((mode, ca)), true)
     }
 
-    fn start_inner(auth: Option<(String, String)>, tls: Option<(SmtpTls, &TestCa)>) -> SmtpCapture {
+    /// A capture server like [`SmtpCapture::start`] whose EHLO does not
+    /// offer 8BITMIME.
+    pub fn start_without_8bitmime() -> SmtpCapture {
+        SmtpCapture::start_inner(None, None, false)
+    }
+
+    fn start_inner(
+        auth: Option<(String, String)>,
+        tls: Option<(SmtpTls, &TestCa)>,
+        eight_bit_mime: bool,
+    ) -> SmtpCapture {
         let dir = server_dir("mailtriage-smtp-");
         write_file(
             &dir.path().join("smtp_capture.py"),
@@ -1570,6 +1582,7 @@ impl SmtpCapture {
             child: None,
             auth,
             tls: tls.map(|(mode, _)| mode),
+            eight_bit_mime,
         };
         let mut why = String::new();
         for attempt in 1..=PORT_ATTEMPTS {
@@ -1618,6 +1631,9 @@ impl SmtpCapture {
                 .arg(user)
                 .arg("--auth-pass")
                 .arg(password);
+        }
+        if !self.eight_bit_mime {
+            command.arg("--no-8bitmime");
         }
         let tls_dir = self.dir.path().join("tls");
         if let Some(mode) = self.tls {
@@ -2069,4 +2085,54 @@ pub fn subject(c: &Captured) -> String {
         .parse(&c.raw)
         .and_then(|m| m.subject().map(str::to_string))
         .unwrap_or_default()
+}
+
+/// What Python's `email` package (policy=default, Debian's /usr/bin/python3)
+/// makes of a message: an independent, strict reader for what the daemon
+/// sends. One entry per MIME part in walk order: `type`, `cte`,
+/// `filename`, `defects` (names); for a message/rfc822 attachment the
+/// attached message's `message_id`, `subject` and `body` (its text, as
+/// Python decodes it), for another attachment `payload_hex`, the bytes a
+/// mail program would save.
+pub fn python_read(raw: &[u8]) -> serde_json::Value {
+    const SCRIPT: &str = r#"
+import email, email.policy, json, sys
+m = email.message_from_bytes(sys.stdin.buffer.read(), policy=email.policy.default)
+out = []
+for p in m.walk():
+    e = {"type": p.get_content_type(), "cte": p.get("Content-Transfer-Encoding"),
+         "filename": p.get_filename(), "defects": [type(d).__name__ for d in p.defects]}
+    if p.is_attachment():
+        if p.get_content_type() == "message/rfc822":
+            inner = p.get_payload()[0]
+            e["message_id"] = inner["Message-ID"]
+            e["subject"] = str(inner["Subject"])
+            body = inner.get_body(("plain", "html"))
+            e["body"] = body.get_content() if body is not None else None
+        else:
+            e["payload_hex"] = p.get_payload(decode=True).hex()
+    out.append(e)
+json.dump(out, sys.stdout)
+"#;
+    let mut child = Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg(SCRIPT)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("/usr/bin/python3");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(raw)
+        .expect("write to python");
+    let out = child.wait_with_output().expect("python ran");
+    assert!(
+        out.status.success(),
+        "python's email package failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("python printed JSON")
 }

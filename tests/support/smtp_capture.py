@@ -29,6 +29,9 @@ AUTH: with --auth-user/--auth-pass, AUTH PLAIN and LOGIN are offered on plain
 SMTP (auth_require_tls=False: loopback tests only) and required before MAIL.
 Without them no AUTH is offered.
 
+8BITMIME: offered, unless --no-8bitmime (aiosmtpd's decode_data mode, which
+does not offer it; the bytes are still stored as received).
+
 TLS: with --tls starttls, STARTTLS is offered (aiosmtpd tls_context) and, with
 --require-starttls, required before MAIL/RCPT/DATA (530 otherwise); with
 --tls implicit, the port speaks TLS from the first byte (SMTPS). Both use the
@@ -167,6 +170,7 @@ def main():
     parser.add_argument("--tls-cert")
     parser.add_argument("--tls-key")
     parser.add_argument("--require-starttls", action="store_true")
+    parser.add_argument("--no-8bitmime", action="store_true")
     args = parser.parse_args()
     if args.tls and not (args.tls_cert and args.tls_key):
         parser.error("--tls needs --tls-cert and --tls-key")
@@ -183,7 +187,7 @@ def main():
     kwargs = dict(
         hostname="capture.test",  # no getfqdn(): that may wait on DNS
         enable_SMTPUTF8=True,
-        decode_data=False,
+        decode_data=args.no_8bitmime,
     )
     if args.auth_user is not None:
         kwargs.update(
@@ -223,9 +227,10 @@ def main():
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, loop.stop)
-    log.info("listening on %s:%d, writing to %s, auth %s, tls %s", args.host, args.port,
-             handler.messages, "required" if args.auth_user is not None else "off",
-             (args.tls or "off") + (" (required)" if args.require_starttls else ""))
+    log.info("listening on %s:%d, writing to %s, auth %s, tls %s, 8bitmime %s", args.host,
+             args.port, handler.messages, "required" if args.auth_user is not None else "off",
+             (args.tls or "off") + (" (required)" if args.require_starttls else ""),
+             "off" if args.no_8bitmime else "on")
     try:
         loop.run_forever()
     finally:
