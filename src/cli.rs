@@ -199,14 +199,19 @@ pub enum CliError {
     #[error("writing output: {0}")]
     Output(#[from] io::Error),
     #[error("{0}")]
+    Run(#[from] crate::daemon::RunError),
+    #[error("{0}")]
     Other(#[from] anyhow::Error),
 }
 
 impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
-            CliError::Config(_) => 2,
-            CliError::Input { .. } | CliError::Output(_) | CliError::Other(_) => 1,
+            CliError::Config(_) | CliError::Run(crate::daemon::RunError::Config(_)) => 2,
+            CliError::Input { .. }
+            | CliError::Output(_)
+            | CliError::Run(_)
+            | CliError::Other(_) => 1,
         }
     }
 }
@@ -989,4 +994,55 @@ fn print_case(d: &CaseDetail, now: i64, out: &mut dyn Write) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::daemon::RunError;
+
+    /// The exit codes the README documents: 2 means "fix the config" (the
+    /// systemd unit does not restart on it), 1 any other failure.
+    #[test]
+    fn errors_map_to_the_documented_exit_codes() {
+        let config = || ConfigError {
+            file: "mailtriage.toml".into(),
+            at: None,
+            message: "wrong".into(),
+        };
+        let cases: Vec<(CliError, u8)> = vec![
+            (CliError::Config(config()), 2),
+            (CliError::Run(RunError::Config(config())), 2),
+            (
+                CliError::Run(RunError::Database {
+                    path: "db".into(),
+                    source: crate::store::StoreError::NoSuchItem(1),
+                }),
+                1,
+            ),
+            (
+                CliError::Run(RunError::Secret("token command failed".into())),
+                1,
+            ),
+            (
+                CliError::Run(RunError::Control {
+                    path: "s".into(),
+                    source: io::Error::other("in use"),
+                }),
+                1,
+            ),
+            (
+                CliError::Input {
+                    path: "x.eml".into(),
+                    message: "not an email".into(),
+                },
+                1,
+            ),
+            (CliError::Output(io::Error::other("broken pipe")), 1),
+            (CliError::Other(anyhow::anyhow!("no case ESC-1")), 1),
+        ];
+        for (e, code) in cases {
+            assert_eq!(e.exit_code(), code, "{e:?}");
+        }
+    }
 }

@@ -436,7 +436,7 @@ impl Config {
         let (router, lifecycle) = load_routing(&rt_src, &keywords, tpl)?;
 
         let mut digest_templates = minijinja::Environment::new();
-        digest_templates.set_undefined_behavior(minijinja::UndefinedBehavior::Chainable);
+        digest_templates.set_undefined_behavior(minijinja::UndefinedBehavior::SemiStrict);
         for d in router.digests.values() {
             let name = &d.template;
             if digest_templates
@@ -473,12 +473,84 @@ impl Config {
             )?;
         }
 
-        Ok(Config {
+        let config = Config {
             triage: Triage::new(keywords, tf.required),
             router,
             lifecycle,
             digest_templates,
-        })
+        };
+        config.check_templates(dir, &templates, &html)?;
+        Ok(config)
+    }
+}
+
+impl Config {
+    /// Renders every template the config uses against sample cases of
+    /// each kind (see [`crate::template_check`]).
+    fn check_templates(
+        &self,
+        dir: &Path,
+        templates: &[(String, PathBuf, String)],
+        html: &[(String, PathBuf, String)],
+    ) -> Result<(), ConfigError> {
+        use crate::template_check as tc;
+        let path_of = |list: &[(String, PathBuf, String)], name: &str, ext: &str| {
+            list.iter()
+                .find(|(n, _, _)| n == name)
+                .map(|(_, p, _)| p.clone())
+                .unwrap_or_else(|| dir.join("templates").join(format!("{name}.{ext}")))
+        };
+        let fault = |file: PathBuf, f: tc::Fault| ConfigError {
+            file,
+            at: f.line.map(|l| (l, 1)),
+            message: f.message,
+        };
+        // Replies and forwards: the rules' templates and the joined reply.
+        let mut letters: Vec<&str> = Vec::new();
+        for rule in &self.router.rules {
+            letters.extend(rule.reply.as_deref());
+            letters.extend(rule.forward.as_ref().map(|f| f.template.as_str()));
+        }
+        letters.extend(self.lifecycle.joined_reply.as_deref());
+        let mut families: Vec<(Vec<&str>, Vec<tc::Sample>)> =
+            vec![(letters, tc::letter_samples(&self.triage))];
+        if let Some(o) = &self.lifecycle.overdue {
+            families.push((vec![o.template.as_str()], tc::overdue_samples(&self.triage)));
+        }
+        if let Some(v) = &self.lifecycle.repeat_vendor {
+            families.push((vec![v.template.as_str()], tc::vendor_samples()));
+        }
+        for (names, samples) in &mut families {
+            names.sort_unstable();
+            names.dedup();
+            for name in names.iter() {
+                for (part, offset) in self.router.templates.parts(name) {
+                    tc::check(self.router.templates.env(), &part, offset, samples)
+                        .map_err(|f| fault(path_of(templates, name, "txt"), f))?;
+                }
+            }
+        }
+        let samples = tc::digest_samples();
+        let mut digests: Vec<&str> = self
+            .router
+            .digests
+            .values()
+            .map(|d| d.template.as_str())
+            .collect();
+        digests.sort_unstable();
+        digests.dedup();
+        for name in digests {
+            for (ext, list) in [("txt", templates), ("html", html)] {
+                tc::check(
+                    &self.digest_templates,
+                    &format!("{name}.{ext}"),
+                    0,
+                    &samples,
+                )
+                .map_err(|f| fault(path_of(list, name, ext), f))?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -823,8 +895,7 @@ mod tests {
 
 /// Where a secret comes from. The config names the source, never the
 /// secret, so that the file can be shared and logged.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "snake_case")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Secret {
     /// A systemd credential (`LoadCredential=`): the file of that name in
     /// `$CREDENTIALS_DIRECTORY`.
@@ -834,6 +905,51 @@ pub enum Secret {
     /// A command whose standard output (trimmed) is the secret, run each
     /// time it is needed: the way to get fresh OAuth 2 access tokens.
     Command(Vec<String>),
+}
+
+/// The sources, as written in the config.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+enum SecretSource {
+    Credential(String),
+    File(PathBuf),
+    Env(String),
+    Command(Vec<String>),
+}
+
+const SECRET_FORMS: &str = "{ credential = \"NAME\" }, { file = \"/path\" }, { env = \"VARIABLE\" } or { command = [\"prog\", \"arg\"] }";
+
+impl<'de> Deserialize<'de> for Secret {
+    /// A secret written as a literal string is refused without repeating
+    /// it: the error goes to terminals and the journal.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Source(toml::Table),
+            // Held only to be refused: never kept, never shown.
+            Literal(serde::de::IgnoredAny),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Literal(_) => Err(serde::de::Error::custom(format!(
+                "a secret is never written into the config (the value was not read back): name where it comes from, {SECRET_FORMS}"
+            ))),
+            Raw::Source(table) => {
+                let source = SecretSource::deserialize(toml::Value::Table(table)).map_err(|e| {
+                    serde::de::Error::custom(format!(
+                        "expected one of {SECRET_FORMS}: {}",
+                        e.message().trim()
+                    ))
+                })?;
+                Ok(match source {
+                    SecretSource::Credential(n) => Secret::Credential(n),
+                    SecretSource::File(p) => Secret::File(p),
+                    SecretSource::Env(v) => Secret::Env(v),
+                    SecretSource::Command(c) => Secret::Command(c),
+                })
+            }
+        }
+    }
 }
 
 impl Secret {
@@ -1083,7 +1199,14 @@ impl DaemonConfig {
         let text = std::fs::read_to_string(&path).map_err(|e| ConfigError {
             file: path.clone(),
             at: None,
-            message: format!("cannot read: {e}"),
+            message: if e.kind() == std::io::ErrorKind::NotFound {
+                format!(
+                    "missing: {} has no mailtriage.toml, which names the mailboxes, the SMTP server and the database (config/mailtriage.toml of the source is a commented example)",
+                    dir.display()
+                )
+            } else {
+                format!("cannot read: {e}")
+            },
         })?;
         Self::parse(&path, &text)
     }

@@ -20,10 +20,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use anyhow::Context;
 use tokio::sync::{Notify, watch};
 
-use crate::config::{Config, DaemonConfig, MailboxSection};
+use crate::config::{Config, ConfigError, DaemonConfig, MailboxSection};
 use crate::imap::{Auth, Connection, Idled, ImapError, ImapSettings};
 use crate::route::ActionType;
 use crate::send::{self, Backoff, Identity, Smtp, SmtpSettings};
@@ -100,8 +99,34 @@ impl Shared {
     }
 }
 
+/// Why the daemon could not start, or did not stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The configuration is wrong: restarting will not help (exit 2).
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("opening the database at {path}: {source}")]
+    Database {
+        path: PathBuf,
+        #[source]
+        source: StoreError,
+    },
+    /// A secret could not be read now (a command that failed may work
+    /// on the next start).
+    #[error("{0}")]
+    Secret(String),
+    #[error("control socket {path}: {source}")]
+    Control {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("flushing the database: {0}")]
+    Flush(#[source] StoreError),
+}
+
 /// Opens the store and runs every task until `shutdown` turns true.
-pub async fn run(config_dir: &Path, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+pub async fn run(config_dir: &Path, shutdown: watch::Receiver<bool>) -> Result<(), RunError> {
     run_with_clock(config_dir, shutdown, Clock::system()).await
 }
 
@@ -110,13 +135,47 @@ pub async fn run_with_clock(
     config_dir: &Path,
     mut shutdown: watch::Receiver<bool>,
     clock: Arc<Clock>,
-) -> anyhow::Result<()> {
-    let config = Config::load(config_dir).map_err(anyhow::Error::from)?;
-    let daemon = DaemonConfig::load(config_dir).map_err(anyhow::Error::from)?;
-    let db_path = database_path(&daemon)?;
-    let store = Store::open(&db_path, daemon.daemon.cache.0)
-        .with_context(|| format!("opening the database at {}", db_path.display()))?;
-    let identity = identity_of(&daemon)?;
+) -> Result<(), RunError> {
+    let config = Config::load(config_dir)?;
+    let daemon = DaemonConfig::load(config_dir)?;
+    let toml = config_dir.join("mailtriage.toml");
+    let db_path = database_path(&daemon).ok_or_else(|| ConfigError {
+        file: toml.clone(),
+        at: None,
+        message:
+            "no database path: set [daemon] database, or run under systemd with StateDirectory="
+                .into(),
+    })?;
+    let identity = identity_of(&daemon).map_err(|message| ConfigError {
+        file: toml.clone(),
+        at: None,
+        message,
+    })?;
+    let smtp_password = match (&daemon.smtp.user, &daemon.smtp.password) {
+        (Some(u), Some(p)) => Some((
+            u.clone(),
+            p.read().map_err(|e| {
+                let message = format!("[smtp] password: {e}");
+                // A source that does not hold the secret is the config's
+                // (or the unit's) mistake; a command may work next time.
+                if matches!(p, crate::config::Secret::Command(_)) {
+                    RunError::Secret(message)
+                } else {
+                    RunError::Config(ConfigError {
+                        file: toml.clone(),
+                        at: None,
+                        message,
+                    })
+                }
+            })?,
+        )),
+        _ => None,
+    };
+    let store =
+        Store::open(&db_path, daemon.daemon.cache.0).map_err(|source| RunError::Database {
+            path: db_path.clone(),
+            source,
+        })?;
     let mut own = vec![identity.from.email.to_string()];
     own.extend(
         daemon
@@ -143,18 +202,15 @@ pub async fn run_with_clock(
         host: daemon.smtp.host.clone(),
         port: daemon.smtp.port,
         tls: daemon.smtp.tls,
-        credentials: match (&daemon.smtp.user, &daemon.smtp.password) {
-            (Some(u), Some(p)) => Some((
-                u.clone(),
-                p.read()
-                    .map_err(|e| anyhow::anyhow!("[smtp] password: {e}"))?,
-            )),
-            _ => None,
-        },
+        credentials: smtp_password,
         timeout: daemon.smtp.timeout.0,
         ca_file: daemon.smtp.ca_file.clone(),
     })
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    .map_err(|e| ConfigError {
+        file: toml.clone(),
+        at: None,
+        message: e.to_string(),
+    })?;
     let shared = Arc::new(Shared {
         config,
         daemon,
@@ -192,8 +248,10 @@ pub async fn run_with_clock(
             })
         },
     });
-    let listener = crate::control::bind(&socket)
-        .with_context(|| format!("control socket {}", socket.display()))?;
+    let listener = crate::control::bind(&socket).map_err(|source| RunError::Control {
+        path: socket.clone(),
+        source,
+    })?;
     tracing::info!(socket = %socket.display(), "control socket ready");
 
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<String>(64);
@@ -254,17 +312,13 @@ pub async fn run_with_clock(
             tracing::error!(error = %e, "a task ended abnormally");
         }
     }
-    shared.store.flush().context("flushing the database")?;
+    shared.store.flush().map_err(RunError::Flush)?;
     tracing::info!("stopped");
     Ok(())
 }
 
-fn database_path(d: &DaemonConfig) -> anyhow::Result<PathBuf> {
-    crate::control::database_path(d).ok_or_else(|| {
-        anyhow::anyhow!(
-            "no database path: set [daemon] database in mailtriage.toml, or run under systemd with StateDirectory="
-        )
-    })
+fn database_path(d: &DaemonConfig) -> Option<PathBuf> {
+    crate::control::database_path(d)
 }
 
 /// Resolves when `shutdown` is (or turns) true.
@@ -1248,13 +1302,12 @@ fn repeat_vendor(
         return Ok(None);
     }
     let name = record.case.fields.vendor.clone().unwrap_or_default();
-    let ctx = minijinja::context! {
-        vendor => name,
-        count => cases.len(),
-        cases => cases.clone(),
-        within_days => rv.within.as_secs() / 86_400,
-        case_id => record.id.clone(),
-    };
+    let ctx = crate::lifecycle::vendor_report_context(
+        &name,
+        &cases,
+        rv.within.as_secs() / 86_400,
+        &record.id,
+    );
     let rendered = match sh.config.router.templates.render(&rv.template, &ctx) {
         Ok(r) => r,
         Err(e) => {
@@ -1459,17 +1512,11 @@ fn overdue_pass(sh: &Shared) -> Result<usize, StoreError> {
             continue;
         }
         let _span = tracing::info_span!("case", case = %rec.id).entered();
-        let ctx = minijinja::context! {
-            case_id => rec.id.clone(),
-            status => rec.status.clone(),
-            risk => rec.case.risk,
-            tier => rec.case.tier,
-            fields => minijinja::Value::from(minijinja::value::Serde(&rec.case.fields)),
-            from => rec.case.from.clone(),
-            message_id => rec.case.message_id.clone(),
-            age => human_age(age),
-            allowed => human_age(allowed.as_secs() as i64),
-        };
+        let ctx = crate::lifecycle::overdue_context(
+            &rec,
+            &human_age(age),
+            &human_age(allowed.as_secs() as i64),
+        );
         let out = sh
             .config
             .router
@@ -1703,12 +1750,13 @@ pub fn digest_command(
 }
 
 /// Who the daemon is when it sends, from `[smtp] from` and `[daemon] domain`.
-fn identity_of(daemon: &DaemonConfig) -> anyhow::Result<Identity> {
-    let from: lettre::message::Mailbox = daemon
-        .smtp
-        .from
-        .parse()
-        .with_context(|| format!("[smtp] from = {:?} is not an address", daemon.smtp.from))?;
+fn identity_of(daemon: &DaemonConfig) -> Result<Identity, String> {
+    let from: lettre::message::Mailbox = daemon.smtp.from.parse().map_err(|e| {
+        format!(
+            "[smtp] from: expected an address such as \"Escalations <mailtriage@example.com>\", found {:?} ({e})",
+            daemon.smtp.from
+        )
+    })?;
     Ok(Identity {
         from,
         domain: daemon.daemon.domain.clone(),

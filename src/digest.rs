@@ -1194,16 +1194,8 @@ pub fn render(env: &minijinja::Environment, data: &DigestData) -> Result<Rendere
     render_template(env, "digest", data)
 }
 
-/// Renders a digest with the templates `NAME.txt` (a `Subject:` line, a
-/// blank line, the body) and `NAME.html` of `env`. Lists come sorted by
-/// tier, then risk, highest first, oldest first; ages are computed from
-/// `data.now`, issues shortened, times shown in `data.time_zone`. The HTML
-/// is escaped when `env` auto-escapes `.html` names (minijinja's default).
-pub fn render_template(
-    env: &minijinja::Environment,
-    name: &str,
-    data: &DigestData,
-) -> Result<RenderedDigest, String> {
+/// What the templates see for `data`.
+fn context(data: &DigestData) -> Result<Context<'_>, String> {
     let tz = time_zone(&data.time_zone).map_err(|e| format!("digest {:?}: {e}", data.name))?;
     let open = sorted_rows(&data.open, data.now, &tz);
     let mut open_groups: Vec<Group> = Vec::new();
@@ -1218,7 +1210,7 @@ pub fn render_template(
             }),
         }
     }
-    let mut ctx = Context {
+    Ok(Context {
         name: &data.name,
         description: data.description.as_deref(),
         now: data.now,
@@ -1255,7 +1247,20 @@ pub fn render_template(
         },
         open,
         subject: None,
-    };
+    })
+}
+
+/// Renders a digest with the templates `NAME.txt` (a `Subject:` line, a
+/// blank line, the body) and `NAME.html` of `env`. Lists come sorted by
+/// tier, then risk, highest first, oldest first; ages are computed from
+/// `data.now`, issues shortened, times shown in `data.time_zone`. The HTML
+/// is escaped when `env` auto-escapes `.html` names (minijinja's default).
+pub fn render_template(
+    env: &minijinja::Environment,
+    name: &str,
+    data: &DigestData,
+) -> Result<RenderedDigest, String> {
+    let mut ctx = context(data)?;
     let run = |template: &str, ctx: &Context<'_>| -> Result<String, String> {
         env.get_template(template)
             .and_then(|t| t.render(minijinja::Value::from(minijinja::value::Serde(ctx))))
@@ -1277,6 +1282,66 @@ pub fn render_template(
         text: tidy(body),
         html,
     })
+}
+
+/// Contexts to check a digest's templates against when the config loads,
+/// each with what it is: a digest with cases of each sort (every field,
+/// none, overdue, one vendor twice) since the last one, and an empty first
+/// digest.
+pub fn sample_contexts() -> Vec<(String, minijinja::Value)> {
+    let now = 1_764_000_000;
+    let row = |n: u32, full: bool| DigestRow {
+        case_id: format!("ESC-2026-{n:06}"),
+        order_id: full.then(|| format!("CK{n}")),
+        customer: full.then(|| "Priya Sharma".to_string()),
+        issue: if full {
+            "Vendor came three hours late".into()
+        } else {
+            String::new()
+        },
+        flags: if full {
+            vec!["review_threat".into()]
+        } else {
+            vec![]
+        },
+        risk: if full { 5 } else { 1 },
+        tier: if full { 2 } else { 1 },
+        status: "open".into(),
+        opened_at: now - 3600 * i64::from(n),
+        age: String::new(),
+        message_id: full.then(|| format!("agent.{n}@mail.example.com")),
+        overdue: full,
+        vendor: full.then(|| "QuickPick Logistics (VND-1044)".to_string()),
+    };
+    let rows = vec![row(1, true), row(2, false), row(3, true)];
+    let at = |t: i64| Timestamp::from_second(t).unwrap_or(Timestamp::UNIX_EPOCH);
+    let full = DigestData::assemble(
+        "sample",
+        Some("A sample digest"),
+        "Asia/Kolkata",
+        at(now),
+        Some(at(now - 86_400)),
+        rows.clone(),
+        rows,
+    );
+    let empty = DigestData::assemble("sample", None, "UTC", at(now), None, vec![], vec![]);
+    let mut out = Vec::new();
+    for (what, data) in [
+        (
+            "a digest of three cases (every field, none, overdue, one vendor twice)",
+            full,
+        ),
+        ("an empty first digest", empty),
+    ] {
+        if let Ok(mut ctx) = context(&data) {
+            ctx.subject = Some("sample subject".into());
+            out.push((
+                what.to_string(),
+                minijinja::Value::from(minijinja::value::Serde(&ctx)),
+            ));
+        }
+    }
+    out
 }
 
 /// Adds a digest's two templates to `env` as `NAME.txt` and `NAME.html`

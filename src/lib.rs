@@ -44,4 +44,5 @@ pub mod message;
 pub mod route;
 pub mod send;
 pub mod store;
+pub mod template_check;
 mod tls;

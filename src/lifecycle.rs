@@ -197,6 +197,40 @@ pub fn reopen(rec: &mut CaseRecord, by: &str, at: i64) -> bool {
     true
 }
 
+/// What the overdue notice's template sees: the case, how long it has
+/// been open and how long its risk allows (both in words).
+pub fn overdue_context(rec: &CaseRecord, age: &str, allowed: &str) -> minijinja::Value {
+    minijinja::context! {
+        case_id => rec.id.clone(),
+        status => rec.status.clone(),
+        risk => rec.case.risk,
+        tier => rec.case.tier,
+        fields => minijinja::Value::from(minijinja::value::Serde(&rec.case.fields)),
+        from => rec.case.from.clone(),
+        message_id => rec.case.message_id.clone(),
+        age => age,
+        allowed => allowed,
+    }
+}
+
+/// What the repeat-vendor report's template sees: the vendor as the case
+/// wrote it, the cases of the window, the window in days, and the case
+/// that made the count.
+pub fn vendor_report_context(
+    vendor: &str,
+    cases: &[String],
+    within_days: u64,
+    case_id: &str,
+) -> minijinja::Value {
+    minijinja::context! {
+        vendor => vendor,
+        count => cases.len(),
+        cases => cases.to_vec(),
+        within_days => within_days,
+        case_id => case_id,
+    }
+}
+
 fn set_status(rec: &mut CaseRecord, to: &str, changes: &mut Vec<String>) {
     changes.push(format!("status {} -> {to}", rec.status));
     rec.status = to.to_string();

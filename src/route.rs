@@ -219,12 +219,17 @@ pub struct RenderError {
 pub struct Templates {
     env: Environment<'static>,
     names: Vec<String>,
+    /// Lines before each template's body in its file.
+    body_offsets: BTreeMap<String, usize>,
 }
 
 impl Default for Templates {
     fn default() -> Self {
         let mut env = Environment::new();
-        env.set_undefined_behavior(UndefinedBehavior::Chainable);
+        // A name a template uses that the context lacks is an error, not an
+        // empty string in someone's mail ("logged as ."); testing a value
+        // that may be absent (`{% if fields.vendor %}`, `x or "-"`) is fine.
+        env.set_undefined_behavior(UndefinedBehavior::SemiStrict);
         if let Ok(syntax) = minijinja::syntax::SyntaxConfig::builder()
             .keep_trailing_newline(true)
             .build()
@@ -234,6 +239,7 @@ impl Default for Templates {
         Templates {
             env,
             names: Vec::new(),
+            body_offsets: BTreeMap::new(),
         }
     }
 }
@@ -260,7 +266,26 @@ impl Templates {
             .add_template_owned(format!("{name}.body"), body.to_string())
             .map_err(|e| (e.line().unwrap_or(0) + body_offset, e.to_string()))?;
         self.names.push(name.to_string());
+        self.body_offsets.insert(name.to_string(), body_offset);
         Ok(())
+    }
+
+    /// The environment the templates live in: template `NAME` is
+    /// `NAME.subject` (line 1 of its file) and `NAME.body`.
+    pub fn env(&self) -> &Environment<'static> {
+        &self.env
+    }
+
+    /// The environment's two templates of `NAME`, each with the number of
+    /// lines before it in the file.
+    pub fn parts(&self, name: &str) -> [(String, usize); 2] {
+        [
+            (format!("{name}.subject"), 0),
+            (
+                format!("{name}.body"),
+                self.body_offsets.get(name).copied().unwrap_or(2),
+            ),
+        ]
     }
 
     pub fn contains(&self, name: &str) -> bool {
@@ -296,12 +321,21 @@ fn one_line(s: &str) -> String {
 }
 
 /// The case's first message, as a template cites it.
+///
+/// What a message lacks is left out (undefined to a template), so that a
+/// template that prints it unguarded fails the config check instead of
+/// writing "none" into someone's mail.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct Origin<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub from: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub from_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub subject: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub date: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub message_id: Option<&'a str>,
 }
 
@@ -373,21 +407,27 @@ impl<'a> Letter<'a> {
 #[derive(Debug, Serialize)]
 struct OriginalContext {
     as_file: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
     why: Option<&'static str>,
 }
 
-/// What a template sees.
+/// What a template sees. Absent values are left out, as in [`Origin`].
 #[derive(Debug, Serialize)]
 struct TemplateContext<'a> {
     case_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
     mailbox: Option<&'a str>,
     rule: &'a str,
     subject: &'a str,
     /// `Re: <subject>` unless the subject already starts with `Re:`.
     reply_subject: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     from: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     from_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     date: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     message_id: Option<&'a str>,
     origin: Origin<'a>,
     original: OriginalContext,
@@ -512,55 +552,57 @@ impl Router {
         let Some(template) = &action.template else {
             return Ok(None);
         };
-        let (case, message) = (letter.case, letter.message);
-        let subject = message.subject.as_str();
-        let reply_subject = if subject
-            .get(..3)
-            .is_some_and(|p| p.eq_ignore_ascii_case("re:"))
-        {
-            subject.to_string()
-        } else if subject.is_empty() {
-            "Re: your escalation".to_string()
-        } else {
-            format!("Re: {subject}")
-        };
-        let ctx = TemplateContext {
-            case_id: letter.case_id,
-            mailbox: letter.mailbox,
-            rule: &action.rule,
-            subject,
-            reply_subject,
-            from: message.from.as_deref(),
-            from_name: message.from_name.as_deref(),
-            date: message.date.as_deref(),
-            message_id: message.message_id.as_deref(),
-            origin: letter.origin.unwrap_or_else(|| Origin::of(message)),
-            original: OriginalContext {
-                as_file: matches!(letter.attached, Attached::File(_)),
-                why: match letter.attached {
-                    Attached::File(why) => Some(why),
-                    _ => None,
-                },
-            },
-            kind: case.kind.name(),
-            kind_label: case.kind.label(),
-            is_escalation: case.is_escalation,
-            fields: &case.fields,
-            missing: case.missing.iter().map(|f| f.name()).collect(),
-            missing_labels: &case.missing_labels,
-            flags: &case.flags,
-            flag_categories: case.flag_categories(),
-            risk: case.risk,
-            tier: case.tier,
-            tags: &case.tags,
-        };
         self.templates
-            .render(
-                template,
-                &minijinja::Value::from(minijinja::value::Serde(&ctx)),
-            )
+            .render(template, &letter_context(&action.rule, letter))
             .map(Some)
     }
+}
+
+/// What a letter's template sees, for the rule `rule`.
+pub fn letter_context(rule: &str, letter: &Letter<'_>) -> minijinja::Value {
+    let (case, message) = (letter.case, letter.message);
+    let subject = message.subject.as_str();
+    let reply_subject = if subject
+        .get(..3)
+        .is_some_and(|p| p.eq_ignore_ascii_case("re:"))
+    {
+        subject.to_string()
+    } else if subject.is_empty() {
+        "Re: your escalation".to_string()
+    } else {
+        format!("Re: {subject}")
+    };
+    let ctx = TemplateContext {
+        case_id: letter.case_id,
+        mailbox: letter.mailbox,
+        rule,
+        subject,
+        reply_subject,
+        from: message.from.as_deref(),
+        from_name: message.from_name.as_deref(),
+        date: message.date.as_deref(),
+        message_id: message.message_id.as_deref(),
+        origin: letter.origin.unwrap_or_else(|| Origin::of(message)),
+        original: OriginalContext {
+            as_file: matches!(letter.attached, Attached::File(_)),
+            why: match letter.attached {
+                Attached::File(why) => Some(why),
+                _ => None,
+            },
+        },
+        kind: case.kind.name(),
+        kind_label: case.kind.label(),
+        is_escalation: case.is_escalation,
+        fields: &case.fields,
+        missing: case.missing.iter().map(|f| f.name()).collect(),
+        missing_labels: &case.missing_labels,
+        flags: &case.flags,
+        flag_categories: case.flag_categories(),
+        risk: case.risk,
+        tier: case.tier,
+        tags: &case.tags,
+    };
+    minijinja::Value::from(minijinja::value::Serde(&ctx))
 }
 
 #[cfg(test)]

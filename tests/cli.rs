@@ -219,3 +219,52 @@ fn check_config_accepts_the_shipped_config_and_rejects_a_broken_one() {
     );
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// `run` refuses a config it cannot run with, with exit code 2 (the systemd
+/// unit does not restart on it) and a message saying what is missing.
+#[test]
+fn run_says_what_its_config_lacks_and_exits_2() {
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("templates")).unwrap();
+    for name in ["keywords.toml", "triage.toml", "routing.toml"] {
+        std::fs::copy(shipped.join(name), dir.path().join(name)).unwrap();
+    }
+    for e in std::fs::read_dir(shipped.join("templates")).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(
+            &p,
+            dir.path().join("templates").join(p.file_name().unwrap()),
+        )
+        .unwrap();
+    }
+    let run_it = || {
+        bin()
+            .args(["run", "--config"])
+            .arg(dir.path())
+            .env_remove("STATE_DIRECTORY")
+            .output()
+            .unwrap()
+    };
+    let out = run_it();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("has no mailtriage.toml, which names the mailboxes"),
+        "{}",
+        text(&out.stderr)
+    );
+    // The shipped example names no database: outside systemd that is a
+    // config error too, not a failure to retry.
+    std::fs::copy(
+        shipped.join("mailtriage.toml"),
+        dir.path().join("mailtriage.toml"),
+    )
+    .unwrap();
+    let out = run_it();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("no database path: set [daemon] database"),
+        "{}",
+        text(&out.stderr)
+    );
+}

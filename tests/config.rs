@@ -180,6 +180,30 @@ fn mistakes_are_located_and_explained() {
             "unknown field `flor`",
         ),
         (
+            "templates/ack.txt",
+            "as {{ case_id }}.",
+            "as {{ caseid }}.",
+            "unknown name \"caseid\": the names a template here can use are case_id, date, fields",
+        ),
+        (
+            "templates/forward.txt",
+            "{{ fields.customer_name or \"-\" }}",
+            "{{ fields.customer_nam or \"-\" }}",
+            "unknown name \"fields.customer_nam\": fields has category, customer_mood, customer_name",
+        ),
+        (
+            "templates/overdue.txt",
+            "{{ fields.order_id or \"-\" }}",
+            "{{ fields.order_id }}",
+            "cannot render for an escalation with no fields, date or Message-ID, overdue: it prints a value that is not there",
+        ),
+        (
+            "templates/digest.txt",
+            "{{ r.case_id }}",
+            "{{ r.caseid }}",
+            "cannot render for a digest of three cases",
+        ),
+        (
             "triage.toml",
             "escalation = [\"order_id\"",
             "escalation = [\"order_idd\"",
@@ -226,4 +250,47 @@ fn a_template_with_a_syntax_error_is_refused_with_its_line() {
         err.contains("templates/ack.txt:1:1: expected the first line to be `Subject: ...`"),
         "{err}"
     );
+}
+
+/// mailtriage.toml: a secret written as a literal is refused without being
+/// repeated; a reply_to that is not an address is located.
+#[test]
+fn mailtriage_toml_mistakes_are_located_and_secrets_never_repeated() {
+    use mailtriage::config::DaemonConfig;
+    let shipped = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("config/mailtriage.toml"),
+    )
+    .unwrap();
+    // (text to replace, replacement, expected fragment, line of the mistake)
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "password = { credential = \"smtp-password\" }",
+            "password = \"hunter2-Secret\"",
+            "a secret is never written into the config (the value was not read back): name where it comes from, { credential = \"NAME\" }",
+        ),
+        (
+            "password = { credential = \"smtp-password\" }",
+            "password = { credentials = \"hunter2-Secret\" }",
+            "expected one of { credential = \"NAME\" }, { file = \"/path\" }",
+        ),
+        (
+            "# reply_to = \"ops@example.com\"",
+            "reply_to = \"ops mailbox\"",
+            "mailbox \"ops\": reply_to: expected the mailbox's email address, found \"ops mailbox\"",
+        ),
+    ];
+    for (from, to, want) in cases {
+        assert!(shipped.contains(from), "{from}");
+        let text = shipped.replacen(from, to, 1);
+        let err = DaemonConfig::parse(Path::new("mailtriage.toml"), &text)
+            .expect_err(to)
+            .to_string();
+        assert!(err.contains(want), "{to}:\n  got: {err}\n  want: {want}");
+        assert!(!err.contains("hunter2"), "the secret is repeated: {err}");
+        let line = shipped[..shipped.find(from).unwrap()].matches('\n').count() + 1;
+        assert!(
+            err.starts_with(&format!("mailtriage.toml:{line}:")),
+            "{err}: expected line {line}"
+        );
+    }
 }

@@ -41,6 +41,34 @@ fn verify_is_clean() {
     );
 }
 
+/// A configuration error (exit 2) stops the restarts; other failures
+/// restart. systemd applies RestartPreventExitStatus= to the main process
+/// only, so the config is checked by `run` itself, not by an ExecStartPre.
+#[test]
+fn a_config_error_is_not_restarted_forever() {
+    let unit = unit_text();
+    let lines: Vec<&str> = unit.lines().map(str::trim).collect();
+    assert!(lines.contains(&"Restart=on-failure"), "{unit}");
+    assert!(lines.contains(&"RestartPreventExitStatus=2"), "{unit}");
+    assert!(
+        !lines.iter().any(|l| l.starts_with("ExecStartPre=")),
+        "an ExecStartPre failure would restart regardless of its status"
+    );
+    // And `run` does exit 2 on a config error, before anything starts.
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mailtriage"))
+        .args(["run", "--config"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn security_exposure_is_at_most_2() {
     let (_dir, unit) = installed_unit();
