@@ -45,3 +45,4 @@ pub mod route;
 pub mod send;
 pub mod store;
 mod tls;
+pub mod vendor;
