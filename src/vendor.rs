@@ -63,6 +63,11 @@ impl VendorKey {
         VendorKey(format!("name:{normalised}"))
     }
 
+    /// A key as stored (the store's index holds keys as text).
+    pub(crate) fn from_stored(key: String) -> VendorKey {
+        VendorKey(key)
+    }
+
     /// Keyed by an id (not by a name).
     pub fn is_id(&self) -> bool {
         self.0.starts_with("id:")
