@@ -1229,14 +1229,15 @@ fn vendor_group(
     Ok(group)
 }
 
-/// The vendor as the report names it: as the earliest of `cases` whose
-/// field gives the id wrote it, else as this case does.
+/// The vendor as the report names it: as the digest does (see
+/// [`vendor_spelling`]), over `cases`, oldest first.
 fn vendor_name(
     sh: &Shared,
     record: &CaseRecord,
     cases: &[String],
     working: &HashMap<String, CaseRecord>,
 ) -> Result<String, StoreError> {
+    let mut name = String::new();
     for id in cases {
         let field = if *id == record.id {
             record.case.fields.vendor.clone()
@@ -1246,12 +1247,20 @@ fn vendor_name(
             sh.store.case(id)?.and_then(|r| r.case.fields.vendor)
         };
         if let Some(f) = field
-            && sh.config.vendors.parse(&f).is_some_and(|v| v.id.is_some())
+            && vendor_spelling(&sh.config.vendors, &name, &f)
         {
-            return Ok(f);
+            name = f;
         }
     }
-    Ok(record.case.fields.vendor.clone().unwrap_or_default())
+    Ok(name)
+}
+
+/// Whether `later`, a later case's spelling of a vendor, names it better
+/// than `current` (the name so far, empty for none): a spelling with the
+/// id beats one without, else the earliest stays.
+fn vendor_spelling(rules: &crate::vendor::VendorRules, current: &str, later: &str) -> bool {
+    let has_id = |s: &str| rules.parse(s).is_some_and(|v| v.id.is_some());
+    current.is_empty() || (!has_id(current) && has_id(later))
 }
 
 /// The vendor manager's forward when this case brings its vendor to the
@@ -1628,10 +1637,12 @@ pub fn build_digest(
     };
     let mut opened = Vec::new();
     let mut open = Vec::new();
-    // One name per vendor (as its first case wrote it), so that `VID-77` and
-    // `FastPick (VID-77)` count as the one vendor they are. A case stored
-    // before vendors were resolved is read with today's rules.
+    // One name per vendor, so that `VID-77` and `FastPick (VID-77)` count as
+    // the one vendor they are: as its earliest case with the id wrote it, else
+    // its earliest case (see `vendor_spelling`), filled in once all are read.
+    // A case stored before vendors were resolved is read with today's rules.
     let mut vendor_names: HashMap<crate::vendor::VendorKey, String> = HashMap::new();
+    let (mut opened_vendors, mut open_vendors) = (Vec::new(), Vec::new());
     for rec in store.cases() {
         let rec = rec.map_err(|e| e.to_string())?;
         if !rec.is_open() || !rec.digests.iter().any(|x| x == name) {
@@ -1664,21 +1675,28 @@ pub fn build_digest(
             message_id: rec.case.message_id.clone(),
             overdue: rec.overdue_at.is_some()
                 || overdue_after(&rec).is_some_and(|a| age > a.as_secs() as i64),
-            vendor: rec
-                .vendor_key()
-                .cloned()
-                .or_else(|| f.vendor.as_deref().and_then(|v| config.vendors.key(v)))
-                .map(|k| {
-                    vendor_names
-                        .entry(k)
-                        .or_insert_with(|| f.vendor.clone().unwrap_or_default())
-                        .clone()
-                }),
+            vendor: None,
         };
+        let vendor = rec
+            .vendor_key()
+            .cloned()
+            .or_else(|| f.vendor.as_deref().and_then(|v| config.vendors.key(v)));
+        if let (Some(k), Some(spelling)) = (&vendor, &f.vendor) {
+            let name = vendor_names.entry(k.clone()).or_default();
+            if vendor_spelling(&config.vendors, name, spelling) {
+                *name = spelling.clone();
+            }
+        }
         if since.is_none_or(|s| rec.received_at >= s) {
             opened.push(row.clone());
+            opened_vendors.push(vendor.clone());
         }
         open.push(row);
+        open_vendors.push(vendor);
+    }
+    let rows = opened.iter_mut().zip(opened_vendors);
+    for (row, vendor) in rows.chain(open.iter_mut().zip(open_vendors)) {
+        row.vendor = vendor.and_then(|k| vendor_names.get(&k).cloned());
     }
     let ts = |t: i64| jiff::Timestamp::from_second(t).map_err(|e| e.to_string());
     let data = DigestData::assemble(
