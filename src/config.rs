@@ -138,6 +138,15 @@ struct RoutingFile {
     /// Named business hours.
     #[serde(default)]
     hours: BTreeMap<String, crate::digest::BusinessHours>,
+    /// How vendor fields are read (see [`load_vendors`]).
+    vendors: Option<VendorsDef>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VendorsDef {
+    id_pattern: Option<Spanned<String>>,
+    name_suffixes: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -281,6 +290,8 @@ pub struct Config {
     pub triage: Triage,
     pub router: Router,
     pub lifecycle: Lifecycle,
+    /// How vendor fields are read (`[vendors]` in routing.toml).
+    pub vendors: crate::vendor::VendorRules,
     /// The digests' templates, text and HTML (`templates/NAME.txt` and
     /// `templates/NAME.html`).
     pub digest_templates: minijinja::Environment<'static>,
@@ -434,6 +445,7 @@ impl Config {
             text: routing,
         };
         let (router, lifecycle) = load_routing(&rt_src, &keywords, tpl)?;
+        let vendors = load_vendors(&rt_src)?;
 
         let mut digest_templates = minijinja::Environment::new();
         digest_templates.set_undefined_behavior(minijinja::UndefinedBehavior::SemiStrict);
@@ -477,6 +489,7 @@ impl Config {
             triage: Triage::new(keywords, tf.required),
             router,
             lifecycle,
+            vendors,
             digest_templates,
         };
         config.check_templates(dir, &templates, &html)?;
@@ -859,6 +872,39 @@ fn load_routing(
     Ok((router, lifecycle))
 }
 
+/// `[vendors]` of routing.toml: the vendor id pattern and the name
+/// suffixes, each defaulting to the shipped one; a pattern that is not a
+/// regular expression is refused at its place.
+fn load_vendors(src: &Source<'_>) -> Result<crate::vendor::VendorRules, ConfigError> {
+    use crate::vendor::{DEFAULT_ID_PATTERN, DEFAULT_NAME_SUFFIXES, RulesError, VendorRules};
+    let file: RoutingFile = src.parse()?;
+    let Some(def) = file.vendors else {
+        return VendorRules::new(DEFAULT_ID_PATTERN, DEFAULT_NAME_SUFFIXES)
+            .map_err(|e| src.error_at(None, e.to_string()));
+    };
+    let pattern = def
+        .id_pattern
+        .as_ref()
+        .map_or(DEFAULT_ID_PATTERN, |p| p.get_ref().as_str());
+    let suffixes: Vec<&str> = match &def.name_suffixes {
+        Some(list) => list.iter().map(|s| s.get_ref().as_str()).collect(),
+        None => DEFAULT_NAME_SUFFIXES.to_vec(),
+    };
+    VendorRules::new(pattern, &suffixes).map_err(|e| {
+        let span = match &e {
+            RulesError::Pattern(_) | RulesError::MatchesEmpty => {
+                def.id_pattern.as_ref().map(|p| p.span())
+            }
+            RulesError::Suffix(i) => def
+                .name_suffixes
+                .as_ref()
+                .and_then(|l| l.get(*i))
+                .map(|s| s.span()),
+        };
+        src.error_at(span, e.to_string())
+    })
+}
+
 fn looks_like_address(s: &str) -> bool {
     let s = s.trim();
     match s.split_once('@') {
@@ -883,6 +929,23 @@ mod tests {
         let c = Config::builtin().expect("the shipped config is valid");
         assert!(c.triage.keywords().category("legal").is_some());
         assert!(!c.router.rules.is_empty());
+    }
+
+    #[test]
+    fn the_shipped_vendors_table_says_the_defaults() {
+        let file: RoutingFile = toml::from_str(builtin::ROUTING).unwrap();
+        let v = file.vendors.expect("a [vendors] table");
+        assert_eq!(
+            v.id_pattern.unwrap().into_inner(),
+            crate::vendor::DEFAULT_ID_PATTERN
+        );
+        let suffixes: Vec<String> = v
+            .name_suffixes
+            .unwrap()
+            .into_iter()
+            .map(Spanned::into_inner)
+            .collect();
+        assert_eq!(suffixes, crate::vendor::DEFAULT_NAME_SUFFIXES);
     }
 
     #[test]

@@ -1200,7 +1200,7 @@ fn open_case(
     t: i64,
     replies: &mut HashMap<String, usize>,
     working: &mut HashMap<String, CaseRecord>,
-    vendors_reported: &mut Vec<String>,
+    vendors_reported: &mut Vec<crate::vendor::VendorKey>,
 ) -> Result<(Option<BatchItem>, Option<ServerAction>), StoreError> {
     let Triaged {
         key,
@@ -1239,6 +1239,7 @@ fn open_case(
     record.tags = c.tags;
     record.forwarded_to = c.forwarded;
     record.follows = follows;
+    record.vendor = vendor_of(sh, &record, working)?;
     let mut outgoing = c.outgoing;
     if let Some(out) = repeat_vendor(sh, &record, t, working, vendors_reported)? {
         outgoing.push(out);
@@ -1267,30 +1268,145 @@ fn open_case(
     ))
 }
 
+/// The vendor of a new case: what its field says, a name alone resolved
+/// through the aliases stored or taught earlier in this batch.
+fn vendor_of(
+    sh: &Shared,
+    record: &CaseRecord,
+    working: &HashMap<String, CaseRecord>,
+) -> Result<Option<crate::vendor::CaseVendor>, StoreError> {
+    let Some(v) = record
+        .case
+        .fields
+        .vendor
+        .as_deref()
+        .and_then(|f| sh.config.vendors.parse(f))
+    else {
+        return Ok(None);
+    };
+    let alias = match (&v.id, &v.name) {
+        (None, Some(name)) => match sh.store.vendor_alias(name)? {
+            Some(id) => Some(id),
+            None => batch_alias(name, working.values()).cloned(),
+        },
+        _ => None,
+    };
+    Ok(v.resolve(alias))
+}
+
+/// The id the batch's cases first give `name` with: the lowest case id,
+/// which is the order they open in and the commit learns aliases in.
+fn batch_alias<'a>(
+    name: &crate::vendor::VendorKey,
+    batch: impl IntoIterator<Item = &'a CaseRecord>,
+) -> Option<&'a crate::vendor::VendorKey> {
+    batch
+        .into_iter()
+        .filter_map(|r| r.vendor.as_ref().map(|v| (&r.id, v)))
+        .filter(|(_, v)| v.key.is_id() && v.name.as_ref() == Some(name))
+        .min_by(|a, b| a.0.cmp(b.0))
+        .map(|(_, v)| &v.key)
+}
+
+/// The keys whose complaints are `key`'s in this batch: `key`, and for an
+/// id the names this batch gives with it first (no alias stored, no earlier
+/// case of the batch giving them with another id). The commit moves those
+/// names' complaints to the id.
+fn vendor_group(
+    sh: &Shared,
+    key: &crate::vendor::VendorKey,
+    record: &CaseRecord,
+    working: &HashMap<String, CaseRecord>,
+) -> Result<Vec<crate::vendor::VendorKey>, StoreError> {
+    let mut group = vec![key.clone()];
+    if !key.is_id() {
+        return Ok(group);
+    }
+    let batch: Vec<&CaseRecord> = working.values().chain([record]).collect();
+    for r in &batch {
+        if let Some(name) = r.vendor.as_ref().and_then(|v| v.name.as_ref())
+            && !group.contains(name)
+            && batch_alias(name, batch.iter().copied()) == Some(key)
+            && sh.store.vendor_alias(name)?.is_none()
+        {
+            group.push(name.clone());
+        }
+    }
+    Ok(group)
+}
+
+/// The vendor as the report names it: as the digest does (see
+/// [`vendor_spelling`]), over `cases`, oldest first.
+fn vendor_name(
+    sh: &Shared,
+    record: &CaseRecord,
+    cases: &[String],
+    working: &HashMap<String, CaseRecord>,
+) -> Result<String, StoreError> {
+    let mut name = String::new();
+    for id in cases {
+        let field = if *id == record.id {
+            record.case.fields.vendor.clone()
+        } else if let Some(r) = working.get(id) {
+            r.case.fields.vendor.clone()
+        } else {
+            sh.store.case(id)?.and_then(|r| r.case.fields.vendor)
+        };
+        if let Some(f) = field
+            && vendor_spelling(&sh.config.vendors, &name, &f)
+        {
+            name = f;
+        }
+    }
+    Ok(name)
+}
+
+/// Whether `later`, a later case's spelling of a vendor, names it better
+/// than `current` (the name so far, empty for none): a spelling with the
+/// id beats one without, else the earliest stays.
+fn vendor_spelling(rules: &crate::vendor::VendorRules, current: &str, later: &str) -> bool {
+    let has_id = |s: &str| rules.parse(s).is_some_and(|v| v.id.is_some());
+    current.is_empty() || (!has_id(current) && has_id(later))
+}
+
 /// The vendor manager's forward when this case brings its vendor to the
-/// configured number of complaints, once per window.
+/// configured number of complaints, once per window. The vendor's
+/// complaints are those of every key in its [`vendor_group`].
 fn repeat_vendor(
     sh: &Shared,
     record: &CaseRecord,
     t: i64,
     working: &HashMap<String, CaseRecord>,
-    vendors_reported: &mut Vec<String>,
+    vendors_reported: &mut Vec<crate::vendor::VendorKey>,
 ) -> Result<Option<NewOutgoing>, StoreError> {
     let (Some(rv), Some(vendor)) = (&sh.config.lifecycle.repeat_vendor, record.vendor_key()) else {
         return Ok(None);
     };
     let since = t - rv.within.as_secs() as i64;
-    if vendors_reported.contains(&vendor)
-        || sh
-            .store
-            .vendor_reported_at(&vendor)?
-            .is_some_and(|at| at >= since)
-    {
-        return Ok(None);
+    let group = vendor_group(sh, vendor, record, working)?;
+    for k in &group {
+        if vendors_reported.contains(k)
+            || sh
+                .store
+                .vendor_reported_at(k)?
+                .is_some_and(|at| at >= since)
+        {
+            return Ok(None);
+        }
     }
-    let mut cases = sh.store.vendor_cases(&vendor, since)?;
+    let mut cases: Vec<String> = Vec::new();
+    for k in &group {
+        for id in sh.store.vendor_cases(k, since)? {
+            if !cases.contains(&id) {
+                cases.push(id);
+            }
+        }
+    }
     for (id, r) in working {
-        if r.vendor_key().as_deref() == Some(vendor.as_str()) && !cases.contains(id) {
+        if r.received_at >= since
+            && r.vendor_key().is_some_and(|k| group.contains(k))
+            && !cases.contains(id)
+        {
             cases.push(id.clone());
         }
     }
@@ -1301,7 +1417,7 @@ fn repeat_vendor(
     if cases.len() < rv.complaints {
         return Ok(None);
     }
-    let name = record.case.fields.vendor.clone().unwrap_or_default();
+    let name = vendor_name(sh, record, &cases, working)?;
     let ctx = crate::lifecycle::vendor_report_context(
         &name,
         &cases,
@@ -1328,7 +1444,7 @@ fn repeat_vendor(
     ) {
         Ok(out) => {
             tracing::warn!(vendor = %vendor, complaints = cases.len(), "repeat vendor reported");
-            vendors_reported.push(vendor);
+            vendors_reported.push(vendor.clone());
             Ok(Some(out))
         }
         Err(e) => {
@@ -1633,9 +1749,12 @@ pub fn build_digest(
     };
     let mut opened = Vec::new();
     let mut open = Vec::new();
-    // One name per vendor (as its first case wrote it), so that `VID-77` and
-    // `FastPick (VID-77)` count as the one vendor they are.
-    let mut vendor_names: HashMap<String, String> = HashMap::new();
+    // One name per vendor, so that `VID-77` and `FastPick (VID-77)` count as
+    // the one vendor they are: as its earliest case with the id wrote it, else
+    // its earliest case (see `vendor_spelling`), filled in once all are read.
+    // A case stored before vendors were resolved is read with today's rules.
+    let mut vendor_names: HashMap<crate::vendor::VendorKey, String> = HashMap::new();
+    let (mut opened_vendors, mut open_vendors) = (Vec::new(), Vec::new());
     for rec in store.cases() {
         let rec = rec.map_err(|e| e.to_string())?;
         if !rec.is_open() || !rec.digests.iter().any(|x| x == name) {
@@ -1668,17 +1787,28 @@ pub fn build_digest(
             message_id: rec.case.message_id.clone(),
             overdue: rec.overdue_at.is_some()
                 || overdue_after(&rec).is_some_and(|a| age > a.as_secs() as i64),
-            vendor: rec.vendor_key().map(|k| {
-                vendor_names
-                    .entry(k)
-                    .or_insert_with(|| f.vendor.clone().unwrap_or_default())
-                    .clone()
-            }),
+            vendor: None,
         };
+        let vendor = rec
+            .vendor_key()
+            .cloned()
+            .or_else(|| f.vendor.as_deref().and_then(|v| config.vendors.key(v)));
+        if let (Some(k), Some(spelling)) = (&vendor, &f.vendor) {
+            let name = vendor_names.entry(k.clone()).or_default();
+            if vendor_spelling(&config.vendors, name, spelling) {
+                *name = spelling.clone();
+            }
+        }
         if since.is_none_or(|s| rec.received_at >= s) {
             opened.push(row.clone());
+            opened_vendors.push(vendor.clone());
         }
         open.push(row);
+        open_vendors.push(vendor);
+    }
+    let rows = opened.iter_mut().zip(opened_vendors);
+    for (row, vendor) in rows.chain(open.iter_mut().zip(open_vendors)) {
+        row.vendor = vendor.and_then(|k| vendor_names.get(&k).cloned());
     }
     let ts = |t: i64| jiff::Timestamp::from_second(t).map_err(|e| e.to_string());
     let data = DigestData::assemble(

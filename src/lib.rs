@@ -46,3 +46,4 @@ pub mod send;
 pub mod store;
 pub mod template_check;
 mod tls;
+pub mod vendor;

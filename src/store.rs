@@ -17,7 +17,8 @@
 //! - `index`: lookups kept in step with the cases, by prefix: `t` a
 //!   Message-ID of the thread (the agent's, ours, each update's) to its case,
 //!   `o` an order id to its latest case, `s` the open cases, `v` a vendor's
-//!   complaints by time;
+//!   complaints by time (by [`VendorKey`]), `a` a vendor name to the id it
+//!   was first given with;
 //! - `meta`: counters, when each vendor was last reported, when each digest
 //!   was last sent.
 //!
@@ -33,6 +34,7 @@
 //! with sled's tools and survives added fields. Time is passed in (unix
 //! seconds), never read here, so that tests control it.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -40,6 +42,7 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 
 use crate::case::Case;
+use crate::vendor::{CaseVendor, VendorKey};
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -161,6 +164,11 @@ pub struct CaseRecord {
     /// Message-IDs of the thread (the agent's original first).
     #[serde(default)]
     pub thread: Vec<String>,
+    /// The vendor complained about, as resolved when the case opened, and
+    /// moved from its name to its id when a later case gives the two
+    /// together (see [`Store::commit`]). Kept as stored by updates.
+    #[serde(default)]
+    pub vendor: Option<CaseVendor>,
 }
 
 fn open_status() -> String {
@@ -213,6 +221,7 @@ impl CaseRecord {
             forwarded_to: Vec::new(),
             overdue_at: None,
             follows: None,
+            vendor: None,
         }
     }
 
@@ -220,42 +229,10 @@ impl CaseRecord {
         self.status != "resolved"
     }
 
-    /// The key vendor complaints are counted under: the vendor's id when
-    /// the field gives one (`QuickFix (VID-221)`, `VID-221`), else the name,
-    /// lowercased with spaces collapsed.
-    pub fn vendor_key(&self) -> Option<String> {
-        self.case.fields.vendor.as_deref().and_then(vendor_key)
+    /// The key the case's vendor complaint is counted under.
+    pub fn vendor_key(&self) -> Option<&VendorKey> {
+        self.vendor.as_ref().map(|v| &v.key)
     }
-}
-
-/// See [`CaseRecord::vendor_key`].
-pub fn vendor_key(vendor: &str) -> Option<String> {
-    let v = vendor.trim();
-    // An id in parentheses, or a single token with a digit in it.
-    if let (Some(a), Some(b)) = (v.find('('), v.rfind(')'))
-        && a < b
-    {
-        let inner = v[a + 1..b].trim();
-        let inner = inner
-            .trim_start_matches(|c: char| c.is_ascii_alphabetic() && inner.contains(':'))
-            .trim_start_matches(':')
-            .trim();
-        if inner.chars().any(|c| c.is_ascii_digit()) {
-            return Some(format!("id:{}", inner.to_lowercase()));
-        }
-    }
-    if !v.contains(char::is_whitespace) && v.chars().any(|c| c.is_ascii_digit()) {
-        return Some(format!("id:{}", v.to_lowercase()));
-    }
-    let name: Vec<String> = v
-        .split_whitespace()
-        .map(|w| {
-            w.trim_matches(|c: char| !c.is_alphanumeric())
-                .to_lowercase()
-        })
-        .filter(|w| !w.is_empty())
-        .collect();
-    (!name.is_empty()).then(|| format!("name:{}", name.join(" ")))
 }
 
 /// A Message-ID as the thread index keys it: no angle brackets, lowercase.
@@ -373,9 +350,8 @@ pub struct Batch {
     pub server: Vec<(u32, ServerAction)>,
     /// Unix seconds.
     pub now: i64,
-    /// Vendors (by [`vendor_key`]) reported to the vendor manager by this
-    /// batch.
-    pub vendors_reported: Vec<String>,
+    /// Vendors reported to the vendor manager by this batch.
+    pub vendors_reported: Vec<VendorKey>,
 }
 
 /// What [`Store::commit`] did with each item, in order.
@@ -560,7 +536,28 @@ impl Store {
     /// For each item not already in `seen`: its `seen` entry, its case and
     /// its outgoing messages. Then the cursor. The closure may run more than
     /// once on a conflict, so it computes everything from its inputs.
+    ///
+    /// A new case whose vendor field gives an id and a name for the first
+    /// time stores the name as an alias of the id, and the complaints
+    /// counted under that name so far (stored, or earlier in the batch) move
+    /// to the id, with the time the name was last reported. Those are found
+    /// before the transaction (which cannot scan): callers do not commit
+    /// concurrently (the daemon holds its case lock).
     pub fn commit(&self, batch: &Batch) -> Result<Vec<Committed>, StoreError> {
+        let mut named: HashMap<VendorKey, Vec<(i64, String)>> = HashMap::new();
+        for item in &batch.items {
+            if let BatchOutcome::Case { record, .. } = &item.outcome
+                && let Some(CaseVendor {
+                    key,
+                    name: Some(name),
+                }) = &record.vendor
+                && key.is_id()
+                && !named.contains_key(name)
+                && self.vendor_alias(name)?.is_none()
+            {
+                named.insert(name.clone(), self.vendor_entries(name)?);
+            }
+        }
         let trees: [&sled::Tree; 10] = [
             &self.cases,
             &self.seen,
@@ -600,6 +597,7 @@ impl Store {
                 index,
             };
             let mut committed = Vec::with_capacity(batch.items.len());
+            let mut by_name: Vec<(VendorKey, i64, String)> = Vec::new();
             for item in &batch.items {
                 if let Some(prev) = seen.get(item.key.bytes())? {
                     let prev: Seen = decode("seen", &prev).map_err(abort)?;
@@ -619,6 +617,9 @@ impl Store {
                     } => {
                         let new = matches!(item.outcome, BatchOutcome::Case { .. });
                         write_case(cases, &q, record, outgoing, new, batch.now)?;
+                        if new {
+                            learn_vendor(cases, index, meta, record, &named, &mut by_name)?;
+                        }
                         if let Some(sender) = replied_to {
                             let key = reply_key(sender, batch.now);
                             let n = replies.get(&key)?.map_or(0, |v| read_count(&v));
@@ -642,7 +643,14 @@ impl Store {
                 committed.push(Committed::Stored);
             }
             for vendor in &batch.vendors_reported {
-                meta.insert(vendor_report_key(vendor), &batch.now.to_be_bytes())?;
+                // Under the id, if the batch taught that the name is one.
+                let alias = if vendor.is_id() {
+                    None
+                } else {
+                    index.get(index_key(b'a', vendor.as_str()))?
+                };
+                let vendor = alias.map_or_else(|| vendor.clone(), |id| stored_key(&id));
+                meta.insert(vendor_report_key(&vendor), &batch.now.to_be_bytes())?;
             }
             cursors.insert(batch.mailbox.as_bytes(), encode(&batch.cursor))?;
             // Added to what an earlier, unfinished batch left pending.
@@ -775,10 +783,10 @@ impl Store {
             .collect()
     }
 
-    /// Cases with a complaint about `vendor` (a [`vendor_key`]) opened at
-    /// or after `since`, oldest first.
-    pub fn vendor_cases(&self, vendor: &str, since: i64) -> Result<Vec<String>, StoreError> {
-        let mut prefix = index_key(b'v', vendor);
+    /// Cases with a complaint about `vendor` opened at or after `since`,
+    /// oldest first.
+    pub fn vendor_cases(&self, vendor: &VendorKey, since: i64) -> Result<Vec<String>, StoreError> {
+        let mut prefix = index_key(b'v', vendor.as_str());
         prefix.push(0);
         let mut from = prefix.clone();
         from.extend_from_slice(&(since.max(0) as u64).to_be_bytes());
@@ -796,11 +804,36 @@ impl Store {
     }
 
     /// When `vendor` was last reported to the vendor manager.
-    pub fn vendor_reported_at(&self, vendor: &str) -> Result<Option<i64>, StoreError> {
+    pub fn vendor_reported_at(&self, vendor: &VendorKey) -> Result<Option<i64>, StoreError> {
         Ok(self
             .meta
             .get(vendor_report_key(vendor))?
             .map(|v| read_i64(&v)))
+    }
+
+    /// The id a vendor name was first given with, if it was.
+    pub fn vendor_alias(&self, name: &VendorKey) -> Result<Option<VendorKey>, StoreError> {
+        Ok(self
+            .index
+            .get(index_key(b'a', name.as_str()))?
+            .map(|v| stored_key(&v)))
+    }
+
+    /// Every complaint counted under `vendor`: (opened at, case id).
+    fn vendor_entries(&self, vendor: &VendorKey) -> Result<Vec<(i64, String)>, StoreError> {
+        let mut prefix = index_key(b'v', vendor.as_str());
+        prefix.push(0);
+        let mut out = Vec::new();
+        for r in self.index.scan_prefix(&prefix) {
+            let (k, _) = r?;
+            if let (Some(at), Some(id)) = (
+                k.get(prefix.len()..prefix.len() + 8),
+                k.get(prefix.len() + 8..),
+            ) {
+                out.push((read_i64(at), String::from_utf8_lossy(id).into_owned()));
+            }
+        }
+        Ok(out)
     }
 
     /// The period of the last digest `name` sent.
@@ -1006,6 +1039,8 @@ fn write_case(
     let mut record = record.clone();
     if let Some(prev) = cases.get(record.id.as_bytes())? {
         let prev: CaseRecord = decode("cases", &prev).map_err(abort)?;
+        // Set when the case opened, and moved only by `learn_vendor`.
+        record.vendor = prev.vendor;
         for id in prev.outbox {
             if !record.outbox.contains(&id) {
                 record.outbox.push(id);
@@ -1032,11 +1067,10 @@ fn write_case(
             )?;
         }
         if let Some(vendor) = record.vendor_key() {
-            let mut k = index_key(b'v', &vendor);
-            k.push(0);
-            k.extend_from_slice(&(record.received_at.max(0) as u64).to_be_bytes());
-            k.extend_from_slice(record.id.as_bytes());
-            q.index.insert(k, &[] as &[u8])?;
+            q.index.insert(
+                vendor_index_key(vendor, record.received_at, &record.id),
+                &[] as &[u8],
+            )?;
         }
     }
     let open = index_key(b's', &record.id);
@@ -1083,9 +1117,85 @@ fn index_key(kind: u8, rest: &str) -> Vec<u8> {
     k
 }
 
-fn vendor_report_key(vendor: &str) -> Vec<u8> {
+/// Learns from a new case's vendor (see [`Store::commit`]): `stored` are
+/// the complaints found under names before the transaction, `by_name` the
+/// name-keyed cases this transaction has written so far.
+fn learn_vendor(
+    cases: &TransactionalTree,
+    index: &TransactionalTree,
+    meta: &TransactionalTree,
+    record: &CaseRecord,
+    stored: &HashMap<VendorKey, Vec<(i64, String)>>,
+    by_name: &mut Vec<(VendorKey, i64, String)>,
+) -> TxResult<()> {
+    let Some(v) = &record.vendor else {
+        return Ok(());
+    };
+    if !v.key.is_id() {
+        by_name.push((v.key.clone(), record.received_at, record.id.clone()));
+        return Ok(());
+    }
+    let Some(name) = &v.name else {
+        return Ok(());
+    };
+    let alias = index_key(b'a', name.as_str());
+    // The first id a name was given with keeps it.
+    if index.get(&alias)?.is_some() {
+        return Ok(());
+    }
+    index.insert(alias, v.key.as_str().as_bytes())?;
+    let earlier: Vec<(i64, String)> = stored
+        .get(name)
+        .into_iter()
+        .flatten()
+        .cloned()
+        .chain(
+            by_name
+                .iter()
+                .filter(|(k, _, _)| k == name)
+                .map(|(_, at, id)| (*at, id.clone())),
+        )
+        .collect();
+    by_name.retain(|(k, _, _)| k != name);
+    for (at, id) in earlier {
+        index.remove(vendor_index_key(name, at, &id))?;
+        index.insert(vendor_index_key(&v.key, at, &id), &[] as &[u8])?;
+        if let Some(bytes) = cases.get(id.as_bytes())? {
+            let mut r: CaseRecord = decode("cases", &bytes).map_err(abort)?;
+            if let Some(rv) = &mut r.vendor
+                && rv.key == *name
+            {
+                rv.key = v.key.clone();
+                cases.insert(id.as_bytes(), encode(&r))?;
+            }
+        }
+    }
+    // A name reported within the window is the id reported then.
+    if let Some(at) = meta.remove(vendor_report_key(name))? {
+        let to = vendor_report_key(&v.key);
+        let at = read_i64(&at).max(meta.get(&to)?.map_or(i64::MIN, |t| read_i64(&t)));
+        meta.insert(to, &at.to_be_bytes())?;
+    }
+    Ok(())
+}
+
+/// `v` key: the vendor, a NUL, when the case opened, the case id.
+fn vendor_index_key(vendor: &VendorKey, at: i64, case_id: &str) -> Vec<u8> {
+    let mut k = index_key(b'v', vendor.as_str());
+    k.push(0);
+    k.extend_from_slice(&(at.max(0) as u64).to_be_bytes());
+    k.extend_from_slice(case_id.as_bytes());
+    k
+}
+
+/// A vendor key as the index stores it.
+fn stored_key(bytes: &[u8]) -> VendorKey {
+    VendorKey::from_stored(String::from_utf8_lossy(bytes).into_owned())
+}
+
+fn vendor_report_key(vendor: &VendorKey) -> Vec<u8> {
     let mut k = b"vendor_reported\0".to_vec();
-    k.extend_from_slice(vendor.as_bytes());
+    k.extend_from_slice(vendor.as_str().as_bytes());
     k
 }
 
@@ -1259,6 +1369,109 @@ mod tests {
         assert!(matches!(r[1], Committed::AlreadySeen(_)));
         assert_eq!(store.cases().count(), 1);
         assert_eq!(store.outbox_items().unwrap().len(), 1);
+    }
+
+    /// A new case about `vendor`, opened at `at`, resolved as the daemon
+    /// does (through the stored aliases; the batch's own are the daemon's
+    /// business).
+    fn vendor_item(store: &Store, uid: u32, at: i64, vendor: &str) -> BatchItem {
+        let rules = crate::vendor::VendorRules::shipped().unwrap();
+        let mut it = item(store, uid, 0);
+        if let BatchOutcome::Case { record, .. } = &mut it.outcome {
+            let v = rules.parse(vendor).unwrap();
+            let alias = match (&v.id, &v.name) {
+                (None, Some(n)) => store.vendor_alias(n).unwrap(),
+                _ => None,
+            };
+            record.received_at = at;
+            record.case.fields.vendor = Some(vendor.to_string());
+            record.vendor = v.resolve(alias);
+        }
+        it
+    }
+
+    fn batch(items: Vec<BatchItem>, now: i64, reported: Vec<VendorKey>) -> Batch {
+        Batch {
+            mailbox: "ops".into(),
+            cursor: Cursor {
+                uid_validity: 7,
+                last_uid: 1,
+            },
+            items,
+            server: vec![],
+            now,
+            vendors_reported: reported,
+        }
+    }
+
+    #[test]
+    fn a_name_given_with_an_id_brings_its_complaints_to_the_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let rules = crate::vendor::VendorRules::shipped().unwrap();
+        let key = |f: &str| rules.key(f).unwrap();
+        let (id, name) = (key("VND-1044"), key("QuickPick Logistics"));
+        let case_key = |id: &str| store.case(id).unwrap().unwrap().vendor.unwrap().key;
+
+        // Before anyone gave the id: complaints under the name, reported.
+        let a = vendor_item(&store, 1, 1_000, "QuickPick Logistics");
+        let other = vendor_item(&store, 2, 1_000, "QuickPick Couriers");
+        store
+            .commit(&batch(vec![a, other], 1_000, vec![name.clone()]))
+            .unwrap();
+        assert_eq!(store.vendor_cases(&name, 0).unwrap(), ["ESC-2026-000001"]);
+
+        // A batch with one more name-only complaint, then the id with the
+        // name, then an update of the name-only one.
+        let d = vendor_item(&store, 3, 2_000, "quickpick logistics pvt ltd");
+        let d_record = match &d.outcome {
+            BatchOutcome::Case { record, .. } => record.clone(),
+            _ => unreachable!(),
+        };
+        let c = vendor_item(&store, 4, 2_000, "QuickPick Logistics (VND-1044)");
+        let mut update = item(&store, 5, 0);
+        let mut updated = d_record.clone();
+        updated.status = "resolved".into();
+        update.outcome = BatchOutcome::Update {
+            record: updated,
+            outgoing: vec![],
+            replied_to: None,
+        };
+        store
+            .commit(&batch(vec![d, c, update], 2_000, vec![]))
+            .unwrap();
+
+        assert_eq!(store.vendor_alias(&name).unwrap(), Some(id.clone()));
+        assert_eq!(
+            store.vendor_cases(&id, 0).unwrap(),
+            ["ESC-2026-000001", "ESC-2026-000003", "ESC-2026-000004"]
+        );
+        assert!(store.vendor_cases(&name, 0).unwrap().is_empty());
+        for case in ["ESC-2026-000001", "ESC-2026-000003", "ESC-2026-000004"] {
+            assert_eq!(case_key(case), id, "{case}");
+        }
+        let d_now = store.case(&d_record.id).unwrap().unwrap();
+        assert_eq!(d_now.status, "resolved", "the update was written...");
+        assert_eq!(d_now.vendor_key(), Some(&id), "...with the vendor moved");
+        assert_eq!(case_key("ESC-2026-000002"), key("QuickPick Couriers"));
+        // The name's report is the id's: not reported again in its window.
+        assert_eq!(store.vendor_reported_at(&id).unwrap(), Some(1_000));
+        assert_eq!(store.vendor_reported_at(&name).unwrap(), None);
+
+        // The first id a name was given with keeps it.
+        let e = vendor_item(&store, 6, 3_000, "QuickPick Logistics (VND-2000)");
+        let later = vendor_item(&store, 7, 3_000, "QuickPick Logistics");
+        store
+            .commit(&batch(vec![e, later], 3_000, vec![name.clone()]))
+            .unwrap();
+        assert_eq!(store.vendor_alias(&name).unwrap(), Some(id.clone()));
+        assert_eq!(
+            store.vendor_cases(&key("VND-2000"), 0).unwrap(),
+            ["ESC-2026-000006"]
+        );
+        assert_eq!(case_key("ESC-2026-000007"), id);
+        // A name reported is marked under the id it is an alias of.
+        assert_eq!(store.vendor_reported_at(&id).unwrap(), Some(3_000));
     }
 
     #[test]

@@ -168,6 +168,30 @@ fn mistakes_are_located_and_explained() {
             "invalid type",
         ),
         (
+            "routing.toml",
+            "id_pattern = '\\b[a-z]{2,5}",
+            "id_pattern = '(\\b[a-z]{2,5}",
+            "expected a regular expression for vendor ids: unclosed group",
+        ),
+        (
+            "routing.toml",
+            "id_pattern = '\\b[a-z]{2,5}(?:\\s*[-_/.#]\\s*|\\s+)?\\d{2,8}\\b'",
+            "id_pattern = '[a-z]*\\d*'",
+            "the vendor id pattern matches an empty text",
+        ),
+        (
+            "routing.toml",
+            "name_suffixes = [\"private limited\"",
+            "name_suffixes = [\" . \"",
+            "expected a name suffix with letters or digits",
+        ),
+        (
+            "routing.toml",
+            "name_suffixes = [",
+            "name_suffix = [",
+            "unknown field `name_suffix`",
+        ),
+        (
             "keywords.toml",
             "name = \"fraud\"\nfloor = 5",
             "name = \"fraud\"\nfloor = 7",
@@ -293,4 +317,32 @@ fn mailtriage_toml_mistakes_are_located_and_secrets_never_repeated() {
             "{err}: expected line {line}"
         );
     }
+}
+
+#[test]
+fn a_bad_vendor_id_pattern_names_its_place() {
+    let from = "id_pattern = '\\b[a-z]{2,5}(?:\\s*[-_/.#]\\s*|\\s+)?\\d{2,8}\\b'";
+    let line = line_of("routing.toml", from);
+    let err = load_with("routing.toml", from, "id_pattern = 'VND[0-9'").unwrap_err();
+    assert_eq!(
+        err,
+        format!(
+            "routing.toml:{line}:14: expected a regular expression for vendor ids: unclosed character class"
+        )
+    );
+}
+
+#[test]
+fn without_a_vendors_table_the_shipped_rules_apply() {
+    let c = load_with("routing.toml", "[vendors]\n", "[vendors_unused]\n");
+    assert!(c.is_err(), "an unknown table is refused");
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/routing.toml");
+    let text = std::fs::read_to_string(shipped).unwrap();
+    let start = text.find("[vendors]\n").unwrap();
+    let end = start + text[start..].find("name_suffixes").unwrap();
+    let end = end + text[end..].find('\n').unwrap() + 1;
+    let c = load_with("routing.toml", &text[start..end], "").unwrap();
+    let key = |f: &str| c.vendors.key(f).map(|k| k.to_string());
+    assert_eq!(key("QuickPick (VND-1142)").as_deref(), Some("id:vnd-1142"));
+    assert_eq!(key("QuickPick Pvt Ltd").as_deref(), Some("name:quickpick"));
 }

@@ -407,7 +407,7 @@ fn sigkill_at_random_moments_loses_nothing_and_doubles_nothing() {
         }
     }
     // One report per vendor in the window, however many cases follow.
-    let vendors: BTreeSet<String> = cases_by_message
+    let vendors: BTreeSet<&mailtriage::vendor::VendorKey> = cases_by_message
         .values()
         .flat_map(|cs| cs.iter().filter_map(|c| c.vendor_key()))
         .collect();

@@ -1,7 +1,8 @@
 //! A case over its life, against the real servers: replies in the thread
 //! update it (status, tags, resolution, new threats that raise the tier and
 //! forward to Tier 2 once), a second escalation of the same order joins it,
-//! a vendor's third complaint within the window is reported once, and a
+//! a vendor's third complaint within the window is reported once (however
+//! each agent wrote the vendor, and whether the id came first), and a
 //! case open longer than its risk allows is re-escalated once (on a clock
 //! set by the test).
 
@@ -262,6 +263,172 @@ fn a_vendors_third_complaint_is_reported_once() {
     );
     let body = m.body_text(0).unwrap();
     assert_eq!(body.matches("ESC-").count(), 3, "{body}");
+}
+
+/// A pickup complaint about `vendor` as an agent writes it; `n` tells the
+/// test's complaints (and their orders) apart.
+fn vendor_complaint(n: usize, vendor: &str) -> Vec<u8> {
+    format!(
+        "From: Ravi Kumar <ravi.k@example.com>\r\nTo: ops@example.com\r\nSubject: Pickup complaint - vendor late (Order #CK81{n})\r\nMessage-ID: <vendor-spelling{n}@mail.example.com>\r\n\r\nCustomer Name: Customer {n}\r\nOrder ID: CK81{n}\r\nCustomer Phone Number: 98450 1234{n}\r\nVendor Name: {vendor}\r\nIssue: The vendor came three hours late for the pickup.\r\n"
+    )
+    .into_bytes()
+}
+
+/// The managers' digest, previewed through the running daemon.
+fn digest_preview(dir: &Path) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailtriage"))
+        .args(["digest", "managers_daily", "--preview", "--config"])
+        .arg(dir)
+        .env_remove("RUNTIME_DIRECTORY")
+        .output()
+        .expect("run mailtriage digest");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The vendor lines of the digest's REPEAT VENDORS section.
+fn repeat_vendor_lines(preview: &str) -> Vec<&str> {
+    let section = preview
+        .split("REPEAT VENDORS")
+        .nth(1)
+        .and_then(|s| s.split("FLAGS").next())
+        .unwrap_or_else(|| panic!("no REPEAT VENDORS section:\n{preview}"));
+    section.lines().filter(|l| l.ends_with(" cases")).collect()
+}
+
+/// The case ids a report names, in order.
+fn case_ids_in(report: &Captured) -> Vec<String> {
+    let m = MessageParser::default().parse(&report.raw).unwrap();
+    m.body_text(0)
+        .unwrap()
+        .split_whitespace()
+        .filter(|w| w.starts_with("ESC-"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Each test complaint's case id (by its order `CK81n`) and vendor key.
+fn vendor_cases(dir: &Path) -> Vec<(String, String, Option<String>)> {
+    let store = Store::open(&daemon_proc::database(dir), 1 << 20).unwrap();
+    let mut cases: Vec<(String, String, Option<String>)> = store
+        .cases()
+        .map(|r| {
+            let r = r.unwrap();
+            (
+                r.case.fields.order_id.clone().unwrap_or_default(),
+                r.id.clone(),
+                r.vendor_key().map(|k| k.to_string()),
+            )
+        })
+        .collect();
+    cases.sort();
+    cases
+}
+
+#[test]
+fn a_vendor_spelled_another_way_the_third_time_is_reported_once() {
+    let d = Dovecot::start(&[("ops", "secret")]);
+    let s = SmtpCapture::start();
+    let dir = daemon_proc::config_dir(&d, &s, daemon_proc::Extra::default());
+    d.append(
+        "ops",
+        "INBOX",
+        &vendor_complaint(0, "QuickPick Logistics (VND-1044)"),
+    );
+    d.append("ops", "INBOX", &vendor_complaint(1, "VND-1044 / QuickPick"));
+    let daemon = InProcess::start(dir.path());
+    wait_processed(&d, 2);
+    wait_for_rcpt(&s, "ravi.k@example.com", 2);
+    // In a later batch: no id, another spelling of the name given with it.
+    d.append(
+        "ops",
+        "INBOX",
+        &vendor_complaint(2, "quickpick logistics pvt ltd"),
+    );
+    wait_processed(&d, 3);
+    wait_for_rcpt(&s, "vendor.manager@example.com", 1);
+    wait_for_rcpt(&s, "ravi.k@example.com", 3);
+    let preview = digest_preview(dir.path());
+    assert_eq!(
+        repeat_vendor_lines(&preview),
+        ["QuickPick Logistics (VND-1044): 3 cases"],
+        "{preview}"
+    );
+    daemon.shutdown();
+
+    let cases = vendor_cases(dir.path());
+    let ids: Vec<String> = cases.iter().map(|(_, id, _)| id.clone()).collect();
+    assert_eq!(cases.len(), 3);
+    for (order, id, key) in &cases {
+        assert_eq!(key.as_deref(), Some("id:vnd-1044"), "{order} {id}");
+    }
+    let got = s.messages();
+    let reports = by_rcpt(&got, "vendor.manager@example.com");
+    assert_eq!(reports.len(), 1, "one report for one vendor");
+    assert_eq!(case_ids_in(reports[0]), ids);
+    let subject = subject(reports[0]);
+    assert!(
+        subject.contains("QuickPick Logistics (VND-1044), 3 complaints"),
+        "{subject}"
+    );
+}
+
+#[test]
+fn complaints_naming_a_vendor_before_its_id_was_given_count_under_the_id() {
+    let d = Dovecot::start(&[("ops", "secret")]);
+    let s = SmtpCapture::start();
+    let dir = daemon_proc::config_dir(&d, &s, daemon_proc::Extra::default());
+    // The name alone, stored.
+    d.append("ops", "INBOX", &vendor_complaint(0, "Sai Traders"));
+    let daemon = InProcess::start(dir.path());
+    wait_processed(&d, 1);
+    wait_for_rcpt(&s, "ravi.k@example.com", 1);
+    daemon.shutdown();
+    // One batch: the name alone again, then the id with the name.
+    d.append(
+        "ops",
+        "INBOX",
+        &vendor_complaint(1, "SAI TRADERS PVT. LTD."),
+    );
+    d.append(
+        "ops",
+        "INBOX",
+        &vendor_complaint(2, "Sai Traders (VND-2290)"),
+    );
+    let daemon = InProcess::start(dir.path());
+    wait_processed(&d, 3);
+    wait_for_rcpt(&s, "vendor.manager@example.com", 1);
+    // And the name alone once more: the same vendor, already reported.
+    d.append("ops", "INBOX", &vendor_complaint(3, "sai traders"));
+    wait_processed(&d, 4);
+    wait_for_rcpt(&s, "ravi.k@example.com", 4);
+    let preview = digest_preview(dir.path());
+    assert_eq!(
+        repeat_vendor_lines(&preview),
+        ["Sai Traders (VND-2290): 4 cases"],
+        "{preview}"
+    );
+    daemon.shutdown();
+
+    let cases = vendor_cases(dir.path());
+    assert_eq!(cases.len(), 4);
+    for (order, id, key) in &cases {
+        assert_eq!(key.as_deref(), Some("id:vnd-2290"), "{order} {id}");
+    }
+    let got = s.messages();
+    let reports = by_rcpt(&got, "vendor.manager@example.com");
+    assert_eq!(reports.len(), 1, "once per vendor per window");
+    let first_three: Vec<String> = cases[..3].iter().map(|(_, id, _)| id.clone()).collect();
+    assert_eq!(case_ids_in(reports[0]), first_three);
+    assert!(
+        subject(reports[0]).contains("Sai Traders (VND-2290), 3 complaints"),
+        "{}",
+        subject(reports[0])
+    );
 }
 
 #[test]
@@ -643,10 +810,7 @@ fn a_second_agent_joining_a_case_is_answered_as_themselves() {
             let l = line.to_ascii_lowercase();
             let mixed = (l.contains("ravi") && l.contains("deepa.r@"))
                 || (l.contains("deepa") && l.contains("ravi.k@"));
-            assert!(
-                !mixed,
-                "{what} mixes the two agents: {line:?}\n{text}"
-            );
+            assert!(!mixed, "{what} mixes the two agents: {line:?}\n{text}");
         }
     }
     assert!(
