@@ -818,7 +818,7 @@ fn print_table(cases: &[CaseRecord], now: i64, out: &mut dyn Write) -> io::Resul
                 r.status.clone(),
                 r.case.tier.to_string(),
                 r.case.risk.to_string(),
-                crate::daemon::human_age(now - r.received_at),
+                crate::text::age(now - r.received_at),
                 dash(f.order_id.as_deref(), 20),
                 dash(f.customer_name.as_deref(), 24),
                 dash(issue, 60),
@@ -867,7 +867,7 @@ fn print_case(d: &CaseDetail, now: i64, out: &mut dyn Write) -> io::Result<()> {
         &format!(
             "{} ({} ago), mailbox {}, uid {}",
             utc(r.received_at),
-            crate::daemon::human_age(now - r.received_at),
+            crate::text::age(now - r.received_at),
             r.mailbox,
             r.uid
         ),

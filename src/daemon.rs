@@ -1630,8 +1630,8 @@ fn overdue_pass(sh: &Shared) -> Result<usize, StoreError> {
         let _span = tracing::info_span!("case", case = %rec.id).entered();
         let ctx = crate::lifecycle::overdue_context(
             &rec,
-            &human_age(age),
-            &human_age(allowed.as_secs() as i64),
+            &crate::text::age(age),
+            &crate::text::age(allowed.as_secs() as i64),
         );
         let out = sh
             .config
@@ -1668,12 +1668,12 @@ fn overdue_pass(sh: &Shared) -> Result<usize, StoreError> {
             None,
             vec![format!(
                 "overdue after {}: re-escalated to {}",
-                human_age(age),
+                crate::text::age(age),
                 od.to.join(", ")
             )],
         );
         sh.store.update_case(&rec, &[out], t)?;
-        tracing::warn!(age = %human_age(age), "case overdue: re-escalated");
+        tracing::warn!(age = %crate::text::age(age), "case overdue: re-escalated");
         n += 1;
     }
     Ok(n)
@@ -1735,7 +1735,7 @@ pub fn build_digest(
     since: Option<i64>,
     now: i64,
 ) -> Result<(crate::digest::RenderedDigest, Vec<String>), String> {
-    use crate::digest::{DigestData, DigestRow, age_label, shorten_issue};
+    use crate::digest::{DigestData, DigestRow, shorten_issue};
     let d = config.router.digests.get(name).ok_or_else(|| {
         let known: Vec<&str> = config.router.digests.keys().map(String::as_str).collect();
         format!("no digest {name:?}: expected one of {}", known.join(", "))
@@ -1783,7 +1783,7 @@ pub fn build_digest(
             tier: rec.case.tier,
             status: rec.status.clone(),
             opened_at: rec.received_at,
-            age: age_label(age),
+            age: crate::text::age(age),
             message_id: rec.case.message_id.clone(),
             overdue: rec.overdue_at.is_some()
                 || overdue_after(&rec).is_some_and(|a| age > a.as_secs() as i64),
@@ -1893,18 +1893,6 @@ fn identity_of(daemon: &DaemonConfig) -> Result<Identity, String> {
     })
 }
 
-/// "45 min", "5 h", "3 d".
-pub fn human_age(secs: i64) -> String {
-    let s = secs.max(0);
-    if s < 3600 {
-        format!("{} min", s / 60)
-    } else if s < 2 * 86_400 {
-        format!("{} h", s / 3600)
-    } else {
-        format!("{} d", s / 86_400)
-    }
-}
-
 async fn outbox_task(sh: Arc<Shared>, smtp: Smtp, mut shutdown: watch::Receiver<bool>) {
     let backoff = Backoff {
         first: sh.daemon.smtp.retry_first.0,
@@ -1946,7 +1934,7 @@ async fn outbox_task(sh: Arc<Shared>, smtp: Smtp, mut shutdown: watch::Receiver<
                 if d.sent > 0 {
                     if reported {
                         tracing::warn!(
-                            down_for = %human_age(t - failing_since.unwrap_or(t)),
+                            down_for = %crate::text::age(t - failing_since.unwrap_or(t)),
                             "SMTP delivers again"
                         );
                     }
@@ -1958,7 +1946,7 @@ async fn outbox_task(sh: Arc<Shared>, smtp: Smtp, mut shutdown: watch::Receiver<
                         reported = true;
                         tracing::error!(
                             host = %sh.daemon.smtp.host,
-                            failing_for = %human_age(t - since),
+                            failing_for = %crate::text::age(t - since),
                             "SMTP has been failing: outgoing mail waits in the outbox (no alert mail can go through it)"
                         );
                     }

@@ -856,7 +856,7 @@ pub struct DigestRow {
     pub status: String,
     /// Unix seconds.
     pub opened_at: i64,
-    /// "35 min", "5 h", "3 d": see [`age_label`] (rendering fills it in from
+    /// "35 min", "5 h", "3 d": see [`crate::text::age`] (rendering fills it in from
     /// the digest's `now`).
     pub age: String,
     /// The agent's original Message-ID, without `<>`.
@@ -977,41 +977,14 @@ pub struct RenderedDigest {
 
 const ISSUE_MAX: usize = 90;
 
-/// An issue as one line of at most 90 characters: line breaks (agents'
-/// mail is often hard-wrapped mid-sentence) and runs of spaces become one
-/// space; a longer issue is cut at a word boundary and ends with "…".
+/// An issue as one line of at most 90 characters (see
+/// [`crate::text::shorten`]); "(no issue given)" for none.
 pub fn shorten_issue(issue: &str) -> String {
-    let line = issue.split_whitespace().collect::<Vec<_>>().join(" ");
+    let line = crate::text::shorten(issue, ISSUE_MAX);
     if line.is_empty() {
-        return "(no issue given)".into();
-    }
-    if line.chars().count() <= ISSUE_MAX {
-        return line;
-    }
-    let limit = line
-        .char_indices()
-        .nth(ISSUE_MAX - 1)
-        .map_or(line.len(), |(i, _)| i);
-    let head = &line[..limit];
-    // Cut at the last space, unless that loses more than a third.
-    let cut = match head.rfind(' ') {
-        Some(i) if i >= limit * 2 / 3 => &head[..i],
-        _ => head,
-    };
-    let cut = cut.trim_end_matches(|c: char| c.is_whitespace() || ",;:-–".contains(c));
-    format!("{cut}…")
-}
-
-/// How old something is: "35 min" under an hour, "5 h" under two days, then
-/// "3 d" (rounded down; "0 min" for the future).
-pub fn age_label(seconds: i64) -> String {
-    let minutes = seconds.max(0) / 60;
-    if minutes < 60 {
-        format!("{minutes} min")
-    } else if minutes < 48 * 60 {
-        format!("{} h", minutes / 60)
+        "(no issue given)".into()
     } else {
-        format!("{} d", minutes / (24 * 60))
+        line
     }
 }
 
@@ -1032,25 +1005,6 @@ pub fn mid_url(message_id: &str) -> String {
         }
     }
     out
-}
-
-/// Greedy word wrap; a word longer than `width` gets a line of its own.
-fn wrap(text: &str, width: usize) -> Vec<String> {
-    let mut lines: Vec<String> = Vec::new();
-    let mut line = String::new();
-    for word in text.split_whitespace() {
-        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
-            lines.push(std::mem::take(&mut line));
-        }
-        if !line.is_empty() {
-            line.push(' ');
-        }
-        line.push_str(word);
-    }
-    if !line.is_empty() {
-        lines.push(line);
-    }
-    lines
 }
 
 /// Trailing spaces off, at most one blank line in a row, none at either end,
@@ -1168,7 +1122,7 @@ fn sorted_rows(rows: &[DigestRow], now: i64, tz: &TimeZone) -> Vec<RowContext> {
                     .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
                     .filter(|v| !v.is_empty());
             }
-            row.age = age_label(now.saturating_sub(row.opened_at));
+            row.age = crate::text::age(now.saturating_sub(row.opened_at));
             row.message_id = row
                 .message_id
                 .map(|m| {
@@ -1181,7 +1135,7 @@ fn sorted_rows(rows: &[DigestRow], now: i64, tz: &TimeZone) -> Vec<RowContext> {
             RowContext {
                 opened_local: local(tz, row.opened_at, "%a %-d %b %H:%M"),
                 mid_url: row.message_id.as_deref().map(mid_url),
-                issue_lines: wrap(&row.issue, TEXT_WIDTH),
+                issue_lines: crate::text::wrap(&row.issue, TEXT_WIDTH),
                 row,
             }
         })
@@ -1229,7 +1183,7 @@ fn context(data: &DigestData) -> Result<Context<'_>, String> {
                 vendor: &v.vendor,
                 cases: &v.cases,
                 count: v.count,
-                case_lines: wrap(&v.cases.join(", "), TEXT_WIDTH - 2),
+                case_lines: crate::text::wrap(&v.cases.join(", "), TEXT_WIDTH - 2),
             })
             .collect(),
         categories: data
@@ -2045,7 +1999,7 @@ to = ["a@example.com"]
             (3 * 86400 + 7, "3 d"),
         ];
         for (secs, want) in ages {
-            assert_eq!(age_label(secs), want, "{secs}");
+            assert_eq!(crate::text::age(secs), want, "{secs}");
         }
         let mids = [
             ("abc.123@mail.example.com", "mid:abc.123@mail.example.com"),

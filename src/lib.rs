@@ -45,5 +45,6 @@ pub mod route;
 pub mod send;
 pub mod store;
 pub mod template_check;
+pub mod text;
 mod tls;
 pub mod vendor;

@@ -628,7 +628,7 @@ fn the_managers_digest_lists_the_store_and_goes_once_per_period() {
             rec.case.tier,
             rec.case.risk,
             rec.status,
-            mailtriage::digest::age_label(now - rec.received_at),
+            mailtriage::text::age(now - rec.received_at),
             if rec.overdue_at.is_some() {
                 " · OVERDUE"
             } else {
