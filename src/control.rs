@@ -546,7 +546,7 @@ async fn connection(stream: UnixStream, shared: Arc<Control>) {
         Ok(Ok(_)) => match serde_json::from_slice::<Request>(line.trim_ascii()) {
             Err(e) => Response::err(format!("bad request: {e}")),
             Ok(req) => {
-                tracing::debug!(?req, "control request");
+                tracing::debug!(request = %serde_json::to_string(&req).unwrap_or_default(), "control request");
                 let sh = shared.clone();
                 // The store and the case lock block: off the async threads.
                 let answered = tokio::task::spawn_blocking(move || {

@@ -809,7 +809,7 @@ fn process(sh: &Shared, m: &MailboxSection, uid: u32, raw: &[u8]) -> Result<Step
     let _enter = span.enter();
 
     if let Some(seen) = sh.store.seen(&key)? {
-        tracing::info!(?seen, "seen before: not processed again");
+        tracing::info!(seen = %seen, "seen before: not processed again");
         let action = match seen {
             Seen::Case { .. } | Seen::Update { .. } => Some(ServerAction::Processed),
             Seen::Quarantined { .. } => Some(ServerAction::Quarantine),
@@ -1141,7 +1141,7 @@ fn compose(
                         continue;
                     }
                     let opens = opens.map(|o| o.as_second());
-                    tracing::info!(hours = %name, opens_at = ?opens, "outside business hours: forward held until they open");
+                    tracing::info!(hours = %name, opens_at = opens.and_then(|o| jiff::Timestamp::from_second(o).ok()).map(tracing::field::display), "outside business hours: forward held until they open");
                     c.forwarded.extend(to.iter().cloned());
                     c.forwarded.extend(cc.iter().cloned());
                     forward(n, &to, &cc).map(|mut out| {
@@ -1703,7 +1703,7 @@ fn digest_pass(sh: &Shared) -> Result<usize, String> {
             sh.store
                 .queue_digest(name, period.as_second(), &[], t)
                 .map_err(|e| e.to_string())?;
-            tracing::info!(digest = %name, next = ?schedule.next_after(now), "digest scheduled: the first goes at the next period");
+            tracing::info!(digest = %name, next = schedule.next_after(now).map(tracing::field::display), "digest scheduled: the first goes at the next period");
             continue;
         }
         let _guard = sh.lock_cases();

@@ -2,6 +2,7 @@
 //! The `mailtriage` binary: arguments, logging, exit codes. The work is in the
 //! library.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -53,12 +54,21 @@ fn init_logging(cli: &Cli) {
             .with(
                 tracing_subscriber::fmt::layer()
                     .json()
+                    .with_ansi(false)
                     .with_writer(std::io::stderr),
             )
             .init();
     } else {
+        // Colours only for a person at a terminal: a log file or a pipe
+        // gets plain text, and so does anyone who sets NO_COLOR.
+        let ansi = std::io::stderr().is_terminal()
+            && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
         registry
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(ansi)
+                    .with_writer(std::io::stderr),
+            )
             .init();
     }
 }

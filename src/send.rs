@@ -809,7 +809,7 @@ pub async fn deliver_due(
                 } else {
                     let retry_at = now + backoff.delay(item.attempts, item.id);
                     store.mark_retry(item.id, &e, retry_at)?;
-                    tracing::warn!(outbox = item.id, message_id = %item.message_id, error = %e, retry_at, "will retry");
+                    tracing::warn!(outbox = item.id, message_id = %item.message_id, error = %e, retry_at = jiff::Timestamp::from_second(retry_at).ok().map(tracing::field::display), "will retry");
                     done.retrying += 1;
                 }
             }

@@ -111,6 +111,18 @@ pub enum Seen {
     Quarantined { error: String },
 }
 
+/// In words, for logs: "opened ESC-2026-000123", "ignored: not_escalation".
+impl std::fmt::Display for Seen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Seen::Case { case_id } => write!(f, "opened {case_id}"),
+            Seen::Update { case_id } => write!(f, "updated {case_id}"),
+            Seen::Ignored { reason } => write!(f, "ignored: {reason}"),
+            Seen::Quarantined { error } => write!(f, "quarantined: {error}"),
+        }
+    }
+}
+
 /// A stored case.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CaseRecord {
@@ -1551,5 +1563,37 @@ mod tests {
             store.mark_sent(99, 1),
             Err(StoreError::NoSuchItem(99))
         ));
+    }
+
+    #[test]
+    fn seen_in_words() {
+        for (seen, words) in [
+            (
+                Seen::Case {
+                    case_id: "ESC-2026-000001".into(),
+                },
+                "opened ESC-2026-000001",
+            ),
+            (
+                Seen::Update {
+                    case_id: "ESC-2026-000002".into(),
+                },
+                "updated ESC-2026-000002",
+            ),
+            (
+                Seen::Ignored {
+                    reason: "not_escalation".into(),
+                },
+                "ignored: not_escalation",
+            ),
+            (
+                Seen::Quarantined {
+                    error: "not an email".into(),
+                },
+                "quarantined: not an email",
+            ),
+        ] {
+            assert_eq!(seen.to_string(), words);
+        }
     }
 }
