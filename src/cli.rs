@@ -1,10 +1,11 @@
-//! The command line: `parse`, `route`, `check-config`, `run`, `cases` and
-//! `digest`.
+//! The command line: `parse`, `route`, `replay`, `check-config`, `run`,
+//! `cases` and `digest`.
 //!
 //! Each subcommand is a function over the library that writes to a given
 //! writer, so tests drive them without a process. Exit codes are part of the
 //! interface: 0 ok, 1 input that is not an email (or cannot be read), or a
-//! failure the user must see (an unknown case id), 2 a config or usage error.
+//! failure the user must see (an unknown case id), or messages that `replay`
+//! finds changed, 2 a config or usage error.
 //!
 //! `cases` and `digest` ask the running daemon through its control socket
 //! ([`crate::control`]); when no daemon answers they open the database
@@ -39,10 +40,10 @@ pub enum Command {
     /// Print the case a message makes, as JSON.
     ///
     /// One file (or `-` for standard input, the default) prints one JSON
-    /// object. Several files or a directory (a folder of .eml files, or a
-    /// Maildir with cur/ and new/) print one JSON object per line, each with a
-    /// "file" key; a file that is not an email gets an "error" key and the
-    /// rest go on.
+    /// object. Several files, a directory (a folder of .eml files, or a
+    /// Maildir with cur/ and new/) or an mbox file print one JSON object per
+    /// line, each with a "file" key; a file that is not an email gets an
+    /// "error" key and the rest go on.
     Parse {
         /// Config directory; the built-in config when omitted.
         #[arg(long, value_name = "DIR")]
@@ -55,11 +56,16 @@ pub enum Command {
         inputs: Vec<PathBuf>,
     },
     /// Print the case and the actions the routing table would take; sends nothing.
+    ///
+    /// One file (or `-` for standard input, the default) prints one JSON
+    /// object; several files, a directory or an mbox file print JSON Lines,
+    /// each with a "file" key, as `parse` does.
     Route {
         /// Config directory; the built-in config when omitted.
         #[arg(long, value_name = "DIR")]
         config: Option<PathBuf>,
-        /// The mailbox the message arrived in (for rules that match on it).
+        /// The mailbox the messages arrived in (for rules that match on it):
+        /// one the config knows.
         #[arg(long)]
         mailbox: Option<String>,
         /// Case id to render into subjects.
@@ -68,9 +74,42 @@ pub enum Command {
         /// Also print each rendered message body.
         #[arg(long)]
         body: bool,
-        /// A message file, or `-` for standard input (the default).
+        /// Skip files larger than this many bytes.
+        #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024 * 1024)]
+        max_size: u64,
+        /// Message files, directories, mbox files, or `-`.
         #[arg(value_name = "FILE")]
-        input: Option<PathBuf>,
+        inputs: Vec<PathBuf>,
+    },
+    /// What a config change would change: triage and route every message
+    /// under both configs and print those whose kind, flags, risk, tier,
+    /// missing fields or actions differ.
+    ///
+    /// Prints a block per changed message and a count, or with --json one
+    /// JSON object per changed message (and per input that is not an email).
+    /// Exits 1 when any message differs, 0 when none does.
+    Replay {
+        /// The new config directory.
+        #[arg(long, value_name = "DIR")]
+        config: PathBuf,
+        /// The config directory to compare with; the built-in config when
+        /// omitted.
+        #[arg(long, value_name = "OLD")]
+        against: Option<PathBuf>,
+        /// The mailbox the messages arrived in (for rules that match on it);
+        /// none when omitted.
+        #[arg(long)]
+        mailbox: Option<String>,
+        /// Print JSON Lines instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Skip files larger than this many bytes.
+        #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024 * 1024)]
+        max_size: u64,
+        /// Message files, directories (folders of .eml files, Maildirs),
+        /// mbox files, or `-`.
+        #[arg(value_name = "PATH", required = true)]
+        inputs: Vec<PathBuf>,
     },
     /// Load and check a config directory.
     CheckConfig {
@@ -196,6 +235,9 @@ pub enum CliError {
     Config(#[from] ConfigError),
     #[error("{path}: {message}")]
     Input { path: String, message: String },
+    /// A usage mistake clap cannot see, such as an unknown mailbox.
+    #[error("{0}")]
+    Usage(String),
     #[error("writing output: {0}")]
     Output(#[from] io::Error),
     #[error("{0}")]
@@ -207,7 +249,9 @@ pub enum CliError {
 impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
-            CliError::Config(_) | CliError::Run(crate::daemon::RunError::Config(_)) => 2,
+            CliError::Config(_)
+            | CliError::Usage(_)
+            | CliError::Run(crate::daemon::RunError::Config(_)) => 2,
             CliError::Input { .. }
             | CliError::Output(_)
             | CliError::Run(_)
@@ -222,6 +266,8 @@ pub enum Outcome {
     Ok,
     /// Some inputs of a batch were not emails; the others were printed.
     SomeInputsFailed(usize),
+    /// `replay`: this many messages are triaged or routed differently.
+    Differ(usize),
 }
 
 pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
@@ -236,13 +282,31 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
             mailbox,
             case_id,
             body,
-            input,
+            max_size,
+            inputs,
         } => route(
             config.as_deref(),
             mailbox.as_deref(),
             &case_id,
             body,
-            input.as_deref(),
+            max_size,
+            &inputs,
+            out,
+        ),
+        Command::Replay {
+            config,
+            against,
+            mailbox,
+            json,
+            max_size,
+            inputs,
+        } => replay(
+            &config,
+            against.as_deref(),
+            mailbox.as_deref(),
+            json,
+            max_size,
+            &inputs,
             out,
         ),
         Command::CheckConfig { config } => check_config(&config, out),
@@ -380,17 +444,299 @@ fn expand(inputs: &[PathBuf]) -> Result<(Vec<PathBuf>, bool), CliError> {
     Ok((files, batch))
 }
 
+/// The files of the inputs, each marked when it was named on the command line
+/// (only those may be mbox files), and whether the inputs are a batch
+/// (several inputs, a directory, or an mbox file) rather than one message.
+fn inputs_of(inputs: &[PathBuf]) -> Result<(Vec<(PathBuf, bool)>, bool), CliError> {
+    if inputs.is_empty() {
+        return Ok((vec![(PathBuf::from("-"), false)], false));
+    }
+    let mut files = Vec::new();
+    let mut batch = inputs.len() > 1;
+    for input in inputs {
+        if input.is_dir() {
+            batch = true;
+            let (found, _) = expand(std::slice::from_ref(input))?;
+            files.extend(found.into_iter().map(|p| (p, false)));
+        } else {
+            files.push((input.clone(), true));
+        }
+    }
+    if let [(path, true)] = files.as_slice()
+        && open_mbox(path).is_some()
+    {
+        batch = true;
+    }
+    Ok((files, batch))
+}
+
+/// The file opened for reading when it is an mbox file: its first line is
+/// an mbox `From ` line, which no email's headers can begin with.
+fn open_mbox(path: &Path) -> Option<io::BufReader<std::fs::File>> {
+    use std::io::BufRead;
+    if path == Path::new("-") {
+        return None;
+    }
+    let mut reader = io::BufReader::new(std::fs::File::open(path).ok()?);
+    let head = reader.fill_buf().ok()?;
+    head.starts_with(b"From ").then_some(reader)
+}
+
+/// One message of a batch.
+struct Item {
+    /// The file, as named on the command line or found in a directory.
+    path: PathBuf,
+    /// Its place (from 1) in an mbox file.
+    mbox_message: Option<usize>,
+    /// An mbox message's bytes, or why they could not be read. `None`: the
+    /// thread that triages the message reads `path`.
+    raw: Option<Result<Vec<u8>, String>>,
+}
+
+impl Item {
+    fn name(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    /// For people: the file, and the message's place in an mbox file.
+    fn label(&self) -> String {
+        match self.mbox_message {
+            Some(n) => format!("{}, message {n}", self.path.display()),
+            None => self.name(),
+        }
+    }
+}
+
+/// The messages of a batch's files, in order; an mbox file is read one
+/// message at a time, as the batch asks for them.
+struct Items {
+    files: std::vec::IntoIter<(PathBuf, bool)>,
+    max_size: u64,
+    mbox: Option<Mbox>,
+}
+
+struct Mbox {
+    path: PathBuf,
+    messages: mail_parser::mailbox::mbox::MessageIterator<io::BufReader<std::fs::File>>,
+    count: usize,
+}
+
+impl Items {
+    fn new(files: Vec<(PathBuf, bool)>, max_size: u64) -> Items {
+        Items {
+            files: files.into_iter(),
+            max_size,
+            mbox: None,
+        }
+    }
+}
+
+impl Iterator for Items {
+    type Item = Item;
+
+    fn next(&mut self) -> Option<Item> {
+        loop {
+            if let Some(mbox) = &mut self.mbox {
+                let (raw, give_up) = match mbox.messages.next() {
+                    None => {
+                        self.mbox = None;
+                        continue;
+                    }
+                    Some(Ok(m)) if m.contents().len() as u64 > self.max_size => (
+                        Err(format!(
+                            "{} bytes, larger than {}",
+                            m.contents().len(),
+                            self.max_size
+                        )),
+                        false,
+                    ),
+                    Some(Ok(m)) => (Ok(m.unwrap_contents()), false),
+                    // A read error would only repeat: the rest of the file
+                    // is given up.
+                    Some(Err(e)) => (Err(format!("cannot read: {e}")), true),
+                };
+                mbox.count += 1;
+                let item = Item {
+                    path: mbox.path.clone(),
+                    mbox_message: Some(mbox.count),
+                    raw: Some(raw),
+                };
+                if give_up {
+                    self.mbox = None;
+                }
+                return Some(item);
+            }
+            let (path, named) = self.files.next()?;
+            if named && let Some(reader) = open_mbox(&path) {
+                self.mbox = Some(Mbox {
+                    path,
+                    messages: mail_parser::mailbox::mbox::MessageIterator::new(reader),
+                    count: 0,
+                });
+                continue;
+            }
+            return Some(Item {
+                path,
+                mbox_message: None,
+                raw: None,
+            });
+        }
+    }
+}
+
+/// What a batch does with one message: its bytes, or why there are none.
+type Work<'a, R> = dyn Fn(&Item, Result<&[u8], String>) -> R + Sync + 'a;
+
+/// Files per thread in one round of a batch.
+const BATCH_CHUNK: usize = 256;
+
+/// Runs `work` on every message, on every core, and hands the results to
+/// `emit` in the messages' order. One round of chunks is in memory at a time.
+fn batch<R: Send>(
+    items: Items,
+    max_size: u64,
+    work: &Work<'_, R>,
+    emit: &mut dyn FnMut(&Item, R) -> io::Result<()>,
+) -> io::Result<()> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut items = items;
+    loop {
+        let round: Vec<Item> = items.by_ref().take(BATCH_CHUNK * threads).collect();
+        if round.is_empty() {
+            return Ok(());
+        }
+        let results: Vec<Vec<R>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = round
+                .chunks(BATCH_CHUNK)
+                .map(|chunk| {
+                    let handle = scope.spawn(move || {
+                        chunk
+                            .iter()
+                            .map(|item| work_on(item, max_size, work))
+                            .collect::<Vec<R>>()
+                    });
+                    (chunk, handle)
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|(chunk, h)| {
+                    h.join().unwrap_or_else(|_| {
+                        // A bug, not bad input: still one result per message.
+                        tracing::error!(files = chunk.len(), "triage thread panicked");
+                        chunk
+                            .iter()
+                            .map(|item| work(item, Err(PANICKED.into())))
+                            .collect()
+                    })
+                })
+                .collect()
+        });
+        for (item, result) in round.iter().zip(results.into_iter().flatten()) {
+            emit(item, result)?;
+        }
+    }
+}
+
+const PANICKED: &str = "internal error: triage panicked";
+
+/// Reads one message and runs `work` on it; a panic (a bug) becomes the
+/// message's error instead of ending the batch.
+fn work_on<R>(item: &Item, max_size: u64, work: &Work<'_, R>) -> R {
+    let read;
+    let raw = match &item.raw {
+        Some(Ok(bytes)) => Ok(bytes.as_slice()),
+        Some(Err(e)) => Err(e.clone()),
+        None => match read_input(&item.path, max_size) {
+            Ok(bytes) => {
+                read = bytes;
+                Ok(read.as_slice())
+            }
+            Err(CliError::Input { message, .. }) => Err(message),
+            Err(e) => Err(e.to_string()),
+        },
+    };
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(item, raw)))
+        .unwrap_or_else(|_| work(item, Err(PANICKED.into())))
+}
+
+/// A line of a batch's JSON Lines: the message's file, then `value`.
 #[derive(Serialize)]
-struct Line<'a> {
+struct Line<'a, T: Serialize> {
     file: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mbox_message: Option<usize>,
     #[serde(flatten)]
-    case: &'a Case,
+    value: &'a T,
 }
 
 #[derive(Serialize)]
 struct ErrorLine<'a> {
     file: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mbox_message: Option<usize>,
     error: &'a str,
+}
+
+/// `value` as a JSON line tagged with the message's file.
+fn json_line<T: Serialize>(item: &Item, value: &T) -> Vec<u8> {
+    let name = item.name();
+    let line = Line {
+        file: &name,
+        mbox_message: item.mbox_message,
+        value,
+    };
+    match serde_json::to_vec(&line) {
+        Ok(mut bytes) => {
+            bytes.push(b'\n');
+            bytes
+        }
+        // Writing into a Vec fails only on a serialisation bug: say so on
+        // the message's line instead of losing it.
+        Err(e) => error_line(item, &format!("internal error: {e}")),
+    }
+}
+
+/// `{"file": ..., "error": ...}` and a newline.
+fn error_line(item: &Item, error: &str) -> Vec<u8> {
+    let name = item.name();
+    let line = ErrorLine {
+        file: &name,
+        mbox_message: item.mbox_message,
+        error,
+    };
+    let mut bytes = serde_json::to_vec(&line)
+        .unwrap_or_else(|_| b"{\"error\":\"unprintable file name\"}".to_vec());
+    bytes.push(b'\n');
+    bytes
+}
+
+/// Runs a batch whose work yields a JSON line and whether the message
+/// failed, and writes the lines.
+fn json_lines(
+    items: Items,
+    max_size: u64,
+    work: &Work<'_, (Vec<u8>, bool)>,
+    out: &mut dyn Write,
+) -> Result<Outcome, CliError> {
+    let mut out = io::BufWriter::with_capacity(1 << 16, out);
+    let mut failed = 0;
+    batch(items, max_size, work, &mut |_, (line, bad)| {
+        failed += usize::from(bad);
+        out.write_all(&line)
+    })?;
+    out.flush()?;
+    Ok(if failed == 0 {
+        Outcome::Ok
+    } else {
+        Outcome::SomeInputsFailed(failed)
+    })
+}
+
+/// A message's error line, logged.
+fn failed_line(item: &Item, error: &str) -> (Vec<u8>, bool) {
+    tracing::warn!(file = %item.label(), error = %error, "skipped");
+    (error_line(item, error), true)
 }
 
 fn parse(
@@ -400,9 +746,9 @@ fn parse(
     out: &mut dyn Write,
 ) -> Result<Outcome, CliError> {
     let config = load_config(config)?;
-    let (files, batch) = expand(inputs)?;
-    if !batch {
-        let path = &files[0];
+    let (files, batched) = inputs_of(inputs)?;
+    if !batched {
+        let path = &files[0].0;
         let raw = read_input(path, max_size)?;
         let (_, case) = config.triage.parse(&raw).map_err(|e| CliError::Input {
             path: path.display().to_string(),
@@ -412,98 +758,13 @@ fn parse(
         writeln!(out)?;
         return Ok(Outcome::Ok);
     }
-    // Files are triaged in parallel, a chunk per thread, and written in
-    // their order; one round of chunks is in memory at a time.
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut out = io::BufWriter::with_capacity(1 << 16, out);
-    let mut failed = 0;
-    for round in files.chunks(BATCH_CHUNK * threads) {
-        let results: Vec<(Vec<u8>, usize)> = std::thread::scope(|scope| {
-            let handles: Vec<_> = round
-                .chunks(BATCH_CHUNK)
-                .map(|chunk| (chunk, scope.spawn(|| parse_chunk(&config, max_size, chunk))))
-                .collect();
-            handles
-                .into_iter()
-                .map(|(chunk, h)| {
-                    h.join().unwrap_or_else(|_| {
-                        // A bug, not bad input: still one line per file.
-                        tracing::error!(files = chunk.len(), "triage thread panicked");
-                        let mut lines = Vec::new();
-                        for path in chunk {
-                            let name = path.display().to_string();
-                            error_line(&mut lines, &name, "internal error: triage panicked");
-                        }
-                        (lines, chunk.len())
-                    })
-                })
-                .collect()
-        });
-        for (bytes, chunk_failed) in results {
-            out.write_all(&bytes)?;
-            failed += chunk_failed;
-        }
-    }
-    out.flush()?;
-    Ok(if failed == 0 {
-        Outcome::Ok
-    } else {
-        Outcome::SomeInputsFailed(failed)
-    })
-}
-
-/// Files per thread in one round of a batch.
-const BATCH_CHUNK: usize = 256;
-
-/// JSON Lines for a chunk of files, and how many were not emails.
-fn parse_chunk(config: &Config, max_size: u64, files: &[PathBuf]) -> (Vec<u8>, usize) {
-    let mut out = Vec::with_capacity(files.len() * 1024);
-    let mut failed = 0;
-    for path in files {
-        let name = path.display().to_string();
-        let result = read_input(path, max_size).and_then(|raw| {
-            config
-                .triage
-                .parse(&raw)
-                .map(|(_, c)| c)
-                .map_err(|e| CliError::Input {
-                    path: name.clone(),
-                    message: e.to_string(),
-                })
-        });
-        match result {
-            Ok(case) => {
-                let line = Line {
-                    file: &name,
-                    case: &case,
-                };
-                match serde_json::to_writer(&mut out, &line) {
-                    Ok(()) => out.push(b'\n'),
-                    // Writing into a Vec fails only on a serialisation bug:
-                    // say so on the file's line instead of losing it.
-                    Err(e) => error_line(&mut out, &name, &format!("internal error: {e}")),
-                }
-            }
-            Err(e) => {
-                failed += 1;
-                tracing::warn!(file = %name, error = %e, "skipped");
-                let msg = match &e {
-                    CliError::Input { message, .. } => message.clone(),
-                    other => other.to_string(),
-                };
-                error_line(&mut out, &name, &msg);
-            }
-        }
-    }
-    (out, failed)
-}
-
-/// Appends `{"file": ..., "error": ...}` and a newline.
-fn error_line(out: &mut Vec<u8>, file: &str, error: &str) {
-    let line = serde_json::to_string(&ErrorLine { file, error })
-        .unwrap_or_else(|_| String::from("{\"error\":\"unprintable file name\"}"));
-    out.extend_from_slice(line.as_bytes());
-    out.push(b'\n');
+    let work = |item: &Item, raw: Result<&[u8], String>| match raw
+        .and_then(|raw| config.triage.parse(raw).map_err(|e| e.to_string()))
+    {
+        Ok((_, case)) => (json_line(item, &case), false),
+        Err(e) => failed_line(item, &e),
+    };
+    json_lines(Items::new(files, max_size), max_size, &work, out)
 }
 
 #[derive(Serialize)]
@@ -513,47 +774,483 @@ struct Routed<'a> {
     actions: &'a [Action],
 }
 
-fn route(
-    config: Option<&Path>,
-    mailbox: Option<&str>,
-    case_id: &str,
-    with_body: bool,
-    input: Option<&Path>,
-    out: &mut dyn Write,
-) -> Result<Outcome, CliError> {
-    let config = load_config(config)?;
-    let path = input.unwrap_or(Path::new("-"));
-    let raw = read_input(path, 64 * 1024 * 1024)?;
-    let (email, case) = config.triage.parse(&raw).map_err(|e| CliError::Input {
-        path: path.display().to_string(),
-        message: e.to_string(),
-    })?;
-    let mut actions = config.router.route(&case, mailbox);
-    for a in &mut actions {
-        let rendered = config
-            .router
-            .render(
-                a,
-                &crate::route::Letter::new(case_id, mailbox, &case, &email),
-            )
-            .map_err(anyhow::Error::from)?;
-        if let Some(r) = rendered {
-            a.subject = Some(r.subject);
-            if with_body {
-                a.body = Some(r.body);
+/// The mailbox names a config knows, and where they come from.
+struct KnownMailboxes {
+    names: Vec<String>,
+    from: String,
+}
+
+/// The names `--mailbox` may take with this config: the `[[mailbox]]` names
+/// of its mailtriage.toml (the shipped one for the built-in config), or, in a
+/// directory without one, the mailboxes its routing rules match on.
+fn known_mailboxes(dir: Option<&Path>, config: &Config) -> Result<KnownMailboxes, CliError> {
+    let daemon_names =
+        |d: DaemonConfig| -> Vec<String> { d.mailboxes.into_iter().map(|m| m.name).collect() };
+    let Some(dir) = dir else {
+        return Ok(KnownMailboxes {
+            names: daemon_names(DaemonConfig::builtin()?),
+            from: "the [[mailbox]] names of the built-in config/mailtriage.toml".into(),
+        });
+    };
+    let toml = dir.join("mailtriage.toml");
+    if toml.exists() {
+        return Ok(KnownMailboxes {
+            names: daemon_names(DaemonConfig::load(dir)?),
+            from: format!("the [[mailbox]] names of {}", toml.display()),
+        });
+    }
+    let mut names: Vec<String> = Vec::new();
+    for rule in &config.router.rules {
+        for m in &rule.when.mailbox {
+            if !names.iter().any(|n| n.eq_ignore_ascii_case(m)) {
+                names.push(m.clone());
             }
         }
     }
-    serde_json::to_writer_pretty(
-        &mut *out,
-        &Routed {
-            case: &case,
-            actions: &actions,
+    let routing = dir.join("routing.toml");
+    let from = if names.is_empty() {
+        format!(
+            "no rule of {} matches on a mailbox, and there is no {}",
+            routing.display(),
+            toml.display()
+        )
+    } else {
+        format!(
+            "the mailboxes the rules of {} match on, as there is no {}",
+            routing.display(),
+            toml.display()
+        )
+    };
+    Ok(KnownMailboxes { names, from })
+}
+
+/// `--mailbox NAME` when some config knows it, spelled as that config spells
+/// it (routing compares mailbox names without regard to case); otherwise a
+/// usage error that lists the known names.
+fn check_mailbox(name: &str, known: &[KnownMailboxes]) -> Result<String, CliError> {
+    if let Some(found) = known
+        .iter()
+        .flat_map(|k| &k.names)
+        .find(|n| n.eq_ignore_ascii_case(name))
+    {
+        return Ok(found.clone());
+    }
+    let mut names: Vec<&str> = Vec::new();
+    for n in known.iter().flat_map(|k| &k.names) {
+        if !names.contains(&n.as_str()) {
+            names.push(n);
+        }
+    }
+    let from: Vec<&str> = known.iter().map(|k| k.from.as_str()).collect();
+    let expected = if names.is_empty() {
+        "no mailbox is known".to_string()
+    } else {
+        format!("expected one of {}", names.join(", "))
+    };
+    Err(CliError::Usage(format!(
+        "--mailbox {name:?}: unknown mailbox; {expected} ({})",
+        from.join("; ")
+    )))
+}
+
+fn route(
+    config_dir: Option<&Path>,
+    mailbox: Option<&str>,
+    case_id: &str,
+    with_body: bool,
+    max_size: u64,
+    inputs: &[PathBuf],
+    out: &mut dyn Write,
+) -> Result<Outcome, CliError> {
+    let config = load_config(config_dir)?;
+    let mailbox = match mailbox {
+        Some(m) => Some(check_mailbox(m, &[known_mailboxes(config_dir, &config)?])?),
+        None => None,
+    };
+    let mailbox = mailbox.as_deref();
+    let (files, batched) = inputs_of(inputs)?;
+    let routed = |raw: &[u8], path: &Path| -> Result<(Case, Vec<Action>), CliError> {
+        let (email, case) = config.triage.parse(raw).map_err(|e| CliError::Input {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let mut actions = config.router.route(&case, mailbox);
+        for a in &mut actions {
+            let rendered = config
+                .router
+                .render(
+                    a,
+                    &crate::route::Letter::new(case_id, mailbox, &case, &email),
+                )
+                .map_err(anyhow::Error::from)?;
+            if let Some(r) = rendered {
+                a.subject = Some(r.subject);
+                if with_body {
+                    a.body = Some(r.body);
+                }
+            }
+        }
+        Ok((case, actions))
+    };
+    if !batched {
+        let path = &files[0].0;
+        let raw = read_input(path, max_size)?;
+        let (case, actions) = routed(&raw, path)?;
+        serde_json::to_writer_pretty(
+            &mut *out,
+            &Routed {
+                case: &case,
+                actions: &actions,
+            },
+        )
+        .map_err(io::Error::from)?;
+        writeln!(out)?;
+        return Ok(Outcome::Ok);
+    }
+    let work = |item: &Item, raw: Result<&[u8], String>| {
+        let result = raw.and_then(|raw| {
+            routed(raw, &item.path).map_err(|e| match e {
+                CliError::Input { message, .. } => message,
+                other => other.to_string(),
+            })
+        });
+        match result {
+            Ok((case, actions)) => {
+                let line = Routed {
+                    case: &case,
+                    actions: &actions,
+                };
+                (json_line(item, &line), false)
+            }
+            Err(e) => failed_line(item, &e),
+        }
+    };
+    json_lines(Items::new(files, max_size), max_size, &work, out)
+}
+
+/// What `replay` compares of a message under one config: what triage and
+/// routing decide, not what the templates render.
+#[derive(Debug, PartialEq, Serialize)]
+struct Decided {
+    kind: crate::extract::Kind,
+    /// Each category and term once, in order of first appearance; where
+    /// they were found is left out.
+    flags: Vec<FlagTerm>,
+    risk: u8,
+    tier: u8,
+    missing: Vec<crate::extract::Field>,
+    actions: Vec<Decision>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+struct FlagTerm {
+    category: String,
+    term: String,
+}
+
+/// An action as routing decides it, before rendering.
+#[derive(Debug, PartialEq, Serialize)]
+struct Decision {
+    #[serde(rename = "type")]
+    kind: crate::route::ActionType,
+    rule: String,
+    to: Vec<String>,
+    cc: Vec<String>,
+    template: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    digest: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tags: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hours: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    after_hours: Vec<String>,
+}
+
+impl Decided {
+    fn new(case: Case, actions: Vec<Action>) -> Decided {
+        let mut flags: Vec<FlagTerm> = Vec::new();
+        for f in case.flags {
+            if !flags
+                .iter()
+                .any(|x| x.category == f.category && x.term == f.term)
+            {
+                flags.push(FlagTerm {
+                    category: f.category,
+                    term: f.term,
+                });
+            }
+        }
+        let actions = actions
+            .into_iter()
+            .map(|a| Decision {
+                kind: a.kind,
+                rule: a.rule,
+                to: a.to,
+                cc: a.cc,
+                template: a.template,
+                digest: a.digest,
+                tags: a.tags,
+                hours: a.hours,
+                after_hours: a.after_hours,
+            })
+            .collect();
+        Decided {
+            kind: case.kind,
+            flags,
+            risk: case.risk,
+            tier: case.tier,
+            missing: case.missing,
+            actions,
+        }
+    }
+
+    /// The names of the parts that differ from `new`, in output order.
+    fn changed(&self, new: &Decided) -> Vec<&'static str> {
+        [
+            ("kind", self.kind != new.kind),
+            ("flags", sorted(&self.flags) != sorted(&new.flags)),
+            ("risk", self.risk != new.risk),
+            ("tier", self.tier != new.tier),
+            ("missing", self.missing != new.missing),
+            ("actions", self.actions != new.actions),
+        ]
+        .into_iter()
+        .filter_map(|(name, differs)| differs.then_some(name))
+        .collect()
+    }
+}
+
+fn sorted<T: Clone + Ord>(v: &[T]) -> Vec<T> {
+    let mut v = v.to_vec();
+    v.sort();
+    v
+}
+
+/// A message that the two configs treat differently.
+#[derive(Debug, Serialize)]
+struct Replayed {
+    message_id: Option<String>,
+    subject: Option<String>,
+    old: Decided,
+    new: Decided,
+    changed: Vec<&'static str>,
+}
+
+/// Triages and routes one message under both configs; `None` when they
+/// agree.
+fn replay_one(
+    new: &Config,
+    old: &Config,
+    mailbox: Option<&str>,
+    raw: &[u8],
+) -> Result<Option<Replayed>, String> {
+    let email = crate::message::parse(raw).map_err(|e| e.to_string())?;
+    let decide = |config: &Config| {
+        let case = config.triage.case(&email);
+        let actions = config.router.route(&case, mailbox);
+        (
+            case.message_id.clone(),
+            case.subject.clone(),
+            Decided::new(case, actions),
+        )
+    };
+    let (_, _, old) = decide(old);
+    let (message_id, subject, new) = decide(new);
+    let changed = old.changed(&new);
+    Ok((!changed.is_empty()).then_some(Replayed {
+        message_id,
+        subject,
+        old,
+        new,
+        changed,
+    }))
+}
+
+fn replay(
+    new_dir: &Path,
+    old_dir: Option<&Path>,
+    mailbox: Option<&str>,
+    json: bool,
+    max_size: u64,
+    inputs: &[PathBuf],
+    out: &mut dyn Write,
+) -> Result<Outcome, CliError> {
+    let new = Config::load(new_dir)?;
+    let old = load_config(old_dir)?;
+    let mailbox = match mailbox {
+        Some(m) => Some(check_mailbox(
+            m,
+            &[
+                known_mailboxes(Some(new_dir), &new)?,
+                known_mailboxes(old_dir, &old)?,
+            ],
+        )?),
+        None => None,
+    };
+    let mailbox = mailbox.as_deref();
+    let (files, _) = inputs_of(inputs)?;
+    let work = |_: &Item, raw: Result<&[u8], String>| {
+        raw.and_then(|raw| replay_one(&new, &old, mailbox, raw))
+    };
+    let mut out = io::BufWriter::with_capacity(1 << 16, out);
+    let (mut messages, mut differ, mut failed) = (0usize, 0usize, 0usize);
+    batch(
+        Items::new(files, max_size),
+        max_size,
+        &work,
+        &mut |item, result| match result {
+            Ok(None) => {
+                messages += 1;
+                Ok(())
+            }
+            Ok(Some(r)) => {
+                messages += 1;
+                differ += 1;
+                if json {
+                    out.write_all(&json_line(item, &r))
+                } else {
+                    print_replayed(item, &r, &mut out)
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                tracing::warn!(file = %item.label(), error = %e, "skipped");
+                if json {
+                    out.write_all(&error_line(item, &e))
+                } else {
+                    writeln!(out, "{}\n  error    {}\n", item.label(), one_line(&e, 300))
+                }
+            }
         },
-    )
-    .map_err(io::Error::from)?;
-    writeln!(out)?;
-    Ok(Outcome::Ok)
+    )?;
+    if !json {
+        let s = |n: usize| if n == 1 { "" } else { "s" };
+        let verb = if differ == 1 { "differs" } else { "differ" };
+        write!(out, "{messages} message{}, {differ} {verb}", s(messages))?;
+        if failed > 0 {
+            write!(out, ", {failed} not email{}", s(failed))?;
+        }
+        writeln!(out)?;
+    }
+    out.flush()?;
+    Ok(if failed > 0 {
+        Outcome::SomeInputsFailed(failed)
+    } else if differ > 0 {
+        Outcome::Differ(differ)
+    } else {
+        Outcome::Ok
+    })
+}
+
+/// One changed message for people: the file and subject, then each part
+/// that changed as `old -> new`; flags and actions as those removed (`-`)
+/// and added (`+`).
+fn print_replayed(item: &Item, r: &Replayed, out: &mut dyn Write) -> io::Result<()> {
+    writeln!(out, "{}", item.label())?;
+    let subject = r
+        .subject
+        .as_deref()
+        .map_or_else(|| "(no subject)".to_string(), |s| one_line(s, 120));
+    writeln!(out, "  subject  {subject}")?;
+    let (old, new) = (&r.old, &r.new);
+    for part in &r.changed {
+        let (before, after) = match *part {
+            "kind" => (snake(&old.kind), snake(&new.kind)),
+            "flags" => {
+                let text = |flags: &[FlagTerm]| -> Vec<String> {
+                    flags
+                        .iter()
+                        .map(|f| format!("{} {:?}", f.category, f.term))
+                        .collect()
+                };
+                print_lines(part, &text(&old.flags), &text(&new.flags), out)?;
+                continue;
+            }
+            "risk" => (old.risk.to_string(), new.risk.to_string()),
+            "tier" => (old.tier.to_string(), new.tier.to_string()),
+            "missing" => (field_list(&old.missing), field_list(&new.missing)),
+            _ => {
+                let text = |actions: &[Decision]| -> Vec<String> {
+                    actions.iter().map(action_text).collect()
+                };
+                print_lines(part, &text(&old.actions), &text(&new.actions), out)?;
+                continue;
+            }
+        };
+        writeln!(out, "  {part:<8} {before} -> {after}")?;
+    }
+    writeln!(out)
+}
+
+/// The entries only in the old list (`-`) and only in the new (`+`); when
+/// both hold the same entries in another order, both lists.
+fn print_lines(label: &str, old: &[String], new: &[String], out: &mut dyn Write) -> io::Result<()> {
+    let mut lines: Vec<String> = Vec::new();
+    for a in old.iter().filter(|a| !new.contains(a)) {
+        lines.push(format!("- {a}"));
+    }
+    for a in new.iter().filter(|a| !old.contains(a)) {
+        lines.push(format!("+ {a}"));
+    }
+    if lines.is_empty() {
+        lines.push("the same, in another order:".into());
+        lines.extend(old.iter().map(|a| format!("- {a}")));
+        lines.extend(new.iter().map(|a| format!("+ {a}")));
+    }
+    for (i, line) in lines.iter().enumerate() {
+        let label = if i == 0 { label } else { "" };
+        writeln!(out, "  {label:<8} {line}")?;
+    }
+    Ok(())
+}
+
+/// An action on one line: `forward to a@x cc b@x (rule tier-2)`.
+fn action_text(a: &Decision) -> String {
+    use crate::route::ActionType;
+    let mut s = match a.kind {
+        ActionType::Reply => format!(
+            "reply {} to {}",
+            a.template.as_deref().unwrap_or("-"),
+            a.to.join(", ")
+        ),
+        ActionType::Forward => {
+            let mut s = format!("forward to {}", a.to.join(", "));
+            if !a.cc.is_empty() {
+                s.push_str(&format!(" cc {}", a.cc.join(", ")));
+            }
+            if let Some(t) = a.template.as_deref().filter(|t| *t != "forward") {
+                s.push_str(&format!(" with {t}"));
+            }
+            if let Some(h) = &a.hours {
+                s.push_str(&format!(" in {h} hours"));
+                if !a.after_hours.is_empty() {
+                    s.push_str(&format!(", after hours to {}", a.after_hours.join(", ")));
+                }
+            }
+            s
+        }
+        ActionType::Digest => format!("digest {}", a.digest.as_deref().unwrap_or("-")),
+        ActionType::Tag => format!("tag {}", a.tags.join(", ")),
+    };
+    s.push_str(&format!(" (rule {})", a.rule));
+    s
+}
+
+fn field_list(fields: &[crate::extract::Field]) -> String {
+    if fields.is_empty() {
+        return "none".into();
+    }
+    let v: Vec<&str> = fields.iter().map(|f| f.name()).collect();
+    v.join(", ")
+}
+
+/// A unit enum's serde name (`pickup_complaint`).
+fn snake<T: Serialize + std::fmt::Debug>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| format!("{v:?}"))
 }
 
 fn check_config(dir: &Path, out: &mut dyn Write) -> Result<Outcome, CliError> {
@@ -1044,5 +1741,108 @@ mod tests {
         for (e, code) in cases {
             assert_eq!(e.exit_code(), code, "{e:?}");
         }
+    }
+
+    #[test]
+    fn mailbox_names_are_checked_without_regard_to_case() {
+        let known = |names: &[&str], from: &str| KnownMailboxes {
+            names: names.iter().map(|n| n.to_string()).collect(),
+            from: from.into(),
+        };
+        let cases: &[(&[KnownMailboxes], &str, Result<&str, &str>)] = &[
+            (&[known(&["ops", "support"], "a")], "ops", Ok("ops")),
+            (&[known(&["ops", "support"], "a")], "Support", Ok("support")),
+            (
+                &[known(&["ops", "support"], "a")],
+                "opz",
+                Err("--mailbox \"opz\": unknown mailbox; expected one of ops, support (a)"),
+            ),
+            (
+                &[known(&["ops"], "a"), known(&["ops", "vip"], "b")],
+                "VIP",
+                Ok("vip"),
+            ),
+            (
+                &[known(&["ops"], "a"), known(&["ops", "vip"], "b")],
+                "x",
+                Err("--mailbox \"x\": unknown mailbox; expected one of ops, vip (a; b)"),
+            ),
+            (
+                &[known(&[], "none here")],
+                "ops",
+                Err("--mailbox \"ops\": unknown mailbox; no mailbox is known (none here)"),
+            ),
+        ];
+        for (known, name, want) in cases {
+            let got = check_mailbox(name, known).map_err(|e| {
+                assert_eq!(e.exit_code(), 2);
+                e.to_string()
+            });
+            assert_eq!(
+                got.as_deref().map_err(String::as_str),
+                *want,
+                "--mailbox {name}"
+            );
+        }
+    }
+
+    #[test]
+    fn named_mbox_files_are_split_into_their_messages() {
+        let dir = tempfile::tempdir().unwrap();
+        let mbox = dir.path().join("archive");
+        std::fs::write(
+            &mbox,
+            "From a@example.com Mon Nov 23 10:00:00 2026\n\
+             Subject: one\n\nbody\n>From here on, quoted\n\n\
+             From b@example.com Mon Nov 23 10:01:00 2026\n\
+             Subject: two\n\n0123456789012345678901234567890123456789\n\
+             From c@example.com Mon Nov 23 10:02:00 2026\n\
+             Subject: three\n\nok\n",
+        )
+        .unwrap();
+        let eml = dir.path().join("one.eml");
+        std::fs::write(&eml, "Subject: eml\n\nbody\n").unwrap();
+        // Found in a directory, a file is one message whatever it begins with.
+        let found = dir.path().join("found");
+        std::fs::write(&found, "From a@example.com Mon Nov 23 10:00:00 2026\n").unwrap();
+        let files = vec![
+            (eml.clone(), true),
+            (mbox.clone(), true),
+            (found.clone(), false),
+            (PathBuf::from("-"), true),
+        ];
+        type Got = (PathBuf, Option<usize>, Option<Result<String, String>>);
+        let got: Vec<Got> = Items::new(files, 50)
+            .map(|i| {
+                let raw = i
+                    .raw
+                    .map(|r| r.map(|b| String::from_utf8_lossy(&b).into_owned()));
+                (i.path, i.mbox_message, raw)
+            })
+            .collect();
+        let want = vec![
+            (eml, None, None),
+            (
+                mbox.clone(),
+                Some(1),
+                Some(Ok(
+                    "Subject: one\n\nbody\nFrom here on, quoted\n\n".to_string()
+                )),
+            ),
+            // Too large, and the next message is still read.
+            (
+                mbox.clone(),
+                Some(2),
+                Some(Err("55 bytes, larger than 50".to_string())),
+            ),
+            (
+                mbox,
+                Some(3),
+                Some(Ok("Subject: three\n\nok\n".to_string())),
+            ),
+            (found, None, None),
+            (PathBuf::from("-"), None, None),
+        ];
+        assert_eq!(got, want);
     }
 }

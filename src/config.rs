@@ -319,6 +319,7 @@ mod builtin {
     ];
     pub const HTML: &[(&str, &str)] =
         &[("digest", include_str!("../config/templates/digest.html"))];
+    pub const DAEMON: &str = include_str!("../config/mailtriage.toml");
 }
 
 impl Config {
@@ -1256,6 +1257,15 @@ pub struct DaemonConfig {
 }
 
 impl DaemonConfig {
+    /// The shipped `config/mailtriage.toml`, as compiled into the binary:
+    /// the mailboxes the built-in config knows.
+    pub fn builtin() -> Result<DaemonConfig, ConfigError> {
+        Self::parse(
+            Path::new("(built-in)/config/mailtriage.toml"),
+            builtin::DAEMON,
+        )
+    }
+
     /// Reads and checks `DIR/mailtriage.toml`.
     pub fn load(dir: &Path) -> Result<DaemonConfig, ConfigError> {
         let path = dir.join("mailtriage.toml");

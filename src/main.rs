@@ -22,6 +22,8 @@ fn main() -> ExitCode {
             eprintln!("mailtriage: {n} input(s) were not emails");
             ExitCode::from(1)
         }
+        // Like diff(1): the output says what differs.
+        Ok(Outcome::Differ(_)) => ExitCode::from(1),
         Err(e) => {
             eprintln!("mailtriage: {e}");
             ExitCode::from(e.exit_code())
