@@ -51,6 +51,9 @@ fn unknown_index() -> u16 {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Category {
     pub name: String,
+    /// How people read it in mail ("Review threat"); default: the name
+    /// with its underscores as spaces, capitalised.
+    pub label: String,
     /// Lowest risk a case with this flag has.
     pub floor: u8,
     /// A flag of this category makes the case tier 2.
@@ -58,6 +61,16 @@ pub struct Category {
     pub terms: Vec<String>,
     /// Generate inflections of each term's last word.
     pub inflect: bool,
+}
+
+/// "review_threat" as people read it: "Review threat".
+pub fn default_label(name: &str) -> String {
+    let words = name.replace('_', " ");
+    let mut chars = words.chars();
+    match chars.next() {
+        Some(c) => c.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
 }
 
 /// The compiled keyword matcher.
@@ -468,6 +481,7 @@ mod tests {
     fn kw() -> Keywords {
         let cat = |name: &str, floor, tier2, terms: &[&str]| Category {
             name: name.into(),
+            label: default_label(name),
             floor,
             tier2,
             terms: terms.iter().map(|t| t.to_string()).collect(),

@@ -106,6 +106,7 @@ struct KeywordsFile {
 #[serde(deny_unknown_fields)]
 struct CategoryDef {
     name: Spanned<String>,
+    label: Option<String>,
     floor: Spanned<u8>,
     #[serde(default)]
     tier2: bool,
@@ -140,6 +141,19 @@ struct RoutingFile {
     hours: BTreeMap<String, crate::digest::BusinessHours>,
     /// How vendor fields are read (see [`load_vendors`]).
     vendors: Option<VendorsDef>,
+    /// How the mail reads: the time zone its times are shown in.
+    #[serde(default)]
+    routing: RoutingDef,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RoutingDef {
+    /// IANA name; default "UTC".
+    zone: Option<Spanned<String>>,
+    /// Per address, or name from [addresses]: the zone its reader is in.
+    #[serde(default)]
+    zones: BTreeMap<Spanned<String>, Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -278,6 +292,8 @@ struct ForwardDef {
     hours: Option<Spanned<String>>,
     #[serde(default)]
     after_hours: Vec<Spanned<String>>,
+    /// Who owns the case once forwarded, in words ("Tier 2").
+    owner: Option<String>,
 }
 
 fn forward_template() -> Spanned<String> {
@@ -593,6 +609,10 @@ fn load_keywords(src: &Source<'_>) -> Result<Keywords, ConfigError> {
             }
         }
         cats.push(Category {
+            label: def
+                .label
+                .filter(|l| !l.trim().is_empty())
+                .unwrap_or_else(|| crate::classify::default_label(def.name.get_ref())),
             name: def.name.into_inner(),
             floor: def.floor.into_inner(),
             tier2: def.tier2,
@@ -794,11 +814,22 @@ fn load_routing(
                         ),
                     ));
                 }
+                let owner = f
+                    .owner
+                    .clone()
+                    .filter(|o| !o.trim().is_empty())
+                    .unwrap_or_else(|| {
+                        f.to.iter()
+                            .map(|t| t.get_ref().trim().to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    });
                 Some(ForwardSpec {
                     to,
                     cc,
                     hours,
                     after_hours,
+                    owner,
                     template: check_template(&f.template)?,
                 })
             }
@@ -864,11 +895,33 @@ fn load_routing(
             template: check_template(&od.template)?,
         });
     }
+    let mut readers = crate::route::Readers {
+        labels: keywords
+            .categories()
+            .iter()
+            .map(|c| (c.name.clone(), c.label.clone()))
+            .collect(),
+        ..Default::default()
+    };
+    if let Some(z) = &file.routing.zone {
+        readers.zone =
+            crate::digest::time_zone(z.get_ref()).map_err(|m| src.error_at(Some(z.span()), m))?;
+    }
+    for (who, zone) in &file.routing.zones {
+        let tz = crate::digest::time_zone(zone.get_ref())
+            .map_err(|m| src.error_at(Some(zone.span()), m))?;
+        for address in resolve(std::slice::from_ref(who))? {
+            readers
+                .zones
+                .insert(address.to_ascii_lowercase(), tz.clone());
+        }
+    }
     let router = Router {
         hours: file.hours,
         rules,
         digests,
         templates,
+        readers,
     };
     Ok((router, lifecycle))
 }

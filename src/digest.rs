@@ -40,7 +40,7 @@ use toml::Spanned;
 const SEARCH_DAYS: i32 = 400;
 
 /// Looks up an IANA time zone by name.
-fn time_zone(name: &str) -> Result<TimeZone, String> {
+pub(crate) fn time_zone(name: &str) -> Result<TimeZone, String> {
     let name = name.trim();
     if name.is_empty() {
         return Err(

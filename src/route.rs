@@ -116,6 +116,8 @@ pub struct ForwardSpec {
     /// held until they open, and `after_hours` get it at once.
     pub hours: Option<String>,
     pub after_hours: Vec<String>,
+    /// Who owns the case once forwarded, in words ("Tier 2").
+    pub owner: String,
 }
 
 /// One rule of the routing table, compiled.
@@ -452,6 +454,46 @@ pub struct Router {
     pub rules: Vec<Rule>,
     pub digests: BTreeMap<String, Digest>,
     pub templates: Templates,
+    pub readers: Readers,
+}
+
+/// How mail reads to the people who get it: the time zone each reads in
+/// (`[routing] zone` and `[routing.zones]`) and the flag categories in
+/// words.
+#[derive(Debug, Clone)]
+pub struct Readers {
+    pub zone: jiff::tz::TimeZone,
+    /// Lowercased address: the zone its reader is in.
+    pub zones: BTreeMap<String, jiff::tz::TimeZone>,
+    /// Flag category: its label ("Review threat").
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Default for Readers {
+    fn default() -> Self {
+        Readers {
+            zone: jiff::tz::TimeZone::UTC,
+            zones: BTreeMap::new(),
+            labels: BTreeMap::new(),
+        }
+    }
+}
+
+impl Readers {
+    /// The zone `address` reads mail in.
+    pub fn zone_of(&self, address: &str) -> &jiff::tz::TimeZone {
+        self.zones
+            .get(&address.trim().to_ascii_lowercase())
+            .unwrap_or(&self.zone)
+    }
+
+    /// A flag category in words.
+    pub fn label(&self, category: &str) -> String {
+        self.labels
+            .get(category)
+            .cloned()
+            .unwrap_or_else(|| crate::classify::default_label(category))
+    }
 }
 
 impl Router {

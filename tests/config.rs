@@ -79,9 +79,21 @@ fn mistakes_are_located_and_explained() {
         ),
         (
             "routing.toml",
-            "forward = { to = [\"cx_team\"] }",
-            "forward = { to = [\"cx_teem\"] }",
+            "forward = { to = [\"cx_team\"], owner",
+            "forward = { to = [\"cx_teem\"], owner",
             "unknown address name \"cx_teem\"",
+        ),
+        (
+            "routing.toml",
+            "zone = \"Asia/Kolkata\"",
+            "zone = \"Asia/Calcutta Standard\"",
+            "unknown time zone \"Asia/Calcutta Standard\"",
+        ),
+        (
+            "routing.toml",
+            "tier2 = \"America/New_York\"",
+            "tier3 = \"America/New_York\"",
+            "unknown address name \"tier3\"",
         ),
         (
             "routing.toml",
@@ -193,14 +205,14 @@ fn mistakes_are_located_and_explained() {
         ),
         (
             "keywords.toml",
-            "name = \"fraud\"\nfloor = 5",
-            "name = \"fraud\"\nfloor = 7",
+            "label = \"Fraud or scam accusation\"\nfloor = 5",
+            "label = \"Fraud or scam accusation\"\nfloor = 7",
             "expected a risk floor from 1 to 5, found 7",
         ),
         (
             "keywords.toml",
-            "name = \"fraud\"\nfloor = 5",
-            "name = \"fraud\"\nflor = 5",
+            "label = \"Fraud or scam accusation\"\nfloor = 5",
+            "label = \"Fraud or scam accusation\"\nflor = 5",
             "unknown field `flor`",
         ),
         (
