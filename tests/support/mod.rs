@@ -2136,3 +2136,34 @@ json.dump(out, sys.stdout)
     );
     serde_json::from_slice(&out.stdout).expect("python printed JSON")
 }
+
+/// Compares `got` with the golden file `fixtures/NAME` exactly, or, with
+/// `UPDATE_GOLDEN=1`, writes it (review `git diff fixtures/` before
+/// committing). Returns a description of the difference, if any.
+pub fn golden(name: &str, got: &str) -> Option<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name);
+    if std::env::var_os("UPDATE_GOLDEN").is_some_and(|v| v == "1") {
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).expect("golden dir");
+        }
+        fs::write(&path, got).expect("write golden");
+        return None;
+    }
+    let want = fs::read_to_string(&path).unwrap_or_default();
+    if want == got {
+        return None;
+    }
+    let line = want
+        .lines()
+        .zip(got.lines())
+        .position(|(w, g)| w != g)
+        .unwrap_or_else(|| want.lines().count().min(got.lines().count()));
+    Some(format!(
+        "{name} differs at line {}:\n  expected: {:?}\n  actual:   {:?}\n(UPDATE_GOLDEN=1 rewrites it; review the diff)",
+        line + 1,
+        want.lines().nth(line).unwrap_or("(end)"),
+        got.lines().nth(line).unwrap_or("(end)")
+    ))
+}
