@@ -1443,7 +1443,7 @@ fn process(
             .router
             .render(
                 action,
-                &mailtriage::route::Letter::new(case_id, MAILBOX, &case, &email),
+                &mailtriage::letter::Letter::new(case_id, MAILBOX, &case, &email),
             )
             .expect("render");
         let composed = match (action.kind, rendered) {

@@ -296,7 +296,7 @@ fn main() {
                 for action in config.router.route(&case, MAILBOX) {
                     if let Err(e) = config.router.render(
                         &action,
-                        &mailtriage::route::Letter::new(CASE_ID, MAILBOX, &case, &email),
+                        &mailtriage::letter::Letter::new(CASE_ID, MAILBOX, &case, &email),
                     ) {
                         render_failures.push(format!("{name}: {e}"));
                     }
@@ -389,7 +389,7 @@ fn main() {
             for action in &actions {
                 if let Ok(Some(r)) = config.router.render(
                     action,
-                    &mailtriage::route::Letter::new(CASE_ID, MAILBOX, &case, &email),
+                    &mailtriage::letter::Letter::new(CASE_ID, MAILBOX, &case, &email),
                 ) {
                     black_box(&r);
                     rendered += 1;
@@ -527,7 +527,7 @@ fn split(
             for a in acts {
                 if let Ok(Some(r)) = config
                     .router
-                    .render(a, &mailtriage::route::Letter::new(CASE_ID, MAILBOX, c, e))
+                    .render(a, &mailtriage::letter::Letter::new(CASE_ID, MAILBOX, c, e))
                 {
                     acc += r.body.len() as u64;
                     black_box(&r);

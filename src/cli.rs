@@ -875,13 +875,15 @@ fn route(
             message: e.to_string(),
         })?;
         let mut actions = config.router.route(&case, mailbox);
+        // As the daemon would write it had the message just arrived.
+        let mut letter = crate::letter::Letter::new(case_id, mailbox, &case, &email);
+        letter.received_at = email.date.as_deref().and_then(crate::text::parse_rfc3339);
+        letter.respond_within = config.lifecycle.respond_within(case.risk);
+        letter.owners = crate::letter::owners(&actions);
         for a in &mut actions {
             let rendered = config
                 .router
-                .render(
-                    a,
-                    &crate::route::Letter::new(case_id, mailbox, &case, &email),
-                )
+                .render(a, &letter)
                 .map_err(anyhow::Error::from)?;
             if let Some(r) = rendered {
                 a.subject = Some(r.subject);

@@ -213,6 +213,15 @@ pub struct Lifecycle {
     pub overdue: Option<Overdue>,
 }
 
+impl Lifecycle {
+    /// How long a case of `risk` has for an answer before it is overdue.
+    pub fn respond_within(&self, risk: u8) -> Option<std::time::Duration> {
+        self.overdue
+            .as_ref()
+            .and_then(|o| o.after.get(usize::from(risk)).copied().flatten())
+    }
+}
+
 impl Default for Lifecycle {
     fn default() -> Self {
         Lifecycle {
@@ -543,9 +552,12 @@ impl Config {
         }
         letters.extend(self.lifecycle.joined_reply.as_deref());
         let mut families: Vec<(Vec<&str>, Vec<tc::Sample>)> =
-            vec![(letters, tc::letter_samples(&self.triage))];
+            vec![(letters, tc::letter_samples(&self.triage, &self.router))];
         if let Some(o) = &self.lifecycle.overdue {
-            families.push((vec![o.template.as_str()], tc::overdue_samples(&self.triage)));
+            families.push((
+                vec![o.template.as_str()],
+                tc::overdue_samples(&self.triage, &self.router),
+            ));
         }
         if let Some(v) = &self.lifecycle.repeat_vendor {
             families.push((vec![v.template.as_str()], tc::vendor_samples()));

@@ -434,7 +434,11 @@ async fn mailbox_task(
                             m.host,
                             m.port,
                             jiff::Timestamp::from_second(since)
-                                .map(|t| t.to_string())
+                                .map(|at| crate::text::local_time(
+                                    at,
+                                    &sh.config.router.readers.zone,
+                                    at
+                                ))
                                 .unwrap_or_default()
                         ),
                         "down",
@@ -459,6 +463,11 @@ fn alert(sh: &Shared, m: &MailboxSection, since: i64, text: &str, what: &str) {
         _ => format!("mailtriage: the {} mailbox works again", m.name),
     };
     let key = format!("{}.{}.{}", m.name, since, what);
+    let rendered = crate::route::Rendered {
+        subject: subject.clone(),
+        body: text.to_string(),
+        high_importance: what == "down",
+    };
     match send::compose_notice(
         &sh.identity,
         "health",
@@ -466,8 +475,7 @@ fn alert(sh: &Shared, m: &MailboxSection, since: i64, text: &str, what: &str) {
         None,
         &sh.daemon.daemon.admin,
         None,
-        &subject,
-        text,
+        &rendered,
         SystemTime::now(),
     ) {
         Ok(msg) => match sh.store.enqueue(&[msg], sh.now()) {
@@ -996,7 +1004,10 @@ struct About<'a> {
     /// `Reply-To` of the mail that invites a reply: the case's mailbox.
     reply_to: Option<&'a str>,
     /// The case's first message, when the message answered is another.
-    origin: Option<crate::route::Origin<'a>>,
+    origin: Option<crate::letter::Origin<'a>>,
+    /// When the case came in (unix seconds): its answer is due by its
+    /// risk's allowance later.
+    received_at: i64,
 }
 
 /// Renders and composes the mail of `actions` for a case. `n0` numbers
@@ -1021,10 +1032,24 @@ fn compose(
     let date = SystemTime::now();
     let mut c = Composed::default();
     let mut original: Option<send::Original> = None;
+    // Who has the case once this message's forwards go (a reply names
+    // them): the owners of the forwards not already sent.
+    let fresh_forwards: Vec<crate::route::Action> = actions
+        .iter()
+        .filter(|a| {
+            a.kind == ActionType::Forward
+                && a.to
+                    .iter()
+                    .chain(&a.cc)
+                    .any(|r| !skip.iter().any(|s| s.eq_ignore_ascii_case(r)))
+        })
+        .cloned()
+        .collect();
+    let owners = crate::letter::owners(&fresh_forwards);
     for (i, action) in actions.iter().enumerate() {
         let n = n0 + i;
         let mut action = action.clone();
-        let mut attached = crate::route::Attached::Nothing;
+        let mut attached = crate::letter::Attached::Nothing;
         if action.kind == ActionType::Forward {
             let fresh = |l: &[String]| -> Vec<String> {
                 l.iter()
@@ -1039,18 +1064,17 @@ fn compose(
             }
             let o = original.get_or_insert_with(|| send::Original::new(raw));
             attached = match o.part {
-                send::OriginalPart::File(why) => crate::route::Attached::File(why.reason()),
-                _ => crate::route::Attached::Message,
+                send::OriginalPart::File(why) => crate::letter::Attached::File(why.reason()),
+                _ => crate::letter::Attached::Message,
             };
         }
-        let letter = crate::route::Letter {
-            case_id,
-            mailbox: Some(about.mailbox),
-            case,
-            message: email,
-            origin: about.origin,
-            attached,
-        };
+        let mut letter = crate::letter::Letter::new(case_id, Some(about.mailbox), case, email);
+        letter.origin = about.origin;
+        letter.attached = attached;
+        letter.received_at = jiff::Timestamp::from_second(about.received_at).ok();
+        letter.now = jiff::Timestamp::from_second(t).ok();
+        letter.respond_within = sh.config.lifecycle.respond_within(case.risk);
+        letter.owners = owners.clone();
         let rendered = sh
             .config
             .router
@@ -1220,6 +1244,7 @@ fn open_case(
         mailbox: &m.name,
         reply_to: m.reply_address(),
         origin: None,
+        received_at: t,
     };
     let c = match compose(sh, &about, &actions, &case, &email, raw, t, 0, &[], replies) {
         Ok(c) => c,
@@ -1438,8 +1463,7 @@ fn repeat_vendor(
         Some(&record.id),
         &rv.to,
         None,
-        &rendered.subject,
-        &rendered.body,
+        &rendered,
         SystemTime::now(),
     ) {
         Ok(out) => {
@@ -1515,13 +1539,14 @@ fn update_case(
         case_id,
         mailbox: &m.name,
         reply_to: reply_address(sh, &record.mailbox),
-        origin: Some(crate::route::Origin {
+        origin: Some(crate::letter::Origin {
             from: record.case.from.as_deref(),
             from_name: record.from_name.as_deref(),
             subject: record.case.subject.as_deref(),
             date: record.case.date.as_deref(),
             message_id: record.case.message_id.as_deref(),
         }),
+        received_at: record.received_at,
     };
     let c = match compose(
         sh,
@@ -1632,6 +1657,7 @@ fn overdue_pass(sh: &Shared) -> Result<usize, StoreError> {
             &rec,
             &crate::text::age(age),
             &crate::text::age(allowed.as_secs() as i64),
+            &sh.config.router.readers,
         );
         let out = sh
             .config
@@ -1639,7 +1665,8 @@ fn overdue_pass(sh: &Shared) -> Result<usize, StoreError> {
             .templates
             .render(&od.template, &ctx)
             .map_err(|e| e.to_string())
-            .and_then(|r| {
+            .and_then(|mut r| {
+                r.high_importance = rec.case.risk >= 4;
                 send::compose_notice(
                     &sh.identity,
                     "overdue",
@@ -1647,8 +1674,7 @@ fn overdue_pass(sh: &Shared) -> Result<usize, StoreError> {
                     Some(&rec.id),
                     &od.to,
                     reply_address(sh, &rec.mailbox),
-                    &r.subject,
-                    &r.body,
+                    &r,
                     SystemTime::now(),
                 )
                 .map_err(|e| e.to_string())

@@ -198,18 +198,36 @@ pub fn reopen(rec: &mut CaseRecord, by: &str, at: i64) -> bool {
 }
 
 /// What the overdue notice's template sees: the case, how long it has
-/// been open and how long its risk allows (both in words).
-pub fn overdue_context(rec: &CaseRecord, age: &str, allowed: &str) -> minijinja::Value {
+/// been open and how long its risk allows (both in words), when it came in
+/// (in `zone`), and its flags in words.
+pub fn overdue_context(
+    rec: &CaseRecord,
+    age: &str,
+    allowed: &str,
+    readers: &crate::route::Readers,
+) -> minijinja::Value {
+    let received = jiff::Timestamp::from_second(rec.received_at)
+        .map(|at| crate::text::local_time(at, &readers.zone, at))
+        .unwrap_or_default();
+    let why: Vec<String> = rec
+        .case
+        .flag_categories()
+        .into_iter()
+        .map(|c| readers.label(c))
+        .collect();
     minijinja::context! {
         case_id => rec.id.clone(),
-        status => rec.status.clone(),
+        status => rec.status.replace('_', " "),
         risk => rec.case.risk,
         tier => rec.case.tier,
         fields => minijinja::Value::from(minijinja::value::Serde(&rec.case.fields)),
         from => rec.case.from.clone(),
+        from_name => rec.from_name.clone(),
         message_id => rec.case.message_id.clone(),
         age => age,
         allowed => allowed,
+        received => received,
+        why => why,
     }
 }
 

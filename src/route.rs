@@ -178,6 +178,9 @@ pub struct Action {
     pub hours: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub after_hours: Vec<String>,
+    /// Who has the case once this forward goes (see [`ForwardSpec`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 impl Action {
@@ -195,6 +198,7 @@ impl Action {
             body: None,
             hours: None,
             after_hours: vec![],
+            owner: None,
         }
     }
 }
@@ -204,6 +208,8 @@ impl Action {
 pub struct Rendered {
     pub subject: String,
     pub body: String,
+    /// Risk 4-5: sent with `Importance: high` and `X-Priority: 1`.
+    pub high_importance: bool,
 }
 
 /// Why a template could not be rendered.
@@ -311,7 +317,8 @@ impl Templates {
             .map_err(err)?;
         Ok(Rendered {
             subject: one_line(&subject),
-            body,
+            body: crate::text::wrap_text(&body, crate::text::WIDTH),
+            high_importance: false,
         })
     }
 }
@@ -320,130 +327,6 @@ impl Templates {
 /// able to inject headers.
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-/// The case's first message, as a template cites it.
-///
-/// What a message lacks is left out (undefined to a template), so that a
-/// template that prints it unguarded fails the config check instead of
-/// writing "none" into someone's mail.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
-pub struct Origin<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub from: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub from_name: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub subject: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub date: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub message_id: Option<&'a str>,
-}
-
-impl<'a> Origin<'a> {
-    /// A message as the origin of its own case.
-    pub fn of(email: &'a crate::message::Email) -> Origin<'a> {
-        Origin {
-            from: email.from.as_deref(),
-            from_name: email.from_name.as_deref(),
-            subject: Some(email.subject.as_str()).filter(|s| !s.is_empty()),
-            date: email.date.as_deref(),
-            message_id: email.message_id.as_deref(),
-        }
-    }
-}
-
-/// How a forward carries the agent's original (see the outbox's rules
-/// for message/rfc822 parts).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Attached {
-    /// Not a forward.
-    #[default]
-    Nothing,
-    /// As a message the reader's mail program opens.
-    Message,
-    /// As a file, `original.eml`, for this reason.
-    File(&'static str),
-}
-
-/// What one rendering is about: the case as it stands, the message being
-/// answered, and the case's first message when that is another one.
-///
-/// A template's `from`, `from_name`, `subject`, `date` and `message_id`
-/// are always those of `message`: a second agent joining a case is
-/// answered as themselves. The case's first message is `origin`.
-#[derive(Debug, Clone, Copy)]
-pub struct Letter<'a> {
-    pub case_id: &'a str,
-    pub mailbox: Option<&'a str>,
-    /// The case as it stands: fields, flags, risk, tier, missing.
-    pub case: &'a Case,
-    /// The message being answered or forwarded.
-    pub message: &'a crate::message::Email,
-    /// The case's first message; `None` when it is `message`.
-    pub origin: Option<Origin<'a>>,
-    pub attached: Attached,
-}
-
-impl<'a> Letter<'a> {
-    /// A letter about a message that is its case's first, with nothing
-    /// attached.
-    pub fn new(
-        case_id: &'a str,
-        mailbox: Option<&'a str>,
-        case: &'a Case,
-        message: &'a crate::message::Email,
-    ) -> Letter<'a> {
-        Letter {
-            case_id,
-            mailbox,
-            case,
-            message,
-            origin: None,
-            attached: Attached::Nothing,
-        }
-    }
-}
-
-#[derive(Debug, Serialize)]
-struct OriginalContext {
-    as_file: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    why: Option<&'static str>,
-}
-
-/// What a template sees. Absent values are left out, as in [`Origin`].
-#[derive(Debug, Serialize)]
-struct TemplateContext<'a> {
-    case_id: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    mailbox: Option<&'a str>,
-    rule: &'a str,
-    subject: &'a str,
-    /// `Re: <subject>` unless the subject already starts with `Re:`.
-    reply_subject: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    from: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    from_name: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    date: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    message_id: Option<&'a str>,
-    origin: Origin<'a>,
-    original: OriginalContext,
-    kind: &'a str,
-    kind_label: &'a str,
-    is_escalation: bool,
-    fields: &'a crate::extract::Fields,
-    missing: Vec<&'static str>,
-    missing_labels: &'a [String],
-    flags: &'a [crate::classify::Flag],
-    flag_categories: Vec<&'a str>,
-    risk: u8,
-    tier: u8,
-    tags: &'a [String],
 }
 
 /// The routing table, compiled, with its templates.
@@ -536,6 +419,7 @@ impl Router {
                         body: None,
                         hours: fwd.hours.clone(),
                         after_hours: fwd.after_hours.clone(),
+                        owner: Some(fwd.owner.clone()),
                     });
                 }
             }
@@ -560,6 +444,7 @@ impl Router {
                         body: None,
                         hours: None,
                         after_hours: vec![],
+                        owner: None,
                     });
                 }
             }
@@ -576,6 +461,7 @@ impl Router {
                     body: None,
                     hours: None,
                     after_hours: vec![],
+                    owner: None,
                 });
             }
             if !rule.cont {
@@ -589,62 +475,27 @@ impl Router {
     pub fn render(
         &self,
         action: &Action,
-        letter: &Letter<'_>,
+        letter: &crate::letter::Letter<'_>,
     ) -> Result<Option<Rendered>, RenderError> {
         let Some(template) = &action.template else {
             return Ok(None);
         };
-        self.templates
-            .render(template, &letter_context(&action.rule, letter))
-            .map(Some)
+        let mut letter = letter.clone();
+        if letter.zone.is_none()
+            && let Some(reader) = action.to.first()
+        {
+            letter.zone = Some(self.readers.zone_of(reader).clone());
+        }
+        if action.kind == ActionType::Forward {
+            letter.owners = action.owner.iter().cloned().collect();
+        }
+        let mut rendered = self.templates.render(
+            template,
+            &crate::letter::context(&action.rule, &letter, self),
+        )?;
+        rendered.high_importance = letter.case.risk >= 4;
+        Ok(Some(rendered))
     }
-}
-
-/// What a letter's template sees, for the rule `rule`.
-pub fn letter_context(rule: &str, letter: &Letter<'_>) -> minijinja::Value {
-    let (case, message) = (letter.case, letter.message);
-    let subject = message.subject.as_str();
-    let reply_subject = if subject
-        .get(..3)
-        .is_some_and(|p| p.eq_ignore_ascii_case("re:"))
-    {
-        subject.to_string()
-    } else if subject.is_empty() {
-        "Re: your escalation".to_string()
-    } else {
-        format!("Re: {subject}")
-    };
-    let ctx = TemplateContext {
-        case_id: letter.case_id,
-        mailbox: letter.mailbox,
-        rule,
-        subject,
-        reply_subject,
-        from: message.from.as_deref(),
-        from_name: message.from_name.as_deref(),
-        date: message.date.as_deref(),
-        message_id: message.message_id.as_deref(),
-        origin: letter.origin.unwrap_or_else(|| Origin::of(message)),
-        original: OriginalContext {
-            as_file: matches!(letter.attached, Attached::File(_)),
-            why: match letter.attached {
-                Attached::File(why) => Some(why),
-                _ => None,
-            },
-        },
-        kind: case.kind.name(),
-        kind_label: case.kind.label(),
-        is_escalation: case.is_escalation,
-        fields: &case.fields,
-        missing: case.missing.iter().map(|f| f.name()).collect(),
-        missing_labels: &case.missing_labels,
-        flags: &case.flags,
-        flag_categories: case.flag_categories(),
-        risk: case.risk,
-        tier: case.tier,
-        tags: &case.tags,
-    };
-    minijinja::Value::from(minijinja::value::Serde(&ctx))
 }
 
 #[cfg(test)]

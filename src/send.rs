@@ -110,14 +110,23 @@ fn base(
     subject: &str,
     date: SystemTime,
     auto: &str,
+    high_importance: bool,
 ) -> lettre::message::MessageBuilder {
-    Message::builder()
+    let b = Message::builder()
         .from(identity.from.clone())
         .subject(subject)
         .date(date)
         .message_id(Some(format!("<{message_id}>")))
         .raw_header(header("Auto-Submitted", auto))
-        .raw_header(header("X-Auto-Response-Suppress", "All"))
+        .raw_header(header("X-Auto-Response-Suppress", "All"));
+    if high_importance {
+        // RFC 2156's Importance, and the X-Priority that Outlook and
+        // Apple Mail show as a flag.
+        b.raw_header(header("Importance", "high"))
+            .raw_header(header("X-Priority", "1 (Highest)"))
+    } else {
+        b
+    }
 }
 
 /// A reply to the agent, threaded to the agent's message.
@@ -133,7 +142,15 @@ pub fn compose_reply(
     date: SystemTime,
 ) -> Result<NewOutgoing, ComposeError> {
     let id = message_id(identity, case_id, "reply", n);
-    let mut b = base(identity, &id, &rendered.subject, date, "auto-replied").to(mailbox(to)?);
+    let mut b = base(
+        identity,
+        &id,
+        &rendered.subject,
+        date,
+        "auto-replied",
+        rendered.high_importance,
+    )
+    .to(mailbox(to)?);
     if let Some(r) = reply_to {
         b = b.reply_to(mailbox(r)?);
     }
@@ -303,7 +320,14 @@ pub fn compose_forward(
     date: SystemTime,
 ) -> Result<NewOutgoing, ComposeError> {
     let id = message_id(identity, case_id, "forward", n);
-    let mut b = base(identity, &id, &rendered.subject, date, "auto-generated");
+    let mut b = base(
+        identity,
+        &id,
+        &rendered.subject,
+        date,
+        "auto-generated",
+        rendered.high_importance,
+    );
     if let Some(r) = reply_to {
         b = b.reply_to(mailbox(r)?);
     }
@@ -379,7 +403,7 @@ pub fn compose_digest(
     date: SystemTime,
 ) -> Result<NewOutgoing, ComposeError> {
     let id = format!("digest.{name}.{period}@{}", identity.domain);
-    let mut b = base(identity, &id, subject, date, "auto-generated");
+    let mut b = base(identity, &id, subject, date, "auto-generated", false);
     for a in to {
         b = b.to(mailbox(a)?);
     }
@@ -401,19 +425,28 @@ pub fn compose_notice(
     case_id: Option<&str>,
     to: &[String],
     reply_to: Option<&str>,
-    subject: &str,
-    text: &str,
+    rendered: &Rendered,
     date: SystemTime,
 ) -> Result<NewOutgoing, ComposeError> {
     let id = format!("{kind}.{key}@{}", identity.domain);
-    let mut b = base(identity, &id, subject, date, "auto-generated");
+    let mut b = base(
+        identity,
+        &id,
+        &rendered.subject,
+        date,
+        "auto-generated",
+        rendered.high_importance,
+    );
     if let Some(r) = reply_to {
         b = b.reply_to(mailbox(r)?);
     }
     for a in to {
         b = b.to(mailbox(a)?);
     }
-    let body = b.singlepart(SinglePart::plain(text.to_string()));
+    let body = b.singlepart(SinglePart::plain(crate::text::wrap_text(
+        &rendered.body,
+        crate::text::WIDTH,
+    )));
     finish(body, kind, case_id, id, identity)
 }
 
@@ -834,6 +867,7 @@ mod tests {
         Rendered {
             subject: "Re: Escalation (Order #CK1) [ESC-2026-000001]".into(),
             body: "Logged as ESC-2026-000001.\n".into(),
+            high_importance: false,
         }
     }
 

@@ -11,8 +11,9 @@
 use minijinja::{Environment, Value};
 
 use crate::case::{Case, Triage};
+use crate::letter::{Attached, Letter, Origin};
 use crate::message::Email;
-use crate::route::{Attached, Letter, Origin};
+use crate::route::Router;
 use crate::store::CaseRecord;
 
 /// What is wrong with one template.
@@ -164,9 +165,10 @@ fn sample_cases(triage: &Triage) -> Vec<(&'static str, Email, Case)> {
 
 /// Contexts for the templates of replies and forwards: each sample as a new
 /// case, as a forward (its original attached as a message, or as a file),
-/// and as a message joining another sample's case. The first has every
-/// value.
-pub fn letter_samples(triage: &Triage) -> Vec<Sample> {
+/// and as a message joining another sample's case; the full ones with an
+/// owner and a time to answer by, the sparse one with neither. The first
+/// has every value.
+pub fn letter_samples(triage: &Triage, router: &Router) -> Vec<Sample> {
     let cases = sample_cases(triage);
     let mut out = Vec::new();
     let Some((_, first_email, _)) = cases.first() else {
@@ -181,26 +183,36 @@ pub fn letter_samples(triage: &Triage) -> Vec<Sample> {
         ("attached as a message", Attached::Message),
         ("", Attached::Nothing),
     ];
-    for (what, email, case) in &cases {
+    let received: jiff::Timestamp = jiff::Timestamp::from_second(1_764_000_000).unwrap_or_default();
+    for (n, (what, email, case)) in cases.iter().enumerate() {
+        let sparse = n + 1 == cases.len();
+        let timed = |letter: &mut Letter<'_>| {
+            if !sparse {
+                letter.received_at = Some(received);
+                letter.respond_within = Some(std::time::Duration::from_secs(2 * 3600));
+                letter.now = Some(received);
+                letter.owners = vec!["Tier 2".into(), "the CX team".into()];
+            }
+        };
         for (how, attached) in attached {
             let mut letter = Letter::new("ESC-2026-000123", Some("ops"), case, email);
             letter.attached = attached;
             letter.origin = Some(origin);
+            timed(&mut letter);
             let what = match how {
                 "" => format!("{what}, joining a case"),
                 how => format!("{what}, {how}"),
             };
             out.push(Sample {
                 what,
-                ctx: crate::route::letter_context("sample-rule", &letter),
+                ctx: crate::letter::context("sample-rule", &letter, router),
             });
         }
+        let mut letter = Letter::new("ESC-2026-000123", Some("ops"), case, email);
+        timed(&mut letter);
         out.push(Sample {
             what: format!("{what}, opening its case"),
-            ctx: crate::route::letter_context(
-                "sample-rule",
-                &Letter::new("ESC-2026-000123", Some("ops"), case, email),
-            ),
+            ctx: crate::letter::context("sample-rule", &letter, router),
         });
     }
     out
@@ -220,12 +232,12 @@ fn record(case: &Case) -> CaseRecord {
 }
 
 /// Contexts for the overdue notice's template.
-pub fn overdue_samples(triage: &Triage) -> Vec<Sample> {
+pub fn overdue_samples(triage: &Triage, router: &Router) -> Vec<Sample> {
     sample_cases(triage)
         .iter()
         .map(|(what, _, case)| Sample {
             what: format!("{what}, overdue"),
-            ctx: crate::lifecycle::overdue_context(&record(case), "3 h", "2 h"),
+            ctx: crate::lifecycle::overdue_context(&record(case), "3 h", "2 h", &router.readers),
         })
         .collect()
 }
@@ -341,7 +353,7 @@ mod tests {
     #[test]
     fn the_first_letter_sample_has_every_field() {
         let config = crate::config::Config::builtin().unwrap();
-        let samples = letter_samples(&config.triage);
+        let samples = letter_samples(&config.triage, &config.router);
         assert!(samples.len() >= 16, "{}", samples.len());
         let fields = samples[0].ctx.get_attr("fields").unwrap();
         for f in crate::extract::Field::ALL {
@@ -351,7 +363,18 @@ mod tests {
                 f.name()
             );
         }
-        for name in ["date", "from_name", "message_id", "origin", "original"] {
+        for name in [
+            "date",
+            "from_name",
+            "message_id",
+            "origin",
+            "original",
+            "received",
+            "respond_by",
+            "respond_within",
+            "owner",
+            "deadline",
+        ] {
             assert!(
                 !samples[0].ctx.get_attr(name).unwrap().is_undefined(),
                 "{name}"

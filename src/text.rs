@@ -79,6 +79,12 @@ pub fn wrap_text(text: &str, width: usize) -> String {
     let mut out = String::with_capacity(text.len() + text.len() / 16);
     for line in text.split('\n') {
         let line = line.trim_end_matches('\r');
+        if line == "-- " {
+            // The signature separator keeps its space (RFC 3676 4.3).
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        }
         if line.chars().count() <= width {
             out.push_str(line.trim_end());
             out.push('\n');
@@ -212,6 +218,7 @@ mod tests {
         );
         assert!(out.ends_with('\n'));
         assert_eq!(wrap_text("a\nb", 40), "a\nb");
+        assert_eq!(wrap_text("text  \n-- \nsig", 40), "text\n-- \nsig");
         assert_eq!(wrap_text("", 40), "");
     }
 

@@ -231,6 +231,7 @@ fn forwards_attach_each_original_in_the_part_it_fits() {
     let rendered = Rendered {
         subject: "[ESC-2026-000001] forward".into(),
         body: "summary\n".into(),
+        high_importance: false,
     };
     let mut failures = Vec::new();
     for eml in files {

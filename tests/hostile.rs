@@ -240,7 +240,7 @@ fn mutated_fixtures_never_panic() {
                         for a in config.router.route(&case, None) {
                             let _ = config.router.render(
                                 &a,
-                                &mailtriage::route::Letter::new("ESC-1", None, &case, &email),
+                                &mailtriage::letter::Letter::new("ESC-1", None, &case, &email),
                             );
                         }
                     }
