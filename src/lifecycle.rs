@@ -228,6 +228,7 @@ pub fn overdue_context(
         allowed => allowed,
         received => received,
         why => why,
+        forwarded_to => rec.forwarded_to.clone(),
     }
 }
 

@@ -317,7 +317,9 @@ impl Templates {
             .map_err(err)?;
         Ok(Rendered {
             subject: one_line(&subject),
-            body: crate::text::wrap_text(&body, crate::text::WIDTH),
+            // Templates are written a paragraph a line; wrapping makes the
+            // lines fit, and the text ends with one line break.
+            body: crate::text::wrap_text(body.trim_end(), crate::text::WIDTH) + "\n",
             high_importance: false,
         })
     }

@@ -165,7 +165,7 @@ pub fn compose_reply(
             .in_reply_to(format!("<{parent}>"))
             .references(refs.join(" "));
     }
-    let body = b.singlepart(SinglePart::plain(rendered.body.clone()));
+    let body = b.singlepart(SinglePart::plain(single_part_text(&rendered.body)));
     finish(body, "reply", Some(case_id), id, identity)
 }
 
@@ -443,11 +443,16 @@ pub fn compose_notice(
     for a in to {
         b = b.to(mailbox(a)?);
     }
-    let body = b.singlepart(SinglePart::plain(crate::text::wrap_text(
-        &rendered.body,
-        crate::text::WIDTH,
+    let body = b.singlepart(SinglePart::plain(single_part_text(
+        &crate::text::wrap_text(&rendered.body, crate::text::WIDTH),
     )));
     finish(body, kind, case_id, id, identity)
+}
+
+/// The text of a message that is one part: lettre ends the message with a
+/// line break of its own, so the text's last one goes.
+fn single_part_text(text: &str) -> String {
+    text.strip_suffix('\n').unwrap_or(text).to_string()
 }
 
 /// Local parts of senders that are machines.

@@ -78,7 +78,9 @@ fn escalations_are_acknowledged_and_forwarded_the_rest_left_alone() {
     let fwd = MessageParser::default().parse(&fwd[0].raw).unwrap();
     assert_eq!(header(&fwd, "Auto-Submitted"), Some("auto-generated"));
     assert!(
-        fwd.body_text(0).unwrap().starts_with("Tier 2, risk 5 of 5. Respond by"),
+        fwd.body_text(0)
+            .unwrap()
+            .starts_with("Tier 2, risk 5 of 5. Respond by"),
         "summary first: {:?}",
         fwd.body_text(0)
     );

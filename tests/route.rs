@@ -22,8 +22,7 @@ fn route(fixture: &str) -> (mailtriage::case::Case, Vec<Action>, Config) {
     letter.respond_within = config.lifecycle.respond_within(case.risk);
     letter.owners = mailtriage::letter::owners(&actions);
     for a in &mut actions {
-        if let Some(r) = config.router.render(a, &letter).expect("renders")
-        {
+        if let Some(r) = config.router.render(a, &letter).expect("renders") {
             a.subject = Some(r.subject);
             a.body = Some(r.body);
         }
@@ -174,7 +173,9 @@ fn forwards_summarise_the_case_first() {
         .unwrap();
     assert_eq!(
         fwd.subject.as_deref(),
-        Some("[ESC-2026-000042] Tier 2 / Risk 5: Customer threatening Trustpilot and Google reviews (Order #CK802113)")
+        Some(
+            "[ESC-2026-000042] Tier 2 / Risk 5: Customer threatening Trustpilot and Google reviews (Order #CK802113)"
+        )
     );
     let body = fwd.body.as_deref().unwrap();
     let first: Vec<&str> = body.lines().take(6).collect();
@@ -193,7 +194,9 @@ fn forwards_summarise_the_case_first() {
         "{body}"
     );
     assert!(
-        body.contains("Reply \"Status: Resolved\" and a note to close it; \"Status: ...\" to update."),
+        body.contains(
+            "Reply \"Status: Resolved\" and a note to close it; \"Status: ...\" to update."
+        ),
         "{body}"
     );
 }
