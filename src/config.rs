@@ -696,6 +696,7 @@ fn load_routing(
             Digest {
                 schedule,
                 template,
+                title: def.title(name),
                 description: def.description.clone(),
                 time_zone: def.time_zone_name().to_string(),
                 to: resolve(&def.to)?,

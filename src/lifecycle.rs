@@ -213,6 +213,19 @@ pub fn overdue_context(rec: &CaseRecord, age: &str, allowed: &str) -> minijinja:
     }
 }
 
+/// When the agent sent the message that opened the case: its `Date:`,
+/// else (no date, or one later than its arrival: a clock that is wrong)
+/// when the daemon received it. Unix seconds; ages count from here.
+pub fn sent_at(rec: &CaseRecord) -> i64 {
+    rec.case
+        .date
+        .as_deref()
+        .and_then(crate::text::parse_rfc3339)
+        .map(jiff::Timestamp::as_second)
+        .filter(|d| *d <= rec.received_at)
+        .unwrap_or(rec.received_at)
+}
+
 /// What the repeat-vendor report's template sees: the vendor as the case
 /// wrote it, the cases of the window, the window in days, and the case
 /// that made the count.
