@@ -548,7 +548,7 @@ impl Config {
             families.push((vec![o.template.as_str()], tc::overdue_samples(&self.triage)));
         }
         if let Some(v) = &self.lifecycle.repeat_vendor {
-            families.push((vec![v.template.as_str()], tc::vendor_samples()));
+            families.push((vec![v.template.as_str()], tc::vendor_samples(&self.triage)));
         }
         for (names, samples) in &mut families {
             names.sort_unstable();

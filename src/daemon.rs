@@ -1336,7 +1336,8 @@ fn vendor_group(
 }
 
 /// The vendor as the report names it: as the digest does (see
-/// [`vendor_spelling`]), over `cases`, oldest first.
+/// [`crate::vendor::VendorRules::better_spelling`]), over `cases`, oldest
+/// first.
 fn vendor_name(
     sh: &Shared,
     record: &CaseRecord,
@@ -1353,20 +1354,12 @@ fn vendor_name(
             sh.store.case(id)?.and_then(|r| r.case.fields.vendor)
         };
         if let Some(f) = field
-            && vendor_spelling(&sh.config.vendors, &name, &f)
+            && sh.config.vendors.better_spelling(&name, &f)
         {
             name = f;
         }
     }
     Ok(name)
-}
-
-/// Whether `later`, a later case's spelling of a vendor, names it better
-/// than `current` (the name so far, empty for none): a spelling with the
-/// id beats one without, else the earliest stays.
-fn vendor_spelling(rules: &crate::vendor::VendorRules, current: &str, later: &str) -> bool {
-    let has_id = |s: &str| rules.parse(s).is_some_and(|v| v.id.is_some());
-    current.is_empty() || (!has_id(current) && has_id(later))
 }
 
 /// The vendor manager's forward when this case brings its vendor to the
@@ -1418,11 +1411,24 @@ fn repeat_vendor(
         return Ok(None);
     }
     let name = vendor_name(sh, record, &cases, working)?;
+    let mut listed: Vec<CaseRecord> = Vec::with_capacity(cases.len());
+    for id in &cases {
+        let r = if *id == record.id {
+            Some(record.clone())
+        } else if let Some(r) = working.get(id) {
+            Some(r.clone())
+        } else {
+            sh.store.case(id)?
+        };
+        listed.extend(r);
+    }
     let ctx = crate::lifecycle::vendor_report_context(
         &name,
-        &cases,
+        &listed.iter().collect::<Vec<_>>(),
         rv.within.as_secs() / 86_400,
         &record.id,
+        &sh.config.router.readers.zone,
+        t,
     );
     let rendered = match sh.config.router.templates.render(&rv.template, &ctx) {
         Ok(r) => r,
