@@ -1,8 +1,10 @@
 //! The managers' digest as its readers get it: built by the daemon's
 //! `build_digest` from a store of the fixture escalations, compared
 //! exactly with its goldens (`fixtures/outgoing/digest.txt` and
-//! `digest.html`; `UPDATE_GOLDEN=1` rewrites them), and kept under
-//! Gmail's clipping size for 100 and 300 cases.
+//! `digest.html`; `UPDATE_GOLDEN=1` rewrites them), kept under Gmail's
+//! clipping size for 100 and 300 cases, and rendered in a headless
+//! Chromium at a phone's width (`UPDATE_SCREENSHOTS=1` rewrites
+//! `docs/digest-phone.png`, the README's picture of it).
 
 mod support;
 
@@ -12,6 +14,7 @@ use mailtriage::config::Config;
 use mailtriage::digest::{DigestData, HTML_MAX_BYTES, RenderedDigest, sent_size};
 use mailtriage::route::ActionType;
 use mailtriage::store::{Batch, BatchItem, BatchOutcome, CaseRecord, Cursor, MessageKey, Store};
+use support::browser::{self, Marker};
 use support::{fixture, golden};
 
 /// Thursday 26 November 2026, 08:00 in Kolkata: the shipped digest's
@@ -19,6 +22,8 @@ use support::{fixture, golden};
 const NOW: &str = "2026-11-26T02:30:00Z";
 const SINCE: &str = "2026-11-25T02:30:00Z";
 const DIGEST: &str = "managers_daily";
+/// A phone held upright, in CSS pixels (an iPhone 14's screen).
+const PHONE: (u32, u32) = (390, 844);
 
 fn at(rfc3339: &str) -> i64 {
     rfc3339
@@ -366,4 +371,56 @@ fn the_html_stays_under_gmails_clipping_size() {
     }
     // The summary still counts every case.
     assert!(r.text.contains("\n300 open cases\n"));
+}
+
+#[test]
+fn the_digest_reads_on_a_phone() {
+    let config = Config::builtin().expect("shipped config");
+    let (r, _) = fixture_digest(&config);
+    let (width, height) = PHONE;
+    let facts = browser::measure(&r.html, width, height, Marker::Id("summary"));
+    eprintln!("{facts:?}");
+    assert_eq!(facts.inner_width, f64::from(width));
+    assert!(facts.fits_width(), "wider than the phone: {facts:?}");
+    let summary = facts.marker_bottom.expect("the summary is marked");
+    // The mail app shows the sender and subject above the message (about
+    // 200 px): the summary must still end on the first screen.
+    assert!(
+        summary <= f64::from(height) - 200.0,
+        "the summary ends at {summary} px: {facts:?}"
+    );
+    // Forty cases in a few screens, not eighteen.
+    let screens = facts.height / f64::from(height);
+    eprintln!("{screens:.1} screens");
+    assert!(screens < 12.0, "{screens:.1} screens");
+
+    // The text part, as a phone's mail app shows it: its summary on the
+    // first screen too.
+    let text = browser::measure(
+        &browser::text_part_as_html(&r.text),
+        width,
+        height,
+        Marker::Text("New since"),
+    );
+    assert!(text.fits_width(), "{text:?}");
+    let end = text.marker_bottom.expect("the text's summary");
+    assert!(end <= f64::from(height) - 200.0, "{text:?}");
+
+    if std::env::var_os("UPDATE_SCREENSHOTS").is_some_and(|v| v == "1") {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/digest-phone.png");
+        std::fs::create_dir_all(path.parent().expect("docs/")).expect("docs/");
+        browser::screenshot(&r.html, width, height, &path);
+    }
+}
+
+#[test]
+fn the_browser_sees_a_page_wider_than_the_phone() {
+    // The control for the test above: what it measures can fail.
+    let (width, height) = PHONE;
+    let html = "<!DOCTYPE html><html><body><p id=\"top\">Hello</p><div style=\"width:600px\">wide</div></body></html>";
+    let facts = browser::measure(html, width, height, Marker::Id("top"));
+    assert_eq!(facts.inner_width, f64::from(width));
+    assert!(!facts.fits_width(), "{facts:?}");
+    assert!(facts.widest_right > 600.0, "{facts:?}");
+    assert!(facts.marker_bottom.is_some_and(|b| b > 0.0 && b < 100.0));
 }
