@@ -357,6 +357,7 @@ fn the_html_stays_under_gmails_clipping_size() {
         rest.iter().filter(|c| c.tier == 2).count(),
         rest.iter().filter(|c| c.overdue).count()
     );
+    eprintln!("{more}");
     assert!(r.text.contains(&more), "{more:?} in the text");
     let more_html = format!(
         "&hellip; and {} more open cases</b> ({} Tier 2, {} overdue)",
