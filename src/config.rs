@@ -560,7 +560,7 @@ impl Config {
             ));
         }
         if let Some(v) = &self.lifecycle.repeat_vendor {
-            families.push((vec![v.template.as_str()], tc::vendor_samples()));
+            families.push((vec![v.template.as_str()], tc::vendor_samples(&self.triage)));
         }
         for (names, samples) in &mut families {
             names.sort_unstable();
@@ -708,6 +708,7 @@ fn load_routing(
             Digest {
                 schedule,
                 template,
+                title: def.title(name),
                 description: def.description.clone(),
                 time_zone: def.time_zone_name().to_string(),
                 to: resolve(&def.to)?,

@@ -1361,7 +1361,8 @@ fn vendor_group(
 }
 
 /// The vendor as the report names it: as the digest does (see
-/// [`vendor_spelling`]), over `cases`, oldest first.
+/// [`crate::vendor::VendorRules::better_spelling`]), over `cases`, oldest
+/// first.
 fn vendor_name(
     sh: &Shared,
     record: &CaseRecord,
@@ -1378,20 +1379,12 @@ fn vendor_name(
             sh.store.case(id)?.and_then(|r| r.case.fields.vendor)
         };
         if let Some(f) = field
-            && vendor_spelling(&sh.config.vendors, &name, &f)
+            && sh.config.vendors.better_spelling(&name, &f)
         {
             name = f;
         }
     }
     Ok(name)
-}
-
-/// Whether `later`, a later case's spelling of a vendor, names it better
-/// than `current` (the name so far, empty for none): a spelling with the
-/// id beats one without, else the earliest stays.
-fn vendor_spelling(rules: &crate::vendor::VendorRules, current: &str, later: &str) -> bool {
-    let has_id = |s: &str| rules.parse(s).is_some_and(|v| v.id.is_some());
-    current.is_empty() || (!has_id(current) && has_id(later))
 }
 
 /// The vendor manager's forward when this case brings its vendor to the
@@ -1443,11 +1436,24 @@ fn repeat_vendor(
         return Ok(None);
     }
     let name = vendor_name(sh, record, &cases, working)?;
+    let mut listed: Vec<CaseRecord> = Vec::with_capacity(cases.len());
+    for id in &cases {
+        let r = if *id == record.id {
+            Some(record.clone())
+        } else if let Some(r) = working.get(id) {
+            Some(r.clone())
+        } else {
+            sh.store.case(id)?
+        };
+        listed.extend(r);
+    }
     let ctx = crate::lifecycle::vendor_report_context(
         &name,
-        &cases,
+        &listed.iter().collect::<Vec<_>>(),
         rv.within.as_secs() / 86_400,
         &record.id,
+        &sh.config.router.readers.zone,
+        t,
     );
     let rendered = match sh.config.router.templates.render(&rv.template, &ctx) {
         Ok(r) => r,
@@ -1753,7 +1759,8 @@ fn digest_pass(sh: &Shared) -> Result<usize, String> {
 }
 
 /// What digest `name` says at `now`, covering cases since `since`: the
-/// rendered digest and its recipients.
+/// rendered digest and its recipients. Reads the open cases; what they
+/// mean for the digest is [`crate::digest::DigestData::from_cases`].
 pub fn build_digest(
     config: &Config,
     store: &Store,
@@ -1761,91 +1768,15 @@ pub fn build_digest(
     since: Option<i64>,
     now: i64,
 ) -> Result<(crate::digest::RenderedDigest, Vec<String>), String> {
-    use crate::digest::{DigestData, DigestRow, shorten_issue};
     let d = config.router.digests.get(name).ok_or_else(|| {
         let known: Vec<&str> = config.router.digests.keys().map(String::as_str).collect();
         format!("no digest {name:?}: expected one of {}", known.join(", "))
     })?;
-    let overdue_after = |rec: &CaseRecord| {
-        config
-            .lifecycle
-            .overdue
-            .as_ref()
-            .and_then(|o| o.after.get(usize::from(rec.case.risk)).copied().flatten())
-    };
-    let mut opened = Vec::new();
     let mut open = Vec::new();
-    // One name per vendor, so that `VID-77` and `FastPick (VID-77)` count as
-    // the one vendor they are: as its earliest case with the id wrote it, else
-    // its earliest case (see `vendor_spelling`), filled in once all are read.
-    // A case stored before vendors were resolved is read with today's rules.
-    let mut vendor_names: HashMap<crate::vendor::VendorKey, String> = HashMap::new();
-    let (mut opened_vendors, mut open_vendors) = (Vec::new(), Vec::new());
-    for rec in store.cases() {
-        let rec = rec.map_err(|e| e.to_string())?;
-        if !rec.is_open() || !rec.digests.iter().any(|x| x == name) {
-            continue;
-        }
-        let age = now - rec.received_at;
-        let f = &rec.case.fields;
-        let row = DigestRow {
-            case_id: rec.id.clone(),
-            order_id: f.order_id.clone(),
-            customer: f.customer_name.clone(),
-            issue: shorten_issue(
-                f.issue
-                    .as_deref()
-                    .or(f.issue_summary.as_deref())
-                    .or(rec.case.subject.as_deref())
-                    .unwrap_or(""),
-            ),
-            flags: rec
-                .case
-                .flag_categories()
-                .into_iter()
-                .map(str::to_string)
-                .collect(),
-            risk: rec.case.risk,
-            tier: rec.case.tier,
-            status: rec.status.clone(),
-            opened_at: rec.received_at,
-            age: crate::text::age(age),
-            message_id: rec.case.message_id.clone(),
-            overdue: rec.overdue_at.is_some()
-                || overdue_after(&rec).is_some_and(|a| age > a.as_secs() as i64),
-            vendor: None,
-        };
-        let vendor = rec
-            .vendor_key()
-            .cloned()
-            .or_else(|| f.vendor.as_deref().and_then(|v| config.vendors.key(v)));
-        if let (Some(k), Some(spelling)) = (&vendor, &f.vendor) {
-            let name = vendor_names.entry(k.clone()).or_default();
-            if vendor_spelling(&config.vendors, name, spelling) {
-                *name = spelling.clone();
-            }
-        }
-        if since.is_none_or(|s| rec.received_at >= s) {
-            opened.push(row.clone());
-            opened_vendors.push(vendor.clone());
-        }
-        open.push(row);
-        open_vendors.push(vendor);
+    for id in store.open_case_ids().map_err(|e| e.to_string())? {
+        open.extend(store.case(&id).map_err(|e| e.to_string())?);
     }
-    let rows = opened.iter_mut().zip(opened_vendors);
-    for (row, vendor) in rows.chain(open.iter_mut().zip(open_vendors)) {
-        row.vendor = vendor.and_then(|k| vendor_names.get(&k).cloned());
-    }
-    let ts = |t: i64| jiff::Timestamp::from_second(t).map_err(|e| e.to_string());
-    let data = DigestData::assemble(
-        name,
-        d.description.as_deref(),
-        &d.time_zone,
-        ts(now)?,
-        since.map(ts).transpose()?,
-        opened,
-        open,
-    );
+    let data = crate::digest::DigestData::from_cases(config, name, open, since, now)?;
     let rendered = crate::digest::render_template(&config.digest_templates, &d.template, &data)?;
     Ok((rendered, d.to.clone()))
 }

@@ -1,8 +1,8 @@
 //! Digests: when they are due, when Tier 2 is at work, and what they say.
 //!
-//! This module owns three things the daemon needs for the managers' digests
-//! and the Tier-2 procedure, kept here as pure functions so that they can be
-//! tested at any instant without a clock, a store or a mail server:
+//! This module owns what the daemon needs for the managers' digests and the
+//! Tier-2 procedure, kept here as pure functions so that they can be tested
+//! at any instant without a clock, a store or a mail server:
 //!
 //! - [`Schedule`]: the config's schedule forms (`daily 08:00`, `weekdays
 //!   08:00`, `hourly`, `hourly :15`, `cron MIN HOUR DOM MON DOW`) in an IANA
@@ -14,10 +14,15 @@
 //!   whether Tier 2 is open (and [`BusinessHours::open_between`], for
 //!   counting time in working hours; overdue cases are counted in wall-clock
 //!   time for now).
+//! - Content ([`rows`], [`DigestData::from_cases`]): the stored cases of a
+//!   digest as the rows it lists, each open case once, most urgent first.
 //! - Rendering ([`render`]): a [`DigestData`] into a subject, a plain-text
-//!   body and an HTML body, read on phones.
+//!   body and an HTML body, read on phones: a summary a manager reads
+//!   without scrolling, then the cases; the HTML kept under the size at
+//!   which Gmail clips a message ([`HTML_MAX_BYTES`]).
 //!
-//! Time is always passed in. Schedules and hours are civil times in a zone:
+//! Time is always passed in, and so are the cases (the daemon reads the
+//! store). Schedules and hours are civil times in a zone:
 //! a time that does not exist on a spring-forward day (02:30 in New York)
 //! fires at the same distance after the transition (03:30), and a time that
 //! happens twice on a fall-back day fires at the first of the two (jiff's
@@ -35,6 +40,11 @@ use jiff::{SignedDuration, Timestamp};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
+
+use crate::config::Config;
+use crate::extract::Field;
+use crate::store::CaseRecord;
+use crate::vendor::VendorKey;
 
 /// How far schedules and opening hours are searched, in days.
 const SEARCH_DAYS: i32 = 400;
@@ -774,6 +784,10 @@ impl<'de> Deserialize<'de> for BusinessHours {
 pub struct DigestSpec {
     /// Addresses or names from `[addresses]`.
     pub to: Vec<Spanned<String>>,
+    /// The digest in words, for its subject and heading ("Daily
+    /// escalations"); default: the name, with spaces for underscores.
+    #[serde(default)]
+    pub title: Option<String>,
     #[serde(default)]
     pub description: Option<String>,
     /// A [`Schedule`] form; none: the digest is not sent on a schedule.
@@ -810,6 +824,15 @@ impl DigestSpec {
             .map_or("UTC", |t| t.get_ref().as_str())
     }
 
+    /// The title, or `name` in words (`managers_daily`: "Managers daily").
+    pub fn title(&self, name: &str) -> String {
+        self.title
+            .as_deref()
+            .map(|t| t.split_whitespace().collect::<Vec<_>>().join(" "))
+            .filter(|t| !t.is_empty())
+            .unwrap_or_else(|| crate::classify::default_label(name))
+    }
+
     pub fn template_name(&self) -> &str {
         self.template
             .as_ref()
@@ -838,35 +861,40 @@ impl DigestSpec {
 }
 
 // ---------------------------------------------------------------------------
-// Digest content and rendering
+// Digest content: the stored cases as rows (pure)
 // ---------------------------------------------------------------------------
 
 /// One case, as a digest lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DigestRow {
     pub case_id: String,
     pub order_id: Option<String>,
     pub customer: Option<String>,
-    /// One line: see [`shorten_issue`] (rendering applies it again).
+    /// One line: see [`shorten_issue`].
     pub issue: String,
-    /// Flag category names.
+    /// Flag categories in words ("Review threat"), each once.
     pub flags: Vec<String>,
     pub risk: u8,
     pub tier: u8,
+    /// `open`, `escalated` or `high_priority`.
     pub status: String,
-    /// Unix seconds.
-    pub opened_at: i64,
-    /// "35 min", "5 h", "3 d": see [`crate::text::age`] (rendering fills it in from
-    /// the digest's `now`).
-    pub age: String,
-    /// The agent's original Message-ID, without `<>`.
-    pub message_id: Option<String>,
+    /// When the agent sent it (see [`crate::lifecycle::sent_at`]), Unix
+    /// seconds: ages count from here.
+    pub sent_at: i64,
+    /// When the daemon received it, Unix seconds: whether it is new since
+    /// the last digest.
+    pub received_at: i64,
     pub overdue: bool,
+    /// The vendor, named alike in every case of it.
     pub vendor: Option<String>,
+    /// Who has the case, in words ("Tier 2").
+    pub owner: Option<String>,
+    /// The details the agent was asked for and has not sent, in words.
+    pub waiting_for: Vec<String>,
 }
 
-/// A vendor named by more than one case.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A vendor named by more than one case of a digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct VendorRow {
     pub vendor: String,
     pub cases: Vec<String>,
@@ -876,58 +904,214 @@ pub struct VendorRow {
 /// Everything one digest says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DigestData {
+    /// The digest's name in the config.
     pub name: String,
+    /// Its title in words, for the subject and the heading.
+    pub title: String,
     pub description: Option<String>,
+    pub time_zone: String,
     /// Unix seconds.
     pub now: i64,
     /// Unix seconds: the previous period (None on the first digest).
     pub since: Option<i64>,
-    pub time_zone: String,
-    /// Cases opened since `since` (the daemon passes open ones only:
-    /// resolved cases leave the digests).
-    pub opened: Vec<DigestRow>,
-    /// All open cases.
-    pub open: Vec<DigestRow>,
-    pub overdue: Vec<DigestRow>,
+    /// Every open case of the digest, each once, most urgent first (see
+    /// [`urgency`]).
+    pub cases: Vec<DigestRow>,
+    /// Vendors named by two or more of the cases, most cases first.
     pub repeat_vendors: Vec<VendorRow>,
-    /// Cases per flag category (of the open cases plus the ones opened in
-    /// the period), highest first.
-    pub categories: Vec<(String, usize)>,
+}
+
+/// The order a digest lists cases in: overdue first, then Tier 2, then
+/// higher risk, then the oldest (by when the agent sent it).
+pub fn urgency(a: &DigestRow, b: &DigestRow) -> std::cmp::Ordering {
+    b.overdue
+        .cmp(&a.overdue)
+        .then(b.tier.cmp(&a.tier))
+        .then(b.risk.cmp(&a.risk))
+        .then(a.sent_at.cmp(&b.sent_at))
+        .then_with(|| a.case_id.cmp(&b.case_id))
+}
+
+/// A detail the agent was asked for, as a manager would say it.
+fn detail_in_words(field: Field) -> &'static str {
+    match field {
+        Field::CustomerName => "customer name",
+        Field::OrderId => "order ID",
+        Field::Phone => "phone",
+        Field::Device => "device",
+        Field::PickupSlot => "pickup slot",
+        Field::Issue => "issue",
+        Field::IssueSummary => "issue summary",
+        Field::PromisedBy => "promised by",
+        Field::CustomerMood => "customer mood",
+        Field::SuggestedResolution => "suggested resolution",
+        Field::Category => "category",
+        Field::Vendor => "vendor",
+        Field::TicketId => "ticket ID",
+        Field::RiskRating => "risk rating",
+        Field::Status => "status",
+        Field::Resolution => "resolution",
+    }
+}
+
+/// The rows of digest `digest` at `now`: each open case the routing table
+/// added to it, read with `config` (flag labels, overdue times, who owns a
+/// forwarded case, how vendors are named). Pure: the caller reads the
+/// store.
+///
+/// - Ages, and so being overdue, count from when the agent sent the case
+///   (its `Date:`, see [`crate::lifecycle::sent_at`]); a case already
+///   re-escalated is overdue whatever its age.
+/// - The owner is the `owner` of the first rule (in table order) whose
+///   forward went to one of the case's recipients, so a Tier-2 case that
+///   the supervisor also had is Tier 2's.
+/// - A vendor is named as the earliest of its cases that gives the id
+///   wrote it, else as the earliest did (as the repeat-vendor report
+///   names it), so that `VID-77` and `FastPick (VID-77)` are one vendor.
+///   A case stored before vendors were resolved is read with today's
+///   rules.
+pub fn rows(
+    config: &Config,
+    digest: &str,
+    cases: impl IntoIterator<Item = CaseRecord>,
+    now: i64,
+) -> Vec<DigestRow> {
+    let overdue_after = config.lifecycle.overdue.as_ref().map(|o| o.after);
+    let owners: Vec<&crate::route::ForwardSpec> = config
+        .router
+        .rules
+        .iter()
+        .filter_map(|r| r.forward.as_ref())
+        .collect();
+    let mut cases: Vec<CaseRecord> = cases
+        .into_iter()
+        .filter(|r| r.is_open() && r.digests.iter().any(|d| d == digest))
+        .collect();
+    // Oldest first, for the vendors' names.
+    cases.sort_by(|a, b| (a.received_at, &a.id).cmp(&(b.received_at, &b.id)));
+    let mut vendor_names: BTreeMap<VendorKey, String> = BTreeMap::new();
+    let mut rows = Vec::with_capacity(cases.len());
+    let mut vendors = Vec::with_capacity(cases.len());
+    for rec in &cases {
+        let f = &rec.case.fields;
+        let sent_at = crate::lifecycle::sent_at(rec);
+        let age = now.saturating_sub(sent_at);
+        let allowed = overdue_after
+            .as_ref()
+            .and_then(|a| a.get(usize::from(rec.case.risk)).copied().flatten());
+        let owner = owners
+            .iter()
+            .find(|fwd| {
+                fwd.to.iter().any(|a| {
+                    rec.forwarded_to
+                        .iter()
+                        .any(|t| t.trim().eq_ignore_ascii_case(a.trim()))
+                })
+            })
+            .map(|fwd| fwd.owner.clone());
+        let mut waiting_for: Vec<String> = Vec::new();
+        for m in &rec.case.missing {
+            let w = detail_in_words(*m).to_string();
+            if !waiting_for.contains(&w) {
+                waiting_for.push(w);
+            }
+        }
+        let vendor = rec
+            .vendor_key()
+            .cloned()
+            .or_else(|| f.vendor.as_deref().and_then(|v| config.vendors.key(v)));
+        if let (Some(k), Some(spelling)) = (&vendor, &f.vendor) {
+            let name = vendor_names.entry(k.clone()).or_default();
+            if config.vendors.better_spelling(name, spelling) {
+                *name = spelling.clone();
+            }
+        }
+        vendors.push(vendor);
+        rows.push(DigestRow {
+            case_id: rec.id.clone(),
+            order_id: one_line(f.order_id.as_deref()),
+            customer: one_line(f.customer_name.as_deref()),
+            issue: shorten_issue(
+                f.issue
+                    .as_deref()
+                    .or(f.issue_summary.as_deref())
+                    .or(rec.case.subject.as_deref())
+                    .unwrap_or(""),
+            ),
+            flags: rec
+                .case
+                .flag_categories()
+                .into_iter()
+                .map(|c| config.router.readers.label(c))
+                .collect(),
+            risk: rec.case.risk,
+            tier: rec.case.tier,
+            status: rec.status.clone(),
+            sent_at,
+            received_at: rec.received_at,
+            overdue: rec.overdue_at.is_some()
+                || allowed.is_some_and(|a| age > i64::try_from(a.as_secs()).unwrap_or(i64::MAX)),
+            vendor: None,
+            owner,
+            waiting_for,
+        });
+    }
+    for (row, key) in rows.iter_mut().zip(vendors) {
+        row.vendor = key
+            .and_then(|k| vendor_names.get(&k).map(|n| one_line(Some(n))))
+            .flatten();
+    }
+    rows
+}
+
+/// A field's value in one line, None when it is empty.
+fn one_line(value: Option<&str>) -> Option<String> {
+    value
+        .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|v| !v.is_empty())
 }
 
 impl DigestData {
-    /// Builds a digest from its rows: `opened` are the cases opened since
-    /// `since` (open or not), `open` every open case. Derives `overdue` (the
-    /// open rows marked overdue), `repeat_vendors` (vendors, compared without
-    /// case, named by two or more of these cases) and `categories`.
-    #[allow(clippy::too_many_arguments)]
+    /// Digest `name` of `config` at `now` for the stored `cases` (all or
+    /// only the open ones: see [`rows`]), covering `since` (the previous
+    /// period; None for the first digest).
+    pub fn from_cases(
+        config: &Config,
+        name: &str,
+        cases: impl IntoIterator<Item = CaseRecord>,
+        since: Option<i64>,
+        now: i64,
+    ) -> Result<DigestData, String> {
+        let d = config.router.digests.get(name).ok_or_else(|| {
+            let known: Vec<&str> = config.router.digests.keys().map(String::as_str).collect();
+            format!("no digest {name:?}: expected one of {}", known.join(", "))
+        })?;
+        let ts = |t: i64| Timestamp::from_second(t).map_err(|e| e.to_string());
+        Ok(DigestData::assemble(
+            name,
+            &d.title,
+            d.description.as_deref(),
+            &d.time_zone,
+            ts(now)?,
+            since.map(ts).transpose()?,
+            rows(config, name, cases, now),
+        ))
+    }
+
+    /// A digest of `cases`: sorts them by [`urgency`] and finds the vendors
+    /// that two or more of them name (compared without case).
     pub fn assemble(
         name: &str,
+        title: &str,
         description: Option<&str>,
         time_zone: &str,
         now: Timestamp,
         since: Option<Timestamp>,
-        opened: Vec<DigestRow>,
-        open: Vec<DigestRow>,
+        mut cases: Vec<DigestRow>,
     ) -> DigestData {
-        let mut seen: Vec<&DigestRow> = Vec::new();
-        for r in open.iter().chain(&opened) {
-            if !seen.iter().any(|s| s.case_id == r.case_id) {
-                seen.push(r);
-            }
-        }
-        let mut categories: Vec<(String, usize)> = Vec::new();
+        cases.sort_by(urgency);
         let mut vendors: Vec<VendorRow> = Vec::new();
-        for r in &seen {
-            let mut flags: Vec<&String> = r.flags.iter().collect();
-            flags.sort();
-            flags.dedup();
-            for f in flags {
-                match categories.iter_mut().find(|(c, _)| c == f) {
-                    Some((_, n)) => *n += 1,
-                    None => categories.push((f.clone(), 1)),
-                }
-            }
+        for r in &cases {
             if let Some(v) = r.vendor.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
                 match vendors
                     .iter_mut()
@@ -945,34 +1129,28 @@ impl DigestData {
                 }
             }
         }
-        categories.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         vendors.retain(|v| v.count >= 2);
         for v in &mut vendors {
             v.cases.sort();
         }
         vendors.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.vendor.cmp(&b.vendor)));
-        let overdue = open.iter().filter(|r| r.overdue).cloned().collect();
         DigestData {
             name: name.to_string(),
+            title: title.to_string(),
             description: description.map(str::to_string),
             now: now.as_second(),
             since: since.map(Timestamp::as_second),
             time_zone: time_zone.to_string(),
-            opened,
-            open,
-            overdue,
+            cases,
             repeat_vendors: vendors,
-            categories,
         }
     }
-}
 
-/// A rendered digest.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RenderedDigest {
-    pub subject: String,
-    pub text: String,
-    pub html: String,
+    /// Whether a case is new since the last digest (every case is, in the
+    /// first).
+    fn is_new(&self, row: &DigestRow) -> bool {
+        self.since.is_none_or(|s| row.received_at >= s)
+    }
 }
 
 const ISSUE_MAX: usize = 90;
@@ -988,20 +1166,329 @@ pub fn shorten_issue(issue: &str) -> String {
     }
 }
 
-/// A `mid:` URL (RFC 2392) for a Message-ID given without `<>`: everything
-/// but unreserved characters and `@` is percent-encoded (a `/` would start a
-/// Content-ID).
-pub fn mid_url(message_id: &str) -> String {
-    let id = message_id
-        .trim()
-        .trim_start_matches('<')
-        .trim_end_matches('>');
-    let mut out = String::from("mid:");
-    for b in id.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~@".contains(&b) {
-            out.push(char::from(b));
+// ---------------------------------------------------------------------------
+// Rendering (pure)
+// ---------------------------------------------------------------------------
+
+/// The most HTML a digest may have, in bytes, as sent. Gmail shows a
+/// message whose HTML is over 102 KB clipped ("[Message clipped] View
+/// entire message"), hiding the rest behind a link that a phone opens in a
+/// browser; 2 KB are left for what the way there may add. The HTML is made
+/// ASCII (other characters become numeric references), which lettre sends
+/// quoted-printable, and is measured so encoded (see [`sent_size`]): larger
+/// than the HTML itself, so under the limit whichever of the two Gmail
+/// counts. A digest that would be larger lists the most urgent cases that
+/// fit and says how many more there are.
+pub const HTML_MAX_BYTES: usize = 100 * 1024;
+
+/// The size of an ASCII HTML part as the digest's mail carries it:
+/// quoted-printable, with CRLF line ends.
+pub fn sent_size(html: &str) -> usize {
+    quoted_printable::encode(html.replace('\n', "\r\n")).len()
+}
+
+/// A rendered digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderedDigest {
+    pub subject: String,
+    /// Lines of at most [`crate::text::WIDTH`] characters (a URL longer
+    /// than that keeps a line of its own).
+    pub text: String,
+    /// ASCII, at most [`HTML_MAX_BYTES`] as sent (see [`sent_size`]).
+    pub html: String,
+    /// How many cases it lists (the rest are counted, not listed).
+    pub listed: usize,
+}
+
+/// What the templates see: the data, plus what rendering derives. A value
+/// that is not there is left out (not `none`), so that the template check
+/// holds a template that prints it unguarded to account.
+#[derive(Serialize)]
+struct Context<'a> {
+    name: &'a str,
+    title: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<&'a str>,
+    time_zone: &'a str,
+    /// "Thu 26 Nov, 08:00 IST".
+    now_local: String,
+    /// "Thu 26 Nov".
+    date_local: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    since_local: Option<String>,
+    summary: &'a Summary,
+    /// The cases listed, most urgent first.
+    cases: &'a [RowContext],
+    /// The cases left out to stay under [`HTML_MAX_BYTES`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    more: Option<More>,
+    repeat_vendors: &'a [VendorRow],
+    /// Set for the HTML, from the text's subject line.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subject: Option<&'a str>,
+}
+
+/// The counts at the top of a digest.
+#[derive(Serialize)]
+struct Summary {
+    open: usize,
+    tier2: usize,
+    /// Tier 2, then Tier 1 (both always), with the count per risk,
+    /// highest first (risks with no case left out).
+    tiers: Vec<TierCount>,
+    overdue: usize,
+    /// Cases whose agent has not yet sent the details asked for.
+    waiting: usize,
+    new: usize,
+}
+
+#[derive(Serialize)]
+struct TierCount {
+    tier: u8,
+    count: usize,
+    risks: Vec<RiskCount>,
+}
+
+#[derive(Serialize)]
+struct RiskCount {
+    risk: u8,
+    count: usize,
+}
+
+#[derive(Serialize)]
+struct More {
+    count: usize,
+    tier2: usize,
+    overdue: usize,
+}
+
+/// One case as the templates see it.
+#[derive(Clone, Serialize)]
+struct RowContext {
+    case_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    order_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    customer: Option<String>,
+    issue: String,
+    flags: Vec<String>,
+    risk: u8,
+    tier: u8,
+    /// The status in words when it is not plain `open` ("high priority").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<String>,
+    /// Since the agent sent it: "35 min", "5 h", "3 d".
+    age: String,
+    /// When the agent sent it: "Tue 24 Nov, 20:09 IST".
+    sent_local: String,
+    overdue: bool,
+    /// Opened since the last digest.
+    new: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    vendor: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    owner: Option<String>,
+    waiting_for: Vec<String>,
+}
+
+fn at(seconds: i64) -> Timestamp {
+    Timestamp::from_second(seconds).unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+fn summary(data: &DigestData) -> Summary {
+    // Tier by tier, risk by risk; both tiers always.
+    let mut counts: BTreeMap<u8, BTreeMap<u8, usize>> =
+        BTreeMap::from([(1, BTreeMap::new()), (2, BTreeMap::new())]);
+    for r in &data.cases {
+        *counts.entry(r.tier).or_default().entry(r.risk).or_default() += 1;
+    }
+    let tiers = counts
+        .into_iter()
+        .rev()
+        .map(|(tier, risks)| TierCount {
+            tier,
+            count: risks.values().sum(),
+            risks: risks
+                .into_iter()
+                .rev()
+                .map(|(risk, count)| RiskCount { risk, count })
+                .collect(),
+        })
+        .collect();
+    Summary {
+        open: data.cases.len(),
+        tier2: data.cases.iter().filter(|r| r.tier >= 2).count(),
+        tiers,
+        overdue: data.cases.iter().filter(|r| r.overdue).count(),
+        waiting: data
+            .cases
+            .iter()
+            .filter(|r| !r.waiting_for.is_empty())
+            .count(),
+        new: data.cases.iter().filter(|r| data.is_new(r)).count(),
+    }
+}
+
+fn row_context(data: &DigestData, row: &DigestRow, tz: &TimeZone) -> RowContext {
+    let now = at(data.now);
+    RowContext {
+        case_id: row.case_id.clone(),
+        order_id: one_line(row.order_id.as_deref()),
+        customer: one_line(row.customer.as_deref()),
+        issue: shorten_issue(&row.issue),
+        flags: row.flags.clone(),
+        risk: row.risk,
+        tier: row.tier,
+        status: (row.status != "open").then(|| row.status.replace('_', " ")),
+        age: crate::text::age(data.now.saturating_sub(row.sent_at)),
+        sent_local: crate::text::local_time(at(row.sent_at), tz, now),
+        overdue: row.overdue,
+        new: data.is_new(row),
+        vendor: one_line(row.vendor.as_deref()),
+        owner: one_line(row.owner.as_deref()),
+        waiting_for: row.waiting_for.clone(),
+    }
+}
+
+/// What rendering derives once, whatever number of cases is listed.
+struct Prepared<'a> {
+    data: &'a DigestData,
+    now_local: String,
+    date_local: String,
+    since_local: Option<String>,
+    summary: Summary,
+    rows: Vec<RowContext>,
+}
+
+impl<'a> Prepared<'a> {
+    fn new(data: &'a DigestData) -> Result<Prepared<'a>, String> {
+        let tz = time_zone(&data.time_zone).map_err(|e| format!("digest {:?}: {e}", data.name))?;
+        let now = at(data.now);
+        Ok(Prepared {
+            data,
+            now_local: crate::text::local_time(now, &tz, now),
+            date_local: now.to_zoned(tz.clone()).strftime("%a %-d %b").to_string(),
+            since_local: data.since.map(|s| crate::text::local_time(at(s), &tz, now)),
+            summary: summary(data),
+            rows: data
+                .cases
+                .iter()
+                .map(|r| row_context(data, r, &tz))
+                .collect(),
+        })
+    }
+
+    /// The context listing the first `listed` cases.
+    fn context(&self, listed: usize) -> Context<'_> {
+        let listed = listed.min(self.rows.len());
+        let rest = &self.data.cases[listed..];
+        Context {
+            name: &self.data.name,
+            title: &self.data.title,
+            description: self.data.description.as_deref(),
+            time_zone: &self.data.time_zone,
+            now_local: self.now_local.clone(),
+            date_local: self.date_local.clone(),
+            since_local: self.since_local.clone(),
+            summary: &self.summary,
+            cases: &self.rows[..listed],
+            more: (!rest.is_empty()).then(|| More {
+                count: rest.len(),
+                tier2: rest.iter().filter(|r| r.tier >= 2).count(),
+                overdue: rest.iter().filter(|r| r.overdue).count(),
+            }),
+            repeat_vendors: &self.data.repeat_vendors,
+            subject: None,
+        }
+    }
+}
+
+/// Renders a digest with the templates `digest.txt` and `digest.html` of
+/// `env` (see [`render_template`]).
+pub fn render(env: &minijinja::Environment, data: &DigestData) -> Result<RenderedDigest, String> {
+    render_template(env, "digest", data)
+}
+
+/// Renders a digest with the templates `NAME.txt` (a `Subject:` line, a
+/// blank line, the body) and `NAME.html` of `env`. Ages are computed from
+/// `data.now`, issues shortened, times shown in `data.time_zone`; the text
+/// is wrapped to [`crate::text::WIDTH`]; the HTML is escaped when `env`
+/// auto-escapes `.html` names (minijinja's default) and made ASCII. When
+/// the HTML of every case would be over [`HTML_MAX_BYTES`], the most
+/// urgent cases that fit are listed, in both parts, and the templates see
+/// the rest counted in `more`.
+pub fn render_template(
+    env: &minijinja::Environment,
+    name: &str,
+    data: &DigestData,
+) -> Result<RenderedDigest, String> {
+    let prepared = Prepared::new(data)?;
+    let render = |listed: usize| render_listing(env, name, &prepared, listed);
+    let fits = |r: &RenderedDigest| sent_size(&r.html) <= HTML_MAX_BYTES;
+    let all = render(data.cases.len())?;
+    if fits(&all) {
+        return Ok(all);
+    }
+    // The HTML grows with each case listed: the most that fit, by halves.
+    let mut best = render(0)?;
+    if !fits(&best) {
+        return Ok(best);
+    }
+    let (mut fit, mut too_many) = (0, data.cases.len());
+    while too_many - fit > 1 {
+        let mid = fit + (too_many - fit) / 2;
+        let r = render(mid)?;
+        if fits(&r) {
+            fit = mid;
+            best = r;
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            too_many = mid;
+        }
+    }
+    Ok(best)
+}
+
+fn render_listing(
+    env: &minijinja::Environment,
+    name: &str,
+    prepared: &Prepared<'_>,
+    listed: usize,
+) -> Result<RenderedDigest, String> {
+    let mut ctx = prepared.context(listed);
+    let run = |template: &str, ctx: &Context<'_>| -> Result<String, String> {
+        env.get_template(template)
+            .and_then(|t| t.render(minijinja::Value::from(minijinja::value::Serde(ctx))))
+            .map_err(|e| format!("template {template:?}: {e:#}"))
+    };
+    let txt_name = format!("{name}.txt");
+    let text = run(&txt_name, &ctx)?;
+    let (first, body) = text.split_once('\n').unwrap_or((&text, ""));
+    let Some(subject) = first.strip_prefix("Subject:") else {
+        return Err(format!(
+            "template {txt_name:?}: expected the first line to be `Subject: ...`"
+        ));
+    };
+    let subject = subject.split_whitespace().collect::<Vec<_>>().join(" ");
+    ctx.subject = Some(&subject);
+    let html = ascii_html(&run(&format!("{name}.html"), &ctx)?);
+    let listed = ctx.cases.len();
+    Ok(RenderedDigest {
+        text: crate::text::wrap_text(&tidy(body), crate::text::WIDTH),
+        subject,
+        html,
+        listed,
+    })
+}
+
+/// HTML in ASCII: every other character as a numeric character reference,
+/// so that the part goes quoted-printable (never base64), as measured.
+fn ascii_html(html: &str) -> String {
+    let mut out = String::with_capacity(html.len() + html.len() / 8);
+    for c in html.chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            out.push_str(&format!("&#{};", u32::from(c)));
         }
     }
     out
@@ -1027,224 +1514,14 @@ fn tidy(text: &str) -> String {
     out
 }
 
-/// What the templates see: the data, plus what rendering derives.
-#[derive(Serialize)]
-struct Context<'a> {
-    name: &'a str,
-    description: Option<&'a str>,
-    now: i64,
-    since: Option<i64>,
-    time_zone: &'a str,
-    /// "Tue 24 Nov 2026 08:00 EST".
-    now_local: String,
-    /// "Tue 24 Nov 2026".
-    date_local: String,
-    since_local: Option<String>,
-    opened: Vec<RowContext>,
-    open: Vec<RowContext>,
-    overdue: Vec<RowContext>,
-    /// The open cases by tier, then risk, highest first; oldest first in a
-    /// group.
-    open_groups: Vec<Group>,
-    repeat_vendors: Vec<VendorContext<'a>>,
-    categories: Vec<CategoryContext<'a>>,
-    counts: Counts,
-    /// Set for the HTML, from the text's subject line.
-    subject: Option<String>,
-}
-
-#[derive(Clone, Serialize)]
-struct RowContext {
-    #[serde(flatten)]
-    row: DigestRow,
-    /// "Mon 23 Nov 14:05".
-    opened_local: String,
-    mid_url: Option<String>,
-    /// The issue wrapped for the text version.
-    issue_lines: Vec<String>,
-}
-
-#[derive(Serialize)]
-struct Group {
-    tier: u8,
-    risk: u8,
-    label: String,
-    rows: Vec<RowContext>,
-}
-
-#[derive(Serialize)]
-struct VendorContext<'a> {
-    vendor: &'a str,
-    cases: &'a [String],
-    count: usize,
-    /// The case ids wrapped for the text version.
-    case_lines: Vec<String>,
-}
-
-#[derive(Serialize)]
-struct CategoryContext<'a> {
-    name: &'a str,
-    count: usize,
-}
-
-#[derive(Serialize)]
-struct Counts {
-    opened: usize,
-    open: usize,
-    overdue: usize,
-}
-
-/// Text lines of rows are indented by two: 68 keeps them within 70.
-const TEXT_WIDTH: usize = 68;
-
-fn local(tz: &TimeZone, seconds: i64, format: &str) -> String {
-    Timestamp::from_second(seconds).map_or_else(
-        |_| "?".to_string(),
-        |t| t.to_zoned(tz.clone()).strftime(format).to_string(),
-    )
-}
-
-fn sorted_rows(rows: &[DigestRow], now: i64, tz: &TimeZone) -> Vec<RowContext> {
-    let mut rows: Vec<DigestRow> = rows.to_vec();
-    rows.sort_by(|a, b| {
-        b.tier
-            .cmp(&a.tier)
-            .then(b.risk.cmp(&a.risk))
-            .then(a.opened_at.cmp(&b.opened_at))
-            .then_with(|| a.case_id.cmp(&b.case_id))
-    });
-    rows.into_iter()
-        .map(|mut row| {
-            row.issue = shorten_issue(&row.issue);
-            for field in [&mut row.order_id, &mut row.customer, &mut row.vendor] {
-                *field = field
-                    .take()
-                    .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
-                    .filter(|v| !v.is_empty());
-            }
-            row.age = crate::text::age(now.saturating_sub(row.opened_at));
-            row.message_id = row
-                .message_id
-                .map(|m| {
-                    m.trim()
-                        .trim_start_matches('<')
-                        .trim_end_matches('>')
-                        .to_string()
-                })
-                .filter(|m| !m.is_empty());
-            RowContext {
-                opened_local: local(tz, row.opened_at, "%a %-d %b %H:%M"),
-                mid_url: row.message_id.as_deref().map(mid_url),
-                issue_lines: crate::text::wrap(&row.issue, TEXT_WIDTH),
-                row,
-            }
-        })
-        .collect()
-}
-
-/// Renders a digest with the templates `digest.txt` and `digest.html` of
-/// `env` (see [`render_template`]).
-pub fn render(env: &minijinja::Environment, data: &DigestData) -> Result<RenderedDigest, String> {
-    render_template(env, "digest", data)
-}
-
-/// What the templates see for `data`.
-fn context(data: &DigestData) -> Result<Context<'_>, String> {
-    let tz = time_zone(&data.time_zone).map_err(|e| format!("digest {:?}: {e}", data.name))?;
-    let open = sorted_rows(&data.open, data.now, &tz);
-    let mut open_groups: Vec<Group> = Vec::new();
-    for row in open.iter().cloned() {
-        match open_groups.last_mut() {
-            Some(g) if g.tier == row.row.tier && g.risk == row.row.risk => g.rows.push(row),
-            _ => open_groups.push(Group {
-                tier: row.row.tier,
-                risk: row.row.risk,
-                label: format!("Tier {}, risk {}", row.row.tier, row.row.risk),
-                rows: vec![row],
-            }),
-        }
-    }
-    Ok(Context {
-        name: &data.name,
-        description: data.description.as_deref(),
-        now: data.now,
-        since: data.since,
-        time_zone: &data.time_zone,
-        now_local: local(&tz, data.now, "%a %-d %b %Y %H:%M %Z"),
-        date_local: local(&tz, data.now, "%a %-d %b %Y"),
-        since_local: data.since.map(|s| local(&tz, s, "%a %-d %b %H:%M")),
-        opened: sorted_rows(&data.opened, data.now, &tz),
-        overdue: sorted_rows(&data.overdue, data.now, &tz),
-        open_groups,
-        repeat_vendors: data
-            .repeat_vendors
-            .iter()
-            .map(|v| VendorContext {
-                vendor: &v.vendor,
-                cases: &v.cases,
-                count: v.count,
-                case_lines: crate::text::wrap(&v.cases.join(", "), TEXT_WIDTH - 2),
-            })
-            .collect(),
-        categories: data
-            .categories
-            .iter()
-            .map(|(name, count)| CategoryContext {
-                name,
-                count: *count,
-            })
-            .collect(),
-        counts: Counts {
-            opened: data.opened.len(),
-            open: data.open.len(),
-            overdue: data.overdue.len(),
-        },
-        open,
-        subject: None,
-    })
-}
-
-/// Renders a digest with the templates `NAME.txt` (a `Subject:` line, a
-/// blank line, the body) and `NAME.html` of `env`. Lists come sorted by
-/// tier, then risk, highest first, oldest first; ages are computed from
-/// `data.now`, issues shortened, times shown in `data.time_zone`. The HTML
-/// is escaped when `env` auto-escapes `.html` names (minijinja's default).
-pub fn render_template(
-    env: &minijinja::Environment,
-    name: &str,
-    data: &DigestData,
-) -> Result<RenderedDigest, String> {
-    let mut ctx = context(data)?;
-    let run = |template: &str, ctx: &Context<'_>| -> Result<String, String> {
-        env.get_template(template)
-            .and_then(|t| t.render(minijinja::Value::from(minijinja::value::Serde(ctx))))
-            .map_err(|e| format!("template {template:?}: {e:#}"))
-    };
-    let txt_name = format!("{name}.txt");
-    let text = run(&txt_name, &ctx)?;
-    let (first, body) = text.split_once('\n').unwrap_or((&text, ""));
-    let Some(subject) = first.strip_prefix("Subject:") else {
-        return Err(format!(
-            "template {txt_name:?}: expected the first line to be `Subject: ...`"
-        ));
-    };
-    let subject = subject.split_whitespace().collect::<Vec<_>>().join(" ");
-    ctx.subject = Some(subject.clone());
-    let html = run(&format!("{name}.html"), &ctx)?;
-    Ok(RenderedDigest {
-        subject,
-        text: tidy(body),
-        html,
-    })
-}
-
 /// Contexts to check a digest's templates against when the config loads,
-/// each with what it is: a digest with cases of each sort (every field,
-/// none, overdue, one vendor twice) since the last one, and an empty first
-/// digest.
+/// each with what it is: a digest since the last one with cases of each
+/// sort (every value, none, overdue, one vendor twice) and more cases than
+/// it lists (the first: it has every value a template may use), and an
+/// empty first digest.
 pub fn sample_contexts() -> Vec<(String, minijinja::Value)> {
     let now = 1_764_000_000;
-    let row = |n: u32, full: bool| DigestRow {
+    let row = |n: i64, full: bool| DigestRow {
         case_id: format!("ESC-2026-{n:06}"),
         order_id: full.then(|| format!("CK{n}")),
         customer: full.then(|| "Priya Sharma".to_string()),
@@ -1254,41 +1531,42 @@ pub fn sample_contexts() -> Vec<(String, minijinja::Value)> {
             String::new()
         },
         flags: if full {
-            vec!["review_threat".into()]
+            vec!["Review threat".into()]
         } else {
             vec![]
         },
         risk: if full { 5 } else { 1 },
         tier: if full { 2 } else { 1 },
-        status: "open".into(),
-        opened_at: now - 3600 * i64::from(n),
-        age: String::new(),
-        message_id: full.then(|| format!("agent.{n}@mail.example.com")),
+        status: if full { "high_priority" } else { "open" }.into(),
+        sent_at: now - 3600 * n,
+        received_at: now - 3600 * n + 60,
         overdue: full,
         vendor: full.then(|| "QuickPick Logistics (VND-1044)".to_string()),
+        owner: full.then(|| "Tier 2".to_string()),
+        waiting_for: if full { vec!["phone".into()] } else { vec![] },
     };
-    let rows = vec![row(1, true), row(2, false), row(3, true)];
-    let at = |t: i64| Timestamp::from_second(t).unwrap_or(Timestamp::UNIX_EPOCH);
     let full = DigestData::assemble(
         "sample",
+        "Sample digest",
         Some("A sample digest"),
         "Asia/Kolkata",
         at(now),
         Some(at(now - 86_400)),
-        rows.clone(),
-        rows,
+        vec![row(1, true), row(2, false), row(3, true), row(30, false)],
     );
-    let empty = DigestData::assemble("sample", None, "UTC", at(now), None, vec![], vec![]);
+    let empty = DigestData::assemble("sample", "Sample", None, "UTC", at(now), None, vec![]);
     let mut out = Vec::new();
-    for (what, data) in [
+    for (what, data, listed) in [
         (
-            "a digest of three cases (every field, none, overdue, one vendor twice)",
-            full,
+            "a digest of four cases listing three (every value, none, overdue, one vendor twice)",
+            &full,
+            3,
         ),
-        ("an empty first digest", empty),
+        ("an empty first digest", &empty, 0),
     ] {
-        if let Ok(mut ctx) = context(&data) {
-            ctx.subject = Some("sample subject".into());
+        if let Ok(p) = Prepared::new(data) {
+            let mut ctx = p.context(listed);
+            ctx.subject = Some("sample subject");
             out.push((
                 what.to_string(),
                 minijinja::Value::from(minijinja::value::Serde(&ctx)),
@@ -1903,6 +2181,7 @@ mod tests {
         let text = r#"
 [digests.managers_daily]
 to = ["managers"]
+title = "  Daily   escalations "
 description = "Every escalation of the day"
 schedule = "daily 08:00"
 time_zone = "America/New_York"
@@ -1916,11 +2195,14 @@ to = ["a@example.com"]
         assert_eq!(d.to[0].get_ref(), "managers");
         assert_eq!(d.time_zone_name(), NY);
         assert_eq!(d.template_name(), "digest");
+        assert_eq!(d.title("managers_daily"), "Daily escalations");
         let s = d.schedule().expect("valid").expect("scheduled");
         assert_eq!(s, Schedule::parse("daily 08:00", NY).expect("valid"));
         let bare = &f.digests["bare"];
         assert_eq!(bare.time_zone_name(), "UTC");
         assert_eq!(bare.schedule(), Ok(None));
+        assert_eq!(bare.title("bare"), "Bare");
+        assert_eq!(bare.title("managers_daily"), "Managers daily");
 
         let bad = "[digests.x]\nto = []\nschedule = \"daily 8pm\"\ntime_zone = \"UTC\"\n";
         let f: File = toml::from_str(bad).expect("parses");
@@ -1970,7 +2252,7 @@ to = ["a@example.com"]
     }
 
     #[test]
-    fn issue_age_and_mid() {
+    fn issues_in_one_line_and_ages() {
         let long = "We rescheduled her pickup twice from our side. She says she will post a one-star review on Trustpilot and Google.";
         let cases = [
             ("Customer angry", "Customer angry"),
@@ -1993,26 +2275,170 @@ to = ["a@example.com"]
             (-50, "0 min"),
             (35 * 60 + 59, "35 min"),
             (3600, "1 h"),
-            (5 * 3600 + 1, "5 h"),
             (47 * 3600, "47 h"),
             (48 * 3600, "2 d"),
-            (3 * 86400 + 7, "3 d"),
         ];
         for (secs, want) in ages {
             assert_eq!(crate::text::age(secs), want, "{secs}");
         }
-        let mids = [
-            ("abc.123@mail.example.com", "mid:abc.123@mail.example.com"),
-            ("<abc@x>", "mid:abc@x"),
-            ("a/b%c d+e@x", "mid:a%2Fb%25c%20d%2Be@x"),
-            ("<\"x\"&y@z>", "mid:%22x%22%26y@z"),
-        ];
-        for (id, want) in mids {
-            assert_eq!(mid_url(id), want);
-        }
     }
 
-    fn row(id: &str, tier: u8, risk: u8, opened: &str) -> DigestRow {
+    /// A case as the daemon stores it: `headers` and `body` of an agent's
+    /// message, received at `received`, added to the managers' digest and
+    /// forwarded to `forwarded_to`.
+    fn stored(
+        config: &Config,
+        n: u32,
+        headers: &str,
+        body: &str,
+        received: Timestamp,
+        forwarded_to: &[&str],
+    ) -> CaseRecord {
+        let raw = format!(
+            "From: Ravi <ravi@example.com>\r\nSubject: Escalation\r\nMessage-ID: <m{n}@mail.example.com>\r\n{headers}\r\n{body}\r\n"
+        );
+        let (_, case) = config.triage.parse(raw.as_bytes()).expect("parses");
+        let mut r = CaseRecord::new(
+            format!("ESC-2026-{n:06}"),
+            "ops",
+            n,
+            1,
+            received.as_second(),
+            case,
+            None,
+            vec![],
+        );
+        r.digests = vec!["managers_daily".into()];
+        r.forwarded_to = forwarded_to.iter().map(|s| s.to_string()).collect();
+        r.vendor = r
+            .case
+            .fields
+            .vendor
+            .as_deref()
+            .and_then(|v| config.vendors.parse(v))
+            .and_then(|v| v.resolve(None));
+        r
+    }
+
+    #[test]
+    fn rows_read_stored_cases_for_the_digest() {
+        let config = Config::builtin().expect("shipped config");
+        let now: Timestamp = "2026-11-26T02:30:00Z".parse().expect("now");
+        let ago = |s: i64| Timestamp::from_second(now.as_second() - s).expect("time");
+        let full = "Customer Name: Asha Verma\r\nOrder ID: CK1\r\nCustomer Phone Number: 98450 12345\r\nDevice: iPhone 12\r\nPickup Slot: 24 Nov, 4-6 PM\r\nVendor Name: QuickPick Logistics (VND-1044)\r\nIssue: She will post a one-star review on Trustpilot.\r\n";
+        // Sent Tue 24 Nov 20:09 IST, received two minutes later.
+        let a = stored(
+            &config,
+            1,
+            "Date: Tue, 24 Nov 2026 20:09:00 +0530\r\n",
+            full,
+            "2026-11-24T14:41:00Z".parse().expect("t"),
+            &["Tier2@Example.com", "supervisor.oncall@example.com"],
+        );
+        // No date; no customer name or phone; the vendor by its id alone.
+        let b = stored(
+            &config,
+            2,
+            "",
+            "Order ID: CK2\r\nVendor Name: vnd 1044\r\nIssue: The customer is upset.\r\n",
+            ago(30 * 60),
+            &[],
+        );
+        // A date later than its arrival (the agent's clock is wrong).
+        let c = stored(
+            &config,
+            3,
+            "Date: Thu, 26 Nov 2026 09:30:00 +0530\r\n",
+            full,
+            ago(10 * 60),
+            &["cx@example.com"],
+        );
+        let mut d = stored(&config, 4, "", full, ago(60), &[]);
+        assert!(crate::lifecycle::resolve(
+            &mut d,
+            None,
+            "cli",
+            now.as_second()
+        ));
+        let mut e = stored(&config, 5, "", full, ago(60), &[]);
+        e.digests.clear();
+        // Young, but re-escalated already: overdue.
+        let mut f = stored(
+            &config,
+            6,
+            "",
+            "Customer Name: Ravi\r\nOrder ID: CK6\r\nIssue: The customer says we are a scam.\r\n",
+            ago(60),
+            &["supervisor.oncall@example.com"],
+        );
+        f.overdue_at = Some(now.as_second());
+
+        let rows = rows(
+            &config,
+            "managers_daily",
+            [f, e, d, c, b, a],
+            now.as_second(),
+        );
+        let ids: Vec<&str> = rows.iter().map(|r| r.case_id.as_str()).collect();
+        // Open cases of this digest only, oldest received first.
+        assert_eq!(
+            ids,
+            [
+                "ESC-2026-000001",
+                "ESC-2026-000002",
+                "ESC-2026-000003",
+                "ESC-2026-000006"
+            ]
+        );
+        let [a, b, c, f] = [&rows[0], &rows[1], &rows[2], &rows[3]];
+
+        assert_eq!(
+            a.sent_at,
+            "2026-11-24T14:39:00Z"
+                .parse::<Timestamp>()
+                .expect("t")
+                .as_second()
+        );
+        assert_eq!(a.received_at, a.sent_at + 120);
+        assert!(
+            a.flags.contains(&"Review threat".to_string()),
+            "{:?}",
+            a.flags
+        );
+        assert_eq!(a.owner.as_deref(), Some("Tier 2"), "the first rule's owner");
+        assert!(a.overdue, "35 h at risk {}", a.risk);
+        assert!(a.waiting_for.is_empty(), "{:?}", a.waiting_for);
+        assert_eq!(a.order_id.as_deref(), Some("CK1"));
+        assert_eq!(a.customer.as_deref(), Some("Asha Verma"));
+        assert_eq!(a.issue, "She will post a one-star review on Trustpilot.");
+
+        assert_eq!(b.sent_at, b.received_at, "no date: when it arrived");
+        assert_eq!(b.owner, None);
+        // A pickup complaint (it names a vendor) wants a device and a slot too.
+        assert_eq!(
+            b.waiting_for,
+            ["customer name", "phone", "device", "pickup slot"]
+        );
+        assert_eq!(b.customer, None);
+        assert!(!b.overdue);
+        // One vendor, named as the case that gives the id with a name wrote it.
+        assert_eq!(a.vendor.as_deref(), Some("QuickPick Logistics (VND-1044)"));
+        assert_eq!(b.vendor, a.vendor);
+
+        assert_eq!(c.sent_at, c.received_at, "a date in the future is not used");
+        assert_eq!(c.owner.as_deref(), Some("the CX team"));
+
+        assert!(f.overdue, "re-escalated");
+        assert_eq!(f.owner.as_deref(), Some("the supervisor on call"));
+        assert!(
+            f.flags.contains(&"Fraud or scam accusation".to_string()),
+            "{:?}",
+            f.flags
+        );
+    }
+
+    fn row(id: &str, tier: u8, risk: u8, sent: &str) -> DigestRow {
+        let sent = et(sent).as_second();
         DigestRow {
             case_id: id.into(),
             order_id: Some("CK1".into()),
@@ -2022,17 +2448,53 @@ to = ["a@example.com"]
             risk,
             tier,
             status: "open".into(),
-            opened_at: et(opened).as_second(),
-            age: String::new(),
-            message_id: None,
+            sent_at: sent,
+            received_at: sent + 120,
             overdue: false,
             vendor: None,
+            owner: None,
+            waiting_for: vec![],
         }
+    }
+
+    #[test]
+    fn cases_go_most_urgent_first() {
+        // (id, overdue, tier, risk, sent)
+        let cases = [
+            ("young-t1-r2", false, 1, 2, "2026-11-23T07:00"),
+            ("old-t1-r2", false, 1, 2, "2026-11-20T07:00"),
+            ("t1-r4", false, 1, 4, "2026-11-23T07:00"),
+            ("t2-r3", false, 2, 3, "2026-11-23T07:00"),
+            ("t2-r5", false, 2, 5, "2026-11-23T07:00"),
+            ("overdue-t1-r3", true, 1, 3, "2026-11-23T07:00"),
+            ("overdue-t2-r4", true, 2, 4, "2026-11-23T07:00"),
+        ];
+        let rows: Vec<DigestRow> = cases
+            .iter()
+            .map(|(id, overdue, tier, risk, sent)| DigestRow {
+                overdue: *overdue,
+                ..row(id, *tier, *risk, sent)
+            })
+            .collect();
+        let d = DigestData::assemble("x", "X", None, NY, et("2026-11-24T08:00"), None, rows);
+        let order: Vec<&str> = d.cases.iter().map(|r| r.case_id.as_str()).collect();
+        assert_eq!(
+            order,
+            [
+                "overdue-t2-r4",
+                "overdue-t1-r3",
+                "t2-r5",
+                "t2-r3",
+                "t1-r4",
+                "old-t1-r2",
+                "young-t1-r2"
+            ]
+        );
     }
 
     fn environment() -> minijinja::Environment<'static> {
         let mut env = minijinja::Environment::new();
-        env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+        env.set_undefined_behavior(minijinja::UndefinedBehavior::SemiStrict);
         add_templates(&mut env, "digest", TXT, HTML).expect("the shipped templates compile");
         env
     }
@@ -2042,47 +2504,43 @@ to = ["a@example.com"]
         a.order_id = Some("CK802113".into());
         a.customer = Some("Swati Joshi".into());
         a.issue = "We rescheduled her pickup twice from our side.\nShe says <script>alert(1)</script> she will post a one-star review".into();
-        a.flags = vec!["review_threat".into(), "legal".into()];
-        a.message_id = Some("<review-threat.23@mail.example.com>".into());
+        a.flags = vec!["Review threat".into(), "Legal threat".into()];
         a.vendor = Some("QuickPick".into());
+        a.owner = Some("Tier 2".into());
+        a.waiting_for = vec!["phone".into()];
+        a.status = "high_priority".into();
         a.overdue = true;
+        // Received long after it was sent (the daemon was down): new.
+        a.received_at = et("2026-11-23T09:00").as_second();
         let mut b = row("ESC-2026-000102", 1, 3, "2026-11-22T14:00");
         b.vendor = Some("quickpick ".into());
-        b.flags = vec!["legal".into()];
+        b.flags = vec!["Legal threat".into()];
         b.customer = None;
         b.order_id = None;
         let c = row("ESC-2026-000103", 2, 5, "2026-11-20T09:00");
-        let mut closed = row("ESC-2026-000104", 1, 1, "2026-11-22T10:00");
-        closed.status = "resolved".into();
         DigestData::assemble(
             "managers_daily",
+            "Daily escalations",
             Some("Every escalation of the day"),
             NY,
             et("2026-11-24T08:00"),
             Some(et("2026-11-23T08:00")),
-            vec![closed.clone(), b.clone()],
             vec![b, c, a],
         )
     }
 
     #[test]
-    fn assemble_derives_lists() {
+    fn assemble_finds_repeat_vendors() {
         let d = sample();
-        assert_eq!(d.since, Some(et("2026-11-23T08:00").as_second()));
-        assert_eq!(d.overdue.len(), 1);
-        assert_eq!(d.overdue[0].case_id, "ESC-2026-000101");
         assert_eq!(
             d.repeat_vendors,
             vec![VendorRow {
-                vendor: "quickpick".into(),
+                vendor: "QuickPick".into(),
                 cases: vec!["ESC-2026-000101".into(), "ESC-2026-000102".into()],
                 count: 2
             }]
         );
-        assert_eq!(
-            d.categories,
-            vec![("legal".to_string(), 2), ("review_threat".to_string(), 1)]
-        );
+        assert_eq!(d.since, Some(et("2026-11-23T08:00").as_second()));
     }
 
     #[test]
@@ -2091,109 +2549,205 @@ to = ["a@example.com"]
         let r = render(&env, &sample()).expect("renders");
         assert_eq!(
             r.subject,
-            "Digest managers_daily, Tue 24 Nov 2026: 2 new, 3 open, 1 overdue"
+            "Daily escalations, Tue 24 Nov: 3 open (2 Tier 2), 1 overdue, 1 new"
         );
-        let lines: Vec<&str> = r.text.lines().collect();
-        for want in [
-            "Digest managers_daily, Tue 24 Nov 2026 08:00 EST",
-            "Every escalation of the day",
-            "Since Mon 23 Nov 08:00: 2 new, 3 open, 1 overdue.",
-            "OVERDUE (1)",
-            "ESC-2026-000101 · Tier 2 · risk 5 · open · 24 h · OVERDUE",
-            "  Order CK802113 · Swati Joshi",
-            "  We rescheduled her pickup twice from our side. She says",
-            "  <script>alert(1)</script> she…",
-            "  Flags: review_threat, legal",
-            "  Vendor: QuickPick",
-            "  Opened Mon 23 Nov 07:25, original:",
-            "  <review-threat.23@mail.example.com>",
-            "NEW SINCE MON 23 NOV 08:00 (2)",
-            "ESC-2026-000104 · Tier 1 · risk 1 · resolved · 46 h",
-            "  Order (none) · (no name)",
-            "OPEN, BY TIER AND RISK (3)",
-            "-- Tier 2, risk 5 (2) --",
-            "-- Tier 1, risk 3 (1) --",
-            "REPEAT VENDORS",
-            "quickpick: 2 cases",
-            "  ESC-2026-000101, ESC-2026-000102",
-            "FLAGS (open and new cases)",
-            "legal: 2",
-            "review_threat: 1",
-            "This is an automatic message from mailtriage.",
-        ] {
+        assert_eq!(r.listed, 3);
+        let want = "\
+Daily escalations
+Tue 24 Nov, 08:00 EST
+
+3 open cases
+Tier 2: 2 (2 risk 5)
+Tier 1: 1 (1 risk 3)
+Overdue: 1
+Waiting on the agent for details: 1
+Repeat vendor: QuickPick, 2 cases
+New since Mon 23 Nov, 08:00 EST: 1
+
+CASES, MOST URGENT FIRST
+
+ESC-2026-000101 · OVERDUE · NEW
+Tier 2 · risk 5 · 24 h old · high priority · with Tier 2
+Review threat, Legal threat
+We rescheduled her pickup twice from our side. She says
+<script>alert(1)</script> she…
+Order CK802113 · Swati Joshi
+Vendor: QuickPick
+Waiting on the agent for: phone
+
+ESC-2026-000103
+Tier 2 · risk 5 · 3 d old
+Customer upset
+Order CK1 · Priya
+
+ESC-2026-000102
+Tier 1 · risk 3 · 42 h old
+Legal threat
+Customer upset
+Vendor: quickpick
+
+--
+Every escalation of the day
+This is an automatic message from mailtriage.
+";
+        assert_eq!(r.text, want, "\n{}", r.text);
+        for line in r.text.lines() {
+            assert!(line.chars().count() <= crate::text::WIDTH, "{line:?}");
+        }
+
+        let html = &r.html;
+        assert!(html.is_ascii());
+        assert!(
+            html.contains("&lt;script&gt;alert(1)&lt;&#x2f;script&gt;"),
+            "{html}"
+        );
+        assert!(!html.contains("<script>") && !html.contains("mid:"));
+        assert!(html.contains(
+            "<title>Daily escalations, Tue 24 Nov: 3 open (2 Tier 2), 1 overdue, 1 new</title>"
+        ));
+        assert!(html.contains(">Daily escalations</h1>"), "{html}");
+        assert!(html.contains("<div id=\"summary\">"));
+        assert!(html.contains("name=\"viewport\""));
+        assert!(!html.contains("<table") && !html.contains("<style"));
+        assert!(html.contains("Repeat vendor: <b>QuickPick</b>, 2 cases"));
+        assert!(html.contains("New since Mon 23 Nov, 08:00 EST: <b>1</b>"));
+        // Each case once, most urgent first.
+        let pos = |id: &str| {
+            assert_eq!(html.matches(id).count(), 1, "{id} once");
+            html.find(id).expect(id)
+        };
+        assert!(pos("ESC-2026-000101") < pos("ESC-2026-000103"));
+        assert!(pos("ESC-2026-000103") < pos("ESC-2026-000102"));
+        // No fixed width wider than a phone.
+        for w in html.split("width:").skip(1) {
+            let px: String = w.chars().take_while(char::is_ascii_digit).collect();
             assert!(
-                lines.contains(&want),
-                "missing line {want:?} in:\n{}",
-                r.text
+                px.is_empty()
+                    || px.parse::<u32>().is_ok_and(|px| px <= 320)
+                    || w.starts_with("600px"),
+                "width:{}",
+                &w[..w.len().min(12)]
             );
         }
-        // Oldest first within a group: 000103 (20 Nov) before 000101.
-        let pos = |s: &str| r.text.find(s).expect(s);
-        let open_at = pos("OPEN, BY TIER");
-        assert!(
-            r.text[open_at..].find("ESC-2026-000103") < r.text[open_at..].find("ESC-2026-000101 ")
-        );
-        // Tier 2 before tier 1 in the new cases too.
-        assert!(pos("ESC-2026-000102 · Tier 1 · risk 3") < pos("ESC-2026-000104"));
-        for line in &lines {
-            assert!(line.chars().count() <= 72, "too wide: {line:?}");
-        }
-        assert!(!r.text.contains("\n\n\n"), "{}", r.text);
-        assert!(!r.text.starts_with('\n') && r.text.ends_with(".\n"));
-
-        assert!(
-            r.html
-                .contains("&lt;script&gt;alert(1)&lt;&#x2f;script&gt;"),
-            "{}",
-            r.html
-        );
-        assert!(!r.html.contains("<script>"));
-        assert!(
-            r.html
-                .contains("href=\"mid:review-threat.23@mail.example.com\""),
-            "{}",
-            r.html
-        );
-        assert!(r.html.contains(
-            "<title>Digest managers_daily, Tue 24 Nov 2026: 2 new, 3 open, 1 overdue</title>"
-        ));
-        assert!(r.html.contains("name=\"viewport\""));
-        assert!(!r.html.contains("<table"));
-        assert!(r.html.contains(">ESC-2026-000103<"));
     }
 
     #[test]
-    fn render_empty_sections_say_so() {
+    fn render_an_empty_first_digest() {
         let env = environment();
         let d = DigestData::assemble(
             "tier2",
+            "Tier 2",
             None,
             "UTC",
             at("UTC", "2026-11-24T08:00"),
             None,
             vec![],
-            vec![],
         );
         let r = render(&env, &d).expect("renders");
         assert_eq!(
             r.subject,
-            "Digest tier2, Tue 24 Nov 2026: 0 new, 0 open, 0 overdue"
+            "Tier 2, Tue 24 Nov: 0 open (0 Tier 2), 0 overdue, 0 new"
         );
         for want in [
-            "No case is overdue.",
-            "No case was opened.",
+            "0 open cases",
+            "Tier 2: 0",
+            "Tier 1: 0",
+            "Repeat vendors: none",
+            "New: 0",
             "No case is open.",
-            "No vendor has more than one case.",
-            "No case is flagged.",
         ] {
             assert!(
                 r.text.lines().any(|l| l == want),
                 "{want:?} in:\n{}",
                 r.text
             );
-            assert!(r.html.contains(want), "{want:?} in the HTML");
         }
-        assert!(r.text.lines().any(|l| l == "NEW (0)"), "{}", r.text);
+        assert!(r.html.contains("No case is open."));
+        assert!(!r.text.contains("CASES"));
+    }
+
+    #[test]
+    fn render_lists_the_most_urgent_cases_that_fit() {
+        // Each case's HTML is 10 KB: ten fit, the rest are counted.
+        let mut env = minijinja::Environment::new();
+        add_templates(
+            &mut env,
+            "big",
+            "Subject: s\n\n{% for r in cases %}{{ r.case_id }}\n{% endfor %}{% if more %}and {{ more.count }} more, {{ more.tier2 }} Tier 2, {{ more.overdue }} overdue{% endif %}\n",
+            "{% for r in cases %}<p>{{ r.case_id }}{% for i in range(1000) %}0123456789{% endfor %}</p>\n{% endfor %}",
+        )
+        .expect("compiles");
+        let rows: Vec<DigestRow> = (0..25)
+            .map(|i| DigestRow {
+                overdue: i % 5 == 0,
+                ..row(
+                    &format!("ESC-2026-{i:06}"),
+                    if i < 12 { 2 } else { 1 },
+                    3,
+                    "2026-11-23T07:00",
+                )
+            })
+            .collect();
+        let d = DigestData::assemble("big", "Big", None, NY, et("2026-11-24T08:00"), None, rows);
+        let r = render_template(&env, "big", &d).expect("renders");
+        assert!(sent_size(&r.html) <= HTML_MAX_BYTES, "{}", r.html.len());
+        assert!((8..25).contains(&r.listed), "{}", r.listed);
+        let prepared = Prepared::new(&d).expect("prepared");
+        let one_more = render_listing(&env, "big", &prepared, r.listed + 1).expect("renders");
+        assert!(
+            sent_size(&one_more.html) > HTML_MAX_BYTES,
+            "the most that fit"
+        );
+        let listed: Vec<&str> = r.text.lines().filter(|l| l.starts_with("ESC-")).collect();
+        let first: Vec<&str> = d.cases[..r.listed]
+            .iter()
+            .map(|c| c.case_id.as_str())
+            .collect();
+        assert_eq!(listed, first, "the most urgent, in order");
+        let rest = &d.cases[r.listed..];
+        assert!(
+            r.text.ends_with(&format!(
+                "and {} more, {} Tier 2, {} overdue\n",
+                rest.len(),
+                rest.iter().filter(|c| c.tier == 2).count(),
+                rest.iter().filter(|c| c.overdue).count()
+            )),
+            "{:?}",
+            r.text
+        );
+    }
+
+    #[test]
+    fn html_is_measured_as_sent() {
+        assert_eq!(
+            ascii_html("₹3,000 – <b>ok</b>"),
+            "&#8377;3,000 &#8211; <b>ok</b>"
+        );
+        // Quoted-printable, CRLF: `=` is escaped, long lines are broken.
+        assert_eq!(sent_size("a=b\nc"), "a=3Db\r\nc".len());
+        let long = "x".repeat(200);
+        assert!(sent_size(&long) > 200);
+    }
+
+    #[test]
+    fn the_samples_hold_every_value_the_templates_use() {
+        let samples = sample_contexts();
+        assert_eq!(samples.len(), 2);
+        let full = &samples[0].1;
+        for name in ["description", "since_local", "more", "subject"] {
+            assert!(!full.get_attr(name).expect(name).is_undefined(), "{name}");
+        }
+        let case = full
+            .get_attr("cases")
+            .and_then(|c| c.get_item(&minijinja::Value::from(0)))
+            .expect("a case");
+        for name in ["order_id", "customer", "status", "vendor", "owner"] {
+            assert!(!case.get_attr(name).expect(name).is_undefined(), "{name}");
+        }
+        // Absent values are left out, not none.
+        let empty = &samples[1].1;
+        assert!(empty.get_attr("since_local").expect("since").is_undefined());
+        assert!(empty.get_attr("more").expect("more").is_undefined());
     }
 
     #[test]

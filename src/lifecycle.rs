@@ -232,19 +232,74 @@ pub fn overdue_context(
     }
 }
 
-/// What the repeat-vendor report's template sees: the vendor as the case
-/// wrote it, the cases of the window, the window in days, and the case
-/// that made the count.
+/// When the agent sent the message that opened the case: its `Date:`,
+/// else (no date, or one later than its arrival: a clock that is wrong)
+/// when the daemon received it. Unix seconds; ages count from here.
+pub fn sent_at(rec: &CaseRecord) -> i64 {
+    rec.case
+        .date
+        .as_deref()
+        .and_then(crate::text::parse_rfc3339)
+        .map(jiff::Timestamp::as_second)
+        .filter(|d| *d <= rec.received_at)
+        .unwrap_or(rec.received_at)
+}
+
+/// The longest issue line of a repeat-vendor report: with its two
+/// spaces of indent, it fits in [`crate::text::WIDTH`].
+const REPORT_ISSUE_MAX: usize = crate::text::WIDTH - 2;
+
+/// One case as the repeat-vendor report lists it; a value the case lacks
+/// is left out, so that a template must ask for it.
+#[derive(serde::Serialize)]
+struct ReportedCase {
+    case_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    order_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    customer: Option<String>,
+    /// When the agent sent it, as people write it.
+    date: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    issue: Option<String>,
+}
+
+/// What the repeat-vendor report's template sees: the vendor as the cases
+/// wrote it, the cases of the window (each with its order id, customer,
+/// when the agent sent it, in `zone`, and its issue in one line), the
+/// window in days, and the case that made the count.
 pub fn vendor_report_context(
     vendor: &str,
-    cases: &[String],
+    cases: &[&CaseRecord],
     within_days: u64,
     case_id: &str,
+    zone: &jiff::tz::TimeZone,
+    now: i64,
 ) -> minijinja::Value {
+    let at = |t: i64| jiff::Timestamp::from_second(t).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    let listed: Vec<ReportedCase> = cases
+        .iter()
+        .map(|rec| {
+            let f = &rec.case.fields;
+            ReportedCase {
+                case_id: rec.id.clone(),
+                order_id: f.order_id.clone(),
+                customer: f.customer_name.clone(),
+                date: crate::text::local_time(at(sent_at(rec)), zone, at(now)),
+                issue: f
+                    .issue
+                    .as_deref()
+                    .or(f.issue_summary.as_deref())
+                    .or(rec.case.subject.as_deref())
+                    .map(|i| crate::text::shorten(i, REPORT_ISSUE_MAX))
+                    .filter(|i| !i.is_empty()),
+            }
+        })
+        .collect();
     minijinja::context! {
         vendor => vendor,
-        count => cases.len(),
-        cases => cases.to_vec(),
+        count => listed.len(),
+        cases => minijinja::Value::from(minijinja::value::Serde(&listed)),
         within_days => within_days,
         case_id => case_id,
     }

@@ -141,6 +141,8 @@ pub struct Digest {
     /// None: sent only on request (`mailtriage digest NAME --send-now`).
     pub schedule: Option<crate::digest::Schedule>,
     pub template: String,
+    /// In words, for the subject and the heading ("Daily escalations").
+    pub title: String,
     pub description: Option<String>,
     pub time_zone: String,
 }

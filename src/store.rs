@@ -1307,6 +1307,16 @@ mod tests {
             ));
             assert_eq!(store.outbox_items().unwrap().len(), 3);
         }
+        // sled's background threads may hold the lock a moment after the
+        // last handle is dropped.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while crate::control::database_in_use(dir.path()) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the database stays locked"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         let store = Store::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(
             store.cursor("ops").unwrap(),

@@ -242,16 +242,29 @@ pub fn overdue_samples(triage: &Triage, router: &Router) -> Vec<Sample> {
         .collect()
 }
 
-/// Contexts for the repeat-vendor report's template.
-pub fn vendor_samples() -> Vec<Sample> {
-    let cases: Vec<String> = (121..=123).map(|n| format!("ESC-2026-{n:06}")).collect();
+/// Contexts for the repeat-vendor report's template: the sample cases
+/// (every field first, the one without fields last) as one vendor's
+/// complaints.
+pub fn vendor_samples(triage: &Triage) -> Vec<Sample> {
+    let records: Vec<CaseRecord> = sample_cases(triage)
+        .iter()
+        .enumerate()
+        .map(|(i, (_, _, case))| {
+            let mut r = record(case);
+            r.id = format!("ESC-2026-{:06}", 121 + i);
+            r
+        })
+        .collect();
+    let zone = jiff::tz::TimeZone::get("Asia/Kolkata").unwrap_or(jiff::tz::TimeZone::UTC);
     vec![Sample {
         what: "a vendor's third complaint".into(),
         ctx: crate::lifecycle::vendor_report_context(
             "SwiftCollect Services (VND-1187)",
-            &cases,
+            &records.iter().collect::<Vec<_>>(),
             30,
             "ESC-2026-000123",
+            &zone,
+            1_764_000_000,
         ),
     }]
 }

@@ -116,10 +116,8 @@ pub fn wrap_text(text: &str, width: usize) -> String {
             out.push('\n');
         }
     }
-    // `split` saw one line more than the text ends with.
-    if !text.ends_with('\n') {
-        out.pop();
-    }
+    // `split` saw one line more than the text has: its newline is extra.
+    out.pop();
     out
 }
 
@@ -219,6 +217,7 @@ mod tests {
         assert!(out.ends_with('\n'));
         assert_eq!(wrap_text("a\nb", 40), "a\nb");
         assert_eq!(wrap_text("text  \n-- \nsig", 40), "text\n-- \nsig");
+        assert_eq!(wrap_text("a\nb\n", 40), "a\nb\n");
         assert_eq!(wrap_text("", 40), "");
     }
 

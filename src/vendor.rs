@@ -202,6 +202,15 @@ impl VendorRules {
         self.parse(field)?.resolve(None).map(|v| v.key)
     }
 
+    /// Whether `later`, a later case's spelling of a vendor, names it
+    /// better than `current` (the name so far, empty for none): a spelling
+    /// with the id beats one without, else the earliest stays. The digest
+    /// and the repeat-vendor report name a vendor alike this way.
+    pub fn better_spelling(&self, current: &str, later: &str) -> bool {
+        let has_id = |s: &str| self.parse(s).is_some_and(|v| v.id.is_some());
+        current.is_empty() || (!has_id(current) && has_id(later))
+    }
+
     /// Removes legal-form suffixes from the end, again and again
     /// (`Co Pvt Ltd`), but never the whole name.
     fn strip_suffixes(&self, words: &mut Vec<String>) {

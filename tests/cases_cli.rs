@@ -857,7 +857,7 @@ fn digest_preview_and_send_now_without_a_daemon() {
     let preview = ok(&run(dir.path(), &["digest", "managers_daily", "--preview"]));
     assert!(
         preview.starts_with(
-            "To: ops.manager@example.com, cx.manager@example.com\nSubject: Digest managers_daily"
+            "To: ops.manager@example.com, cx.manager@example.com\nSubject: Daily escalations, "
         ),
         "{preview}"
     );

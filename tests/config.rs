@@ -237,7 +237,7 @@ fn mistakes_are_located_and_explained() {
             "templates/digest.txt",
             "{{ r.case_id }}",
             "{{ r.caseid }}",
-            "cannot render for a digest of three cases",
+            "cannot render for a digest of four cases listing three",
         ),
         (
             "triage.toml",

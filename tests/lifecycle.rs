@@ -244,7 +244,7 @@ fn a_vendors_third_complaint_is_reported_once() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        preview.contains("FastPick Logistics (VID-77): 4 cases"),
+        preview.contains("\nRepeat vendor: FastPick Logistics (VID-77), 4 cases\n"),
         "{preview}"
     );
     daemon.shutdown();
@@ -290,14 +290,12 @@ fn digest_preview(dir: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// The vendor lines of the digest's REPEAT VENDORS section.
+/// The repeat vendors the digest's summary names: `VENDOR, N cases`.
 fn repeat_vendor_lines(preview: &str) -> Vec<&str> {
-    let section = preview
-        .split("REPEAT VENDORS")
-        .nth(1)
-        .and_then(|s| s.split("FLAGS").next())
-        .unwrap_or_else(|| panic!("no REPEAT VENDORS section:\n{preview}"));
-    section.lines().filter(|l| l.ends_with(" cases")).collect()
+    preview
+        .lines()
+        .filter_map(|l| l.strip_prefix("Repeat vendor: "))
+        .collect()
 }
 
 /// The case ids a report names, in order.
@@ -355,7 +353,7 @@ fn a_vendor_spelled_another_way_the_third_time_is_reported_once() {
     let preview = digest_preview(dir.path());
     assert_eq!(
         repeat_vendor_lines(&preview),
-        ["QuickPick Logistics (VND-1044): 3 cases"],
+        ["QuickPick Logistics (VND-1044), 3 cases"],
         "{preview}"
     );
     daemon.shutdown();
@@ -409,7 +407,7 @@ fn complaints_naming_a_vendor_before_its_id_was_given_count_under_the_id() {
     let preview = digest_preview(dir.path());
     assert_eq!(
         repeat_vendor_lines(&preview),
-        ["Sai Traders (VND-2290): 4 cases"],
+        ["Sai Traders (VND-2290), 4 cases"],
         "{preview}"
     );
     daemon.shutdown();
@@ -617,49 +615,54 @@ fn the_managers_digest_lists_the_store_and_goes_once_per_period() {
     // re-escalated: the digest shows them as overdue.
     let overdue = open.iter().filter(|c| c.overdue_at.is_some()).count();
     assert_eq!(overdue, 2);
+    let tier2 = open.iter().filter(|c| c.case.tier == 2).count();
     assert_eq!(
         m.subject().unwrap(),
-        format!("Digest managers_daily, Thu 26 Nov 2026: 3 new, 3 open, {overdue} overdue")
+        format!("Daily escalations, Thu 26 Nov: 3 open ({tier2} Tier 2), {overdue} overdue, 3 new")
     );
+    let lines: Vec<&str> = text.lines().collect();
     for rec in &cases {
+        let at: Vec<usize> = (0..lines.len())
+            .filter(|i| lines[*i].starts_with(&rec.id))
+            .collect();
+        if !rec.is_open() {
+            assert!(at.is_empty(), "a resolved case leaves the digest:\n{text}");
+            continue;
+        }
+        // Listed once, new since the last digest, its age counted from
+        // when the agent sent it.
+        assert_eq!(at.len(), 1, "each case once:\n{text}");
         let head = format!(
-            "{} · Tier {} · risk {} · {} · {}{}",
+            "{}{} · NEW",
             rec.id,
-            rec.case.tier,
-            rec.case.risk,
-            rec.status,
-            mailtriage::text::age(now - rec.received_at),
             if rec.overdue_at.is_some() {
                 " · OVERDUE"
             } else {
                 ""
             }
         );
-        let lines: Vec<&str> = text.lines().filter(|l| l.starts_with(&rec.id)).collect();
-        if !rec.is_open() {
-            assert!(
-                lines.is_empty(),
-                "a resolved case leaves the digest:\n{text}"
-            );
-            continue;
-        }
-        // Listed as new and under its tier and risk (and as overdue), the
-        // same each time.
-        let times = if rec.overdue_at.is_some() { 3 } else { 2 };
-        assert_eq!(lines, vec![head.as_str(); times], "\n{text}");
-        let order = format!(
-            "  Order {} · {}",
-            rec.case.fields.order_id.as_deref().unwrap_or("(none)"),
-            rec.case
-                .fields
-                .customer_name
-                .as_deref()
-                .unwrap_or("(no name)")
+        assert_eq!(lines[at[0]], head, "\n{text}");
+        let sent = mailtriage::lifecycle::sent_at(rec);
+        assert!(sent < rec.received_at, "the fixture's Date is earlier");
+        let facts = format!(
+            "Tier {} · risk {} · {} old",
+            rec.case.tier,
+            rec.case.risk,
+            mailtriage::text::age(now - sent)
         );
-        assert!(text.contains(&order), "{order:?} in\n{text}");
-        let mid = format!("  <{}>", rec.case.message_id.as_deref().unwrap());
-        assert!(text.contains(&mid), "{mid:?} in\n{text}");
+        assert!(lines[at[0] + 1].starts_with(&facts), "{facts:?} in\n{text}");
+        let order = format!(
+            "Order {} · {}",
+            rec.case.fields.order_id.as_deref().unwrap(),
+            rec.case.fields.customer_name.as_deref().unwrap()
+        );
+        assert!(lines.contains(&order.as_str()), "{order:?} in\n{text}");
     }
+    // No links to originals the managers never received.
+    let message_id = cases[0].case.message_id.as_deref().unwrap();
+    assert!(!text.contains(message_id), "{text}");
+    let html = m.body_html(0).unwrap();
+    assert!(!html.contains("mid:") && !html.contains(message_id));
     drop(store);
 
     // A restart in the same period sends nothing; a restart after the

@@ -18,6 +18,9 @@
 //!   be told to reject with a given code; also stop/restart.
 //!   [`SmtpCapture::start_tls`] makes it speak STARTTLS (optionally
 //!   required) or implicit TLS ([`SmtpTls`]).
+//! - [`browser`]: mail as a phone shows it, in Debian's headless Chromium
+//!   at a phone's width: measured (nothing wider than the screen, where a
+//!   text ends) and photographed.
 //! - [`TestCa`] ([`tls`]): a private CA and a server certificate for
 //!   127.0.0.1 made with the openssl CLI, for the TLS modes above and the
 //!   daemon's `ca_file`; [`tls::tls_greeting`] reads a TLS server's greeting.
@@ -37,6 +40,7 @@
 
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod daemon_proc;
 pub mod tls;
 
