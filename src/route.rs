@@ -319,9 +319,9 @@ impl Templates {
             .map_err(err)?;
         Ok(Rendered {
             subject: one_line(&subject),
-            // Templates are written a paragraph a line; wrapping makes the
-            // lines fit, and the text ends with one line break.
-            body: crate::text::wrap_text(body.trim_end(), crate::text::WIDTH) + "\n",
+            // Templates are written a paragraph a line: the text part
+            // wraps them (see `text::flowed`). One line break ends it.
+            body: body.trim_end().to_string() + "\n",
             high_importance: false,
         })
     }

@@ -165,7 +165,7 @@ pub fn compose_reply(
             .in_reply_to(format!("<{parent}>"))
             .references(refs.join(" "));
     }
-    let body = b.singlepart(SinglePart::plain(single_part_text(&rendered.body)));
+    let body = b.singlepart(text_part(&rendered.body)?);
     finish(body, "reply", Some(case_id), id, identity)
 }
 
@@ -339,7 +339,7 @@ pub fn compose_forward(
     }
     let body = b.multipart(
         MultiPart::mixed()
-            .singlepart(SinglePart::plain(rendered.body.clone()))
+            .singlepart(text_part(&rendered.body)?)
             .singlepart(original.mime_part()?),
     );
     finish(body, "forward", Some(case_id), id, identity)
@@ -443,16 +443,21 @@ pub fn compose_notice(
     for a in to {
         b = b.to(mailbox(a)?);
     }
-    let body = b.singlepart(SinglePart::plain(single_part_text(
-        &crate::text::wrap_text(&rendered.body, crate::text::WIDTH),
-    )));
+    let body = b.singlepart(text_part(&rendered.body)?);
     finish(body, kind, case_id, id, identity)
 }
 
-/// The text of a message that is one part: lettre ends the message with a
-/// line break of its own, so the text's last one goes.
-fn single_part_text(text: &str) -> String {
-    text.strip_suffix('\n').unwrap_or(text).to_string()
+/// A text part as every letter carries it: `format=flowed` (RFC 3676),
+/// wrapped to 78 columns for mail programs that do not reflow, joined
+/// again and fitted to the screen by those that do. Its last line break
+/// goes: lettre ends a part with one of its own.
+fn text_part(text: &str) -> Result<SinglePart, ComposeError> {
+    let flowed = crate::text::flowed(text, crate::text::WIDTH);
+    let ct = ContentType::parse("text/plain; charset=utf-8; format=flowed")
+        .map_err(|e| ComposeError::ContentType(e.to_string()))?;
+    Ok(SinglePart::builder()
+        .header(ct)
+        .body(flowed.strip_suffix('\n').unwrap_or(&flowed).to_string()))
 }
 
 /// Local parts of senders that are machines.

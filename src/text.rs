@@ -121,6 +121,67 @@ pub fn wrap_text(text: &str, width: usize) -> String {
     out
 }
 
+/// `text` as a `format=flowed` text part (RFC 3676): each line wrapped to
+/// `width` characters counting the space that marks a soft break, so a
+/// mail program that knows the format (Apple Mail, Thunderbird) joins a
+/// paragraph's lines again and wraps it to its own screen, and one that
+/// does not shows lines no longer than `width`. Original line breaks stay
+/// hard; trailing spaces of hard lines go; lines starting with a space, `>`
+/// or `From ` are space-stuffed; the signature separator `-- ` stays.
+pub fn flowed(text: &str, width: usize) -> String {
+    let mut out = String::with_capacity(text.len() + text.len() / 16);
+    for line in text.trim_end_matches('\n').split('\n') {
+        let line = line.trim_end_matches('\r');
+        if line == "-- " {
+            out.push_str("-- \n");
+            continue;
+        }
+        let line = line.trim_end();
+        let pieces = if line.chars().count() <= width {
+            vec![line.to_string()]
+        } else {
+            let body = line.trim_start();
+            let indent = &line[..line.len() - body.len()];
+            let room = width.saturating_sub(1 + indent.chars().count()).max(20);
+            let mut pieces = wrap(body, room);
+            if let Some(first) = pieces.first_mut() {
+                first.insert_str(0, indent);
+            }
+            pieces
+        };
+        let last = pieces.len().saturating_sub(1);
+        for (i, piece) in pieces.into_iter().enumerate() {
+            if piece.starts_with(' ') || piece.starts_with('>') || piece.starts_with("From ") {
+                out.push(' ');
+            }
+            out.push_str(&piece);
+            if i < last {
+                out.push(' ');
+            }
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// What a mail program that knows `format=flowed` shows of a flowed text:
+/// soft-broken lines joined, space-stuffing removed (RFC 3676 4.2).
+pub fn unflow(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.strip_suffix('\n').unwrap_or(text).split('\n') {
+        let line = line.trim_end_matches('\r');
+        let line = line.strip_prefix(' ').unwrap_or(line);
+        out.push_str(line);
+        if !line.ends_with(' ') || line == "-- " {
+            out.push('\n');
+        }
+    }
+    if !text.ends_with('\n') && out.ends_with('\n') {
+        out.pop();
+    }
+    out
+}
+
 /// A time as people write it in `zone`: "Tue 24 Nov, 20:09 IST". The year
 /// is added when it is not the year of `now`.
 pub fn local_time(at: Timestamp, zone: &TimeZone, now: Timestamp) -> String {
@@ -219,6 +280,39 @@ mod tests {
         assert_eq!(wrap_text("text  \n-- \nsig", 40), "text\n-- \nsig");
         assert_eq!(wrap_text("a\nb\n", 40), "a\nb\n");
         assert_eq!(wrap_text("", 40), "");
+    }
+
+    #[test]
+    fn flowed_text_fits_the_width_and_reflows_to_what_was_written() {
+        let para = "We rescheduled her pickup twice from our side. She says she will post a one-star review on Trustpilot and Google if the pickup does not happen tomorrow morning.";
+        let text = format!(
+            "Tier 2, risk 5 of 5.\n\n{para}\n  Customer Name: Priya\nFrom the agent\n> quoted   \n-- \nsig\n"
+        );
+        let out = flowed(&text, 78);
+        for line in out.lines() {
+            assert!(line.chars().count() <= 78, "{line:?}");
+        }
+        let soft: Vec<&str> = out
+            .lines()
+            .filter(|l| l.ends_with(' ') && *l != "-- ")
+            .collect();
+        assert_eq!(soft.len(), 2, "the paragraph's two soft breaks: {out}");
+        assert!(
+            out.contains("\n   Customer Name: Priya\n"),
+            "space-stuffed: {out}"
+        );
+        assert!(out.contains("\n From the agent\n"), "space-stuffed: {out}");
+        assert!(
+            out.contains("\n > quoted\n"),
+            "stuffed, trailing spaces gone: {out}"
+        );
+        assert!(out.contains("\n-- \nsig\n"));
+        assert_eq!(
+            unflow(&out),
+            format!(
+                "Tier 2, risk 5 of 5.\n\n{para}\n  Customer Name: Priya\nFrom the agent\n> quoted\n-- \nsig\n"
+            )
+        );
     }
 
     #[test]

@@ -64,13 +64,30 @@ fn as_read(c: &Captured) -> String {
         ));
     }
     out.push('\n');
-    out.push_str(&m.body_text(0).unwrap_or_default().replace("\r\n", "\n"));
+    // As a mail program that does not reflow shows it (format=flowed's
+    // soft-break spaces are invisible there).
+    for line in m
+        .body_text(0)
+        .unwrap_or_default()
+        .replace("\r\n", "\n")
+        .lines()
+    {
+        out.push_str(if line == "-- " { line } else { line.trim_end() });
+        out.push('\n');
+    }
     out
 }
 
 /// What all mail must be.
 fn check_what_everyone_gets(c: &Captured) {
     let m = MessageParser::default().parse(&c.raw).unwrap();
+    let text_part = m.text_part(0).expect("a text part");
+    let flowed = text_part
+        .content_type()
+        .and_then(|ct| ct.attribute("format"))
+        .is_some_and(|f| f.eq_ignore_ascii_case("flowed"));
+    let is_digest = subject(c).contains("escalations");
+    assert!(flowed || is_digest, "{}: not format=flowed", subject(c));
     let text = m.body_text(0).unwrap_or_default();
     for line in text.lines() {
         assert!(
@@ -207,4 +224,45 @@ fn what_people_receive_matches_the_golden_files() {
         check_what_everyone_gets(c);
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+
+    // The Tier-2 forward as a phone's mail app shows its text: nothing
+    // wider than the screen, and how to act on it on the first screen,
+    // below the app's own header (about 200 px).
+    let (width, height) = (390, 844);
+    let fwd = &goldens
+        .iter()
+        .find(|(n, _)| n.ends_with("forward-tier2.txt"))
+        .unwrap()
+        .1;
+    let wire = MessageParser::default()
+        .parse(&fwd.raw)
+        .and_then(|m| m.body_text(0).map(|t| t.replace("\r\n", "\n")))
+        .unwrap();
+    // As a phone's mail app that reflows format=flowed shows it (Apple
+    // Mail), and as one that shows the lines as sent.
+    let page = support::browser::text_part_as_html(&mailtriage::text::unflow(&wire));
+    for (what, html) in [
+        ("reflowed", page.clone()),
+        ("as sent", support::browser::text_part_as_html(&wire)),
+    ] {
+        let facts = support::browser::measure(
+            &html,
+            width,
+            height,
+            support::browser::Marker::Text("to close it"),
+        );
+        assert!(
+            facts.fits_width(),
+            "{what}: wider than the phone: {facts:?}"
+        );
+        let act = facts.marker_bottom.expect("the line that says how to act");
+        assert!(
+            act <= f64::from(height) - 200.0,
+            "{what}: how to act ends at {act} px: {facts:?}"
+        );
+    }
+    if std::env::var_os("UPDATE_SCREENSHOTS").is_some_and(|v| v == "1") {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/forward-phone.png");
+        support::browser::screenshot(&page, width, height, &path);
+    }
 }

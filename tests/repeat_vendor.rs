@@ -102,10 +102,10 @@ fn the_report_names_each_case_by_order_date_and_issue() {
     // Each case by id, order, when its agent sent it, and what happened.
     for want in [
         "ESC-2026-000001 · order CK728805 · Sun 22 Nov, 16:20 IST",
-        "  Vendor did not show up in the slot. Customer called the vendor number 6",
+        "Vendor did not show up in the slot. Customer called the vendor number 6",
         "ESC-2026-000002 · order CK731190 · Mon 23 Nov, 11:05 IST",
         "ESC-2026-000003 · order CK733402 · Wed 25 Nov, 09:40 IST",
-        "  Vendor marked the pickup as done without coming.",
+        "Vendor marked the pickup as done without coming.",
     ] {
         assert!(
             body.lines().any(|l| l.starts_with(want)),
