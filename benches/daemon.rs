@@ -63,12 +63,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use mailtriage::config::{Config, Tls};
 use mailtriage::imap::{Auth, Connection, ImapSettings};
+use mailtriage::outbox::NewOutgoing;
+use mailtriage::record::CaseRecord;
 use mailtriage::route::ActionType;
 use mailtriage::send::{self, Identity};
-use mailtriage::store::{
-    Batch, BatchItem, BatchOutcome, CaseRecord, Cursor, MessageKey, NewOutgoing, ServerAction,
-    Store,
-};
+use mailtriage::store::{Batch, BatchItem, BatchOutcome, Cursor, MessageKey, ServerAction, Store};
 use support::{Captured, Dovecot, SmtpCapture};
 
 const USER: &str = "ops";

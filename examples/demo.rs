@@ -22,8 +22,10 @@ use anyhow::{Context, bail};
 use mail_parser::{Address, Message, MessageParser, MimeHeaders};
 use mailtriage::config::{Config, DaemonConfig};
 use mailtriage::control::{self, CaseDetail, Request, Response};
+use mailtriage::outbox::{Delivery, OutboxItem};
+use mailtriage::record::CaseRecord;
 use mailtriage::route::ActionType;
-use mailtriage::store::{CaseRecord, Delivery, MessageKey, OutboxItem, Seen, Store};
+use mailtriage::store::{MessageKey, Seen, Store};
 use support::{Captured, Dovecot, SmtpCapture};
 
 /// How long the daemon gets to process the fixtures, and then to send
@@ -440,7 +442,7 @@ impl<'a> Report<'a> {
                         .and_then(|p| p.subject().map(str::to_string))
                 })
                 .unwrap_or_else(|| format!("(not received: {:?})", item.state));
-            let group = if item.kind == "reply" {
+            let group = if item.kind == mailtriage::outbox::OutgoingKind::Reply {
                 &mut agents
             } else {
                 &mut managers
@@ -487,7 +489,7 @@ impl<'a> Report<'a> {
                 .outbox
                 .iter()
                 .filter_map(|id| self.items.iter().find(|i| i.id == *id))
-                .find(|i| i.kind == "reply")
+                .find(|i| i.kind == mailtriage::outbox::OutgoingKind::Reply)
             else {
                 continue;
             };
@@ -545,11 +547,16 @@ impl<'a> Report<'a> {
         // A forward of the acknowledged case if it had one, else the first.
         let forward = ack
             .and_then(|o| {
+                self.items.iter().find(|i| {
+                    i.kind == mailtriage::outbox::OutgoingKind::Forward
+                        && i.case_id.as_deref() == Some(&o.case_id)
+                })
+            })
+            .or_else(|| {
                 self.items
                     .iter()
-                    .find(|i| i.kind == "forward" && i.case_id.as_deref() == Some(&o.case_id))
-            })
-            .or_else(|| self.items.iter().find(|i| i.kind == "forward"));
+                    .find(|i| i.kind == mailtriage::outbox::OutgoingKind::Forward)
+            });
         match forward {
             Some(item) => self.show(
                 &format!(
@@ -625,14 +632,14 @@ impl<'a> Report<'a> {
         let mid = email
             .as_ref()
             .and_then(|e| e.message_id.as_deref())
-            .map(mailtriage::store::thread_key);
+            .map(mailtriage::record::thread_key);
         let changes = self
             .store
             .case(case_id)?
             .and_then(|r| {
                 r.history
                     .into_iter()
-                    .find(|h| h.message_id.as_deref().map(mailtriage::store::thread_key) == mid)
+                    .find(|h| h.message_id.as_deref().map(mailtriage::record::thread_key) == mid)
             })
             .map(|h| h.changes)
             .unwrap_or_default();
@@ -646,7 +653,12 @@ impl<'a> Report<'a> {
     /// The digest as the managers got it: headers and the first lines of
     /// its text part.
     fn digest(&self) {
-        let Some(item) = self.items.iter().rev().find(|i| i.kind == "digest") else {
+        let Some(item) = self
+            .items
+            .iter()
+            .rev()
+            .find(|i| i.kind == mailtriage::outbox::OutgoingKind::Digest)
+        else {
             return;
         };
         let Some(msg) = self.received(item) else {

@@ -21,8 +21,9 @@ use serde::Serialize;
 use crate::case::Case;
 use crate::config::{Config, ConfigError, DaemonConfig};
 use crate::control::{self, CaseDetail, Changed, ControlError, Request, Response};
+use crate::record::CaseRecord;
 use crate::route::Action;
-use crate::store::{CaseRecord, Store};
+use crate::store::Store;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -1514,7 +1515,7 @@ fn print_table(cases: &[CaseRecord], now: i64, out: &mut dyn Write) -> io::Resul
                 .or(r.case.subject.as_deref());
             [
                 r.id.clone(),
-                r.status.clone(),
+                r.status.to_string(),
                 r.case.tier.to_string(),
                 r.case.risk.to_string(),
                 crate::text::age(now - r.received_at),
@@ -1674,7 +1675,7 @@ fn print_case(d: &CaseDetail, now: i64, out: &mut dyn Write) -> io::Result<()> {
             .unwrap_or_else(|| format!("{:?}", i.state));
         let when = match (i.state, i.sent_at) {
             (_, Some(at)) => format!(", sent {}", utc(at)),
-            (crate::store::Delivery::Pending, None) => {
+            (crate::outbox::Delivery::Pending, None) => {
                 format!(", next try {}", utc(i.next_attempt_at))
             }
             _ => String::new(),

@@ -32,7 +32,9 @@ use tokio::sync::watch;
 
 use crate::config::DaemonConfig;
 use crate::lifecycle;
-use crate::store::{CaseRecord, OutboxItem, Store, StoreError};
+use crate::outbox::OutboxItem;
+use crate::record::CaseRecord;
+use crate::store::{Store, StoreError};
 
 /// One request: a line of JSON, `{"request": "list", "open": true}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -24,11 +24,13 @@ use tokio::sync::{Notify, watch};
 
 use crate::config::{Config, ConfigError, DaemonConfig, MailboxSection};
 use crate::imap::{Auth, Connection, Idled, ImapError, ImapSettings};
+use crate::outbox::NewOutgoing;
+use crate::outbox::OutgoingKind;
+use crate::record::CaseRecord;
 use crate::route::ActionType;
 use crate::send::{self, Backoff, Identity, Smtp, SmtpSettings};
 use crate::store::{
-    Batch, BatchItem, BatchOutcome, CaseRecord, Cursor, MessageKey, NewOutgoing, Seen,
-    ServerAction, Store, StoreError,
+    Batch, BatchItem, BatchOutcome, Cursor, MessageKey, Seen, ServerAction, Store, StoreError,
 };
 
 /// The daemon's clock: the system's, or, in tests, one set by hand
@@ -470,7 +472,7 @@ fn alert(sh: &Shared, m: &MailboxSection, since: i64, text: &str, what: &str) {
     };
     match send::compose_notice(
         &sh.identity,
-        "health",
+        OutgoingKind::Health,
         &key,
         None,
         &sh.daemon.daemon.admin,
@@ -893,7 +895,7 @@ fn plan(sh: &Shared, steps: &[Step], t: i64) -> Result<Vec<Option<Decision>>, St
         };
         if let Some(target) = target {
             if let Some(mid) = &tri.case.message_id {
-                threads.insert(crate::store::thread_key(mid), target.clone());
+                threads.insert(crate::record::thread_key(mid), target.clone());
             }
             if let (Some(order), Some(Decision::New { .. })) =
                 (&tri.case.fields.order_id, &decision)
@@ -923,7 +925,7 @@ fn decide(
     refs.extend(tri.email.in_reply_to.iter().cloned());
     refs.extend(tri.email.references.iter().rev().cloned());
     for r in &refs {
-        if let Some(target) = threads.get(&crate::store::thread_key(r)) {
+        if let Some(target) = threads.get(&crate::record::thread_key(r)) {
             return Ok(Some(Decision::Update {
                 target: target.clone(),
                 joined: false,
@@ -1192,7 +1194,7 @@ fn compose(
             .push(composed.map_err(|e| format!("composing for rule {}: {e}", action.rule))?);
     }
     // The agent's reply first; the stable sort keeps the forwards in rule order.
-    c.outgoing.sort_by_key(|o| o.kind != "reply");
+    c.outgoing.sort_by_key(|o| o.kind != OutgoingKind::Reply);
     Ok(c)
 }
 
@@ -1464,7 +1466,7 @@ fn repeat_vendor(
     };
     match send::compose_notice(
         &sh.identity,
-        "vendor",
+        OutgoingKind::Vendor,
         &record.id,
         Some(&record.id),
         &rv.to,
@@ -1675,7 +1677,7 @@ fn overdue_pass(sh: &Shared) -> Result<usize, StoreError> {
                 r.high_importance = rec.case.risk >= 4;
                 send::compose_notice(
                     &sh.identity,
-                    "overdue",
+                    OutgoingKind::Overdue,
                     &rec.id,
                     Some(&rec.id),
                     &od.to,

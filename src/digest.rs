@@ -43,7 +43,7 @@ use toml::Spanned;
 
 use crate::config::Config;
 use crate::extract::Field;
-use crate::store::CaseRecord;
+use crate::record::CaseRecord;
 use crate::vendor::VendorKey;
 
 /// How far schedules and opening hours are searched, in days.
@@ -1046,7 +1046,7 @@ pub fn rows(
                 .collect(),
             risk: rec.case.risk,
             tier: rec.case.tier,
-            status: rec.status.clone(),
+            status: rec.status.to_string(),
             sent_at,
             received_at: rec.received_at,
             overdue: rec.overdue_at.is_some()
@@ -2508,7 +2508,7 @@ to = ["a@example.com"]
         a.vendor = Some("QuickPick".into());
         a.owner = Some("Tier 2".into());
         a.waiting_for = vec!["phone".into()];
-        a.status = "high_priority".into();
+        a.status = crate::record::Status::HighPriority.to_string();
         a.overdue = true;
         // Received long after it was sent (the daemon was down): new.
         a.received_at = et("2026-11-23T09:00").as_second();

@@ -43,6 +43,8 @@ pub mod imap;
 pub mod letter;
 pub mod lifecycle;
 pub mod message;
+pub mod outbox;
+pub mod record;
 pub mod route;
 pub mod send;
 pub mod store;

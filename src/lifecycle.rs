@@ -8,7 +8,7 @@
 
 use crate::case::Case;
 use crate::extract::Field;
-use crate::store::{CaseRecord, HistoryEntry, thread_key};
+use crate::record::{CaseRecord, HistoryEntry, Requested, Status, thread_key};
 
 /// The case id a subject carries, as in `Re: [ESC-2026-000123] ...`.
 pub fn case_id_in_subject(subject: &str) -> Option<String> {
@@ -55,19 +55,19 @@ pub fn apply_update(rec: &mut CaseRecord, upd: &Case, by: &str, at: i64) -> Appl
             .flags
             .iter()
             .any(|f| !rec.case.flags.iter().any(|g| g.category == f.category));
-    match upd.fields.status.as_deref() {
-        Some("resolved") if was_open => {
-            set_status(rec, "resolved", &mut a.changes);
+    match upd.fields.status.as_deref().and_then(Status::requested) {
+        Some(Requested::Set(Status::Resolved)) if was_open => {
+            set_status(rec, Status::Resolved, &mut a.changes);
             rec.resolved_at = Some(at);
             a.resolved = true;
         }
-        Some(s @ ("escalated" | "high_priority")) if rec.status != s => {
+        Some(Requested::Set(s @ (Status::Escalated | Status::HighPriority))) if rec.status != s => {
             set_status(rec, s, &mut a.changes);
             rec.resolved_at = None;
             a.reopened = !was_open;
         }
-        Some("reopened" | "open") if !was_open => {
-            set_status(rec, "open", &mut a.changes);
+        Some(Requested::Reopen) if !was_open => {
+            set_status(rec, Status::Open, &mut a.changes);
             rec.resolved_at = None;
             a.reopened = true;
         }
@@ -75,7 +75,7 @@ pub fn apply_update(rec: &mut CaseRecord, upd: &Case, by: &str, at: i64) -> Appl
     }
     let reopen_tag = upd.tags.iter().any(|t| t == "reopen" || t == "reopened");
     if !was_open && !a.reopened && !a.resolved && (new_complaint || reopen_tag) {
-        set_status(rec, "open", &mut a.changes);
+        set_status(rec, Status::Open, &mut a.changes);
         rec.resolved_at = None;
         a.reopened = true;
     }
@@ -175,7 +175,7 @@ pub fn resolve(rec: &mut CaseRecord, note: Option<&str>, by: &str, at: i64) -> b
         return false;
     }
     let mut changes = Vec::new();
-    set_status(rec, "resolved", &mut changes);
+    set_status(rec, Status::Resolved, &mut changes);
     rec.resolved_at = Some(at);
     if let Some(n) = note {
         rec.resolution = Some(n.to_string());
@@ -191,7 +191,7 @@ pub fn reopen(rec: &mut CaseRecord, by: &str, at: i64) -> bool {
         return false;
     }
     let mut changes = Vec::new();
-    set_status(rec, "open", &mut changes);
+    set_status(rec, Status::Open, &mut changes);
     rec.resolved_at = None;
     record(rec, by, at, None, changes);
     true
@@ -217,7 +217,7 @@ pub fn overdue_context(
         .collect();
     minijinja::context! {
         case_id => rec.id.clone(),
-        status => rec.status.replace('_', " "),
+        status => rec.status.label(),
         risk => rec.case.risk,
         tier => rec.case.tier,
         fields => minijinja::Value::from(minijinja::value::Serde(&rec.case.fields)),
@@ -305,9 +305,9 @@ pub fn vendor_report_context(
     }
 }
 
-fn set_status(rec: &mut CaseRecord, to: &str, changes: &mut Vec<String>) {
+fn set_status(rec: &mut CaseRecord, to: Status, changes: &mut Vec<String>) {
     changes.push(format!("status {} -> {to}", rec.status));
-    rec.status = to.to_string();
+    rec.status = to;
 }
 
 #[cfg(test)]
@@ -362,7 +362,7 @@ mod tests {
             triage("Status: Resolved\r\nResolution: payout done manually\r\n\r\n#payout_fixed");
         let a = apply_update(&mut rec, &upd, "cx@example.com", 200);
         assert!(a.resolved && !a.reopened && !a.raised, "{a:?}");
-        assert_eq!(rec.status, "resolved");
+        assert_eq!(rec.status, Status::Resolved);
         assert_eq!(rec.resolved_at, Some(200));
         assert_eq!(rec.resolution.as_deref(), Some("payout done manually"));
         assert_eq!(rec.tags, ["payout_fixed"]);
@@ -389,7 +389,7 @@ mod tests {
         assert!(a.raised && a.reopened, "{a:?}");
         assert_eq!(rec.case.tier, 2);
         assert!(rec.case.risk >= 4);
-        assert_eq!(rec.status, "open");
+        assert_eq!(rec.status, Status::Open);
         assert!(
             rec.history[1]
                 .changes

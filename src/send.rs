@@ -35,8 +35,9 @@ use tokio_rustls::rustls::pki_types::ServerName;
 
 use crate::config::Tls;
 use crate::message::Email;
+use crate::outbox::{NewOutgoing, OutboxItem, OutgoingKind};
 use crate::route::Rendered;
-use crate::store::{NewOutgoing, OutboxItem, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 /// Who the daemon is when it sends.
 #[derive(Debug, Clone)]
@@ -78,7 +79,7 @@ pub fn message_id(identity: &Identity, case_id: &str, kind: &str, n: usize) -> S
 
 fn finish(
     body: Result<Message, lettre::error::Error>,
-    kind: &str,
+    kind: OutgoingKind,
     case_id: Option<&str>,
     message_id: String,
     identity: &Identity,
@@ -94,7 +95,7 @@ fn finish(
         return Err(ComposeError::NoRecipient);
     }
     Ok(NewOutgoing {
-        kind: kind.to_string(),
+        kind,
         case_id: case_id.map(str::to_string),
         message_id,
         envelope_from: identity.from.email.to_string(),
@@ -166,7 +167,7 @@ pub fn compose_reply(
             .references(refs.join(" "));
     }
     let body = b.singlepart(text_part(&rendered.body)?);
-    finish(body, "reply", Some(case_id), id, identity)
+    finish(body, OutgoingKind::Reply, Some(case_id), id, identity)
 }
 
 /// Why an original cannot travel as a message/rfc822 part.
@@ -342,7 +343,7 @@ pub fn compose_forward(
             .singlepart(text_part(&rendered.body)?)
             .singlepart(original.mime_part()?),
     );
-    finish(body, "forward", Some(case_id), id, identity)
+    finish(body, OutgoingKind::Forward, Some(case_id), id, identity)
 }
 
 /// `raw` with every 8bit message/rfc822 part turned into the file form
@@ -411,7 +412,7 @@ pub fn compose_digest(
         text.to_string(),
         html.to_string(),
     ));
-    finish(body, "digest", None, id, identity)
+    finish(body, OutgoingKind::Digest, None, id, identity)
 }
 
 /// A notice: a health alert (no case), a repeat-vendor report or an
@@ -420,7 +421,7 @@ pub fn compose_digest(
 #[allow(clippy::too_many_arguments)]
 pub fn compose_notice(
     identity: &Identity,
-    kind: &str,
+    kind: OutgoingKind,
     key: &str,
     case_id: Option<&str>,
     to: &[String],

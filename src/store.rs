@@ -41,7 +41,8 @@ use serde::{Deserialize, Serialize};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 
-use crate::case::Case;
+use crate::outbox::{Delivery, NewOutgoing, OutboxItem};
+use crate::record::{CaseRecord, thread_key};
 use crate::vendor::{CaseVendor, VendorKey};
 
 /// Why the store failed.
@@ -121,184 +122,6 @@ impl std::fmt::Display for Seen {
             Seen::Quarantined { error } => write!(f, "quarantined: {error}"),
         }
     }
-}
-
-/// A stored case.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CaseRecord {
-    pub id: String,
-    /// The mailbox (by configured name) the message arrived in.
-    pub mailbox: String,
-    pub uid: u32,
-    pub uid_validity: u32,
-    /// Unix seconds.
-    pub received_at: i64,
-    pub case: Case,
-    /// The agent's display name, for replies.
-    #[serde(default)]
-    pub from_name: Option<String>,
-    /// References of the agent's message, for threading replies.
-    #[serde(default)]
-    pub references: Vec<String>,
-    /// Outbox items queued for this case.
-    #[serde(default)]
-    pub outbox: Vec<u64>,
-    /// Digests the routing table added the case to.
-    #[serde(default)]
-    pub digests: Vec<String>,
-    /// Tags the routing table added.
-    #[serde(default)]
-    pub tags: Vec<String>,
-    /// `open`, `escalated`, `high_priority` or `resolved`.
-    #[serde(default = "open_status")]
-    pub status: String,
-    /// The resolution note (`Resolution:` / `Remarks:` of an update).
-    #[serde(default)]
-    pub resolution: Option<String>,
-    #[serde(default)]
-    pub resolved_at: Option<i64>,
-    /// Unix seconds of the last change.
-    #[serde(default)]
-    pub updated_at: i64,
-    /// Every update after the opening message, oldest first.
-    #[serde(default)]
-    pub history: Vec<HistoryEntry>,
-    /// Every address a forward of this case went to, so that routing run
-    /// again after an update forwards only to whoever has not had it.
-    #[serde(default)]
-    pub forwarded_to: Vec<String>,
-    /// When the case was re-escalated for being open too long.
-    #[serde(default)]
-    pub overdue_at: Option<i64>,
-    /// The earlier case of the same order this one follows.
-    #[serde(default)]
-    pub follows: Option<String>,
-    /// Message-IDs of the thread (the agent's original first).
-    #[serde(default)]
-    pub thread: Vec<String>,
-    /// The vendor complained about, as resolved when the case opened, and
-    /// moved from its name to its id when a later case gives the two
-    /// together (see [`Store::commit`]). Kept as stored by updates.
-    #[serde(default)]
-    pub vendor: Option<CaseVendor>,
-}
-
-fn open_status() -> String {
-    "open".into()
-}
-
-/// One change to a case: who, when, through what, and what changed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HistoryEntry {
-    pub at: i64,
-    /// The sender's address, or `cli`/`daemon`.
-    pub by: String,
-    #[serde(default)]
-    pub message_id: Option<String>,
-    /// In words: "status open -> resolved", "tag #payout_fixed", ...
-    pub changes: Vec<String>,
-}
-
-impl CaseRecord {
-    /// A new open case.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        id: String,
-        mailbox: &str,
-        uid: u32,
-        uid_validity: u32,
-        received_at: i64,
-        case: Case,
-        from_name: Option<String>,
-        references: Vec<String>,
-    ) -> CaseRecord {
-        CaseRecord {
-            thread: case.message_id.iter().map(|m| thread_key(m)).collect(),
-            id,
-            mailbox: mailbox.to_string(),
-            uid,
-            uid_validity,
-            received_at,
-            case,
-            from_name,
-            references,
-            outbox: Vec::new(),
-            digests: Vec::new(),
-            tags: Vec::new(),
-            status: open_status(),
-            resolution: None,
-            resolved_at: None,
-            updated_at: received_at,
-            history: Vec::new(),
-            forwarded_to: Vec::new(),
-            overdue_at: None,
-            follows: None,
-            vendor: None,
-        }
-    }
-
-    pub fn is_open(&self) -> bool {
-        self.status != "resolved"
-    }
-
-    /// The key the case's vendor complaint is counted under.
-    pub fn vendor_key(&self) -> Option<&VendorKey> {
-        self.vendor.as_ref().map(|v| &v.key)
-    }
-}
-
-/// A Message-ID as the thread index keys it: no angle brackets, lowercase.
-pub fn thread_key(message_id: &str) -> String {
-    message_id
-        .trim()
-        .trim_start_matches('<')
-        .trim_end_matches('>')
-        .to_ascii_lowercase()
-}
-
-/// One message to send, as queued.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewOutgoing {
-    /// What it is, for logs and `cases show`: `reply`, `forward`, `alert`, ...
-    pub kind: String,
-    pub case_id: Option<String>,
-    /// The Message-ID it carries, without angle brackets.
-    pub message_id: String,
-    pub envelope_from: String,
-    pub recipients: Vec<String>,
-    /// The whole RFC 5322 message.
-    pub raw: Vec<u8>,
-    /// Not to be sent before this (unix seconds): a forward held for
-    /// business hours.
-    pub not_before: Option<i64>,
-}
-
-/// Delivery state of an outbox item.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Delivery {
-    Pending,
-    Sent,
-    /// Given up on (permanent failure): kept for a human.
-    Undeliverable,
-}
-
-/// An outbox item without its bytes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OutboxItem {
-    pub id: u64,
-    pub kind: String,
-    pub case_id: Option<String>,
-    pub message_id: String,
-    pub envelope_from: String,
-    pub recipients: Vec<String>,
-    pub state: Delivery,
-    pub attempts: u32,
-    /// Unix seconds: when to try next (pending items).
-    pub next_attempt_at: i64,
-    pub queued_at: i64,
-    pub sent_at: Option<i64>,
-    pub last_error: Option<String>,
 }
 
 /// What the server must be told about a committed message.
@@ -1102,7 +925,7 @@ fn queue(q: &Queue, out: &NewOutgoing, now: i64) -> TxResult<u64> {
     let due = out.not_before.map_or(now, |t| t.max(now));
     let item = OutboxItem {
         id,
-        kind: out.kind.clone(),
+        kind: out.kind,
         case_id: out.case_id.clone(),
         message_id: out.message_id.clone(),
         envelope_from: out.envelope_from.clone(),
@@ -1247,7 +1070,7 @@ mod tests {
     fn outgoing(case_id: &str, n: usize) -> Vec<NewOutgoing> {
         (0..n)
             .map(|i| NewOutgoing {
-                kind: "reply".into(),
+                kind: crate::outbox::OutgoingKind::Reply,
                 case_id: Some(case_id.into()),
                 message_id: format!("{case_id}.{i}@mailtriage.example.com"),
                 envelope_from: "ops@example.com".into(),
@@ -1453,7 +1276,7 @@ mod tests {
         let c = vendor_item(&store, 4, 2_000, "QuickPick Logistics (VND-1044)");
         let mut update = item(&store, 5, 0);
         let mut updated = d_record.clone();
-        updated.status = "resolved".into();
+        updated.status = crate::record::Status::Resolved;
         update.outcome = BatchOutcome::Update {
             record: updated,
             outgoing: vec![],
@@ -1473,7 +1296,11 @@ mod tests {
             assert_eq!(case_key(case), id, "{case}");
         }
         let d_now = store.case(&d_record.id).unwrap().unwrap();
-        assert_eq!(d_now.status, "resolved", "the update was written...");
+        assert_eq!(
+            d_now.status,
+            crate::record::Status::Resolved,
+            "the update was written..."
+        );
         assert_eq!(d_now.vendor_key(), Some(&id), "...with the vendor moved");
         assert_eq!(case_key("ESC-2026-000002"), key("QuickPick Couriers"));
         // The name's report is the id's: not reported again in its window.

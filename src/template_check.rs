@@ -13,8 +13,8 @@ use minijinja::{Environment, Value};
 use crate::case::{Case, Triage};
 use crate::letter::{Attached, Letter, Origin};
 use crate::message::Email;
+use crate::record::CaseRecord;
 use crate::route::Router;
-use crate::store::CaseRecord;
 
 /// What is wrong with one template.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use mailtriage::config::Config;
 use mailtriage::control::{self, Control, Request, Response};
-use mailtriage::store::{
-    Batch, BatchItem, BatchOutcome, CaseRecord, Cursor, MessageKey, NewOutgoing, Store,
-};
+use mailtriage::outbox::{NewOutgoing, OutgoingKind};
+use mailtriage::record::{CaseRecord, Status};
+use mailtriage::store::{Batch, BatchItem, BatchOutcome, Cursor, MessageKey, Store};
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -89,9 +89,9 @@ fn triage(uid: u32, fields: &str) -> mailtriage::case::Case {
     config.triage.parse(raw.as_bytes()).expect("triage").1
 }
 
-fn outgoing(case_id: &str, kind: &str, to: &str, n: usize) -> NewOutgoing {
+fn outgoing(case_id: &str, kind: OutgoingKind, to: &str, n: usize) -> NewOutgoing {
     NewOutgoing {
-        kind: kind.into(),
+        kind,
         case_id: Some(case_id.into()),
         message_id: format!("{case_id}.{n}@mailtriage.test"),
         envelope_from: "mailtriage@example.com".into(),
@@ -148,8 +148,13 @@ fn fill(dir: &Path) -> Cases {
         third: third.id.clone(),
     };
     let first_out = vec![
-        outgoing(&first.id, "reply", "priya@example.com", 0),
-        outgoing(&first.id, "forward", "ops.manager@example.com", 1),
+        outgoing(&first.id, OutgoingKind::Reply, "priya@example.com", 0),
+        outgoing(
+            &first.id,
+            OutgoingKind::Forward,
+            "ops.manager@example.com",
+            1,
+        ),
     ];
     for (uid, record, outgoing) in [
         (1, first, first_out),
@@ -666,7 +671,7 @@ fn through_the_control_socket_while_the_database_is_held() {
         .case(c.second.as_str())
         .expect("read")
         .expect("the case");
-    assert_eq!(rec.status, "resolved");
+    assert_eq!(rec.status, Status::Resolved);
     assert_eq!(rec.resolved_at, Some(SERVER_NOW));
     assert_eq!(rec.resolution.as_deref(), Some("called the customer"));
     let last = rec.history.last().expect("history");
@@ -684,7 +689,7 @@ fn through_the_control_socket_while_the_database_is_held() {
         .case(c.second.as_str())
         .expect("read")
         .expect("case");
-    assert_eq!(rec.status, "open");
+    assert_eq!(rec.status, Status::Open);
 
     let out = cli(&["cases", "show", "ESC-2026-999999"]);
     assert_eq!(out.status.code(), Some(1));
@@ -886,7 +891,7 @@ fn digest_preview_and_send_now_without_a_daemon() {
         .outbox_items()
         .expect("outbox")
         .into_iter()
-        .filter(|i| i.kind == "digest")
+        .filter(|i| i.kind == mailtriage::outbox::OutgoingKind::Digest)
         .collect();
     assert_eq!(digests.len(), 1);
     assert_eq!(

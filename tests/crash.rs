@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 
 use mail_parser::MessageParser;
 use mailtriage::config::Config;
+use mailtriage::outbox::Delivery;
 use mailtriage::route::ActionType;
-use mailtriage::store::{Delivery, Store};
+use mailtriage::store::Store;
 use support::daemon_proc::{self, Daemon, Extra, wait_until, wait_until_every};
 use support::{Captured, Dovecot, SmtpCapture};
 
@@ -306,7 +307,7 @@ fn sigkill_at_random_moments_loses_nothing_and_doubles_nothing() {
     let outbox = store.outbox_items().expect("read the outbox");
     let by_id: HashMap<u64, _> = outbox.iter().map(|i| (i.id, i)).collect();
 
-    let mut cases_by_message: BTreeMap<String, Vec<&mailtriage::store::CaseRecord>> =
+    let mut cases_by_message: BTreeMap<String, Vec<&mailtriage::record::CaseRecord>> =
         BTreeMap::new();
     for c in &cases {
         let mid = c.case.message_id.clone().unwrap_or_default();
@@ -358,11 +359,20 @@ fn sigkill_at_random_moments_loses_nothing_and_doubles_nothing() {
         }
         let items: Vec<_> = items.into_iter().flatten().collect();
         queued += items.len();
-        let n_reply = items.iter().filter(|i| i.kind == "reply").count();
-        let n_forward = items.iter().filter(|i| i.kind == "forward").count();
+        let n_reply = items
+            .iter()
+            .filter(|i| i.kind == mailtriage::outbox::OutgoingKind::Reply)
+            .count();
+        let n_forward = items
+            .iter()
+            .filter(|i| i.kind == mailtriage::outbox::OutgoingKind::Forward)
+            .count();
         // The corpus repeats vendors: the case that brings one to the
         // threshold also carries the vendor manager's report.
-        let n_vendor = items.iter().filter(|i| i.kind == "vendor").count();
+        let n_vendor = items
+            .iter()
+            .filter(|i| i.kind == mailtriage::outbox::OutgoingKind::Vendor)
+            .count();
         vendor_reports += n_vendor;
         if (n_reply, n_forward) != (1, forwards)
             || n_vendor > 1
@@ -395,7 +405,10 @@ fn sigkill_at_random_moments_loses_nothing_and_doubles_nothing() {
                 ));
             }
         }
-        if let Some(reply) = items.iter().find(|i| i.kind == "reply") {
+        if let Some(reply) = items
+            .iter()
+            .find(|i| i.kind == mailtriage::outbox::OutgoingKind::Reply)
+        {
             let sender = m.raw.split(|&b| b == b'\n').next().unwrap_or_default();
             let sender = String::from_utf8_lossy(sender);
             if !reply.recipients.iter().any(|r| sender.contains(r.as_str())) {

@@ -12,8 +12,9 @@ use std::path::Path;
 
 use mailtriage::config::Config;
 use mailtriage::digest::{DigestData, HTML_MAX_BYTES, RenderedDigest, sent_size};
+use mailtriage::record::CaseRecord;
 use mailtriage::route::ActionType;
-use mailtriage::store::{Batch, BatchItem, BatchOutcome, CaseRecord, Cursor, MessageKey, Store};
+use mailtriage::store::{Batch, BatchItem, BatchOutcome, Cursor, MessageKey, Store};
 use support::browser::{self, Marker};
 use support::{fixture, golden};
 

@@ -158,7 +158,7 @@ fn a_thread_from_escalation_to_resolution() {
     assert_eq!(cases.len(), 1, "every message went to one case");
     let rec = &cases[0];
     assert_eq!(rec.id, case_id);
-    assert_eq!(rec.status, "resolved");
+    assert_eq!(rec.status, mailtriage::record::Status::Resolved);
     assert!(rec.resolved_at.is_some());
     assert_eq!(
         rec.resolution.as_deref(),
@@ -744,7 +744,7 @@ fn an_order_resolved_long_ago_opens_a_new_case_that_follows_the_old_one() {
         cases.iter().map(|c| &c.id).collect::<Vec<_>>()
     );
     let (old, new) = (&cases[0], &cases[1]);
-    assert_eq!(old.status, "resolved");
+    assert_eq!(old.status, mailtriage::record::Status::Resolved);
     let reopened = old
         .history
         .iter()
@@ -903,7 +903,7 @@ fn replies_to_the_daemons_mail_come_back_to_the_watched_mailbox() {
         "{:?}",
         rec.tags
     );
-    assert_eq!(rec.status, "resolved");
+    assert_eq!(rec.status, mailtriage::record::Status::Resolved);
     assert_eq!(
         rec.resolution.as_deref(),
         Some("Vendor warned, pickup rescheduled for tomorrow.")

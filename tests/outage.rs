@@ -8,7 +8,7 @@ mod support;
 use std::path::Path;
 use std::time::Duration;
 
-use mailtriage::store::Delivery;
+use mailtriage::outbox::Delivery;
 use support::daemon_proc::{self, Daemon, Extra, outbox, stop, wait_until};
 use support::{Dovecot, SmtpCapture, by_rcpt, subject};
 

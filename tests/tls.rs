@@ -18,7 +18,7 @@ mod support;
 
 use std::time::Duration;
 
-use mailtriage::store::Delivery;
+use mailtriage::outbox::Delivery;
 use support::daemon_proc::{self, Daemon, Extra, TlsMode, Via, outbox, stop, wait_until};
 use support::{Dovecot, SmtpCapture, SmtpTls, TestCa, by_rcpt, fixture, subject};
 

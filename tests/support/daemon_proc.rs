@@ -450,7 +450,7 @@ pub fn stop(daemon: &mut Daemon) {
 }
 
 /// The outbox of a [`config_dir`]'s database, once the daemon has exited.
-pub fn outbox(dir: &Path) -> Vec<mailtriage::store::OutboxItem> {
+pub fn outbox(dir: &Path) -> Vec<mailtriage::outbox::OutboxItem> {
     mailtriage::store::Store::open(&database(dir), 1 << 20)
         .expect("open the store")
         .outbox_items()

@@ -1,0 +1,87 @@
+//! The outbox's messages: what is queued to send (composed to its final
+//! bytes when it is queued), and where each stands in its delivery. Plain
+//! data; the store keeps them and the daemon's outbox task delivers them.
+
+use serde::{Deserialize, Serialize};
+
+/// What an outgoing message is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutgoingKind {
+    /// To the agent: an acknowledgement, "details needed", a joined reply.
+    Reply,
+    /// A case to the people the routing table names.
+    Forward,
+    Digest,
+    /// A mailbox that is down, or works again, to the admins.
+    Health,
+    /// A repeat vendor, to the vendor manager.
+    Vendor,
+    /// A case open longer than its risk allows, re-escalated.
+    Overdue,
+}
+
+impl OutgoingKind {
+    /// As stored, logged and shown: `reply`, `forward`, ...
+    pub fn name(self) -> &'static str {
+        match self {
+            OutgoingKind::Reply => "reply",
+            OutgoingKind::Forward => "forward",
+            OutgoingKind::Digest => "digest",
+            OutgoingKind::Health => "health",
+            OutgoingKind::Vendor => "vendor",
+            OutgoingKind::Overdue => "overdue",
+        }
+    }
+}
+
+impl std::fmt::Display for OutgoingKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One message to send, as queued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewOutgoing {
+    /// What it is, for logs and `cases show`.
+    pub kind: OutgoingKind,
+    pub case_id: Option<String>,
+    /// The Message-ID it carries, without angle brackets.
+    pub message_id: String,
+    pub envelope_from: String,
+    pub recipients: Vec<String>,
+    /// The whole RFC 5322 message.
+    pub raw: Vec<u8>,
+    /// Not to be sent before this (unix seconds): a forward held for
+    /// business hours.
+    pub not_before: Option<i64>,
+}
+
+/// Delivery state of an outbox item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Delivery {
+    Pending,
+    Sent,
+    /// Given up on (permanent failure): kept for a human.
+    Undeliverable,
+}
+
+/// An outbox item without its bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxItem {
+    pub id: u64,
+    pub kind: OutgoingKind,
+    pub case_id: Option<String>,
+    pub message_id: String,
+    pub envelope_from: String,
+    pub recipients: Vec<String>,
+    pub state: Delivery,
+    pub attempts: u32,
+    /// Unix seconds: when to try next (pending items).
+    pub next_attempt_at: i64,
+    pub queued_at: i64,
+    pub sent_at: Option<i64>,
+    pub last_error: Option<String>,
+}
