@@ -1445,7 +1445,7 @@ fn direct_digest<'a>(
     move |name: &str, send_now: bool| {
         let config = Config::load(dir).map_err(|e| e.to_string())?;
         let daemon = DaemonConfig::load(dir).map_err(|e| e.to_string())?;
-        crate::daemon::digest_command(
+        crate::digest::digest_command(
             &config,
             &daemon,
             store,

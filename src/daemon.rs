@@ -148,10 +148,10 @@ pub async fn run_with_clock(
             "no database path: set [daemon] database, or run under systemd with StateDirectory="
                 .into(),
     })?;
-    let identity = identity_of(&daemon).map_err(|message| ConfigError {
+    let identity = Identity::from_config(&daemon).map_err(|e| ConfigError {
         file: toml.clone(),
         at: None,
-        message,
+        message: e.to_string(),
     })?;
     let smtp_password = match (&daemon.smtp.user, &daemon.smtp.password) {
         (Some(u), Some(p)) => Some((
@@ -241,7 +241,14 @@ pub async fn run_with_clock(
             Arc::new(move |name: &str, send_now: bool| {
                 let r = {
                     let _guard = sh.lock_cases();
-                    digest_command(&sh.config, &sh.daemon, &sh.store, name, send_now, sh.now())
+                    crate::digest::digest_command(
+                        &sh.config,
+                        &sh.daemon,
+                        &sh.store,
+                        name,
+                        send_now,
+                        sh.now(),
+                    )
                 };
                 if send_now && r.is_ok() {
                     sh.outbox_wake.notify_one();
@@ -1609,7 +1616,12 @@ async fn clock_task(sh: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
         let changed = sh.clock.changed.notified();
         tokio::pin!(changed);
         changed.as_mut().enable();
-        clock_pass(&sh, "digests queued", digest_pass).await;
+        clock_pass(&sh, "digests queued", |sh| {
+            crate::digest::queue_due(&sh.config, &sh.store, &sh.identity, sh.now(), || {
+                sh.lock_cases()
+            })
+        })
+        .await;
         clock_pass(&sh, "overdue cases re-escalated", |sh| {
             overdue_pass(sh).map_err(|e| e.to_string())
         })
@@ -1711,145 +1723,6 @@ fn overdue_pass(sh: &Shared) -> Result<usize, StoreError> {
         n += 1;
     }
     Ok(n)
-}
-
-/// Queues every scheduled digest whose period has come and was not sent.
-/// A period the daemon was down for is sent once, when it is back: the
-/// latest period only, covering everything since the last one sent.
-fn digest_pass(sh: &Shared) -> Result<usize, String> {
-    let t = sh.now();
-    let Ok(now) = jiff::Timestamp::from_second(t) else {
-        return Ok(0);
-    };
-    let mut n = 0;
-    for (name, d) in &sh.config.router.digests {
-        let Some(schedule) = &d.schedule else {
-            continue;
-        };
-        let last = sh.store.digest_sent(name).map_err(|e| e.to_string())?;
-        let last_ts = last.and_then(|l| jiff::Timestamp::from_second(l).ok());
-        let Some(period) = crate::digest::due(schedule, last_ts, now) else {
-            continue;
-        };
-        if last.is_none() {
-            // A new installation (or a new digest) starts counting here
-            // rather than mailing managers the moment it starts.
-            sh.store
-                .queue_digest(name, period.as_second(), &[], t)
-                .map_err(|e| e.to_string())?;
-            tracing::info!(digest = %name, next = schedule.next_after(now).map(tracing::field::display), "digest scheduled: the first goes at the next period");
-            continue;
-        }
-        let _guard = sh.lock_cases();
-        match queue_digest(
-            &sh.config,
-            &sh.store,
-            &sh.identity,
-            name,
-            last,
-            period.as_second(),
-            t,
-        ) {
-            Ok(summary) => {
-                tracing::info!(digest = %name, period = %period, "{summary}");
-                n += 1;
-            }
-            Err(e) => tracing::error!(digest = %name, error = %e, "digest not sent"),
-        }
-    }
-    Ok(n)
-}
-
-/// What digest `name` says at `now`, covering cases since `since`: the
-/// rendered digest and its recipients. Reads the open cases; what they
-/// mean for the digest is [`crate::digest::DigestData::from_cases`].
-pub fn build_digest(
-    config: &Config,
-    store: &Store,
-    name: &str,
-    since: Option<i64>,
-    now: i64,
-) -> Result<(crate::digest::RenderedDigest, Vec<String>), String> {
-    let d = config.router.digests.get(name).ok_or_else(|| {
-        let known: Vec<&str> = config.router.digests.keys().map(String::as_str).collect();
-        format!("no digest {name:?}: expected one of {}", known.join(", "))
-    })?;
-    let mut open = Vec::new();
-    for id in store.open_case_ids().map_err(|e| e.to_string())? {
-        open.extend(store.case(&id).map_err(|e| e.to_string())?);
-    }
-    let data = crate::digest::DigestData::from_cases(config, name, open, since, now)?;
-    let rendered = crate::digest::render_template(&config.digest_templates, &d.template, &data)?;
-    Ok((rendered, d.to.clone()))
-}
-
-/// Builds digest `name` and queues it, recording `period` as sent, in one
-/// transaction. Says what it did.
-pub fn queue_digest(
-    config: &Config,
-    store: &Store,
-    identity: &Identity,
-    name: &str,
-    since: Option<i64>,
-    period: i64,
-    now: i64,
-) -> Result<String, String> {
-    let (r, to) = build_digest(config, store, name, since, now)?;
-    let out = send::compose_digest(
-        identity,
-        name,
-        period,
-        &to,
-        &r.subject,
-        &r.text,
-        &r.html,
-        SystemTime::now(),
-    )
-    .map_err(|e| e.to_string())?;
-    store
-        .queue_digest(name, period, &[out], now)
-        .map_err(|e| e.to_string())?;
-    Ok(format!("digest {name:?} queued for {}", to.join(", ")))
-}
-
-/// `mailtriage digest NAME --preview | --send-now`: the next digest's
-/// subject and text, or that digest queued now (counting as the current
-/// period).
-pub fn digest_command(
-    config: &Config,
-    daemon: &DaemonConfig,
-    store: &Store,
-    name: &str,
-    send_now: bool,
-    now: i64,
-) -> Result<String, String> {
-    let since = store.digest_sent(name).map_err(|e| e.to_string())?;
-    if send_now {
-        let identity = identity_of(daemon).map_err(|e| format!("{e:#}"))?;
-        queue_digest(config, store, &identity, name, since, now, now)
-    } else {
-        let (r, to) = build_digest(config, store, name, since, now)?;
-        Ok(format!(
-            "To: {}\nSubject: {}\n\n{}",
-            to.join(", "),
-            r.subject,
-            r.text
-        ))
-    }
-}
-
-/// Who the daemon is when it sends, from `[smtp] from` and `[daemon] domain`.
-fn identity_of(daemon: &DaemonConfig) -> Result<Identity, String> {
-    let from: lettre::message::Mailbox = daemon.smtp.from.parse().map_err(|e| {
-        format!(
-            "[smtp] from: expected an address such as \"Escalations <mailtriage@example.com>\", found {:?} ({e})",
-            daemon.smtp.from
-        )
-    })?;
-    Ok(Identity {
-        from,
-        domain: daemon.daemon.domain.clone(),
-    })
 }
 
 async fn outbox_task(sh: Arc<Shared>, smtp: Smtp, mut shutdown: watch::Receiver<bool>) {

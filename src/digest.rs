@@ -21,7 +21,10 @@
 //!   without scrolling, then the cases; the HTML kept under the size at
 //!   which Gmail clips a message ([`HTML_MAX_BYTES`]).
 //!
-//! Time is always passed in, and so are the cases (the daemon reads the
+//! - The job ([`build_digest`] and the daemon's and the command's entry
+//!   points, in `job`): the one part that reads the store and queues mail.
+//!
+//! Time is always passed in, and so are the cases (the job reads the
 //! store). Schedules and hours are civil times in a zone:
 //! a time that does not exist on a spring-forward day (02:30 in New York)
 //! fires at the same distance after the transition (03:30), and a time that
@@ -45,6 +48,11 @@ use crate::config::Config;
 use crate::extract::Field;
 use crate::record::CaseRecord;
 use crate::vendor::VendorKey;
+
+mod job;
+
+pub use job::build_digest;
+pub(crate) use job::{digest_command, queue_due};
 
 /// How far schedules and opening hours are searched, in days.
 const SEARCH_DAYS: i32 = 400;

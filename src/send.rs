@@ -48,6 +48,31 @@ pub struct Identity {
     pub domain: String,
 }
 
+impl Identity {
+    /// Who the daemon is, from `[smtp] from` and `[daemon] domain`.
+    pub fn from_config(daemon: &crate::config::DaemonConfig) -> Result<Identity, FromError> {
+        let from = daemon.smtp.from.parse().map_err(|source| FromError {
+            from: daemon.smtp.from.clone(),
+            source,
+        })?;
+        Ok(Identity {
+            from,
+            domain: daemon.daemon.domain.clone(),
+        })
+    }
+}
+
+/// `[smtp] from` is not an address.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "[smtp] from: expected an address such as \"Escalations <mailtriage@example.com>\", found {from:?} ({source})"
+)]
+pub struct FromError {
+    from: String,
+    #[source]
+    source: lettre::address::AddressError,
+}
+
 /// Why a message could not be composed.
 #[derive(Debug, thiserror::Error)]
 pub enum ComposeError {

@@ -174,7 +174,7 @@ fn fixture_digest(config: &Config) -> (RenderedDigest, Vec<CaseRecord>) {
     let cases = fixture_cases(config);
     let store = store_of(dir.path(), cases.clone());
     let (rendered, to) =
-        mailtriage::daemon::build_digest(config, &store, DIGEST, Some(at(SINCE)), at(NOW))
+        mailtriage::digest::build_digest(config, &store, DIGEST, Some(at(SINCE)), at(NOW))
             .expect("the digest builds");
     assert_eq!(to, ["ops.manager@example.com", "cx.manager@example.com"]);
     (rendered, cases)

@@ -1,0 +1,139 @@
+//! The digest job: a digest built from the stored cases, queued in the
+//! outbox with the period it covers, on the clock or on request.
+//!
+//! This is where digests meet the store and outgoing mail; what the cases
+//! mean for a digest and how it reads are the pure parts of
+//! [`crate::digest`]. The daemon calls [`queue_due`] on its clock and
+//! [`digest_command`] for `mailtriage digest`; without a daemon the command
+//! line calls [`digest_command`] itself.
+
+use std::sync::MutexGuard;
+use std::time::SystemTime;
+
+use crate::config::{Config, DaemonConfig};
+use crate::send::{self, Identity};
+use crate::store::Store;
+
+/// Queues every scheduled digest whose period has come and was not sent,
+/// at `t` (unix seconds); says how many it queued. A period the daemon was
+/// down for is sent once, when it is back: the latest period only,
+/// covering everything since the last one sent. `lock_cases` is held while
+/// a digest reads the cases and is queued.
+pub(crate) fn queue_due<'a>(
+    config: &Config,
+    store: &Store,
+    identity: &Identity,
+    t: i64,
+    lock_cases: impl Fn() -> MutexGuard<'a, ()>,
+) -> Result<usize, String> {
+    let Ok(now) = jiff::Timestamp::from_second(t) else {
+        return Ok(0);
+    };
+    let mut n = 0;
+    for (name, d) in &config.router.digests {
+        let Some(schedule) = &d.schedule else {
+            continue;
+        };
+        let last = store.digest_sent(name).map_err(|e| e.to_string())?;
+        let last_ts = last.and_then(|l| jiff::Timestamp::from_second(l).ok());
+        let Some(period) = super::due(schedule, last_ts, now) else {
+            continue;
+        };
+        if last.is_none() {
+            // A new installation (or a new digest) starts counting here
+            // rather than mailing managers the moment it starts.
+            store
+                .queue_digest(name, period.as_second(), &[], t)
+                .map_err(|e| e.to_string())?;
+            tracing::info!(digest = %name, next = schedule.next_after(now).map(tracing::field::display), "digest scheduled: the first goes at the next period");
+            continue;
+        }
+        let _guard = lock_cases();
+        match queue_digest(config, store, identity, name, last, period.as_second(), t) {
+            Ok(summary) => {
+                tracing::info!(digest = %name, period = %period, "{summary}");
+                n += 1;
+            }
+            Err(e) => tracing::error!(digest = %name, error = %e, "digest not sent"),
+        }
+    }
+    Ok(n)
+}
+
+/// What digest `name` says at `now`, covering cases since `since`: the
+/// rendered digest and its recipients. Reads the open cases; what they
+/// mean for the digest is [`super::DigestData::from_cases`].
+pub fn build_digest(
+    config: &Config,
+    store: &Store,
+    name: &str,
+    since: Option<i64>,
+    now: i64,
+) -> Result<(super::RenderedDigest, Vec<String>), String> {
+    let d = config.router.digests.get(name).ok_or_else(|| {
+        let known: Vec<&str> = config.router.digests.keys().map(String::as_str).collect();
+        format!("no digest {name:?}: expected one of {}", known.join(", "))
+    })?;
+    let mut open = Vec::new();
+    for id in store.open_case_ids().map_err(|e| e.to_string())? {
+        open.extend(store.case(&id).map_err(|e| e.to_string())?);
+    }
+    let data = super::DigestData::from_cases(config, name, open, since, now)?;
+    let rendered = super::render_template(&config.digest_templates, &d.template, &data)?;
+    Ok((rendered, d.to.clone()))
+}
+
+/// Builds digest `name` and queues it, recording `period` as sent, in one
+/// transaction. Says what it did.
+fn queue_digest(
+    config: &Config,
+    store: &Store,
+    identity: &Identity,
+    name: &str,
+    since: Option<i64>,
+    period: i64,
+    now: i64,
+) -> Result<String, String> {
+    let (r, to) = build_digest(config, store, name, since, now)?;
+    let out = send::compose_digest(
+        identity,
+        name,
+        period,
+        &to,
+        &r.subject,
+        &r.text,
+        &r.html,
+        SystemTime::now(),
+    )
+    .map_err(|e| e.to_string())?;
+    store
+        .queue_digest(name, period, &[out], now)
+        .map_err(|e| e.to_string())?;
+    Ok(format!("digest {name:?} queued for {}", to.join(", ")))
+}
+
+/// `mailtriage digest NAME --preview | --send-now`: the next digest's
+/// subject and text, or that digest queued now (counting as the current
+/// period).
+pub(crate) fn digest_command(
+    config: &Config,
+    daemon: &DaemonConfig,
+    store: &Store,
+    name: &str,
+    send_now: bool,
+    now: i64,
+) -> Result<String, String> {
+    let since = store.digest_sent(name).map_err(|e| e.to_string())?;
+    if send_now {
+        let identity = Identity::from_config(daemon).map_err(|e| e.to_string())?;
+        queue_digest(config, store, &identity, name, since, now, now)
+    } else {
+        let (r, to) = build_digest(config, store, name, since, now)?;
+        Ok(format!(
+            "To: {}\nSubject: {}\n\n{}",
+            to.join(", "),
+            r.subject,
+            r.text
+        ))
+    }
+}
