@@ -1208,10 +1208,10 @@ fn default_timeout() -> Duration {
     Duration(std::time::Duration::from_secs(30))
 }
 fn default_retry_first() -> Duration {
-    Duration(crate::send::Backoff::default().first)
+    Duration(crate::backoff::Backoff::default().first)
 }
 fn default_retry_max() -> Duration {
-    Duration(crate::send::Backoff::default().max)
+    Duration(crate::backoff::Backoff::default().max)
 }
 
 /// `[daemon]` in mailtriage.toml.

@@ -22,10 +22,11 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::{Notify, watch};
 
+use crate::backoff::Backoff;
 use crate::config::{Config, ConfigError, DaemonConfig, MailboxSection};
 use crate::imap::{Auth, Connection, Idled, ImapError, ImapSettings};
 use crate::route::ActionType;
-use crate::send::{self, Backoff, Identity, Smtp, SmtpSettings};
+use crate::send::{self, Identity, Smtp, SmtpSettings};
 use crate::store::{
     Batch, BatchItem, BatchOutcome, CaseRecord, Cursor, MessageKey, NewOutgoing, Seen,
     ServerAction, Store, StoreError,
