@@ -61,7 +61,7 @@ use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use mailtriage::config::{Config, Tls};
+use mailtriage::config::Config;
 use mailtriage::imap::{Auth, Connection, ImapSettings};
 use mailtriage::route::ActionType;
 use mailtriage::send::{self, Identity};
@@ -69,6 +69,7 @@ use mailtriage::store::{
     Batch, BatchItem, BatchOutcome, CaseRecord, Cursor, MessageKey, NewOutgoing, ServerAction,
     Store,
 };
+use mailtriage::tls::Tls;
 use support::{Captured, Dovecot, SmtpCapture};
 
 const USER: &str = "ops";

@@ -26,19 +26,7 @@ use crate::case::{Required, Triage};
 use crate::classify::{Category, Keywords};
 use crate::extract::{Field, Kind};
 use crate::route::{Digest, ForwardSpec, Matcher, Router, Rule, Templates};
-
-/// How a connection to a mail server is secured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Tls {
-    /// TLS from the first byte (IMAP 993, SMTP 465).
-    Implicit,
-    /// STARTTLS, required (IMAP 143, SMTP 587).
-    Starttls,
-    /// No TLS at all: only for loopback test servers, and only when the
-    /// config says so explicitly.
-    Plain,
-}
+use crate::tls::Tls;
 
 /// A config mistake, located.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -49,5 +49,5 @@ pub mod send;
 pub mod store;
 pub mod template_check;
 pub mod text;
-mod tls;
+pub mod tls;
 pub mod vendor;

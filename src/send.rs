@@ -34,10 +34,10 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::pki_types::ServerName;
 
 use crate::backoff::Backoff;
-use crate::config::Tls;
 use crate::message::Email;
 use crate::route::Rendered;
 use crate::store::{NewOutgoing, OutboxItem, Store, StoreError};
+use crate::tls::Tls;
 
 /// Who the daemon is when it sends.
 #[derive(Debug, Clone)]
