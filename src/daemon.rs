@@ -22,13 +22,14 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::{Notify, watch};
 
+use crate::backoff::Backoff;
 use crate::config::{Config, ConfigError, DaemonConfig, MailboxSection};
 use crate::imap::{Auth, Connection, Idled, ImapError, ImapSettings};
 use crate::outbox::NewOutgoing;
 use crate::outbox::OutgoingKind;
 use crate::record::CaseRecord;
 use crate::route::ActionType;
-use crate::send::{self, Backoff, Identity, Smtp, SmtpSettings};
+use crate::send::{self, Identity, Smtp, SmtpSettings};
 use crate::store::{
     Batch, BatchItem, BatchOutcome, Cursor, MessageKey, Seen, ServerAction, Store, StoreError,
 };

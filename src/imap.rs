@@ -18,7 +18,7 @@ use futures::TryStreamExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
-use crate::config::Tls;
+use crate::tls::Tls;
 
 /// Any stream the session can run over: plain TCP or TLS.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + fmt::Debug {}

@@ -30,6 +30,7 @@
 //! assert!(actions.iter().any(|a| a.template.as_deref() == Some("ack")));
 //! ```
 
+pub mod backoff;
 pub mod case;
 pub mod classify;
 pub mod cli;
@@ -50,5 +51,5 @@ pub mod send;
 pub mod store;
 pub mod template_check;
 pub mod text;
-mod tls;
+pub mod tls;
 pub mod vendor;

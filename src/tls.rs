@@ -1,4 +1,5 @@
-//! The rustls client side shared by IMAP and SMTP.
+//! How connections to mail servers are secured: the `tls` setting of the
+//! config, and the rustls client side shared by IMAP and SMTP.
 //!
 //! Both speak to servers an operator names in the config, so both trust the
 //! same roots: the system's, plus a private CA file when the config gives one
@@ -9,12 +10,26 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use serde::Deserialize;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
+
+/// How a connection to a mail server is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tls {
+    /// TLS from the first byte (IMAP 993, SMTP 465).
+    Implicit,
+    /// STARTTLS, required (IMAP 143, SMTP 587).
+    Starttls,
+    /// No TLS at all: only for loopback test servers, and only when the
+    /// config says so explicitly.
+    Plain,
+}
 
 /// Builds the client configuration. The error names the CA file when that
 /// is what failed.

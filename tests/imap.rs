@@ -5,8 +5,8 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mailtriage::config::Tls;
 use mailtriage::imap::{Auth, Connection, Idled, ImapError, ImapSettings};
+use mailtriage::tls::Tls;
 use support::Dovecot;
 
 fn settings(d: &Dovecot, user: &str, password: &str) -> ImapSettings {

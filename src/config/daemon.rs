@@ -1,0 +1,263 @@
+//! mailtriage.toml, read and checked: what the daemon connects to (the
+//! mailboxes, the SMTP server) and how it runs (database, senders allowed,
+//! health alerts).
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::values::{Duration, Secret, Size};
+use super::{ConfigError, Source, builtin, looks_like_address};
+use crate::tls::Tls;
+
+fn default_cache() -> Size {
+    Size(16 << 20)
+}
+fn default_replies_per_hour() -> u32 {
+    10
+}
+fn default_alert_after() -> Duration {
+    Duration(std::time::Duration::from_secs(600))
+}
+fn default_folder() -> String {
+    "INBOX".into()
+}
+fn default_poll() -> Duration {
+    Duration(std::time::Duration::from_secs(60))
+}
+fn default_idle() -> Duration {
+    Duration(std::time::Duration::from_secs(25 * 60))
+}
+fn default_max_size() -> Size {
+    Size(25 << 20)
+}
+fn default_batch() -> usize {
+    50
+}
+fn default_timeout() -> Duration {
+    Duration(std::time::Duration::from_secs(30))
+}
+fn default_retry_first() -> Duration {
+    Duration(crate::backoff::Backoff::default().first)
+}
+fn default_retry_max() -> Duration {
+    Duration(crate::backoff::Backoff::default().max)
+}
+
+/// `[daemon]` in mailtriage.toml.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonSection {
+    /// The sled database directory; default `$STATE_DIRECTORY/db`.
+    pub database: Option<PathBuf>,
+    #[serde(default = "default_cache")]
+    pub cache: Size,
+    /// Right-hand side of the daemon's Message-IDs.
+    pub domain: String,
+    /// Who gets health alerts (a mailbox that cannot log in or stays down).
+    #[serde(default)]
+    pub admin: Vec<String>,
+    /// Addresses or domains of the agents: only they create cases.
+    pub allow_senders: Vec<String>,
+    /// Automatic replies to one sender per hour, at most.
+    #[serde(default = "default_replies_per_hour")]
+    pub replies_per_sender_per_hour: u32,
+    /// A mailbox down this long raises a health alert.
+    #[serde(default = "default_alert_after")]
+    pub alert_after: Duration,
+}
+
+/// `[smtp]` in mailtriage.toml.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpSection {
+    pub host: String,
+    pub port: u16,
+    pub tls: Tls,
+    pub user: Option<String>,
+    pub password: Option<Secret>,
+    /// From: of everything the daemon sends, e.g. `Escalations <mailtriage@example.com>`.
+    pub from: String,
+    #[serde(default = "default_timeout")]
+    pub timeout: Duration,
+    /// First wait before retrying a transient delivery failure; it doubles
+    /// (with jitter) up to `retry_max`.
+    #[serde(default = "default_retry_first")]
+    pub retry_first: Duration,
+    #[serde(default = "default_retry_max")]
+    pub retry_max: Duration,
+    /// A private CA (PEM) to trust besides the system's.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// One `[[mailbox]]` in mailtriage.toml.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MailboxSection {
+    /// The name rules match on (`ops`, `support`).
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    pub tls: Tls,
+    pub user: String,
+    /// LOGIN with a password...
+    pub password: Option<Secret>,
+    /// ...or XOAUTH2 with an access token.
+    pub oauth2_token: Option<Secret>,
+    #[serde(default = "default_folder")]
+    pub folder: String,
+    /// Set `\Seen` on processed messages.
+    #[serde(default)]
+    pub mark_seen: bool,
+    /// Move processed messages here.
+    pub move_to: Option<String>,
+    /// Where messages that cannot be processed go.
+    pub quarantine: String,
+    /// The address of this mailbox, set as `Reply-To` on the mail the
+    /// daemon sends about its cases, so that replies come back here.
+    /// Default: `user`, when it is an address.
+    pub reply_to: Option<Spanned<String>>,
+    #[serde(default = "default_poll")]
+    pub poll_interval: Duration,
+    #[serde(default = "default_idle")]
+    pub idle_timeout: Duration,
+    #[serde(default = "default_max_size")]
+    pub max_message_size: Size,
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    #[serde(default = "default_timeout")]
+    pub timeout: Duration,
+    /// A PEM CA certificate to trust besides the system's.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl MailboxSection {
+    /// Where replies to the daemon's mail about this mailbox's cases go:
+    /// `reply_to`, else `user` when it is an address.
+    pub fn reply_address(&self) -> Option<&str> {
+        self.reply_to
+            .as_ref()
+            .map(|r| r.get_ref().as_str())
+            .or_else(|| looks_like_address(&self.user).then_some(self.user.as_str()))
+    }
+}
+
+/// mailtriage.toml: what the daemon connects to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonConfig {
+    pub daemon: DaemonSection,
+    pub smtp: SmtpSection,
+    #[serde(rename = "mailbox")]
+    pub mailboxes: Vec<MailboxSection>,
+}
+
+impl DaemonConfig {
+    /// The shipped `config/mailtriage.toml`, as compiled into the binary:
+    /// the mailboxes the built-in config knows.
+    pub fn builtin() -> Result<DaemonConfig, ConfigError> {
+        Self::parse(
+            Path::new("(built-in)/config/mailtriage.toml"),
+            builtin::DAEMON,
+        )
+    }
+
+    /// Reads and checks `DIR/mailtriage.toml`.
+    pub fn load(dir: &Path) -> Result<DaemonConfig, ConfigError> {
+        let path = dir.join("mailtriage.toml");
+        let text = std::fs::read_to_string(&path).map_err(|e| ConfigError {
+            file: path.clone(),
+            at: None,
+            message: if e.kind() == std::io::ErrorKind::NotFound {
+                format!(
+                    "missing: {} has no mailtriage.toml, which names the mailboxes, the SMTP server and the database (config/mailtriage.toml of the source is a commented example)",
+                    dir.display()
+                )
+            } else {
+                format!("cannot read: {e}")
+            },
+        })?;
+        Self::parse(&path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<DaemonConfig, ConfigError> {
+        let src = Source {
+            path: path.to_path_buf(),
+            text,
+        };
+        let c: DaemonConfig = src.parse()?;
+        let whole = |message: String| ConfigError {
+            file: path.to_path_buf(),
+            at: None,
+            message,
+        };
+        if c.mailboxes.is_empty() {
+            return Err(whole("expected at least one [[mailbox]]".into()));
+        }
+        let mut names: Vec<&str> = Vec::new();
+        for m in &c.mailboxes {
+            if names.contains(&m.name.as_str()) {
+                return Err(whole(format!("mailbox name {:?} is used twice", m.name)));
+            }
+            names.push(&m.name);
+            match (&m.password, &m.oauth2_token) {
+                (Some(_), Some(_)) => {
+                    return Err(whole(format!(
+                        "mailbox {:?}: expected `password` or `oauth2_token`, not both",
+                        m.name
+                    )));
+                }
+                (None, None) => {
+                    return Err(whole(format!(
+                        "mailbox {:?}: expected `password` or `oauth2_token`",
+                        m.name
+                    )));
+                }
+                _ => {}
+            }
+            if !m.mark_seen && m.move_to.is_none() {
+                return Err(whole(format!(
+                    "mailbox {:?}: expected `mark_seen = true` or `move_to`, so that processed mail is marked",
+                    m.name
+                )));
+            }
+            if let Some(r) = &m.reply_to
+                && !looks_like_address(r.get_ref())
+            {
+                return Err(src.error_at(
+                    Some(r.span()),
+                    format!(
+                        "mailbox {:?}: reply_to: expected the mailbox's email address, found {:?}",
+                        m.name,
+                        r.get_ref()
+                    ),
+                ));
+            }
+            if m.batch_size == 0 {
+                return Err(whole(format!(
+                    "mailbox {:?}: batch_size must be at least 1",
+                    m.name
+                )));
+            }
+        }
+        if c.daemon.allow_senders.is_empty() {
+            return Err(whole(
+                "[daemon] allow_senders is empty: no one could open a case".into(),
+            ));
+        }
+        for a in &c.daemon.admin {
+            if !looks_like_address(a) {
+                return Err(whole(format!(
+                    "[daemon] admin: expected an email address, found {a:?}"
+                )));
+            }
+        }
+        if c.smtp.user.is_some() != c.smtp.password.is_some() {
+            return Err(whole(
+                "[smtp]: expected both `user` and `password`, or neither".into(),
+            ));
+        }
+        Ok(c)
+    }
+}

@@ -1,0 +1,557 @@
+//! routing.toml, read and checked: the named address lists, the digests,
+//! business hours, the ordered rules, what happens to a case after its
+//! first message, how vendor fields are read, and the readers' time zones.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::values::Duration;
+use super::{ConfigError, Source, looks_like_address};
+use crate::classify::Keywords;
+use crate::extract::{Field, Kind};
+use crate::route::{Digest, ForwardSpec, Matcher, Router, Rule, Templates};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoutingFile {
+    #[serde(default)]
+    addresses: BTreeMap<String, Vec<Spanned<String>>>,
+    #[serde(default)]
+    digests: BTreeMap<String, crate::digest::DigestSpec>,
+    #[serde(default)]
+    rule: Vec<RuleDef>,
+    #[serde(default)]
+    lifecycle: LifecycleDef,
+    /// Named business hours.
+    #[serde(default)]
+    hours: BTreeMap<String, crate::digest::BusinessHours>,
+    /// How vendor fields are read (see [`load_vendors`]).
+    vendors: Option<VendorsDef>,
+    /// How the mail reads: the time zone its times are shown in.
+    #[serde(default)]
+    routing: RoutingDef,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RoutingDef {
+    /// IANA name; default "UTC".
+    zone: Option<Spanned<String>>,
+    /// Per address, or name from [addresses]: the zone its reader is in.
+    #[serde(default)]
+    zones: BTreeMap<Spanned<String>, Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VendorsDef {
+    id_pattern: Option<Spanned<String>>,
+    name_suffixes: Option<Vec<Spanned<String>>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct LifecycleDef {
+    reopen_within: Option<Duration>,
+    joined_reply: Option<Spanned<String>>,
+    repeat_vendor: Option<RepeatVendorDef>,
+    overdue: Option<OverdueDef>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RepeatVendorDef {
+    complaints: usize,
+    within: Duration,
+    to: Vec<Spanned<String>>,
+    #[serde(default = "repeat_vendor_template")]
+    template: Spanned<String>,
+}
+
+fn repeat_vendor_template() -> Spanned<String> {
+    Spanned::new(0..0, "repeat_vendor".to_string())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OverdueDef {
+    /// Risk level ("5", "4", ...) to how long a case may stay open.
+    after: BTreeMap<String, Spanned<Duration>>,
+    to: Vec<Spanned<String>>,
+    #[serde(default = "overdue_template")]
+    template: Spanned<String>,
+}
+
+fn overdue_template() -> Spanned<String> {
+    Spanned::new(0..0, "overdue".to_string())
+}
+
+/// What happens to a case after the message that opened it
+/// (`[lifecycle]` in routing.toml).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lifecycle {
+    /// A new escalation of an order whose case was resolved longer ago than
+    /// this opens a new case (linked to the old one); sooner, it reopens it.
+    pub reopen_within: std::time::Duration,
+    /// The reply telling an agent their escalation joined an open case.
+    pub joined_reply: Option<String>,
+    pub repeat_vendor: Option<RepeatVendor>,
+    pub overdue: Option<Overdue>,
+}
+
+impl Lifecycle {
+    /// How long a case of `risk` has for an answer before it is overdue.
+    pub fn respond_within(&self, risk: u8) -> Option<std::time::Duration> {
+        self.overdue
+            .as_ref()
+            .and_then(|o| o.after.get(usize::from(risk)).copied().flatten())
+    }
+}
+
+impl Default for Lifecycle {
+    fn default() -> Self {
+        Lifecycle {
+            reopen_within: std::time::Duration::from_secs(14 * 86_400),
+            joined_reply: None,
+            repeat_vendor: None,
+            overdue: None,
+        }
+    }
+}
+
+/// The vendor manager hears of a vendor with `complaints` cases within
+/// `within`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepeatVendor {
+    pub complaints: usize,
+    pub within: std::time::Duration,
+    pub to: Vec<String>,
+    pub template: String,
+}
+
+/// Cases open longer than their risk allows are re-escalated once to `to`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Overdue {
+    /// Indexed by risk 0-5; `None`: that risk is never overdue.
+    pub after: [Option<std::time::Duration>; 6],
+    pub to: Vec<String>,
+    pub template: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleDef {
+    name: String,
+    #[serde(default)]
+    when: WhenDef,
+    reply: Option<Spanned<String>>,
+    forward: Option<ForwardDef>,
+    digest: Option<Spanned<String>>,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default, rename = "continue")]
+    cont: bool,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct WhenDef {
+    #[serde(default)]
+    mailbox: Vec<String>,
+    #[serde(default)]
+    kind: Vec<Kind>,
+    escalation: Option<bool>,
+    status_update: Option<bool>,
+    #[serde(default)]
+    flags_any: Vec<Spanned<String>>,
+    #[serde(default)]
+    flags_all: Vec<Spanned<String>>,
+    risk_at_least: Option<Spanned<u8>>,
+    tier: Option<Spanned<u8>>,
+    #[serde(default)]
+    sender: Vec<String>,
+    missing: Option<bool>,
+    #[serde(default)]
+    missing_any: Vec<Field>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ForwardDef {
+    #[serde(default)]
+    to: Vec<Spanned<String>>,
+    #[serde(default)]
+    cc: Vec<Spanned<String>>,
+    #[serde(default = "forward_template")]
+    template: Spanned<String>,
+    hours: Option<Spanned<String>>,
+    #[serde(default)]
+    after_hours: Vec<Spanned<String>>,
+    /// Who owns the case once forwarded, in words ("Tier 2").
+    owner: Option<String>,
+}
+
+fn forward_template() -> Spanned<String> {
+    Spanned::new(0..0, "forward".to_string())
+}
+
+pub(super) fn load_routing(
+    src: &Source<'_>,
+    keywords: &Keywords,
+    templates: Templates,
+) -> Result<(Router, Lifecycle), ConfigError> {
+    let file: RoutingFile = src.parse()?;
+
+    for list in file.addresses.values() {
+        for a in list {
+            if !looks_like_address(a.get_ref()) {
+                return Err(src.error_at(
+                    Some(a.span()),
+                    format!("expected an email address, found {:?}", a.get_ref()),
+                ));
+            }
+        }
+    }
+    // Recipients are addresses, or names from [addresses].
+    let resolve = |list: &[Spanned<String>]| -> Result<Vec<String>, ConfigError> {
+        let mut out: Vec<String> = Vec::new();
+        for item in list {
+            let s = item.get_ref().trim();
+            let addrs: Vec<String> = if s.contains('@') {
+                if !looks_like_address(s) {
+                    return Err(src.error_at(
+                        Some(item.span()),
+                        format!("expected an email address, found {s:?}"),
+                    ));
+                }
+                vec![s.to_string()]
+            } else {
+                match file.addresses.get(s) {
+                    Some(v) => v.iter().map(|a| a.get_ref().trim().to_string()).collect(),
+                    None => {
+                        let known: Vec<&str> = file.addresses.keys().map(String::as_str).collect();
+                        return Err(src.error_at(
+                            Some(item.span()),
+                            format!(
+                                "unknown address name {s:?}: expected an address or one of [addresses]: {}",
+                                known.join(", ")
+                            ),
+                        ));
+                    }
+                }
+            };
+            for a in addrs {
+                if !out.iter().any(|o| o.eq_ignore_ascii_case(&a)) {
+                    out.push(a);
+                }
+            }
+        }
+        Ok(out)
+    };
+
+    let mut digests = BTreeMap::new();
+    for (name, def) in &file.digests {
+        let schedule = def
+            .schedule()
+            .map_err(|e| src.error_at(e.span.clone(), e.message.clone()))?;
+        let template = def.template_name().to_string();
+        if !templates.contains(&template) {
+            return Err(src.error_at(
+                def.template.as_ref().map(|t| t.span()),
+                format!(
+                    "digest {name:?}: unknown template {template:?}: expected templates/{template}.txt and templates/{template}.html"
+                ),
+            ));
+        }
+        digests.insert(
+            name.clone(),
+            Digest {
+                schedule,
+                template,
+                title: def.title(name),
+                description: def.description.clone(),
+                time_zone: def.time_zone_name().to_string(),
+                to: resolve(&def.to)?,
+            },
+        );
+    }
+
+    let check_template = |t: &Spanned<String>| -> Result<String, ConfigError> {
+        if templates.contains(t.get_ref()) {
+            Ok(t.get_ref().clone())
+        } else {
+            let span = (t.span() != (0..0)).then(|| t.span());
+            Err(src.error_at(
+                span,
+                format!(
+                    "unknown template {:?}: expected a file templates/{}.txt",
+                    t.get_ref(),
+                    t.get_ref()
+                ),
+            ))
+        }
+    };
+    let check_category = |c: &Spanned<String>| -> Result<String, ConfigError> {
+        if keywords.category(c.get_ref()).is_some() {
+            Ok(c.get_ref().clone())
+        } else {
+            let known: Vec<&str> = keywords
+                .categories()
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect();
+            Err(src.error_at(
+                Some(c.span()),
+                format!(
+                    "unknown flag category {:?}: expected one of keywords.toml's: {}",
+                    c.get_ref(),
+                    known.join(", ")
+                ),
+            ))
+        }
+    };
+
+    let mut rules = Vec::new();
+    for def in file.rule {
+        let w = def.when;
+        let bounded = |v: &Option<Spanned<u8>>,
+                       lo: u8,
+                       hi: u8,
+                       what: &str|
+         -> Result<Option<u8>, ConfigError> {
+            match v {
+                Some(x) if !(lo..=hi).contains(x.get_ref()) => Err(src.error_at(
+                    Some(x.span()),
+                    format!("expected {what} from {lo} to {hi}, found {}", x.get_ref()),
+                )),
+                Some(x) => Ok(Some(*x.get_ref())),
+                None => Ok(None),
+            }
+        };
+        let when = Matcher {
+            mailbox: w.mailbox,
+            kind: w.kind,
+            escalation: w.escalation,
+            status_update: w.status_update,
+            flags_any: w
+                .flags_any
+                .iter()
+                .map(check_category)
+                .collect::<Result<_, _>>()?,
+            flags_all: w
+                .flags_all
+                .iter()
+                .map(check_category)
+                .collect::<Result<_, _>>()?,
+            risk_at_least: bounded(&w.risk_at_least, 1, 5, "a risk")?,
+            tier: bounded(&w.tier, 1, 2, "a tier")?,
+            sender: w.sender,
+            missing: w.missing,
+            missing_any: w.missing_any,
+        };
+        let reply = def.reply.as_ref().map(check_template).transpose()?;
+        let forward = match &def.forward {
+            Some(f) => {
+                let to = resolve(&f.to)?;
+                let cc = resolve(&f.cc)?;
+                if to.is_empty() && cc.is_empty() {
+                    return Err(src.error_at(
+                        Some(f.template.span()).filter(|s| *s != (0..0)),
+                        format!(
+                            "rule {:?}: a forward needs at least one recipient in `to` or `cc`",
+                            def.name
+                        ),
+                    ));
+                }
+                let hours = match &f.hours {
+                    Some(h) if file.hours.contains_key(h.get_ref()) => Some(h.get_ref().clone()),
+                    Some(h) => {
+                        return Err(src.error_at(
+                            Some(h.span()),
+                            format!(
+                                "unknown business hours {:?}: expected a [hours.{}] table",
+                                h.get_ref(),
+                                h.get_ref()
+                            ),
+                        ));
+                    }
+                    None => None,
+                };
+                let after_hours = resolve(&f.after_hours)?;
+                if hours.is_none() && !after_hours.is_empty() {
+                    return Err(src.error_at(
+                        f.after_hours.first().map(|a| a.span()),
+                        format!(
+                            "rule {:?}: `after_hours` needs `hours`, the business hours it is outside of",
+                            def.name
+                        ),
+                    ));
+                }
+                let owner = f
+                    .owner
+                    .clone()
+                    .filter(|o| !o.trim().is_empty())
+                    .unwrap_or_else(|| {
+                        f.to.iter()
+                            .map(|t| t.get_ref().trim().to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    });
+                Some(ForwardSpec {
+                    to,
+                    cc,
+                    hours,
+                    after_hours,
+                    owner,
+                    template: check_template(&f.template)?,
+                })
+            }
+            None => None,
+        };
+        let digest = match &def.digest {
+            Some(d) if digests.contains_key(d.get_ref()) => Some(d.get_ref().clone()),
+            Some(d) => {
+                return Err(src.error_at(
+                    Some(d.span()),
+                    format!(
+                        "unknown digest {:?}: expected a [digests.{}] table",
+                        d.get_ref(),
+                        d.get_ref()
+                    ),
+                ));
+            }
+            None => None,
+        };
+        rules.push(Rule {
+            name: def.name,
+            when,
+            reply,
+            forward,
+            digest,
+            tags: def.tags,
+            cont: def.cont,
+        });
+    }
+
+    let lc = file.lifecycle;
+    let mut lifecycle = Lifecycle::default();
+    if let Some(d) = lc.reopen_within {
+        lifecycle.reopen_within = d.0;
+    }
+    if let Some(t) = &lc.joined_reply {
+        lifecycle.joined_reply = Some(check_template(t)?);
+    }
+    if let Some(rv) = &lc.repeat_vendor {
+        lifecycle.repeat_vendor = Some(RepeatVendor {
+            complaints: rv.complaints.max(1),
+            within: rv.within.0,
+            to: resolve(&rv.to)?,
+            template: check_template(&rv.template)?,
+        });
+    }
+    if let Some(od) = &lc.overdue {
+        let mut after = [None; 6];
+        for (risk, d) in &od.after {
+            match risk.parse::<usize>() {
+                Ok(r) if (1..=5).contains(&r) => after[r] = Some(d.get_ref().0),
+                _ => {
+                    return Err(src.error_at(
+                        Some(d.span()),
+                        format!("expected a risk level 1 to 5 as the key, found {risk:?}"),
+                    ));
+                }
+            }
+        }
+        lifecycle.overdue = Some(Overdue {
+            after,
+            to: resolve(&od.to)?,
+            template: check_template(&od.template)?,
+        });
+    }
+    let mut readers = crate::route::Readers {
+        labels: keywords
+            .categories()
+            .iter()
+            .map(|c| (c.name.clone(), c.label.clone()))
+            .collect(),
+        ..Default::default()
+    };
+    if let Some(z) = &file.routing.zone {
+        readers.zone =
+            crate::digest::time_zone(z.get_ref()).map_err(|m| src.error_at(Some(z.span()), m))?;
+    }
+    for (who, zone) in &file.routing.zones {
+        let tz = crate::digest::time_zone(zone.get_ref())
+            .map_err(|m| src.error_at(Some(zone.span()), m))?;
+        for address in resolve(std::slice::from_ref(who))? {
+            readers
+                .zones
+                .insert(address.to_ascii_lowercase(), tz.clone());
+        }
+    }
+    let router = Router {
+        hours: file.hours,
+        rules,
+        digests,
+        templates,
+        readers,
+    };
+    Ok((router, lifecycle))
+}
+
+/// `[vendors]` of routing.toml: the vendor id pattern and the name
+/// suffixes, each defaulting to the shipped one; a pattern that is not a
+/// regular expression is refused at its place.
+pub(super) fn load_vendors(src: &Source<'_>) -> Result<crate::vendor::VendorRules, ConfigError> {
+    use crate::vendor::{DEFAULT_ID_PATTERN, DEFAULT_NAME_SUFFIXES, RulesError, VendorRules};
+    let file: RoutingFile = src.parse()?;
+    let Some(def) = file.vendors else {
+        return VendorRules::new(DEFAULT_ID_PATTERN, DEFAULT_NAME_SUFFIXES)
+            .map_err(|e| src.error_at(None, e.to_string()));
+    };
+    let pattern = def
+        .id_pattern
+        .as_ref()
+        .map_or(DEFAULT_ID_PATTERN, |p| p.get_ref().as_str());
+    let suffixes: Vec<&str> = match &def.name_suffixes {
+        Some(list) => list.iter().map(|s| s.get_ref().as_str()).collect(),
+        None => DEFAULT_NAME_SUFFIXES.to_vec(),
+    };
+    VendorRules::new(pattern, &suffixes).map_err(|e| {
+        let span = match &e {
+            RulesError::Pattern(_) | RulesError::MatchesEmpty => {
+                def.id_pattern.as_ref().map(|p| p.span())
+            }
+            RulesError::Suffix(i) => def
+                .name_suffixes
+                .as_ref()
+                .and_then(|l| l.get(*i))
+                .map(|s| s.span()),
+        };
+        src.error_at(span, e.to_string())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_vendors_table_says_the_defaults() {
+        let file: RoutingFile = toml::from_str(super::super::builtin::ROUTING).unwrap();
+        let v = file.vendors.expect("a [vendors] table");
+        assert_eq!(
+            v.id_pattern.unwrap().into_inner(),
+            crate::vendor::DEFAULT_ID_PATTERN
+        );
+        let suffixes: Vec<String> = v
+            .name_suffixes
+            .unwrap()
+            .into_iter()
+            .map(Spanned::into_inner)
+            .collect();
+        assert_eq!(suffixes, crate::vendor::DEFAULT_NAME_SUFFIXES);
+    }
+}

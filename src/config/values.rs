@@ -1,0 +1,163 @@
+//! The values the config writes in words: durations (`10m`), sizes
+//! (`25MB`), and where a secret comes from (never the secret itself).
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Where a secret comes from. The config names the source, never the
+/// secret, so that the file can be shared and logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Secret {
+    /// A systemd credential (`LoadCredential=`): the file of that name in
+    /// `$CREDENTIALS_DIRECTORY`.
+    Credential(String),
+    File(PathBuf),
+    Env(String),
+    /// A command whose standard output (trimmed) is the secret, run each
+    /// time it is needed: the way to get fresh OAuth 2 access tokens.
+    Command(Vec<String>),
+}
+
+/// The sources, as written in the config.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+enum SecretSource {
+    Credential(String),
+    File(PathBuf),
+    Env(String),
+    Command(Vec<String>),
+}
+
+const SECRET_FORMS: &str = "{ credential = \"NAME\" }, { file = \"/path\" }, { env = \"VARIABLE\" } or { command = [\"prog\", \"arg\"] }";
+
+impl<'de> Deserialize<'de> for Secret {
+    /// A secret written as a literal string is refused without repeating
+    /// it: the error goes to terminals and the journal.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Source(toml::Table),
+            // Held only to be refused: never kept, never shown.
+            Literal(serde::de::IgnoredAny),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Literal(_) => Err(serde::de::Error::custom(format!(
+                "a secret is never written into the config (the value was not read back): name where it comes from, {SECRET_FORMS}"
+            ))),
+            Raw::Source(table) => {
+                let source = SecretSource::deserialize(toml::Value::Table(table)).map_err(|e| {
+                    serde::de::Error::custom(format!(
+                        "expected one of {SECRET_FORMS}: {}",
+                        e.message().trim()
+                    ))
+                })?;
+                Ok(match source {
+                    SecretSource::Credential(n) => Secret::Credential(n),
+                    SecretSource::File(p) => Secret::File(p),
+                    SecretSource::Env(v) => Secret::Env(v),
+                    SecretSource::Command(c) => Secret::Command(c),
+                })
+            }
+        }
+    }
+}
+
+impl Secret {
+    /// Reads the secret now.
+    pub fn read(&self) -> Result<String, String> {
+        let value = match self {
+            Secret::Credential(name) => {
+                let dir = std::env::var_os("CREDENTIALS_DIRECTORY")
+                    .ok_or_else(|| format!("credential {name:?}: $CREDENTIALS_DIRECTORY is not set (LoadCredential= in the unit)"))?;
+                let path = Path::new(&dir).join(name);
+                std::fs::read_to_string(&path)
+                    .map_err(|e| format!("credential {name:?} ({}): {e}", path.display()))?
+            }
+            Secret::File(path) => std::fs::read_to_string(path)
+                .map_err(|e| format!("secret file {}: {e}", path.display()))?,
+            Secret::Env(var) => {
+                std::env::var(var).map_err(|e| format!("environment variable {var}: {e}"))?
+            }
+            Secret::Command(argv) => {
+                let (prog, args) = argv.split_first().ok_or("secret command is empty")?;
+                let out = std::process::Command::new(prog)
+                    .args(args)
+                    .stdin(std::process::Stdio::null())
+                    .output()
+                    .map_err(|e| format!("secret command {prog:?}: {e}"))?;
+                if !out.status.success() {
+                    return Err(format!(
+                        "secret command {prog:?} exited with {}",
+                        out.status
+                    ));
+                }
+                String::from_utf8(out.stdout)
+                    .map_err(|_| format!("secret command {prog:?} printed non-UTF-8"))?
+            }
+        };
+        let value = value.trim().to_string();
+        if value.is_empty() {
+            return Err(format!("{self:?} is empty"));
+        }
+        Ok(value)
+    }
+}
+
+/// A duration written as `90s`, `10m`, `2h` or `1h 30m`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Duration(pub std::time::Duration);
+
+impl<'de> Deserialize<'de> for Duration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let parsed: jiff::SignedDuration = s.parse().map_err(|e| {
+            serde::de::Error::custom(format!(
+                "expected a duration such as \"90s\", \"10m\" or \"1h 30m\", found {s:?} ({e})"
+            ))
+        })?;
+        if parsed.is_negative() {
+            return Err(serde::de::Error::custom(format!(
+                "expected a positive duration, found {s:?}"
+            )));
+        }
+        Ok(Duration(parsed.unsigned_abs()))
+    }
+}
+
+/// A size written as `25MB`, `512KB` or a number of bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Size(pub u64);
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        let bad = |s: &str| {
+            serde::de::Error::custom(format!(
+                "expected a size such as \"25MB\", \"512KB\" or a number of bytes, found {s:?}"
+            ))
+        };
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(Size(n)),
+            Raw::S(s) => {
+                let t = s.trim();
+                let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+                let n: u64 = t[..split].parse().map_err(|_| bad(&s))?;
+                let mult = match t[split..].trim().to_ascii_uppercase().as_str() {
+                    "" | "B" => 1,
+                    "KB" | "K" | "KIB" => 1 << 10,
+                    "MB" | "M" | "MIB" => 1 << 20,
+                    "GB" | "G" | "GIB" => 1 << 30,
+                    _ => return Err(bad(&s)),
+                };
+                n.checked_mul(mult).map(Size).ok_or_else(|| bad(&s))
+            }
+        }
+    }
+}
