@@ -61,13 +61,14 @@ use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
+use mailtriage::batch::{Batch, BatchItem, BatchOutcome, Cursor, MessageKey, ServerAction};
 use mailtriage::config::Config;
 use mailtriage::imap::{Auth, Connection, ImapSettings};
 use mailtriage::outbox::NewOutgoing;
 use mailtriage::record::CaseRecord;
 use mailtriage::route::ActionType;
 use mailtriage::send::{self, Identity};
-use mailtriage::store::{Batch, BatchItem, BatchOutcome, Cursor, MessageKey, ServerAction, Store};
+use mailtriage::store::Store;
 use mailtriage::tls::Tls;
 use support::{Captured, Dovecot, SmtpCapture};
 

@@ -20,12 +20,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use mail_parser::{Address, Message, MessageParser, MimeHeaders};
+use mailtriage::batch::{MessageKey, Seen};
 use mailtriage::config::{Config, DaemonConfig};
 use mailtriage::control::{self, CaseDetail, Request, Response};
 use mailtriage::outbox::{Delivery, OutboxItem};
 use mailtriage::record::CaseRecord;
 use mailtriage::route::ActionType;
-use mailtriage::store::{MessageKey, Seen, Store};
+use mailtriage::store::Store;
 use support::{Captured, Dovecot, SmtpCapture};
 
 /// How long the daemon gets to process the fixtures, and then to send

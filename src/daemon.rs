@@ -23,6 +23,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{Notify, watch};
 
 use crate::backoff::Backoff;
+use crate::batch::{Batch, BatchItem, BatchOutcome, Cursor, MessageKey, Seen, ServerAction};
 use crate::config::{Config, ConfigError, DaemonConfig, MailboxSection};
 use crate::imap::{Auth, Connection, Idled, ImapError, ImapSettings};
 use crate::outbox::NewOutgoing;
@@ -30,9 +31,7 @@ use crate::outbox::OutgoingKind;
 use crate::record::CaseRecord;
 use crate::route::ActionType;
 use crate::send::{self, Identity, Smtp, SmtpSettings};
-use crate::store::{
-    Batch, BatchItem, BatchOutcome, Cursor, MessageKey, Seen, ServerAction, Store, StoreError,
-};
+use crate::store::{Store, StoreError};
 
 /// The daemon's clock: the system's, or, in tests, one set by hand
 /// ("time is injected, not read from the wall clock"). Setting it wakes

@@ -31,6 +31,7 @@
 //! ```
 
 pub mod backoff;
+pub mod batch;
 pub mod case;
 pub mod classify;
 pub mod cli;

@@ -9,11 +9,12 @@ use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use mailtriage::batch::{Batch, BatchItem, BatchOutcome, Cursor, MessageKey};
 use mailtriage::config::Config;
 use mailtriage::control::{self, Control, Request, Response};
 use mailtriage::outbox::{NewOutgoing, OutgoingKind};
 use mailtriage::record::{CaseRecord, Status};
-use mailtriage::store::{Batch, BatchItem, BatchOutcome, Cursor, MessageKey, Store};
+use mailtriage::store::Store;
 use serde_json::Value;
 use tempfile::TempDir;
 

@@ -10,11 +10,12 @@ mod support;
 
 use std::path::Path;
 
+use mailtriage::batch::{Batch, BatchItem, BatchOutcome, Cursor, MessageKey};
 use mailtriage::config::Config;
 use mailtriage::digest::{DigestData, HTML_MAX_BYTES, RenderedDigest, sent_size};
 use mailtriage::record::CaseRecord;
 use mailtriage::route::ActionType;
-use mailtriage::store::{Batch, BatchItem, BatchOutcome, Cursor, MessageKey, Store};
+use mailtriage::store::Store;
 use support::browser::{self, Marker};
 use support::{fixture, golden};
 
