@@ -138,7 +138,7 @@ struct RoutingFile {
     lifecycle: LifecycleDef,
     /// Named business hours.
     #[serde(default)]
-    hours: BTreeMap<String, crate::digest::BusinessHours>,
+    hours: BTreeMap<String, crate::calendar::BusinessHours>,
     /// How vendor fields are read (see [`load_vendors`]).
     vendors: Option<VendorsDef>,
     /// How the mail reads: the time zone its times are shown in.
@@ -918,10 +918,10 @@ fn load_routing(
     };
     if let Some(z) = &file.routing.zone {
         readers.zone =
-            crate::digest::time_zone(z.get_ref()).map_err(|m| src.error_at(Some(z.span()), m))?;
+            crate::calendar::time_zone(z.get_ref()).map_err(|m| src.error_at(Some(z.span()), m))?;
     }
     for (who, zone) in &file.routing.zones {
-        let tz = crate::digest::time_zone(zone.get_ref())
+        let tz = crate::calendar::time_zone(zone.get_ref())
             .map_err(|m| src.error_at(Some(zone.span()), m))?;
         for address in resolve(std::slice::from_ref(who))? {
             readers

@@ -30,6 +30,7 @@
 //! assert!(actions.iter().any(|a| a.template.as_deref() == Some("ack")));
 //! ```
 
+pub mod calendar;
 pub mod case;
 pub mod classify;
 pub mod cli;

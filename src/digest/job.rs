@@ -36,7 +36,7 @@ pub(crate) fn queue_due<'a>(
         };
         let last = store.digest_sent(name).map_err(|e| e.to_string())?;
         let last_ts = last.and_then(|l| jiff::Timestamp::from_second(l).ok());
-        let Some(period) = super::due(schedule, last_ts, now) else {
+        let Some(period) = crate::calendar::due(schedule, last_ts, now) else {
             continue;
         };
         if last.is_none() {
