@@ -1452,6 +1452,7 @@ fn direct_digest<'a>(
             send_now,
             jiff::Timestamp::now().as_second(),
         )
+        .map_err(|e| e.to_string())
     }
 }
 

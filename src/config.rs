@@ -917,12 +917,12 @@ fn load_routing(
         ..Default::default()
     };
     if let Some(z) = &file.routing.zone {
-        readers.zone =
-            crate::calendar::time_zone(z.get_ref()).map_err(|m| src.error_at(Some(z.span()), m))?;
+        readers.zone = crate::calendar::time_zone(z.get_ref())
+            .map_err(|e| src.error_at(Some(z.span()), e.to_string()))?;
     }
     for (who, zone) in &file.routing.zones {
         let tz = crate::calendar::time_zone(zone.get_ref())
-            .map_err(|m| src.error_at(Some(zone.span()), m))?;
+            .map_err(|e| src.error_at(Some(zone.span()), e.to_string()))?;
         for address in resolve(std::slice::from_ref(who))? {
             readers
                 .zones

@@ -247,6 +247,7 @@ pub async fn run_with_clock(
                         send_now,
                         sh.now(),
                     )
+                    .map_err(|e| e.to_string())
                 };
                 if send_now && r.is_ok() {
                     sh.outbox_wake.notify_one();
@@ -1618,6 +1619,7 @@ async fn clock_task(sh: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
             crate::digest::queue_due(&sh.config, &sh.store, &sh.identity, sh.now(), || {
                 sh.lock_cases()
             })
+            .map_err(|e| e.to_string())
         })
         .await;
         clock_pass(&sh, "overdue cases re-escalated", |sh| {

@@ -10,7 +10,7 @@ use jiff::{SignedDuration, Timestamp};
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 
-use super::zone::{instant, time_zone};
+use super::zone::{ZoneError, instant, time_zone};
 use super::{add_days, parse_hhmm};
 
 const DAY_NAMES: [(&str, &str); 7] = [
@@ -23,8 +23,43 @@ const DAY_NAMES: [(&str, &str); 7] = [
     ("sun", "sunday"),
 ];
 
+/// Why opening hours were refused: the value, and what was expected.
+#[derive(Debug, thiserror::Error)]
+pub enum HoursError {
+    #[error(transparent)]
+    Zone(#[from] ZoneError),
+    #[error(
+        "unknown day {key:?}: expected mon, tue, wed, thu, fri, sat, sun, or a range of them such as \"mon-fri\""
+    )]
+    UnknownDay { key: String },
+    #[error(
+        "{key} = {value:?}: expected opening hours such as \"08:00-21:00\" (several separated by commas, or \"closed\")"
+    )]
+    NotHours { key: String, value: String },
+    /// `range` is the one of `value` that closes before it opens.
+    #[error(
+        "{key} = {value:?}: {range} closes before it opens: expected a range within one day such as \"08:00-21:00\" (a night past 24:00 is split across two days)"
+    )]
+    Backwards {
+        key: String,
+        value: String,
+        range: String,
+    },
+    #[error(
+        "{key} = {value:?}: the ranges overlap: expected separate ranges such as \"08:00-12:00, 13:00-17:00\""
+    )]
+    Overlap { key: String, value: String },
+    /// A day named by two keys (`mon-fri` and `fri`).
+    #[error("{day} is given twice, by {first:?} and by {second:?}: expected each day once")]
+    Twice {
+        day: &'static str,
+        first: String,
+        second: String,
+    },
+}
+
 /// A day key (`mon`, `monday`, `mon-fri`, `sat-sun`) to weekdays, Monday 0.
-fn parse_day_key(key: &str) -> Result<Vec<usize>, String> {
+fn parse_day_key(key: &str) -> Result<Vec<usize>, HoursError> {
     let day = |s: &str| {
         let s = s.trim().to_ascii_lowercase();
         DAY_NAMES.iter().position(|(a, b)| *a == s || *b == s)
@@ -41,15 +76,13 @@ fn parse_day_key(key: &str) -> Result<Vec<usize>, String> {
         }),
         None => day(key).map(|d| vec![d]),
     };
-    days.ok_or_else(|| {
-        format!(
-            "unknown day {key:?}: expected mon, tue, wed, thu, fri, sat, sun, or a range of them such as \"mon-fri\""
-        )
+    days.ok_or_else(|| HoursError::UnknownDay {
+        key: key.to_string(),
     })
 }
 
 /// `08:00-21:00`, several separated by commas, or `closed`.
-fn parse_ranges(key: &str, value: &str) -> Result<Vec<(u16, u16)>, String> {
+fn parse_ranges(key: &str, value: &str) -> Result<Vec<(u16, u16)>, HoursError> {
     let v = value.trim();
     if v.eq_ignore_ascii_case("closed") {
         return Ok(Vec::new());
@@ -58,23 +91,26 @@ fn parse_ranges(key: &str, value: &str) -> Result<Vec<(u16, u16)>, String> {
     for part in v.split(',') {
         let (a, b) = part.split_once('-').unwrap_or((part, ""));
         let (Some(open), Some(close)) = (parse_hhmm(a, false), parse_hhmm(b, true)) else {
-            return Err(format!(
-                "{key} = {value:?}: expected opening hours such as \"08:00-21:00\" (several separated by commas, or \"closed\")"
-            ));
+            return Err(HoursError::NotHours {
+                key: key.to_string(),
+                value: value.to_string(),
+            });
         };
         if close <= open {
-            return Err(format!(
-                "{key} = {value:?}: {} closes before it opens: expected a range within one day such as \"08:00-21:00\" (a night past 24:00 is split across two days)",
-                part.trim()
-            ));
+            return Err(HoursError::Backwards {
+                key: key.to_string(),
+                value: value.to_string(),
+                range: part.trim().to_string(),
+            });
         }
         ranges.push((open, close));
     }
     ranges.sort_unstable();
     if ranges.windows(2).any(|w| w[1].0 < w[0].1) {
-        return Err(format!(
-            "{key} = {value:?}: the ranges overlap: expected separate ranges such as \"08:00-12:00, 13:00-17:00\""
-        ));
+        return Err(HoursError::Overlap {
+            key: key.to_string(),
+            value: value.to_string(),
+        });
     }
     Ok(ranges)
 }
@@ -97,7 +133,7 @@ impl BusinessHours {
     /// ..., sat = "08:00-16:30" } (days absent are closed; also accept
     /// "mon-fri" as a key meaning each of those days). Error messages name
     /// the bad value and what was expected.
-    pub fn parse(tz: &str, days: &BTreeMap<String, String>) -> Result<BusinessHours, String> {
+    pub fn parse(tz: &str, days: &BTreeMap<String, String>) -> Result<BusinessHours, HoursError> {
         let zone = time_zone(tz)?;
         let mut entries = Vec::new();
         for (key, value) in days {
@@ -110,16 +146,17 @@ impl BusinessHours {
         tz_name: String,
         tz: TimeZone,
         entries: Vec<DayEntry>,
-    ) -> Result<BusinessHours, String> {
+    ) -> Result<BusinessHours, HoursError> {
         let mut days: [Vec<(u16, u16)>; 7] = Default::default();
         let mut given_by: [Option<String>; 7] = Default::default();
         for (key, weekdays, ranges) in entries {
             for d in weekdays {
                 if let Some(previous) = &given_by[d] {
-                    return Err(format!(
-                        "{} is given twice, by {previous:?} and by {key:?}: expected each day once",
-                        DAY_NAMES[d].0
-                    ));
+                    return Err(HoursError::Twice {
+                        day: DAY_NAMES[d].0,
+                        first: previous.clone(),
+                        second: key,
+                    });
                 }
                 given_by[d] = Some(key.clone());
                 days[d] = ranges.clone();
@@ -377,7 +414,7 @@ mod tests {
         for (key, value, want) in cases {
             let days = BTreeMap::from([(key.to_string(), value.to_string())]);
             let err = BusinessHours::parse(NY, &days).expect_err(key);
-            assert!(err.contains(want), "{key} = {value}: {err}");
+            assert!(err.to_string().contains(want), "{key} = {value}: {err}");
         }
         let days = BTreeMap::from([
             ("mon-fri".to_string(), "08:00-21:00".to_string()),
@@ -385,11 +422,14 @@ mod tests {
         ]);
         let err = BusinessHours::parse(NY, &days).expect_err("twice");
         assert_eq!(
-            err,
+            err.to_string(),
             "fri is given twice, by \"fri\" and by \"mon-fri\": expected each day once"
         );
         let err = BusinessHours::parse("EST5", &BTreeMap::new()).expect_err("zone");
-        assert!(err.starts_with("unknown time zone \"EST5\""), "{err}");
+        assert!(
+            err.to_string().starts_with("unknown time zone \"EST5\""),
+            "{err}"
+        );
     }
 
     #[test]

@@ -26,8 +26,9 @@ mod hours;
 mod schedule;
 mod zone;
 
-pub use hours::BusinessHours;
-pub use schedule::{Schedule, due};
+pub use hours::{BusinessHours, HoursError};
+pub use schedule::{Schedule, ScheduleError, due};
+pub use zone::ZoneError;
 pub(crate) use zone::time_zone;
 
 use jiff::civil::Date;

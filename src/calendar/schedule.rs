@@ -7,7 +7,7 @@ use jiff::Timestamp;
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
 
-use super::zone::{instant, time_zone};
+use super::zone::{ZoneError, instant, time_zone};
 use super::{add_days, parse_hhmm};
 
 /// How far schedules are searched, in days.
@@ -146,12 +146,12 @@ const CRON_FIELDS: [CronField; 5] = [
 impl CronField {
     /// One field: a comma list of `*`, `N`, `A-B`, each optionally `/STEP`
     /// (`N/STEP` runs from N to the end).
-    fn parse(&self, number: usize, text: &str) -> Result<u64, String> {
+    fn parse(&self, number: usize, text: &str) -> Result<u64, ScheduleError> {
         let bad = || {
-            format!(
+            ScheduleError::Invalid(format!(
                 "cron field {number} ({}) {text:?}: expected {}, with `*`, lists (1,15), ranges (1-5) and steps (*/15)",
                 self.name, self.expected
-            )
+            ))
         };
         let value = |s: &str| -> Option<u8> {
             let s = s.to_ascii_lowercase();
@@ -181,10 +181,10 @@ impl CronField {
                 (v, if step.is_some() { self.max } else { v })
             };
             if lo > hi {
-                return Err(format!(
+                return Err(ScheduleError::Invalid(format!(
                     "cron field {number} ({}) {text:?}: the range {range:?} runs backwards: expected the smaller value first",
                     self.name
-                ));
+                )));
             }
             for v in (lo..=hi).step_by(usize::from(step.unwrap_or(1))) {
                 bits |= 1 << v;
@@ -192,6 +192,16 @@ impl CronField {
         }
         Ok(bits)
     }
+}
+
+/// Why a schedule was refused: what is wrong with it and what was expected.
+#[derive(Debug, thiserror::Error)]
+pub enum ScheduleError {
+    #[error(transparent)]
+    Zone(#[from] ZoneError),
+    /// Not one of the forms, or a form with a wrong value.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// When a digest fires: a set of civil times in a time zone.
@@ -211,25 +221,27 @@ impl Schedule {
     /// DOW" (5-field, like crontab), in the IANA time zone `tz` (e.g.
     /// "America/New_York"). Errors are human sentences naming what was
     /// expected.
-    pub fn parse(spec: &str, tz: &str) -> Result<Schedule, String> {
+    pub fn parse(spec: &str, tz: &str) -> Result<Schedule, ScheduleError> {
         let zone = time_zone(tz)?;
         let words: Vec<&str> = spec.split_whitespace().collect();
         let Some(first) = words.first() else {
-            return Err(format!("the schedule is empty: {SCHEDULE_FORMS}"));
+            return Err(ScheduleError::Invalid(format!(
+                "the schedule is empty: {SCHEDULE_FORMS}"
+            )));
         };
-        let time_of = |form: &str| -> Result<u16, String> {
+        let time_of = |form: &str| -> Result<u16, ScheduleError> {
             match words[1..] {
                 [t] => parse_hhmm(t, false).ok_or_else(|| {
-                    format!(
+                    ScheduleError::Invalid(format!(
                         "schedule {spec:?}: expected a time from 00:00 to 23:59 after \"{form}\", e.g. \"{form} 08:00\""
-                    )
+                    ))
                 }),
-                [] => Err(format!(
+                [] => Err(ScheduleError::Invalid(format!(
                     "schedule {spec:?}: expected a time after \"{form}\", e.g. \"{form} 08:00\""
-                )),
-                _ => Err(format!(
+                ))),
+                _ => Err(ScheduleError::Invalid(format!(
                     "schedule {spec:?}: expected only a time after \"{form}\", e.g. \"{form} 08:00\""
-                )),
+                ))),
             }
         };
         let fields = match first.to_ascii_lowercase().as_str() {
@@ -244,14 +256,14 @@ impl Schedule {
                         .and_then(|m| m.parse::<u8>().ok())
                         .filter(|m| *m < 60)
                         .ok_or_else(|| {
-                            format!(
+                            ScheduleError::Invalid(format!(
                                 "schedule {spec:?}: expected \"hourly\" (at minute 0) or \"hourly :MM\" with MM from 00 to 59, e.g. \"hourly :15\""
-                            )
+                            ))
                         })?,
                     _ => {
-                        return Err(format!(
+                        return Err(ScheduleError::Invalid(format!(
                             "schedule {spec:?}: expected \"hourly\" (at minute 0) or \"hourly :MM\", e.g. \"hourly :15\""
-                        ));
+                        )));
                     }
                 };
                 Fields {
@@ -265,7 +277,11 @@ impl Schedule {
                 }
             }
             "cron" => Self::parse_cron(spec, &words[1..])?,
-            _ => return Err(format!("unknown schedule {spec:?}: {SCHEDULE_FORMS}")),
+            _ => {
+                return Err(ScheduleError::Invalid(format!(
+                    "unknown schedule {spec:?}: {SCHEDULE_FORMS}"
+                )));
+            }
         };
         Ok(Schedule {
             spec: words.join(" "),
@@ -275,13 +291,13 @@ impl Schedule {
         })
     }
 
-    fn parse_cron(spec: &str, fields: &[&str]) -> Result<Fields, String> {
+    fn parse_cron(spec: &str, fields: &[&str]) -> Result<Fields, ScheduleError> {
         if fields.len() != 5 {
-            return Err(format!(
+            return Err(ScheduleError::Invalid(format!(
                 "schedule {spec:?} has {} cron field{}: expected 5, MIN HOUR DAY-OF-MONTH MONTH DAY-OF-WEEK, e.g. \"cron 0 8 * * 1-5\"",
                 fields.len(),
                 if fields.len() == 1 { "" } else { "s" }
-            ));
+            )));
         }
         let mut bits = [0u64; 5];
         for (i, (def, text)) in CRON_FIELDS.iter().zip(fields).enumerate() {
@@ -326,9 +342,9 @@ impl Schedule {
             .since(last)
             .map_or(true, |s| s.get_days() >= SEARCH_DAYS);
         if !fired || day <= end || gap_at_end {
-            return Err(format!(
+            return Err(ScheduleError::Invalid(format!(
                 "schedule {spec:?} fires less than once a year (or never): expected days that occur at least once a year"
-            ));
+            )));
         }
         Ok(f)
     }

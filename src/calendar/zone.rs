@@ -5,19 +5,32 @@ use jiff::Timestamp;
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
 
+/// A time zone name that names no zone.
+#[derive(Debug, thiserror::Error)]
+pub enum ZoneError {
+    #[error(
+        "the time zone is empty: expected an IANA name such as \"America/New_York\" or \"UTC\""
+    )]
+    Empty,
+    #[error(
+        "unknown time zone {name:?}: expected an IANA name such as \"America/New_York\" or \"UTC\""
+    )]
+    Unknown {
+        name: String,
+        #[source]
+        source: jiff::Error,
+    },
+}
+
 /// Looks up an IANA time zone by name.
-pub(crate) fn time_zone(name: &str) -> Result<TimeZone, String> {
+pub(crate) fn time_zone(name: &str) -> Result<TimeZone, ZoneError> {
     let name = name.trim();
     if name.is_empty() {
-        return Err(
-            "the time zone is empty: expected an IANA name such as \"America/New_York\" or \"UTC\""
-                .into(),
-        );
+        return Err(ZoneError::Empty);
     }
-    TimeZone::get(name).map_err(|_| {
-        format!(
-            "unknown time zone {name:?}: expected an IANA name such as \"America/New_York\" or \"UTC\""
-        )
+    TimeZone::get(name).map_err(|source| ZoneError::Unknown {
+        name: name.to_string(),
+        source,
     })
 }
 

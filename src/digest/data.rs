@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use jiff::Timestamp;
 use serde::Serialize;
 
+use super::DigestError;
 use crate::config::Config;
 use crate::extract::Field;
 use crate::store::CaseRecord;
@@ -229,12 +230,9 @@ impl DigestData {
         cases: impl IntoIterator<Item = CaseRecord>,
         since: Option<i64>,
         now: i64,
-    ) -> Result<DigestData, String> {
-        let d = config.router.digests.get(name).ok_or_else(|| {
-            let known: Vec<&str> = config.router.digests.keys().map(String::as_str).collect();
-            format!("no digest {name:?}: expected one of {}", known.join(", "))
-        })?;
-        let ts = |t: i64| Timestamp::from_second(t).map_err(|e| e.to_string());
+    ) -> Result<DigestData, DigestError> {
+        let d = super::spec_of(config, name)?;
+        let ts = Timestamp::from_second;
         Ok(DigestData::assemble(
             name,
             &d.title,

@@ -7,6 +7,7 @@ use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use serde::Serialize;
 
+use super::DigestError;
 use super::data::{DigestData, DigestRow, VendorRow, one_line, shorten_issue};
 use crate::calendar::time_zone;
 
@@ -201,8 +202,11 @@ struct Prepared<'a> {
 }
 
 impl<'a> Prepared<'a> {
-    fn new(data: &'a DigestData) -> Result<Prepared<'a>, String> {
-        let tz = time_zone(&data.time_zone).map_err(|e| format!("digest {:?}: {e}", data.name))?;
+    fn new(data: &'a DigestData) -> Result<Prepared<'a>, DigestError> {
+        let tz = time_zone(&data.time_zone).map_err(|source| DigestError::Zone {
+            digest: data.name.clone(),
+            source,
+        })?;
         let now = at(data.now);
         Ok(Prepared {
             data,
@@ -245,7 +249,10 @@ impl<'a> Prepared<'a> {
 
 /// Renders a digest with the templates `digest.txt` and `digest.html` of
 /// `env` (see [`render_template`]).
-pub fn render(env: &minijinja::Environment, data: &DigestData) -> Result<RenderedDigest, String> {
+pub fn render(
+    env: &minijinja::Environment,
+    data: &DigestData,
+) -> Result<RenderedDigest, DigestError> {
     render_template(env, "digest", data)
 }
 
@@ -261,7 +268,7 @@ pub fn render_template(
     env: &minijinja::Environment,
     name: &str,
     data: &DigestData,
-) -> Result<RenderedDigest, String> {
+) -> Result<RenderedDigest, DigestError> {
     let prepared = Prepared::new(data)?;
     let render = |listed: usize| render_listing(env, name, &prepared, listed);
     let fits = |r: &RenderedDigest| sent_size(&r.html) <= HTML_MAX_BYTES;
@@ -293,20 +300,21 @@ fn render_listing(
     name: &str,
     prepared: &Prepared<'_>,
     listed: usize,
-) -> Result<RenderedDigest, String> {
+) -> Result<RenderedDigest, DigestError> {
     let mut ctx = prepared.context(listed);
-    let run = |template: &str, ctx: &Context<'_>| -> Result<String, String> {
+    let run = |template: &str, ctx: &Context<'_>| -> Result<String, DigestError> {
         env.get_template(template)
             .and_then(|t| t.render(minijinja::Value::from(minijinja::value::Serde(ctx))))
-            .map_err(|e| format!("template {template:?}: {e:#}"))
+            .map_err(|source| DigestError::Template {
+                template: template.to_string(),
+                source,
+            })
     };
     let txt_name = format!("{name}.txt");
     let text = run(&txt_name, &ctx)?;
     let (first, body) = text.split_once('\n').unwrap_or((&text, ""));
     let Some(subject) = first.strip_prefix("Subject:") else {
-        return Err(format!(
-            "template {txt_name:?}: expected the first line to be `Subject: ...`"
-        ));
+        return Err(DigestError::NoSubject { template: txt_name });
     };
     let subject = subject.split_whitespace().collect::<Vec<_>>().join(" ");
     ctx.subject = Some(&subject);
@@ -669,9 +677,13 @@ This is an automatic message from mailtriage.
         let mut d = sample();
         d.time_zone = "Nowhere/Land".into();
         let err = render(&env, &d).expect_err("zone");
-        assert!(err.contains("unknown time zone \"Nowhere/Land\""), "{err}");
+        assert!(
+            err.to_string()
+                .contains("unknown time zone \"Nowhere/Land\""),
+            "{err}"
+        );
         let err = render_template(&env, "weekly", &sample()).expect_err("missing");
-        assert!(err.contains("\"weekly.txt\""), "{err}");
+        assert!(err.to_string().contains("\"weekly.txt\""), "{err}");
         let mut env = minijinja::Environment::new();
         assert_eq!(
             add_templates(&mut env, "x", "Hello\n", "").map_err(|e| (e.0, e.1)),

@@ -1,7 +1,6 @@
 //! A digest's config: a `[digests.NAME]` section of routing.toml, checked
 //! as it is read.
 
-use std::fmt;
 use std::ops::Range;
 
 use serde::Deserialize;
@@ -36,19 +35,12 @@ pub struct DigestSpec {
 
 /// A config value that is wrong, with its place (a byte range of the file)
 /// when known.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
 pub struct SpecError {
     pub span: Option<Range<usize>>,
     pub message: String,
 }
-
-impl fmt::Display for SpecError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for SpecError {}
 
 impl DigestSpec {
     pub fn time_zone_name(&self) -> &str {
@@ -76,17 +68,17 @@ impl DigestSpec {
     /// schedule).
     pub fn schedule(&self) -> Result<Option<Schedule>, SpecError> {
         if let Some(tz) = &self.time_zone {
-            time_zone(tz.get_ref()).map_err(|message| SpecError {
+            time_zone(tz.get_ref()).map_err(|e| SpecError {
                 span: Some(tz.span()),
-                message,
+                message: e.to_string(),
             })?;
         }
         self.schedule
             .as_ref()
             .map(|s| {
-                Schedule::parse(s.get_ref(), self.time_zone_name()).map_err(|message| SpecError {
+                Schedule::parse(s.get_ref(), self.time_zone_name()).map_err(|e| SpecError {
                     span: Some(s.span()),
-                    message,
+                    message: e.to_string(),
                 })
             })
             .transpose()

@@ -210,7 +210,7 @@ fn schedule_errors_say_what_was_expected() {
     ];
     for (spec, zone, want) in cases {
         let err = Schedule::parse(spec, zone).expect_err(spec);
-        assert!(err.contains(want), "{spec:?}: {err}");
+        assert!(err.to_string().contains(want), "{spec:?}: {err}");
     }
 }
 
