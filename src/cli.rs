@@ -1453,6 +1453,7 @@ fn direct_digest<'a>(
             send_now,
             jiff::Timestamp::now().as_second(),
         )
+        .map_err(|e| e.to_string())
     }
 }
 

@@ -249,6 +249,7 @@ pub async fn run_with_clock(
                         send_now,
                         sh.now(),
                     )
+                    .map_err(|e| e.to_string())
                 };
                 if send_now && r.is_ok() {
                     sh.outbox_wake.notify_one();
@@ -1620,6 +1621,7 @@ async fn clock_task(sh: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
             crate::digest::queue_due(&sh.config, &sh.store, &sh.identity, sh.now(), || {
                 sh.lock_cases()
             })
+            .map_err(|e| e.to_string())
         })
         .await;
         clock_pass(&sh, "overdue cases re-escalated", |sh| {

@@ -32,6 +32,7 @@
 
 pub mod backoff;
 pub mod batch;
+pub mod calendar;
 pub mod case;
 pub mod classify;
 pub mod cli;

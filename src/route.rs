@@ -139,7 +139,7 @@ pub struct Rule {
 pub struct Digest {
     pub to: Vec<String>,
     /// None: sent only on request (`mailtriage digest NAME --send-now`).
-    pub schedule: Option<crate::digest::Schedule>,
+    pub schedule: Option<crate::calendar::Schedule>,
     pub template: String,
     /// In words, for the subject and the heading ("Daily escalations").
     pub title: String,
@@ -337,7 +337,7 @@ fn one_line(s: &str) -> String {
 #[derive(Debug, Default)]
 pub struct Router {
     /// Named business hours, `[hours.NAME]`.
-    pub hours: BTreeMap<String, crate::digest::BusinessHours>,
+    pub hours: BTreeMap<String, crate::calendar::BusinessHours>,
     pub rules: Vec<Rule>,
     pub digests: BTreeMap<String, Digest>,
     pub templates: Templates,

@@ -26,7 +26,7 @@ struct RoutingFile {
     lifecycle: LifecycleDef,
     /// Named business hours.
     #[serde(default)]
-    hours: BTreeMap<String, crate::digest::BusinessHours>,
+    hours: BTreeMap<String, crate::calendar::BusinessHours>,
     /// How vendor fields are read (see [`load_vendors`]).
     vendors: Option<VendorsDef>,
     /// How the mail reads: the time zone its times are shown in.
@@ -479,12 +479,12 @@ pub(super) fn load_routing(
         ..Default::default()
     };
     if let Some(z) = &file.routing.zone {
-        readers.zone =
-            crate::digest::time_zone(z.get_ref()).map_err(|m| src.error_at(Some(z.span()), m))?;
+        readers.zone = crate::calendar::time_zone(z.get_ref())
+            .map_err(|e| src.error_at(Some(z.span()), e.to_string()))?;
     }
     for (who, zone) in &file.routing.zones {
-        let tz = crate::digest::time_zone(zone.get_ref())
-            .map_err(|m| src.error_at(Some(zone.span()), m))?;
+        let tz = crate::calendar::time_zone(zone.get_ref())
+            .map_err(|e| src.error_at(Some(zone.span()), e.to_string()))?;
         for address in resolve(std::slice::from_ref(who))? {
             readers
                 .zones

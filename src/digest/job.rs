@@ -10,9 +10,10 @@
 use std::sync::MutexGuard;
 use std::time::SystemTime;
 
+use super::DigestError;
 use crate::config::{Config, DaemonConfig};
 use crate::send::{self, Identity};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// Queues every scheduled digest whose period has come and was not sent,
 /// at `t` (unix seconds); says how many it queued. A period the daemon was
@@ -25,7 +26,7 @@ pub(crate) fn queue_due<'a>(
     identity: &Identity,
     t: i64,
     lock_cases: impl Fn() -> MutexGuard<'a, ()>,
-) -> Result<usize, String> {
+) -> Result<usize, StoreError> {
     let Ok(now) = jiff::Timestamp::from_second(t) else {
         return Ok(0);
     };
@@ -34,17 +35,15 @@ pub(crate) fn queue_due<'a>(
         let Some(schedule) = &d.schedule else {
             continue;
         };
-        let last = store.digest_sent(name).map_err(|e| e.to_string())?;
+        let last = store.digest_sent(name)?;
         let last_ts = last.and_then(|l| jiff::Timestamp::from_second(l).ok());
-        let Some(period) = super::due(schedule, last_ts, now) else {
+        let Some(period) = crate::calendar::due(schedule, last_ts, now) else {
             continue;
         };
         if last.is_none() {
             // A new installation (or a new digest) starts counting here
             // rather than mailing managers the moment it starts.
-            store
-                .queue_digest(name, period.as_second(), &[], t)
-                .map_err(|e| e.to_string())?;
+            store.queue_digest(name, period.as_second(), &[], t)?;
             tracing::info!(digest = %name, next = schedule.next_after(now).map(tracing::field::display), "digest scheduled: the first goes at the next period");
             continue;
         }
@@ -69,14 +68,11 @@ pub fn build_digest(
     name: &str,
     since: Option<i64>,
     now: i64,
-) -> Result<(super::RenderedDigest, Vec<String>), String> {
-    let d = config.router.digests.get(name).ok_or_else(|| {
-        let known: Vec<&str> = config.router.digests.keys().map(String::as_str).collect();
-        format!("no digest {name:?}: expected one of {}", known.join(", "))
-    })?;
+) -> Result<(super::RenderedDigest, Vec<String>), DigestError> {
+    let d = super::spec_of(config, name)?;
     let mut open = Vec::new();
-    for id in store.open_case_ids().map_err(|e| e.to_string())? {
-        open.extend(store.case(&id).map_err(|e| e.to_string())?);
+    for id in store.open_case_ids()? {
+        open.extend(store.case(&id)?);
     }
     let data = super::DigestData::from_cases(config, name, open, since, now)?;
     let rendered = super::render_template(&config.digest_templates, &d.template, &data)?;
@@ -93,7 +89,7 @@ fn queue_digest(
     since: Option<i64>,
     period: i64,
     now: i64,
-) -> Result<String, String> {
+) -> Result<String, DigestError> {
     let (r, to) = build_digest(config, store, name, since, now)?;
     let out = send::compose_digest(
         identity,
@@ -104,11 +100,8 @@ fn queue_digest(
         &r.text,
         &r.html,
         SystemTime::now(),
-    )
-    .map_err(|e| e.to_string())?;
-    store
-        .queue_digest(name, period, &[out], now)
-        .map_err(|e| e.to_string())?;
+    )?;
+    store.queue_digest(name, period, &[out], now)?;
     Ok(format!("digest {name:?} queued for {}", to.join(", ")))
 }
 
@@ -122,10 +115,10 @@ pub(crate) fn digest_command(
     name: &str,
     send_now: bool,
     now: i64,
-) -> Result<String, String> {
-    let since = store.digest_sent(name).map_err(|e| e.to_string())?;
+) -> Result<String, DigestError> {
+    let since = store.digest_sent(name)?;
     if send_now {
-        let identity = Identity::from_config(daemon).map_err(|e| e.to_string())?;
+        let identity = Identity::from_config(daemon)?;
         queue_digest(config, store, &identity, name, since, now, now)
     } else {
         let (r, to) = build_digest(config, store, name, since, now)?;
