@@ -1453,12 +1453,29 @@ fn process(
                     continue;
                 }
                 replied_to = Some(from.to_ascii_lowercase());
-                send::compose_reply(identity, case_id, n, &from, None, &r, &email, date)
+                send::compose_reply(
+                    identity,
+                    case_id,
+                    &n.to_string(),
+                    &from,
+                    None,
+                    &r,
+                    &email,
+                    date,
+                )
             }
             (ActionType::Forward, Some(r)) => {
                 let original = send::Original::new(raw);
                 send::compose_forward(
-                    identity, case_id, n, &action.to, &action.cc, None, &r, &original, date,
+                    identity,
+                    case_id,
+                    &n.to_string(),
+                    &action.to,
+                    &action.cc,
+                    None,
+                    &r,
+                    &original,
+                    date,
                 )
             }
             (ActionType::Digest, _) => {

@@ -43,6 +43,7 @@ pub mod deadline;
 pub mod digest;
 pub mod extract;
 pub mod imap;
+pub mod intake;
 pub mod letter;
 pub mod lifecycle;
 pub mod message;

@@ -98,9 +98,10 @@ fn header(name: &'static str, value: &str) -> HeaderValue {
     HeaderValue::new(HeaderName::new_from_ascii_str(name), value.to_string())
 }
 
-/// The Message-ID of the `n`th message of `kind` for a case.
-pub fn message_id(identity: &Identity, case_id: &str, kind: &str, n: usize) -> String {
-    format!("{case_id}.{kind}.{n}@{}", identity.domain)
+/// The Message-ID of a case's message of `kind`, `seq` saying which (see
+/// the intake's occasions: `0`, `u3.1`, `1.now`).
+pub fn message_id(identity: &Identity, case_id: &str, kind: &str, seq: &str) -> String {
+    format!("{case_id}.{kind}.{seq}@{}", identity.domain)
 }
 
 fn finish(
@@ -161,14 +162,14 @@ fn base(
 pub fn compose_reply(
     identity: &Identity,
     case_id: &str,
-    n: usize,
+    seq: &str,
     to: &str,
     reply_to: Option<&str>,
     rendered: &Rendered,
     original: &Email,
     date: SystemTime,
 ) -> Result<NewOutgoing, ComposeError> {
-    let id = message_id(identity, case_id, "reply", n);
+    let id = message_id(identity, case_id, "reply", seq);
     let mut b = base(
         identity,
         &id,
@@ -338,7 +339,7 @@ fn fit(bytes: &[u8]) -> Result<bool, Unfit> {
 pub fn compose_forward(
     identity: &Identity,
     case_id: &str,
-    n: usize,
+    seq: &str,
     to: &[String],
     cc: &[String],
     reply_to: Option<&str>,
@@ -346,7 +347,7 @@ pub fn compose_forward(
     original: &Original,
     date: SystemTime,
 ) -> Result<NewOutgoing, ComposeError> {
-    let id = message_id(identity, case_id, "forward", n);
+    let id = message_id(identity, case_id, "forward", seq);
     let mut b = base(
         identity,
         &id,
@@ -881,7 +882,7 @@ mod tests {
         let out = compose_reply(
             &identity(),
             "ESC-2026-000001",
-            0,
+            "0",
             "priya@example.com",
             Some("ops@example.com"),
             &rendered(),
@@ -937,7 +938,7 @@ mod tests {
         let out = compose_forward(
             &identity(),
             "ESC-2026-000001",
-            1,
+            "1",
             &["tier2@example.com".into()],
             &["sup@example.com".into()],
             Some("ops@example.com"),

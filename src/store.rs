@@ -46,6 +46,8 @@ use crate::outbox::{Delivery, NewOutgoing, OutboxItem};
 use crate::record::{CaseRecord, thread_key};
 use crate::vendor::{CaseVendor, VendorKey};
 
+mod lookup;
+
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

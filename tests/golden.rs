@@ -240,7 +240,7 @@ fn forwards_attach_each_original_in_the_part_it_fits() {
         let out = compose_forward(
             &identity,
             "ESC-2026-000001",
-            1,
+            "1",
             &["cx@example.com".into()],
             &[],
             None,
