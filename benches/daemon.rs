@@ -3,7 +3,7 @@
 //!
 //! Run with `cargo bench --bench daemon` (about three minutes on the
 //! project's 2-core machine). It uses the real-server harness of the tests
-//! (`tests/support`: a private Dovecot and an aiosmtpd SMTP capture on
+//! (`crates/testkit`: a private Dovecot and an aiosmtpd SMTP capture on
 //! loopback, so it needs Debian's `dovecot-imapd` and `python3-aiosmtpd`,
 //! which `scripts/test` installs) and runs the daemon as what it is in
 //! production: the release binary (`mailtriage run`, cargo builds it for the
@@ -49,9 +49,6 @@
 //! change the counts (0 skips that part); `MAILTRIAGE_BENCH_WRAP` runs the
 //! daemon under a profiler (`heaptrack -o /tmp/mt`).
 
-#[path = "../tests/support/mod.rs"]
-mod support;
-
 use std::fs::{self, File};
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -69,7 +66,7 @@ use mailtriage::store::{
     Batch, BatchItem, BatchOutcome, CaseRecord, Cursor, MessageKey, NewOutgoing, ServerAction,
     Store,
 };
-use support::{Captured, Dovecot, SmtpCapture};
+use mailtriage_testkit::{Captured, Dovecot, SmtpCapture};
 
 const USER: &str = "ops";
 const PASSWORD: &str = "secret";
@@ -324,7 +321,7 @@ fn config_dir(imap_port: u16, smtp_port: u16, smtp_timeout: &str) -> tempfile::T
     let dir = tempfile::tempdir().expect("temp dir");
     // Tier 2 open around the clock and no digest schedule: what the daemon
     // sends must not depend on the hour the bench runs at.
-    support::daemon_proc::copy_clock_free_config(dir.path());
+    mailtriage_testkit::daemon::copy_clock_free_config(dir.path());
     fs::write(dir.path().join("imap-password"), format!("{PASSWORD}\n")).unwrap();
     let toml = format!(
         r#"

@@ -9,9 +9,6 @@
 //! `--keep DIR` writes the config and the database to DIR (new or empty)
 //! and leaves them there, for `mailtriage cases list --config DIR`.
 
-#[path = "../tests/support/mod.rs"]
-mod support;
-
 use std::collections::{BTreeMap, HashMap};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -24,7 +21,7 @@ use mailtriage::config::{Config, DaemonConfig};
 use mailtriage::control::{self, CaseDetail, Request, Response};
 use mailtriage::route::ActionType;
 use mailtriage::store::{CaseRecord, Delivery, MessageKey, OutboxItem, Seen, Store};
-use support::{Captured, Dovecot, SmtpCapture};
+use mailtriage_testkit::{Captured, Dovecot, SmtpCapture};
 
 /// How long the daemon gets to process the fixtures, and then to send
 /// what they caused.
@@ -828,7 +825,7 @@ fn shorten(s: &str, max: usize) -> String {
 fn write_config(dir: &Path, d: &Dovecot, s: &SmtpCapture) -> anyhow::Result<()> {
     // Tier 2 open around the clock and the digest on request only, so
     // that what the demo shows does not depend on the hour it runs at.
-    support::daemon_proc::copy_clock_free_config(dir);
+    mailtriage_testkit::daemon::copy_clock_free_config(dir);
     let mut mailboxes = String::new();
     for (name, pw) in [("ops", "demo-ops"), ("support", "demo-support")] {
         let file = dir.join(format!("{name}.password"));

@@ -6,13 +6,11 @@
 //! message seen before (`seen`), a delivery to retry (`retry_at`) and a
 //! control request.
 
-mod support;
-
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support::daemon_proc::{log_tail, wait_until};
-use support::{Dovecot, SmtpCapture};
+use mailtriage_testkit::daemon::{log_tail, wait_until};
+use mailtriage_testkit::{Dovecot, SmtpCapture};
 
 const ESCALATION: &[u8] = b"From: Priya <priya@example.com>\r\nTo: ops@example.com\r\n\
 Subject: Escalation (Order #CK7)\r\nMessage-ID: <logs-test@example.com>\r\n\r\n\
@@ -23,7 +21,7 @@ Issue: customer says he will go to his lawyer\r\n";
 /// included) and a mailtriage.toml for the test servers.
 fn config_dir(d: &Dovecot, s: &SmtpCapture) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
-    support::daemon_proc::copy_shipped_config(dir.path());
+    mailtriage_testkit::daemon::copy_shipped_config(dir.path());
     let pw = dir.path().join("imap.pw");
     std::fs::write(&pw, "secret").unwrap();
     let toml = format!(

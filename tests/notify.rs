@@ -3,13 +3,11 @@
 //! STOPPING=1 on SIGTERM, read from a datagram socket standing in for
 //! systemd's `$NOTIFY_SOCKET`.
 
-mod support;
-
 use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{Dovecot, SmtpCapture, daemon_proc};
+use mailtriage_testkit::{Dovecot, SmtpCapture, daemon};
 
 /// The notification datagrams received within `within`, until `done`
 /// says enough.
@@ -49,7 +47,7 @@ fn count(got: &[String], state: &str) -> usize {
 fn ready_after_every_mailbox_reported_then_watchdog_then_stopping() {
     let d = Dovecot::start(&[("ops", "secret"), ("support", "secret")]);
     let s = SmtpCapture::start();
-    let dir = daemon_proc::config_dir(&d, &s, daemon_proc::Extra::default());
+    let dir = daemon::config_dir(&d, &s, daemon::Extra::default());
     // A second mailbox whose password is wrong: READY must not wait for
     // it to succeed, only for it to have tried.
     let wrong = dir.path().join("wrong-password");

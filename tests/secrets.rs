@@ -4,20 +4,18 @@
 //! the passwords. The passwords come from an environment variable and a
 //! command, two of the secret sources of mailtriage.toml.
 
-mod support;
-
 use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support::{Dovecot, SmtpCapture};
+use mailtriage_testkit::{Dovecot, SmtpCapture};
 
 const IMAP_PASSWORD: &str = "imap-S3cret-pw-4711";
 const SMTP_PASSWORD: &str = "smtp-S3cret-pw-0815";
 
 fn config_dir(d: &Dovecot, s: &SmtpCapture) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
-    support::daemon_proc::copy_shipped_config(dir.path());
+    mailtriage_testkit::daemon::copy_shipped_config(dir.path());
     let pw_file = dir.path().join("imap.pw");
     std::fs::write(&pw_file, IMAP_PASSWORD).unwrap();
     let toml = format!(
@@ -115,7 +113,7 @@ fn passwords_never_reach_the_logs() {
     // AUTH PLAIN sends base64("\0user\0password"); look for the password's
     // base64 at each of the three alignments.
     for prefix in ["", "\0", "\0\0"] {
-        let encoded = support::base64(format!("{prefix}{SMTP_PASSWORD}").as_bytes());
+        let encoded = mailtriage_testkit::base64(format!("{prefix}{SMTP_PASSWORD}").as_bytes());
         let core = &encoded[4..encoded.len() - 4];
         assert!(
             !text.contains(core),

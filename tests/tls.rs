@@ -14,13 +14,11 @@
 //!   delivered, the mail waits in the outbox and goes out once the config
 //!   names the right CA.
 
-mod support;
-
 use std::time::Duration;
 
 use mailtriage::store::Delivery;
-use support::daemon_proc::{self, Daemon, Extra, TlsMode, Via, outbox, stop, wait_until};
-use support::{Dovecot, SmtpCapture, SmtpTls, TestCa, by_rcpt, fixture, subject};
+use mailtriage_testkit::daemon::{self, Daemon, Extra, TlsMode, Via, outbox, stop, wait_until};
+use mailtriage_testkit::{Dovecot, SmtpCapture, SmtpTls, TestCa, by_rcpt, fixture, subject};
 
 const WAIT: Duration = Duration::from_secs(30);
 /// The outbox retries after 1 s, then every 2 s.
@@ -74,7 +72,7 @@ fn escalation_is_acknowledged_over_tls(imap: TlsMode, smtp: SmtpTls) {
         SmtpTls::Implicit => Via::implicit(s.port(), &ca_file),
         SmtpTls::Starttls | SmtpTls::StarttlsRequired => Via::starttls(s.port(), &ca_file),
     };
-    let dir = daemon_proc::config_dir(
+    let dir = daemon::config_dir(
         &d,
         &s,
         Extra {
@@ -84,7 +82,7 @@ fn escalation_is_acknowledged_over_tls(imap: TlsMode, smtp: SmtpTls) {
         },
     );
     let uid = d.append("ops", "INBOX", &fixture(ESCALATION));
-    let mut daemon = Daemon::spawn(dir.path());
+    let mut daemon = Daemon::spawn(env!("CARGO_BIN_EXE_mailtriage"), dir.path());
 
     wait_until(
         WAIT,
@@ -151,7 +149,7 @@ fn imap_certificate_from_an_unrelated_ca_is_refused(imap: TlsMode) {
         TlsMode::Starttls => Via::starttls(d.port(), &wrong),
         TlsMode::Plain => unreachable!("a TLS test"),
     };
-    let dir = daemon_proc::config_dir(
+    let dir = daemon::config_dir(
         &d,
         &s,
         Extra {
@@ -162,7 +160,7 @@ fn imap_certificate_from_an_unrelated_ca_is_refused(imap: TlsMode) {
     // Straight into the Maildir: the harness does not log in, so any login
     // in Dovecot's log would be the daemon's.
     d.deliver("ops", "INBOX", &fixture(ESCALATION));
-    let mut daemon = Daemon::spawn(dir.path());
+    let mut daemon = Daemon::spawn(env!("CARGO_BIN_EXE_mailtriage"), dir.path());
 
     // Two failed sessions (the reconnect delay starts at a second): it says
     // why, and it goes on trying rather than exiting.
@@ -238,7 +236,7 @@ fn smtp_certificate_from_an_unrelated_ca_is_refused(smtp: SmtpTls) {
         SmtpTls::Implicit => Via::implicit(s.port(), ca_file),
         SmtpTls::Starttls | SmtpTls::StarttlsRequired => Via::starttls(s.port(), ca_file),
     };
-    let dir = daemon_proc::config_dir(
+    let dir = daemon::config_dir(
         &d,
         &s,
         Extra {
@@ -249,7 +247,7 @@ fn smtp_certificate_from_an_unrelated_ca_is_refused(smtp: SmtpTls) {
         },
     );
     let uid = d.append("ops", "INBOX", &fixture(ESCALATION));
-    let mut daemon = Daemon::spawn(dir.path());
+    let mut daemon = Daemon::spawn(env!("CARGO_BIN_EXE_mailtriage"), dir.path());
 
     let refusals = |daemon: &Daemon| {
         daemon
@@ -293,7 +291,7 @@ fn smtp_certificate_from_an_unrelated_ca_is_refused(smtp: SmtpTls) {
     let fixed = text.replace(&*wrong.to_string_lossy(), &right.to_string_lossy());
     assert_ne!(fixed, text, "the wrong CA path is in the config");
     std::fs::write(&toml, fixed).expect("write mailtriage.toml");
-    let mut daemon = Daemon::spawn(dir.path());
+    let mut daemon = Daemon::spawn(env!("CARGO_BIN_EXE_mailtriage"), dir.path());
     wait_until(
         WAIT,
         || !by_rcpt(&s.messages(), AGENT).is_empty(),

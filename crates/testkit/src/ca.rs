@@ -1,7 +1,7 @@
 //! Test certificates, made with the `openssl` command-line tool: a private
 //! CA and a server certificate for 127.0.0.1 signed by it, for the TLS
-//! modes of the harness's servers ([`super::Dovecot::start_tls`],
-//! [`super::SmtpCapture::start_tls`]) and of the daemon's config.
+//! modes of the harness's servers ([`crate::Dovecot::start_tls`],
+//! [`crate::SmtpCapture::start_tls`]) and of the daemon's config.
 //!
 //! rustls is strict about what it accepts, so the certificates carry the
 //! extensions it checks: the CA has `basicConstraints = critical, CA:TRUE`
@@ -72,7 +72,7 @@ fn openssl(dir: &Path, args: &[&str]) {
 
 /// The extensions of both certificates (an openssl config file: no
 /// dependence on the system's openssl.cnf).
-const OPENSSL_CNF: &str = r#"# mailtriage test CA (tests/support/tls.rs)
+const OPENSSL_CNF: &str = r#"# mailtriage test CA (crates/testkit/src/ca.rs)
 [req]
 distinguished_name = dn
 prompt = no
@@ -234,7 +234,7 @@ impl TestCa {
                 panic!("copy {} to {}: {e}", from.display(), dir.join(to).display())
             });
         }
-        super::set_mode(&dir.join("server.key"), 0o600);
+        crate::set_mode(&dir.join("server.key"), 0o600);
         dir.to_path_buf()
     }
 }

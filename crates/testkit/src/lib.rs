@@ -12,7 +12,7 @@
 //!   [`Dovecot::folders`]); [`Dovecot::stop`] / [`Dovecot::restart`] for outages.
 //!   [`Dovecot::start_tls`] adds TLS: STARTTLS on the same port and an
 //!   implicit-TLS listener on [`Dovecot::imaps_port`].
-//! - [`SmtpCapture`]: `tests/support/smtp_capture.py` under Debian's
+//! - [`SmtpCapture`]: `smtp_capture.py` (beside this file) under Debian's
 //!   python3-aiosmtpd, which stores every accepted message with its envelope in
 //!   a directory (layout in that script's docstring), can require AUTH and can
 //!   be told to reject with a given code; also stop/restart.
@@ -21,9 +21,9 @@
 //! - [`browser`]: mail as a phone shows it, in Debian's headless Chromium
 //!   at a phone's width: measured (nothing wider than the screen, where a
 //!   text ends) and photographed.
-//! - [`TestCa`] ([`tls`]): a private CA and a server certificate for
+//! - [`TestCa`] ([`ca`]): a private CA and a server certificate for
 //!   127.0.0.1 made with the openssl CLI, for the TLS modes above and the
-//!   daemon's `ca_file`; [`tls::tls_greeting`] reads a TLS server's greeting.
+//!   daemon's `ca_file`; [`ca::tls_greeting`] reads a TLS server's greeting.
 //! - [`ImapClient`] and [`SmtpClient`]: tiny synchronous clients over
 //!   `std::net::TcpStream`, used by the harness itself and by tests that need to
 //!   act as a user or a sender.
@@ -41,8 +41,8 @@
 #![allow(dead_code)]
 
 pub mod browser;
-pub mod daemon_proc;
-pub mod tls;
+pub mod ca;
+pub mod daemon;
 
 use std::fmt::Write as _;
 use std::fs;
@@ -58,7 +58,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tempfile::TempDir;
 
-pub use tls::TestCa;
+pub use ca::TestCa;
 
 /// How long a server may take to answer its greeting after being started.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
@@ -79,6 +79,15 @@ static UNIQUE: AtomicU64 = AtomicU64::new(0);
 
 fn unique() -> u64 {
     UNIQUE.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The mailtriage repository (this crate is its `crates/testkit`): the
+/// shipped config, the fixtures, the docs.
+pub fn repo_root() -> &'static Path {
+    let kit = Path::new(env!("CARGO_MANIFEST_DIR"));
+    kit.parent()
+        .and_then(Path::parent)
+        .expect("the test kit lives in crates/testkit of the repository")
 }
 
 /// A port on 127.0.0.1 that was free a moment ago (bind :0, read, drop).
@@ -714,7 +723,7 @@ impl Dovecot {
             )
         };
         let mut conf = format!(
-            r#"# Private Dovecot instance of mailtriage's test harness (tests/support/mod.rs).
+            r#"# Private Dovecot instance of mailtriage's test harness (crates/testkit).
 instance_name = {instance}
 base_dir = {d}/run
 state_dir = {d}/state
@@ -1552,7 +1561,7 @@ impl SmtpCapture {
     /// certificate of `ca` (copied into its dir); no AUTH. Each captured
     /// message records its session's TLS version ([`Captured::tls`]). The
     /// harness's [`SmtpClient`] speaks plain SMTP only: with
-    /// [`SmtpTls::Implicit`], use [`tls::tls_greeting`] to reach it.
+    /// [`SmtpTls::Implicit`], use [`ca::tls_greeting`] to reach it.
     pub fn start_tls(mode: SmtpTls, ca: &TestCa) -> SmtpCapture {
         SmtpCapture::start_inner(None, Some((mode, ca)), true)
     }
@@ -1664,7 +1673,7 @@ impl SmtpCapture {
             // The greeting comes after a TLS handshake that trusts the CA.
             let ca = tls_dir.join("ca.pem");
             wait_ready_with(&mut child, self.port, "220", |port| {
-                tls::tls_greeting(port, &ca).map(|(line, _)| line)
+                ca::tls_greeting(port, &ca).map(|(line, _)| line)
             })
         } else {
             wait_ready(&mut child, self.port, "220")
@@ -2069,9 +2078,7 @@ impl SmtpClient {
 
 /// A fixture's bytes (`fixtures/NAME`).
 pub fn fixture(name: &str) -> Vec<u8> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join(name);
+    let path = repo_root().join("fixtures").join(name);
     fs::read(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
 }
 
@@ -2145,9 +2152,7 @@ json.dump(out, sys.stdout)
 /// `UPDATE_GOLDEN=1`, writes it (review `git diff fixtures/` before
 /// committing). Returns a description of the difference, if any.
 pub fn golden(name: &str, got: &str) -> Option<String> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join(name);
+    let path = repo_root().join("fixtures").join(name);
     if std::env::var_os("UPDATE_GOLDEN").is_some_and(|v| v == "1") {
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir).expect("golden dir");

@@ -185,7 +185,7 @@ pub fn copy_clock_free_config(dir: &Path) {
 /// Copies the shipped triage config (keywords, required fields, routing,
 /// templates) into `dir`, for a test to add its own mailtriage.toml.
 pub fn copy_shipped_config(dir: &Path) {
-    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let shipped = crate::repo_root().join("config");
     fs::create_dir(dir.join("templates")).expect("mkdir templates");
     for name in ["keywords.toml", "triage.toml", "routing.toml"] {
         fs::copy(shipped.join(name), dir.join(name)).expect("copy config");
@@ -218,8 +218,10 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Starts the daemon (info logs as text, no colours).
-    pub fn spawn(dir: &Path) -> Daemon {
+    /// Starts `binary` (the test's `env!("CARGO_BIN_EXE_mailtriage")`:
+    /// cargo tells only the package's own tests where it is) with info logs
+    /// as text, no colours.
+    pub fn spawn(binary: &str, dir: &Path) -> Daemon {
         let log = dir.join("daemon.log");
         let previous = fs::read(&log).unwrap_or_default();
         let run = String::from_utf8_lossy(&previous)
@@ -234,11 +236,6 @@ impl Daemon {
             .unwrap_or_else(|e| panic!("open {}: {e}", log.display()));
         std::io::Write::write_all(&mut file, format!("=== run {run} ===\n").as_bytes()).unwrap();
         let offset = previous.len();
-        // Set for integration tests only (this file is also compiled into
-        // the demo example, through tests/support/mod.rs).
-        let Some(binary) = option_env!("CARGO_BIN_EXE_mailtriage") else {
-            panic!("the mailtriage binary is known to integration tests only")
-        };
         let child = Command::new(binary)
             .args(["run", "--log-format", "text", "--config"])
             .arg(dir)
