@@ -321,7 +321,7 @@ fn config_dir(imap_port: u16, smtp_port: u16, smtp_timeout: &str) -> tempfile::T
     let dir = tempfile::tempdir().expect("temp dir");
     // Tier 2 open around the clock and no digest schedule: what the daemon
     // sends must not depend on the hour the bench runs at.
-    mailtriage_testkit::daemon::copy_clock_free_config(dir.path());
+    mailtriage_testkit::copy_clock_free_config(dir.path());
     fs::write(dir.path().join("imap-password"), format!("{PASSWORD}\n")).unwrap();
     let toml = format!(
         r#"

@@ -825,7 +825,7 @@ fn shorten(s: &str, max: usize) -> String {
 fn write_config(dir: &Path, d: &Dovecot, s: &SmtpCapture) -> anyhow::Result<()> {
     // Tier 2 open around the clock and the digest on request only, so
     // that what the demo shows does not depend on the hour it runs at.
-    mailtriage_testkit::daemon::copy_clock_free_config(dir);
+    mailtriage_testkit::copy_clock_free_config(dir);
     let mut mailboxes = String::new();
     for (name, pw) in [("ops", "demo-ops"), ("support", "demo-support")] {
         let file = dir.join(format!("{name}.password"));

@@ -15,8 +15,10 @@ use mail_parser::MessageParser;
 use mailtriage::config::Config;
 use mailtriage::route::ActionType;
 use mailtriage::store::{Delivery, Store};
-use mailtriage_testkit::daemon::{self, Daemon, Extra, wait_until, wait_until_every};
-use mailtriage_testkit::{Captured, Dovecot, SmtpCapture};
+use mailtriage_testkit::{
+    Captured, Daemon, Dovecot, Extra, SmtpCapture, config_dir, database, log_tail, wait_until,
+    wait_until_every,
+};
 
 /// Messages loaded before the first start (the sentinel comes on top).
 const MESSAGES: usize = 500;
@@ -147,7 +149,7 @@ fn sigkill_at_random_moments_loses_nothing_and_doubles_nothing() {
     let mut rng = Rng(seed);
     let d = Dovecot::start(&[("ops", "secret")]);
     let s = SmtpCapture::start();
-    let dir = daemon::config_dir(
+    let dir = config_dir(
         &d,
         &s,
         Extra {
@@ -160,7 +162,7 @@ fn sigkill_at_random_moments_loses_nothing_and_doubles_nothing() {
     let ctx = |what: &str| {
         format!(
             "{what}\n(seed {seed}: MAILTRIAGE_CRASH_SEED={seed} replays this run)\n{}",
-            daemon::log_tail(&log)
+            log_tail(&log)
         )
     };
 
@@ -299,7 +301,7 @@ fn sigkill_at_random_moments_loses_nothing_and_doubles_nothing() {
     );
 
     // The store, now that the daemon is gone.
-    let store = Store::open(&daemon::database(dir.path()), 1 << 24).expect("open the store");
+    let store = Store::open(&database(dir.path()), 1 << 24).expect("open the store");
     let cases: Vec<_> = store.cases().collect::<Result<_, _>>().expect("read cases");
     let outbox = store.outbox_items().expect("read the outbox");
     let by_id: HashMap<u64, _> = outbox.iter().map(|i| (i.id, i)).collect();

@@ -5,18 +5,17 @@
 use std::time::Duration;
 
 use mail_parser::MessageParser;
-use mailtriage_testkit::daemon::InProcess;
-use mailtriage_testkit::{Captured, Dovecot, SmtpCapture, by_rcpt, fixture};
+use mailtriage_testkit::{Captured, Dovecot, InProcess, SmtpCapture, by_rcpt, fixture};
 
 const WAIT: Duration = Duration::from_secs(30);
 
 /// The harness's config directory for the test servers, with extra lines
 /// for `[daemon]`.
 fn config_dir(d: &Dovecot, s: &SmtpCapture, extra_daemon: &str) -> tempfile::TempDir {
-    mailtriage_testkit::daemon::config_dir(
+    mailtriage_testkit::config_dir(
         d,
         s,
-        mailtriage_testkit::daemon::Extra {
+        mailtriage_testkit::Extra {
             daemon: extra_daemon,
             ..Default::default()
         },

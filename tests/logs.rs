@@ -9,8 +9,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use mailtriage_testkit::daemon::{log_tail, wait_until};
-use mailtriage_testkit::{Dovecot, SmtpCapture};
+use mailtriage_testkit::{Dovecot, SmtpCapture, log_tail, wait_until};
 
 const ESCALATION: &[u8] = b"From: Priya <priya@example.com>\r\nTo: ops@example.com\r\n\
 Subject: Escalation (Order #CK7)\r\nMessage-ID: <logs-test@example.com>\r\n\r\n\
@@ -21,7 +20,7 @@ Issue: customer says he will go to his lawyer\r\n";
 /// included) and a mailtriage.toml for the test servers.
 fn config_dir(d: &Dovecot, s: &SmtpCapture) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
-    mailtriage_testkit::daemon::copy_shipped_config(dir.path());
+    mailtriage_testkit::copy_shipped_config(dir.path());
     let pw = dir.path().join("imap.pw");
     std::fs::write(&pw, "secret").unwrap();
     let toml = format!(

@@ -7,7 +7,7 @@ use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mailtriage_testkit::{Dovecot, SmtpCapture, daemon};
+use mailtriage_testkit::{Dovecot, Extra, SmtpCapture, config_dir};
 
 /// The notification datagrams received within `within`, until `done`
 /// says enough.
@@ -47,7 +47,7 @@ fn count(got: &[String], state: &str) -> usize {
 fn ready_after_every_mailbox_reported_then_watchdog_then_stopping() {
     let d = Dovecot::start(&[("ops", "secret"), ("support", "secret")]);
     let s = SmtpCapture::start();
-    let dir = daemon::config_dir(&d, &s, daemon::Extra::default());
+    let dir = config_dir(&d, &s, Extra::default());
     // A second mailbox whose password is wrong: READY must not wait for
     // it to succeed, only for it to have tried.
     let wrong = dir.path().join("wrong-password");

@@ -15,8 +15,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use mail_parser::{MessageParser, MimeHeaders};
-use mailtriage_testkit::daemon::{self, InProcess, wait_until};
-use mailtriage_testkit::{Captured, Dovecot, SmtpCapture, by_rcpt, fixture, subject};
+use mailtriage_testkit::{
+    Captured, Dovecot, Extra, InProcess, SmtpCapture, by_rcpt, config_dir, fixture, subject,
+    wait_until,
+};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -108,10 +110,10 @@ fn check_what_everyone_gets(c: &Captured) {
 fn what_people_receive_matches_the_golden_files() {
     let d = Dovecot::start(&[("ops", "secret")]);
     let s = SmtpCapture::start();
-    let dir = daemon::config_dir(
+    let dir = config_dir(
         &d,
         &s,
-        daemon::Extra {
+        Extra {
             mailbox: "reply_to = \"ops@example.com\"",
             ..Default::default()
         },

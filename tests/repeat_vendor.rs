@@ -8,8 +8,9 @@
 use std::time::Duration;
 
 use mail_parser::MessageParser;
-use mailtriage_testkit::daemon::{self, InProcess, wait_until};
-use mailtriage_testkit::{Dovecot, SmtpCapture, by_rcpt, fixture, golden};
+use mailtriage_testkit::{
+    Dovecot, Extra, InProcess, SmtpCapture, by_rcpt, config_dir, fixture, golden, wait_until,
+};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -33,7 +34,7 @@ fn complaint(tag: &str, order: &str, customer: &str, date: &str, issue: &str) ->
 fn the_report_names_each_case_by_order_date_and_issue() {
     let d = Dovecot::start(&[("ops", "secret")]);
     let s = SmtpCapture::start();
-    let dir = daemon::config_dir(&d, &s, daemon::Extra::default());
+    let dir = config_dir(&d, &s, Extra::default());
     // Wednesday 25 November 2026, 15:30 in Kolkata.
     let now = "2026-11-25T10:00:00Z"
         .parse::<jiff::Timestamp>()

@@ -15,7 +15,7 @@ const SMTP_PASSWORD: &str = "smtp-S3cret-pw-0815";
 
 fn config_dir(d: &Dovecot, s: &SmtpCapture) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
-    mailtriage_testkit::daemon::copy_shipped_config(dir.path());
+    mailtriage_testkit::copy_shipped_config(dir.path());
     let pw_file = dir.path().join("imap.pw");
     std::fs::write(&pw_file, IMAP_PASSWORD).unwrap();
     let toml = format!(

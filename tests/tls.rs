@@ -17,8 +17,10 @@
 use std::time::Duration;
 
 use mailtriage::store::Delivery;
-use mailtriage_testkit::daemon::{self, Daemon, Extra, TlsMode, Via, outbox, stop, wait_until};
-use mailtriage_testkit::{Dovecot, SmtpCapture, SmtpTls, TestCa, by_rcpt, fixture, subject};
+use mailtriage_testkit::{
+    Daemon, Dovecot, Extra, SmtpCapture, SmtpTls, TestCa, TlsMode, Via, by_rcpt, config_dir,
+    fixture, outbox, subject, wait_until,
+};
 
 const WAIT: Duration = Duration::from_secs(30);
 /// The outbox retries after 1 s, then every 2 s.
@@ -72,7 +74,7 @@ fn escalation_is_acknowledged_over_tls(imap: TlsMode, smtp: SmtpTls) {
         SmtpTls::Implicit => Via::implicit(s.port(), &ca_file),
         SmtpTls::Starttls | SmtpTls::StarttlsRequired => Via::starttls(s.port(), &ca_file),
     };
-    let dir = daemon::config_dir(
+    let dir = config_dir(
         &d,
         &s,
         Extra {
@@ -114,7 +116,7 @@ fn escalation_is_acknowledged_over_tls(imap: TlsMode, smtp: SmtpTls) {
         what()
     );
     assert!(alive, "the daemon exited\n{}", what());
-    stop(&mut daemon);
+    daemon.stop();
     assert_eq!(
         daemon.count_lines("mailbox session failed"),
         0,
@@ -149,7 +151,7 @@ fn imap_certificate_from_an_unrelated_ca_is_refused(imap: TlsMode) {
         TlsMode::Starttls => Via::starttls(d.port(), &wrong),
         TlsMode::Plain => unreachable!("a TLS test"),
     };
-    let dir = daemon::config_dir(
+    let dir = config_dir(
         &d,
         &s,
         Extra {
@@ -205,7 +207,7 @@ fn imap_certificate_from_an_unrelated_ca_is_refused(imap: TlsMode) {
         || d.log().contains("alert unknown ca"),
         || format!("Dovecot did not log the refused certificate\n{}", what()),
     );
-    stop(&mut daemon);
+    daemon.stop();
 }
 
 #[test]
@@ -236,7 +238,7 @@ fn smtp_certificate_from_an_unrelated_ca_is_refused(smtp: SmtpTls) {
         SmtpTls::Implicit => Via::implicit(s.port(), ca_file),
         SmtpTls::Starttls | SmtpTls::StarttlsRequired => Via::starttls(s.port(), ca_file),
     };
-    let dir = daemon::config_dir(
+    let dir = config_dir(
         &d,
         &s,
         Extra {
@@ -269,7 +271,7 @@ fn smtp_certificate_from_an_unrelated_ca_is_refused(smtp: SmtpTls) {
     assert!(s.messages().is_empty(), "{}", what());
     // The mailbox side worked: the case exists and the message is done.
     assert_eq!(d.seen("ops", "INBOX"), [uid], "{}", what());
-    stop(&mut daemon);
+    daemon.stop();
     let items = outbox(dir.path());
     let ack = items
         .iter()
@@ -306,7 +308,7 @@ fn smtp_certificate_from_an_unrelated_ca_is_refused(smtp: SmtpTls) {
         "{:?}",
         acks[0].tls
     );
-    stop(&mut daemon);
+    daemon.stop();
 }
 
 #[test]

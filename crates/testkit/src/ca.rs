@@ -234,7 +234,7 @@ impl TestCa {
                 panic!("copy {} to {}: {e}", from.display(), dir.join(to).display())
             });
         }
-        crate::set_mode(&dir.join("server.key"), 0o600);
+        crate::server::set_mode(&dir.join("server.key"), 0o600);
         dir.to_path_buf()
     }
 }
