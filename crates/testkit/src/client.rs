@@ -1,5 +1,7 @@
 //! Tiny synchronous IMAP and SMTP clients over `std::net::TcpStream`, for
-//! the kit itself and for tests that act as a user or a sender.
+//! the kit itself and for tests that act as a user or a sender. Both read
+//! through one [`LineConnection`]: connect to 127.0.0.1, CRLF lines under a
+//! read timeout, and errors that carry the tail of the server's log.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, TcpStream};
@@ -23,6 +25,124 @@ fn with_log(message: String, log: Option<&Path>) -> String {
             tail(&read_lossy(path), CLIENT_LOG_TAIL_LINES)
         ),
         None => message,
+    }
+}
+
+/// A connection to a line-based server on 127.0.0.1 (IMAP or SMTP): the
+/// reader under both clients. A read that times out keeps the part of a
+/// line it got, for the next read; errors carry the tail of the server's
+/// log, if the connection knows it.
+struct LineConnection {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+    /// Bytes of a line that a read timeout interrupted.
+    pending: Vec<u8>,
+    /// The server's log, whose tail is added to errors.
+    log: Option<PathBuf>,
+    /// "IMAP" or "SMTP", for errors.
+    protocol: &'static str,
+}
+
+impl LineConnection {
+    /// Connect to 127.0.0.1:`port`, reads timing out after [`IO_TIMEOUT`].
+    fn connect(
+        port: u16,
+        log: Option<PathBuf>,
+        protocol: &'static str,
+    ) -> Result<LineConnection, String> {
+        let stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port))
+            .map_err(|e| with_log(format!("connect to 127.0.0.1:{port}: {e}"), log.as_deref()))?;
+        stream
+            .set_read_timeout(Some(IO_TIMEOUT))
+            .map_err(|e| format!("set read timeout: {e}"))?;
+        let writer = stream
+            .try_clone()
+            .map_err(|e| format!("clone stream: {e}"))?;
+        Ok(LineConnection {
+            reader: BufReader::new(stream),
+            writer,
+            pending: Vec::new(),
+            log,
+            protocol,
+        })
+    }
+
+    /// `message` with the tail of the server's log.
+    fn error(&self, message: String) -> String {
+        with_log(message, self.log.as_deref())
+    }
+
+    fn send(&mut self, bytes: &[u8]) -> Result<(), String> {
+        self.writer
+            .write_all(bytes)
+            .and_then(|()| self.writer.flush())
+            .map_err(|e| self.error(format!("write to the {} server: {e}", self.protocol)))
+    }
+
+    /// One line (without its CRLF) within [`IO_TIMEOUT`].
+    fn read_line(&mut self) -> Result<Vec<u8>, String> {
+        self.read_line_within(IO_TIMEOUT)?.ok_or_else(|| {
+            self.error(format!(
+                "no response from the {} server within {IO_TIMEOUT:?}",
+                self.protocol
+            ))
+        })
+    }
+
+    /// One line (without its CRLF), or Ok(None) if none is complete within
+    /// `timeout` (the part read is kept for the next call).
+    fn read_line_within(&mut self, timeout: Duration) -> Result<Option<Vec<u8>>, String> {
+        self.set_timeout(timeout)?;
+        let read = self.reader.read_until(b'\n', &mut self.pending);
+        self.set_timeout(IO_TIMEOUT)?;
+        match read {
+            Ok(0) => Err(self.error(format!(
+                "{} server closed the connection (partial line {:?})",
+                self.protocol,
+                String::from_utf8_lossy(&self.pending)
+            ))),
+            Ok(_) if self.pending.ends_with(b"\n") => {
+                let mut line = std::mem::take(&mut self.pending);
+                line.pop();
+                if line.ends_with(b"\r") {
+                    line.pop();
+                }
+                Ok(Some(line))
+            }
+            Ok(_) => Err(self.error(format!(
+                "{} server closed the connection mid-line",
+                self.protocol
+            ))),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(self.error(format!("read from the {} server: {e}", self.protocol))),
+        }
+    }
+
+    /// The next `n` bytes (an IMAP literal).
+    fn read_exact(&mut self, n: usize) -> Result<Vec<u8>, String> {
+        let mut bytes = vec![0; n];
+        match self.reader.read_exact(&mut bytes) {
+            Ok(()) => Ok(bytes),
+            Err(e) => Err(self.error(format!(
+                "read {n} bytes from the {} server: {e}",
+                self.protocol
+            ))),
+        }
+    }
+
+    fn set_timeout(&mut self, timeout: Duration) -> Result<(), String> {
+        let timeout = timeout.max(Duration::from_millis(1));
+        self.reader
+            .get_ref()
+            .set_read_timeout(Some(timeout))
+            .map_err(|e| format!("set read timeout: {e}"))
     }
 }
 
@@ -75,13 +195,9 @@ pub struct ImapLine {
 /// A tiny synchronous IMAP client for tests (tagged commands, literals in
 /// both directions, IDLE). Errors are `Err(String)` with the server's words.
 pub struct ImapClient {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
+    /// Its errors, NO and BAD included, carry the server's log tail.
+    conn: LineConnection,
     tag: u32,
-    /// Bytes of a line that a read timeout interrupted.
-    pending: Vec<u8>,
-    /// The server's log, whose tail is added to I/O and NO/BAD errors.
-    log: Option<PathBuf>,
     /// The server's greeting line.
     pub greeting: String,
 }
@@ -94,20 +210,9 @@ impl ImapClient {
 
     /// [`ImapClient::connect`]; errors also show the tail of the log at `log`.
     pub fn connect_logged(port: u16, log: Option<PathBuf>) -> Result<ImapClient, String> {
-        let stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port))
-            .map_err(|e| with_log(format!("connect to 127.0.0.1:{port}: {e}"), log.as_deref()))?;
-        stream
-            .set_read_timeout(Some(IO_TIMEOUT))
-            .map_err(|e| format!("set read timeout: {e}"))?;
-        let writer = stream
-            .try_clone()
-            .map_err(|e| format!("clone stream: {e}"))?;
         let mut client = ImapClient {
-            reader: BufReader::new(stream),
-            writer,
+            conn: LineConnection::connect(port, log, "IMAP")?,
             tag: 0,
-            pending: Vec::new(),
-            log,
             greeting: String::new(),
         };
         let greeting = client.read_line()?.text;
@@ -124,43 +229,11 @@ impl ImapClient {
     }
 
     fn error(&self, message: String) -> String {
-        with_log(message, self.log.as_deref())
+        self.conn.error(message)
     }
 
     fn send(&mut self, bytes: &[u8]) -> Result<(), String> {
-        self.writer
-            .write_all(bytes)
-            .and_then(|()| self.writer.flush())
-            .map_err(|e| self.error(format!("write to IMAP server: {e}")))
-    }
-
-    /// Read one CRLF-terminated physical line (without CRLF). Ok(None) on a
-    /// read timeout (the partial line is kept for the next call).
-    fn read_raw_line(&mut self) -> Result<Option<Vec<u8>>, String> {
-        match self.reader.read_until(b'\n', &mut self.pending) {
-            Ok(0) => Err(self.error(format!(
-                "IMAP server closed the connection (partial line {:?})",
-                String::from_utf8_lossy(&self.pending)
-            ))),
-            Ok(_) if self.pending.ends_with(b"\n") => {
-                let mut line = std::mem::take(&mut self.pending);
-                line.pop();
-                if line.ends_with(b"\r") {
-                    line.pop();
-                }
-                Ok(Some(line))
-            }
-            Ok(_) => Err(self.error("IMAP server closed the connection mid-line".into())),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(self.error(format!("read from IMAP server: {e}"))),
-        }
+        self.conn.send(bytes)
     }
 
     /// Trailing `{N}` or `{N+}` literal marker of a physical line.
@@ -183,10 +256,7 @@ impl ImapClient {
 
     /// Read one logical line, or Ok(None) if none starts within `timeout`.
     pub fn read_line_within(&mut self, timeout: Duration) -> Result<Option<ImapLine>, String> {
-        self.set_timeout(timeout)?;
-        let first = self.read_raw_line();
-        self.set_timeout(IO_TIMEOUT)?;
-        let Some(mut physical) = first? else {
+        let Some(mut physical) = self.conn.read_line_within(timeout)? else {
             return Ok(None);
         };
         let mut line = ImapLine::default();
@@ -195,24 +265,9 @@ impl ImapClient {
             let Some(n) = Self::literal_len(&physical) else {
                 return Ok(Some(line));
             };
-            let mut literal = vec![0; n];
-            if let Err(e) = self.reader.read_exact(&mut literal) {
-                return Err(self.error(format!("read a {n}-byte literal: {e}")));
-            }
-            line.literals.push(literal);
-            physical = match self.read_raw_line()? {
-                Some(physical) => physical,
-                None => return Err(self.error("timed out in the middle of a response".into())),
-            };
+            line.literals.push(self.conn.read_exact(n)?);
+            physical = self.conn.read_line()?;
         }
-    }
-
-    fn set_timeout(&mut self, timeout: Duration) -> Result<(), String> {
-        let timeout = timeout.max(Duration::from_millis(1));
-        self.reader
-            .get_ref()
-            .set_read_timeout(Some(timeout))
-            .map_err(|e| format!("set read timeout: {e}"))
     }
 
     /// Read lines until the tagged response for `tag`: Ok(every line, the
@@ -465,10 +520,8 @@ impl SmtpReply {
 /// A tiny synchronous SMTP client for tests: each call returns the reply,
 /// whatever its code; Err only for I/O and protocol errors.
 pub struct SmtpClient {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
-    /// The server's log, whose tail is added to I/O and protocol errors.
-    log: Option<PathBuf>,
+    /// Its I/O and protocol errors carry the server's log tail.
+    conn: LineConnection,
     pub greeting: SmtpReply,
 }
 
@@ -480,18 +533,8 @@ impl SmtpClient {
 
     /// [`SmtpClient::connect`]; errors also show the tail of the log at `log`.
     pub fn connect_logged(port: u16, log: Option<PathBuf>) -> Result<SmtpClient, String> {
-        let stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port))
-            .map_err(|e| with_log(format!("connect to 127.0.0.1:{port}: {e}"), log.as_deref()))?;
-        stream
-            .set_read_timeout(Some(IO_TIMEOUT))
-            .map_err(|e| format!("set read timeout: {e}"))?;
-        let writer = stream
-            .try_clone()
-            .map_err(|e| format!("clone stream: {e}"))?;
         let mut client = SmtpClient {
-            reader: BufReader::new(stream),
-            writer,
-            log,
+            conn: LineConnection::connect(port, log, "SMTP")?,
             greeting: SmtpReply {
                 code: 0,
                 lines: Vec::new(),
@@ -501,26 +544,15 @@ impl SmtpClient {
         Ok(client)
     }
 
-    fn error(&self, message: String) -> String {
-        with_log(message, self.log.as_deref())
-    }
-
     fn reply(&mut self) -> Result<SmtpReply, String> {
         let mut lines = Vec::new();
         loop {
-            let mut line = String::new();
-            let n = match self.reader.read_line(&mut line) {
-                Ok(n) => n,
-                Err(e) => return Err(self.error(format!("read SMTP reply: {e}"))),
-            };
-            if n == 0 {
-                return Err(
-                    self.error(format!("SMTP server closed the connection after {lines:?}"))
-                );
-            }
-            let line = line.trim_end();
+            let raw = self.conn.read_line()?;
+            let line = String::from_utf8_lossy(&raw);
             let Some(code) = line.get(..3).and_then(|c| c.parse::<u16>().ok()) else {
-                return Err(self.error(format!("malformed SMTP reply line {line:?}")));
+                return Err(self
+                    .conn
+                    .error(format!("malformed SMTP reply line {line:?}")));
             };
             let last = line.as_bytes().get(3) != Some(&b'-');
             lines.push(line.get(4..).unwrap_or("").to_string());
@@ -532,9 +564,7 @@ impl SmtpClient {
 
     /// Send one command line and read its reply.
     pub fn command(&mut self, line: &str) -> Result<SmtpReply, String> {
-        if let Err(e) = self.writer.write_all(format!("{line}\r\n").as_bytes()) {
-            return Err(self.error(format!("send {line:?}: {e}")));
-        }
+        self.conn.send(format!("{line}\r\n").as_bytes())?;
         self.reply()
     }
 
@@ -575,9 +605,7 @@ impl SmtpClient {
             body.extend_from_slice(b"\r\n");
         }
         body.extend_from_slice(b".\r\n");
-        if let Err(e) = self.writer.write_all(&body) {
-            return Err(self.error(format!("send message data: {e}")));
-        }
+        self.conn.send(&body)?;
         self.reply()
     }
 
