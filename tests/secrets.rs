@@ -8,46 +8,25 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use mailtriage_testkit::{Dovecot, SmtpCapture};
+use mailtriage_testkit::{
+    Dovecot, MailtriageToml, Secret, SmtpCapture, copy_shipped_config, database,
+};
 
 const IMAP_PASSWORD: &str = "imap-S3cret-pw-4711";
 const SMTP_PASSWORD: &str = "smtp-S3cret-pw-0815";
 
 fn config_dir(d: &Dovecot, s: &SmtpCapture) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
-    mailtriage_testkit::copy_shipped_config(dir.path());
+    copy_shipped_config(dir.path());
     let pw_file = dir.path().join("imap.pw");
     std::fs::write(&pw_file, IMAP_PASSWORD).unwrap();
-    let toml = format!(
-        r#"[daemon]
-database = "{db}"
-domain = "mailtriage.test"
-allow_senders = ["example.com"]
-
-[smtp]
-host = "127.0.0.1"
-port = {smtp}
-tls = "plain"
-user = "mailtriage@example.com"
-password = {{ env = "MAILTRIAGE_TEST_SMTP_PASSWORD" }}
-from = "Escalations <mailtriage@example.com>"
-
-[[mailbox]]
-name = "ops"
-host = "127.0.0.1"
-port = {imap}
-tls = "plain"
-user = "ops"
-password = {{ command = ["cat", "{pw}"] }}
-mark_seen = true
-quarantine = "Quarantine"
-"#,
-        db = dir.path().join("db").display(),
-        smtp = s.port(),
-        imap = d.port(),
-        pw = pw_file.display(),
-    );
-    std::fs::write(dir.path().join("mailtriage.toml"), toml).unwrap();
+    let mut toml = MailtriageToml::new(&database(dir.path()), s.port());
+    toml.smtp
+        .set("user", "mailtriage@example.com")
+        .set("password", Secret::Env("MAILTRIAGE_TEST_SMTP_PASSWORD"));
+    let pw = pw_file.display().to_string();
+    toml.mailbox("ops", d.port(), Secret::Command(&["cat", &pw]));
+    toml.write(dir.path());
     dir
 }
 

@@ -49,8 +49,8 @@ mod wait;
 pub use ca::TestCa;
 pub use client::{ImapClient, ImapLine, SmtpClient, SmtpReply, base64};
 pub use config::{
-    Extra, TlsMode, Via, config_dir, copy_clock_free_config, copy_shipped_config, database,
-    password_file,
+    Extra, MailtriageToml, Secret, TlsMode, Via, config_dir, copy_clock_free_config,
+    copy_shipped_config, database, password_file,
 };
 pub use daemon::{Daemon, InProcess, log_tail, outbox};
 pub use dovecot::{Dovecot, ImapMessage};
