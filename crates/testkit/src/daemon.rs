@@ -17,21 +17,59 @@ const POLL: Duration = Duration::from_millis(50);
 /// Lines of the daemon's log shown in a failure message.
 const LOG_TAIL_LINES: usize = 80;
 
-/// `mailtriage run --config DIR` as a child process. Every run of one
-/// directory appends to `DIR/daemon.log`, after a `=== run N ===` line.
-pub struct Daemon {
-    child: Option<Child>,
-    log: PathBuf,
-    /// Where this run's lines start in the log.
-    offset: usize,
-    run: usize,
+/// The daemon's `--log-format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
-impl Daemon {
-    /// Starts `binary` (the test's `env!("CARGO_BIN_EXE_mailtriage")`:
-    /// cargo tells only the package's own tests where it is) with info logs
-    /// as text, no colours.
-    pub fn spawn(binary: &str, dir: &Path) -> Daemon {
+/// How [`Daemon`]s are started: `binary` (the test's
+/// `env!("CARGO_BIN_EXE_mailtriage")`: cargo tells only the package's own
+/// tests and benchmarks where it is), its log format and filter, and a
+/// program to run it under (a profiler). Not under systemd, whatever the
+/// environment of the test says.
+#[derive(Clone, Debug)]
+pub struct DaemonCommand {
+    binary: PathBuf,
+    log_format: LogFormat,
+    /// `RUST_LOG`; None: the test's own `RUST_LOG`, else `info`.
+    filter: Option<String>,
+    wrapper: Vec<String>,
+}
+
+impl DaemonCommand {
+    /// `binary run` with info logs as text, no colours.
+    pub fn new(binary: impl Into<PathBuf>) -> DaemonCommand {
+        DaemonCommand {
+            binary: binary.into(),
+            log_format: LogFormat::Text,
+            filter: None,
+            wrapper: Vec::new(),
+        }
+    }
+
+    pub fn log_format(mut self, format: LogFormat) -> DaemonCommand {
+        self.log_format = format;
+        self
+    }
+
+    /// `RUST_LOG` for the daemon, whatever the test's is.
+    pub fn filter(mut self, filter: &str) -> DaemonCommand {
+        self.filter = Some(filter.to_string());
+        self
+    }
+
+    /// Runs the daemon as `PROGRAM ARGS... binary run ...` (e.g.
+    /// `heaptrack -o /tmp/mt`); nothing: as itself.
+    pub fn wrapped_in(mut self, argv: Vec<String>) -> DaemonCommand {
+        self.wrapper = argv;
+        self
+    }
+
+    /// `run --config DIR`. Every run of one directory appends to
+    /// `DIR/daemon.log`, after a `=== run N ===` line.
+    pub fn spawn(&self, dir: &Path) -> Daemon {
         let log = dir.join("daemon.log");
         let previous = fs::read(&log).unwrap_or_default();
         let run = String::from_utf8_lossy(&previous)
@@ -44,27 +82,69 @@ impl Daemon {
             .append(true)
             .open(&log)
             .unwrap_or_else(|e| panic!("open {}: {e}", log.display()));
-        std::io::Write::write_all(&mut file, format!("=== run {run} ===\n").as_bytes()).unwrap();
+        std::io::Write::write_all(&mut file, format!("=== run {run} ===\n").as_bytes())
+            .unwrap_or_else(|e| panic!("write {}: {e}", log.display()));
         let offset = previous.len();
-        let child = Command::new(binary)
-            .args(["run", "--log-format", "text", "--config"])
+        let mut command = match self.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(&self.binary);
+                c
+            }
+            None => Command::new(&self.binary),
+        };
+        let format = match self.log_format {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        };
+        let filter = self
+            .filter
+            .clone()
+            .or_else(|| std::env::var("RUST_LOG").ok())
+            .unwrap_or_else(|| "info".into());
+        let stdout = file
+            .try_clone()
+            .unwrap_or_else(|e| panic!("dup {}: {e}", log.display()));
+        let started = Instant::now();
+        let child = command
+            .args(["run", "--log-format", format, "--config"])
             .arg(dir)
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-            )
+            .env("RUST_LOG", filter)
             .env("NO_COLOR", "1")
+            .env_remove("JOURNAL_STREAM")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
             .stdin(Stdio::null())
-            .stdout(file.try_clone().unwrap())
+            .stdout(stdout)
             .stderr(file)
             .spawn()
-            .unwrap_or_else(|e| panic!("spawn mailtriage run: {e}"));
+            .unwrap_or_else(|e| panic!("spawn {} run: {e}", self.binary.display()));
         Daemon {
             child: Some(child),
             log,
             offset,
             run,
+            started,
         }
+    }
+}
+
+/// `mailtriage run --config DIR` as a child process, started by
+/// [`DaemonCommand::spawn`] or [`Daemon::spawn`]; killed when dropped.
+pub struct Daemon {
+    child: Option<Child>,
+    log: PathBuf,
+    /// Where this run's lines start in the log.
+    offset: usize,
+    run: usize,
+    started: Instant,
+}
+
+impl Daemon {
+    /// `binary run --config DIR` as [`DaemonCommand::new`] says.
+    pub fn spawn(binary: &str, dir: &Path) -> Daemon {
+        DaemonCommand::new(binary).spawn(dir)
     }
 
     pub fn pid(&self) -> u32 {
@@ -93,9 +173,23 @@ impl Daemon {
         }
     }
 
-    /// SIGTERM; the exit status, or a panic (with the log tail) if it has
-    /// not exited within `within`.
-    pub fn terminate(&mut self, within: Duration) -> ExitStatus {
+    /// When the process was started.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// Panics, with the exit status and the log tail, if the process has
+    /// exited.
+    pub fn assert_running(&mut self) {
+        let exited = self.child.as_mut().map(Child::try_wait);
+        if let Some(Ok(Some(status))) = exited {
+            panic!("the daemon exited with {status}\n{}", self.log_tail());
+        }
+    }
+
+    /// SIGTERM; the exit status, or None if it had not exited within
+    /// `within` (it is killed then).
+    pub fn try_terminate(&mut self, within: Duration) -> Option<ExitStatus> {
         let mut child = self.child.take().expect("the daemon was already stopped");
         let status = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
@@ -105,19 +199,27 @@ impl Daemon {
         let deadline = Instant::now() + within;
         loop {
             match child.try_wait() {
-                Ok(Some(status)) => return status,
+                Ok(Some(status)) => return Some(status),
                 Ok(None) if Instant::now() < deadline => std::thread::sleep(POLL),
                 Ok(None) => {
                     let _ = child.kill();
                     let _ = child.wait();
-                    panic!(
-                        "the daemon did not exit within {within:?} of SIGTERM\n{}",
-                        self.log_tail()
-                    );
+                    return None;
                 }
                 Err(e) => panic!("wait for the daemon: {e}"),
             }
         }
+    }
+
+    /// SIGTERM; the exit status, or a panic (with the log tail) if it has
+    /// not exited within `within`.
+    pub fn terminate(&mut self, within: Duration) -> ExitStatus {
+        self.try_terminate(within).unwrap_or_else(|| {
+            panic!(
+                "the daemon did not exit within {within:?} of SIGTERM\n{}",
+                self.log_tail()
+            )
+        })
     }
 
     /// SIGTERM, and a check that it exits 0 within 10 s.
@@ -128,6 +230,11 @@ impl Daemon {
             "exit status {status} after SIGTERM\n{}",
             self.log_tail()
         );
+    }
+
+    /// The log file, `daemon.log` of its directory.
+    pub fn log_path(&self) -> &Path {
+        &self.log
     }
 
     /// The whole log, every run.

@@ -52,7 +52,7 @@ pub use config::{
     Extra, MailtriageToml, Secret, TlsMode, Via, config_dir, copy_clock_free_config,
     copy_shipped_config, database, password_file,
 };
-pub use daemon::{Daemon, InProcess, log_tail, outbox};
+pub use daemon::{Daemon, DaemonCommand, InProcess, LogFormat, log_tail, outbox};
 pub use dovecot::{Dovecot, ImapMessage};
 pub use fixtures::{fixture, golden, repo_root};
 pub use python_email::python_read;
