@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::config::database;
@@ -286,16 +287,18 @@ impl Drop for Daemon {
 }
 
 /// `mailtriage::daemon::run` on its own runtime thread in this process
-/// (for tests that inject the clock or read the store afterwards), stopped
-/// through [`InProcess::shutdown`].
+/// (for tests that inject the clock or read the store afterwards, and the
+/// demo), stopped through [`InProcess::shutdown`] or [`InProcess::stop`].
 pub struct InProcess {
     stop: tokio::sync::watch::Sender<bool>,
-    done: std::sync::mpsc::Receiver<Result<(), String>>,
+    done: mpsc::Receiver<Result<(), String>>,
+    thread: std::thread::JoinHandle<()>,
 }
 
 impl InProcess {
     /// Starts the daemon on the system clock. Its log lines go to the
-    /// test's output (shown when a test fails).
+    /// test's output (shown when a test fails), unless the program set up
+    /// logging first.
     pub fn start(dir: &Path) -> InProcess {
         InProcess::start_with_clock(dir, mailtriage::daemon::Clock::system())
     }
@@ -312,9 +315,9 @@ impl InProcess {
             .with_test_writer()
             .try_init();
         let (stop, rx) = tokio::sync::watch::channel(false);
-        let (done_tx, done) = std::sync::mpsc::channel();
+        let (done_tx, done) = mpsc::channel();
         let dir: PathBuf = dir.to_path_buf();
-        std::thread::spawn(move || {
+        let thread = std::thread::spawn(move || {
             let r = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
@@ -326,16 +329,33 @@ impl InProcess {
                 });
             let _ = done_tx.send(r);
         });
-        InProcess { stop, done }
+        InProcess { stop, done, thread }
     }
 
-    /// Asks it to stop and waits (10 s at most) for a clean end.
-    pub fn shutdown(self) {
+    /// Is the daemon still running (it ends by itself on a config it
+    /// refuses, say)?
+    pub fn running(&self) -> bool {
+        !self.thread.is_finished()
+    }
+
+    /// Asks it to stop and waits (10 s at most) for its end: Err says why
+    /// it was not a clean one.
+    pub fn stop(self) -> Result<(), String> {
         let _ = self.stop.send(true);
         match self.done.recv_timeout(Duration::from_secs(10)) {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => panic!("the daemon failed: {e}"),
-            Err(e) => panic!("the daemon did not stop within 10 s after shutdown: {e}"),
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("the daemon failed: {e}")),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                Err("the daemon did not stop within 10 s after shutdown".into())
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err("the daemon panicked".into()),
+        }
+    }
+
+    /// [`InProcess::stop`], and a panic unless it ended cleanly.
+    pub fn shutdown(self) {
+        if let Err(e) = self.stop() {
+            panic!("{e}");
         }
     }
 }
