@@ -13,7 +13,7 @@ use std::fs;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -22,8 +22,9 @@ use tempfile::TempDir;
 use crate::TestCa;
 use crate::client::{ImapClient, quote};
 use crate::server::{
-    LOG_TAIL_LINES, POLL, PORT_ATTEMPTS, Ready, START_TIMEOUT, bind_failed, free_port, kill_server,
-    read_lossy, server_dir, set_mode, tail, unique, wait_ready, write_atomically, write_file,
+    LOG_TAIL_LINES, Launch, START_TIMEOUT, ServerProcess, free_port, launch_on_free_ports,
+    read_lossy, relaunch, server_dir, set_mode, tail, unique, wait_ready, write_atomically,
+    write_file,
 };
 
 /// (uid, gid) of the running process: the owner of a dir it just created.
@@ -164,13 +165,14 @@ pub struct ImapMessage {
 /// [`Dovecot::start_tls`]; passwd-file users with plain passwords, Maildir
 /// under its temp dir). See the module docs.
 pub struct Dovecot {
+    /// Declared first, so dropped first: the server goes before its dir.
+    process: ServerProcess,
     dir: TempDir,
     port: u16,
     /// The implicit-TLS (imaps) port; 0 unless started by `start_tls`.
     imaps_port: u16,
     /// Started by `start_tls`: `ssl = yes` with the files in `tls/`.
     tls: bool,
-    child: Option<Child>,
     identity: Identity,
     users: Vec<(String, String)>,
     instance: String,
@@ -200,7 +202,7 @@ impl Dovecot {
             port: 0,
             imaps_port: 0,
             tls: ca.is_some(),
-            child: None,
+            process: ServerProcess::default(),
             users: users
                 .iter()
                 .map(|(u, p)| (u.to_string(), p.to_string()))
@@ -224,8 +226,7 @@ impl Dovecot {
             set_mode(&tls, 0o755);
         }
 
-        let mut why = String::new();
-        for attempt in 1..=PORT_ATTEMPTS {
+        let started = launch_on_free_ports(&mut server, |server| {
             server.port = free_port();
             if server.tls {
                 server.imaps_port = loop {
@@ -235,23 +236,12 @@ impl Dovecot {
                     }
                 };
             }
-            let since = server.log().len();
-            match server.launch() {
-                Ok(()) => return server,
-                Err(e) => {
-                    let _ = writeln!(
-                        why,
-                        "attempt {attempt} on ports {} and {}: {e}",
-                        server.port, server.imaps_port
-                    );
-                    // Someone took the port between free_port() and the bind.
-                    if !bind_failed(&server.log(), since) {
-                        break;
-                    }
-                }
-            }
+            format!("ports {} and {}", server.port, server.imaps_port)
+        });
+        if let Err(why) = started {
+            panic!("Dovecot did not start:\n{why}\n{}", server.log_tail());
         }
-        panic!("Dovecot did not start:\n{why}\n{}", server.log_tail());
+        server
     }
 
     /// The IMAP port on 127.0.0.1 (plain IMAP, LOGIN/AUTHENTICATE PLAIN
@@ -312,18 +302,14 @@ impl Dovecot {
 
     /// Is the server process running (started and not stopped)?
     pub fn running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        self.process.running()
     }
 
     /// Kill the server and all its processes (open connections drop at once,
     /// like a crash or an outage), wait for them to go, remove `run/master.pid`.
     /// The data stays. Does nothing if it is not running.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take()
-            && let Err(e) = kill_server(&mut child)
-        {
+        if let Err(e) = self.process.stop() {
             panic!("stopping Dovecot: {e}\n{}", self.log_tail());
         }
         let _ = fs::remove_file(self.dir.path().join("run").join("master.pid"));
@@ -333,22 +319,12 @@ impl Dovecot {
     /// the bind while the port is still held, up to a deadline.
     pub fn restart(&mut self) {
         self.stop();
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            let since = self.log().len();
-            match self.launch() {
-                Ok(()) => return,
-                Err(e) => {
-                    if !bind_failed(&self.log(), since) || Instant::now() >= deadline {
-                        panic!(
-                            "Dovecot did not restart on port {}: {e}\n{}",
-                            self.port,
-                            self.log_tail()
-                        );
-                    }
-                    std::thread::sleep(POLL);
-                }
-            }
+        if let Err(e) = relaunch(self) {
+            panic!(
+                "Dovecot did not restart on port {}: {e}\n{}",
+                self.port,
+                self.log_tail()
+            );
         }
     }
 
@@ -513,44 +489,6 @@ service anvil {{
             );
         }
         conf
-    }
-
-    /// Write the config for the current port and start the master; Err if it
-    /// exits or does not answer in time (it is killed then).
-    fn launch(&mut self) -> Result<(), String> {
-        let conf = self.dir.path().join("dovecot.conf");
-        write_file(&conf, self.config().as_bytes());
-        let _ = fs::remove_file(self.dir.path().join("run").join("master.pid"));
-        let stderr = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("dovecot.stderr"))
-            .map_err(|e| format!("open dovecot.stderr: {e}"))?;
-        let mut child = Command::new(dovecot_binary())
-            .arg("-F")
-            .arg("-c")
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(
-                stderr
-                    .try_clone()
-                    .map_err(|e| format!("dup stderr file: {e}"))?,
-            )
-            .stderr(stderr)
-            // Its own process group, so stop() can kill every process it forks.
-            .process_group(0)
-            .spawn()
-            .map_err(|e| format!("spawn {} -F -c {}: {e}", dovecot_binary(), conf.display()))?;
-        match wait_ready(&mut child, self.port, "* OK") {
-            Ready::Yes => {
-                self.child = Some(child);
-                Ok(())
-            }
-            Ready::Exited(why) | Ready::TimedOut(why) => {
-                let _ = kill_server(&mut child);
-                Err(why)
-            }
-        }
     }
 
     /// A connection (greeting read, not logged in) whose errors carry this
@@ -760,10 +698,38 @@ service anvil {{
     }
 }
 
-impl Drop for Dovecot {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = kill_server(&mut child);
-        }
+impl Launch for Dovecot {
+    /// Writes the config for the current port(s) and starts the master.
+    fn launch(&mut self) -> Result<(), String> {
+        let conf = self.dir.path().join("dovecot.conf");
+        write_file(&conf, self.config().as_bytes());
+        let _ = fs::remove_file(self.dir.path().join("run").join("master.pid"));
+        let stderr = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("dovecot.stderr"))
+            .map_err(|e| format!("open dovecot.stderr: {e}"))?;
+        let child = Command::new(dovecot_binary())
+            .arg("-F")
+            .arg("-c")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(
+                stderr
+                    .try_clone()
+                    .map_err(|e| format!("dup stderr file: {e}"))?,
+            )
+            .stderr(stderr)
+            // Its own process group, so stop() can kill every process it forks.
+            .process_group(0)
+            .spawn()
+            .map_err(|e| format!("spawn {} -F -c {}: {e}", dovecot_binary(), conf.display()))?;
+        let port = self.port;
+        self.process
+            .start(child, |child| wait_ready(child, port, "* OK"))
+    }
+
+    fn log(&self) -> String {
+        Dovecot::log(self)
     }
 }

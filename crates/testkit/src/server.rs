@@ -1,6 +1,7 @@
-//! A server as a child process of the kit: a temp dir of its own, a free
-//! port, the wait for its greeting, and the kill of its whole process group
-//! (so that a stopped server frees its port at once, as in an outage).
+//! A server as a child process of the kit ([`ServerProcess`], started and
+//! restarted through [`Launch`]): a temp dir of its own, a free port, the
+//! wait for its greeting, and the kill of its whole process group (so that
+//! a stopped server frees its port at once, as in an outage).
 
 use std::fmt::Write as _;
 use std::fs;
@@ -21,7 +22,7 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Poll interval of every deadline loop.
 pub(crate) const POLL: Duration = Duration::from_millis(10);
 /// How many fresh ports to try when a server cannot bind the one it was given.
-pub(crate) const PORT_ATTEMPTS: usize = 5;
+const PORT_ATTEMPTS: usize = 5;
 /// Lines of a server log shown in a failure message.
 pub(crate) const LOG_TAIL_LINES: usize = 60;
 
@@ -120,7 +121,7 @@ fn kill_group(pgid: u32) -> Result<(), String> {
 
 /// Kill `child` and everything in its process group, reap it, and wait until
 /// no process of the group is left (so its ports and sockets are released).
-pub(crate) fn kill_server(child: &mut Child) -> Result<(), String> {
+fn kill_server(child: &mut Child) -> Result<(), String> {
     let pgid = child.id();
     let mut errors = String::new();
     if let Err(e) = kill_group(pgid) {
@@ -151,24 +152,118 @@ pub(crate) fn kill_server(child: &mut Child) -> Result<(), String> {
 }
 
 /// Does the log text written since byte `since` say the port was taken?
-pub(crate) fn bind_failed(log: &str, since: usize) -> bool {
+fn bind_failed(log: &str, since: usize) -> bool {
     log.get(since..)
         .unwrap_or(log)
         .to_ascii_lowercase()
         .contains("address already in use")
 }
 
-/// How a readiness wait ended.
-pub(crate) enum Ready {
-    Yes,
-    /// The server process exited; its log says why.
-    Exited(String),
-    TimedOut(String),
+/// A server's process, in a process group of its own (the server and every
+/// process it forks): killed as a whole when stopped or dropped.
+#[derive(Default)]
+pub(crate) struct ServerProcess {
+    child: Option<Child>,
+}
+
+impl ServerProcess {
+    /// Keeps `child` as the running server once `ready` says it answers;
+    /// kills it and says why if it does not.
+    pub(crate) fn start(
+        &mut self,
+        mut child: Child,
+        ready: impl FnOnce(&mut Child) -> Result<(), String>,
+    ) -> Result<(), String> {
+        match ready(&mut child) {
+            Ok(()) => {
+                self.child = Some(child);
+                Ok(())
+            }
+            Err(why) => {
+                let _ = kill_server(&mut child);
+                Err(why)
+            }
+        }
+    }
+
+    /// Is the server process running (started and not stopped)?
+    pub(crate) fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Kills the server and its process group, if running, and waits for
+    /// them to go; Err if some are left.
+    pub(crate) fn stop(&mut self) -> Result<(), String> {
+        match self.child.take() {
+            Some(mut child) => kill_server(&mut child),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+/// A server the kit starts: its process on its current port(s), and its
+/// log, whose words tell a port someone else took.
+pub(crate) trait Launch {
+    /// Starts the server on its current port(s) and waits for its greeting;
+    /// Err (the process killed) if it exits or does not answer in time.
+    fn launch(&mut self) -> Result<(), String>;
+
+    /// The server's whole log.
+    fn log(&self) -> String;
+}
+
+/// Launches `server` on the port(s) `pick_ports` gives it (and describes),
+/// and on fresh ones while someone took one between [`free_port`] and the
+/// server's bind, [`PORT_ATTEMPTS`] times at most; Err says each attempt.
+pub(crate) fn launch_on_free_ports<S: Launch>(
+    server: &mut S,
+    mut pick_ports: impl FnMut(&mut S) -> String,
+) -> Result<(), String> {
+    let mut why = String::new();
+    for attempt in 1..=PORT_ATTEMPTS {
+        let ports = pick_ports(server);
+        let since = server.log().len();
+        match server.launch() {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                let _ = writeln!(why, "attempt {attempt} on {ports}: {e}");
+                if !bind_failed(&server.log(), since) {
+                    break;
+                }
+            }
+        }
+    }
+    Err(why)
+}
+
+/// Launches a stopped `server` again on the same port(s), retrying while
+/// the port is still held, up to [`START_TIMEOUT`].
+pub(crate) fn relaunch(server: &mut impl Launch) -> Result<(), String> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        let since = server.log().len();
+        match server.launch() {
+            Ok(()) => return Ok(()),
+            Err(e) if !bind_failed(&server.log(), since) || Instant::now() >= deadline => {
+                return Err(e);
+            }
+            Err(_) => std::thread::sleep(POLL),
+        }
+    }
 }
 
 /// Wait until 127.0.0.1:`port` answers with a first line starting with
-/// `greeting`, or `child` exits, or the deadline passes.
-pub(crate) fn wait_ready(child: &mut Child, port: u16, greeting: &str) -> Ready {
+/// `greeting`, or `child` exits (Err: its log says why), or the deadline
+/// passes.
+pub(crate) fn wait_ready(child: &mut Child, port: u16, greeting: &str) -> Result<(), String> {
     wait_ready_with(child, port, greeting, read_greeting)
 }
 
@@ -178,21 +273,21 @@ pub(crate) fn wait_ready_with(
     port: u16,
     greeting: &str,
     probe: impl Fn(u16) -> Result<String, String>,
-) -> Ready {
+) -> Result<(), String> {
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
         match child.try_wait() {
-            Ok(Some(status)) => return Ready::Exited(format!("server exited with {status}")),
+            Ok(Some(status)) => return Err(format!("server exited with {status}")),
             Ok(None) => {}
-            Err(e) => return Ready::Exited(format!("cannot poll the server process: {e}")),
+            Err(e) => return Err(format!("cannot poll the server process: {e}")),
         }
         let last = match probe(port) {
-            Ok(line) if line.starts_with(greeting) => return Ready::Yes,
+            Ok(line) if line.starts_with(greeting) => return Ok(()),
             Ok(line) => format!("unexpected greeting {line:?}"),
             Err(e) => e,
         };
         if Instant::now() >= deadline {
-            return Ready::TimedOut(format!(
+            return Err(format!(
                 "port {port} did not answer {greeting:?} within {START_TIMEOUT:?} (last: {last})"
             ));
         }

@@ -5,12 +5,11 @@
 //! given code, and speaks STARTTLS or implicit TLS when asked
 //! ([`SmtpCapture::start_tls`]); also stop and restart.
 
-use std::fmt::Write as _;
 use std::fs;
 use std::io;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -18,8 +17,8 @@ use tempfile::TempDir;
 
 use crate::client::SmtpClient;
 use crate::server::{
-    LOG_TAIL_LINES, POLL, PORT_ATTEMPTS, Ready, START_TIMEOUT, bind_failed, free_port, kill_server,
-    read_lossy, server_dir, tail, wait_ready, wait_ready_with, write_atomically, write_file,
+    LOG_TAIL_LINES, Launch, POLL, ServerProcess, free_port, launch_on_free_ports, read_lossy,
+    relaunch, server_dir, tail, wait_ready, wait_ready_with, write_atomically, write_file,
 };
 use crate::{TestCa, ca};
 
@@ -113,9 +112,10 @@ pub enum SmtpTls {
 /// 127.0.0.1; plain SMTP, or TLS with [`SmtpCapture::start_tls`]). Layout
 /// of its directory: see `smtp_capture.py`.
 pub struct SmtpCapture {
+    /// Declared first, so dropped first: the server goes before its dir.
+    process: ServerProcess,
     dir: TempDir,
     port: u16,
-    child: Option<Child>,
     auth: Option<(String, String)>,
     /// TLS mode; the certificate files are in `tls/` of its dir.
     tls: Option<SmtpTls>,
@@ -170,102 +170,22 @@ impl SmtpCapture {
         let mut server = SmtpCapture {
             dir,
             port: 0,
-            child: None,
+            process: ServerProcess::default(),
             auth,
             tls: tls.map(|(mode, _)| mode),
             eight_bit_mime,
         };
-        let mut why = String::new();
-        for attempt in 1..=PORT_ATTEMPTS {
+        let started = launch_on_free_ports(&mut server, |server| {
             server.port = free_port();
-            let since = server.log().len();
-            match server.launch() {
-                Ok(()) => return server,
-                Err(e) => {
-                    let _ = writeln!(why, "attempt {attempt} on port {}: {e}", server.port);
-                    // Someone took the port between free_port() and the bind.
-                    if !bind_failed(&server.log(), since) {
-                        break;
-                    }
-                }
-            }
+            format!("port {}", server.port)
+        });
+        if let Err(why) = started {
+            panic!(
+                "SMTP capture server did not start:\n{why}\n{}",
+                server.log_tail()
+            );
         }
-        panic!(
-            "SMTP capture server did not start:\n{why}\n{}",
-            server.log_tail()
-        );
-    }
-
-    fn launch(&mut self) -> Result<(), String> {
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("smtp.log"))
-            .map_err(|e| format!("open smtp.log: {e}"))?;
-        let python = python_with_aiosmtpd();
-        let mut command = Command::new(python);
-        command
-            .arg(self.dir.path().join("smtp_capture.py"))
-            .arg("--port")
-            .arg(self.port.to_string())
-            .arg("--dir")
-            .arg(self.dir.path())
-            .env("PYTHONUNBUFFERED", "1")
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().map_err(|e| format!("dup log file: {e}"))?)
-            .stderr(log)
-            .process_group(0);
-        if let Some((user, password)) = &self.auth {
-            command
-                .arg("--auth-user")
-                .arg(user)
-                .arg("--auth-pass")
-                .arg(password);
-        }
-        if !self.eight_bit_mime {
-            command.arg("--no-8bitmime");
-        }
-        let tls_dir = self.dir.path().join("tls");
-        if let Some(mode) = self.tls {
-            let (mode, require) = match mode {
-                SmtpTls::Starttls => ("starttls", false),
-                SmtpTls::StarttlsRequired => ("starttls", true),
-                SmtpTls::Implicit => ("implicit", false),
-            };
-            command
-                .arg("--tls")
-                .arg(mode)
-                .arg("--tls-cert")
-                .arg(tls_dir.join("server-chain.pem"))
-                .arg("--tls-key")
-                .arg(tls_dir.join("server.key"));
-            if require {
-                command.arg("--require-starttls");
-            }
-        }
-        let mut child = command
-            .spawn()
-            .map_err(|e| format!("spawn {python} smtp_capture.py: {e}"))?;
-        let ready = if self.tls == Some(SmtpTls::Implicit) {
-            // The greeting comes after a TLS handshake that trusts the CA.
-            let ca = tls_dir.join("ca.pem");
-            wait_ready_with(&mut child, self.port, "220", |port| {
-                ca::tls_greeting(port, &ca).map(|(line, _)| line)
-            })
-        } else {
-            wait_ready(&mut child, self.port, "220")
-        };
-        match ready {
-            Ready::Yes => {
-                self.child = Some(child);
-                Ok(())
-            }
-            Ready::Exited(why) | Ready::TimedOut(why) => {
-                let _ = kill_server(&mut child);
-                Err(why)
-            }
-        }
+        server
     }
 
     /// The SMTP port on 127.0.0.1.
@@ -440,16 +360,12 @@ impl SmtpCapture {
 
     /// Is the server process running?
     pub fn running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        self.process.running()
     }
 
     /// Kill the server (connections drop); captured messages stay.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take()
-            && let Err(e) = kill_server(&mut child)
-        {
+        if let Err(e) = self.process.stop() {
             panic!("stopping the SMTP capture server: {e}\n{}", self.log_tail());
         }
     }
@@ -458,33 +374,88 @@ impl SmtpCapture {
     /// numbering goes on after the messages already captured.
     pub fn restart(&mut self) {
         self.stop();
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            let since = self.log().len();
-            match self.launch() {
-                Ok(()) => return,
-                Err(e) => {
-                    if !bind_failed(&self.log(), since) || Instant::now() >= deadline {
-                        panic!(
-                            "SMTP capture server did not restart on port {}: {e}\n{}",
-                            self.port,
-                            self.log_tail()
-                        );
-                    }
-                    std::thread::sleep(POLL);
-                }
+        if let Err(e) = relaunch(self) {
+            panic!(
+                "SMTP capture server did not restart on port {}: {e}\n{}",
+                self.port,
+                self.log_tail()
+            );
+        }
+    }
+}
+impl Launch for SmtpCapture {
+    /// Starts the capture script on the current port.
+    fn launch(&mut self) -> Result<(), String> {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("smtp.log"))
+            .map_err(|e| format!("open smtp.log: {e}"))?;
+        let python = python_with_aiosmtpd();
+        let mut command = Command::new(python);
+        command
+            .arg(self.dir.path().join("smtp_capture.py"))
+            .arg("--port")
+            .arg(self.port.to_string())
+            .arg("--dir")
+            .arg(self.dir.path())
+            .env("PYTHONUNBUFFERED", "1")
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| format!("dup log file: {e}"))?)
+            .stderr(log)
+            .process_group(0);
+        if let Some((user, password)) = &self.auth {
+            command
+                .arg("--auth-user")
+                .arg(user)
+                .arg("--auth-pass")
+                .arg(password);
+        }
+        if !self.eight_bit_mime {
+            command.arg("--no-8bitmime");
+        }
+        let tls_dir = self.dir.path().join("tls");
+        if let Some(mode) = self.tls {
+            let (mode, require) = match mode {
+                SmtpTls::Starttls => ("starttls", false),
+                SmtpTls::StarttlsRequired => ("starttls", true),
+                SmtpTls::Implicit => ("implicit", false),
+            };
+            command
+                .arg("--tls")
+                .arg(mode)
+                .arg("--tls-cert")
+                .arg(tls_dir.join("server-chain.pem"))
+                .arg("--tls-key")
+                .arg(tls_dir.join("server.key"));
+            if require {
+                command.arg("--require-starttls");
             }
         }
+        let child = command
+            .spawn()
+            .map_err(|e| format!("spawn {python} smtp_capture.py: {e}"))?;
+        let port = self.port;
+        if self.tls == Some(SmtpTls::Implicit) {
+            // The greeting comes after a TLS handshake that trusts the CA.
+            let ca = tls_dir.join("ca.pem");
+            self.process.start(child, |child| {
+                wait_ready_with(child, port, "220", |port| {
+                    ca::tls_greeting(port, &ca).map(|(line, _)| line)
+                })
+            })
+        } else {
+            self.process
+                .start(child, |child| wait_ready(child, port, "220"))
+        }
+    }
+
+    fn log(&self) -> String {
+        SmtpCapture::log(self)
     }
 }
 
-impl Drop for SmtpCapture {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = kill_server(&mut child);
-        }
-    }
-}
 /// The captured messages with `rcpt` among their recipients, in order.
 pub fn by_rcpt<'a>(captured: &'a [Captured], rcpt: &str) -> Vec<&'a Captured> {
     captured
