@@ -1,6 +1,6 @@
 //! Tiny synchronous IMAP and SMTP clients over `std::net::TcpStream`, for
 //! the kit itself and for tests that act as a user or a sender. Both read
-//! through one [`LineConnection`]: connect to 127.0.0.1, CRLF lines under a
+//! through one `LineConnection`: connect to 127.0.0.1, CRLF lines under a
 //! read timeout, and errors that carry the tail of the server's log.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -209,7 +209,7 @@ impl ImapClient {
     }
 
     /// [`ImapClient::connect`]; errors also show the tail of the log at `log`.
-    pub fn connect_logged(port: u16, log: Option<PathBuf>) -> Result<ImapClient, String> {
+    pub(crate) fn connect_logged(port: u16, log: Option<PathBuf>) -> Result<ImapClient, String> {
         let mut client = ImapClient {
             conn: LineConnection::connect(port, log, "IMAP")?,
             tag: 0,
@@ -532,7 +532,7 @@ impl SmtpClient {
     }
 
     /// [`SmtpClient::connect`]; errors also show the tail of the log at `log`.
-    pub fn connect_logged(port: u16, log: Option<PathBuf>) -> Result<SmtpClient, String> {
+    pub(crate) fn connect_logged(port: u16, log: Option<PathBuf>) -> Result<SmtpClient, String> {
         let mut client = SmtpClient {
             conn: LineConnection::connect(port, log, "SMTP")?,
             greeting: SmtpReply {

@@ -288,7 +288,7 @@ pub fn copy_clock_free_config(dir: &Path) {
 /// Copies the shipped triage config (keywords, required fields, routing,
 /// templates) into `dir`, for a test to add its own mailtriage.toml.
 pub fn copy_shipped_config(dir: &Path) {
-    let shipped = crate::repo_root().join("config");
+    let shipped = crate::fixtures::repo_root().join("config");
     fs::create_dir(dir.join("templates")).expect("mkdir templates");
     for name in ["keywords.toml", "triage.toml", "routing.toml"] {
         fs::copy(shipped.join(name), dir.join(name)).expect("copy config");

@@ -125,7 +125,6 @@ impl DaemonCommand {
             child: Some(child),
             log,
             offset,
-            run,
             started,
         }
     }
@@ -138,7 +137,6 @@ pub struct Daemon {
     log: PathBuf,
     /// Where this run's lines start in the log.
     offset: usize,
-    run: usize,
     started: Instant,
 }
 
@@ -150,11 +148,6 @@ impl Daemon {
 
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map_or(0, Child::id)
-    }
-
-    /// Which run of its directory this is (1, 2, ...).
-    pub fn run(&self) -> usize {
-        self.run
     }
 
     /// Is the process still running?
@@ -236,11 +229,6 @@ impl Daemon {
     /// The log file, `daemon.log` of its directory.
     pub fn log_path(&self) -> &Path {
         &self.log
-    }
-
-    /// The whole log, every run.
-    pub fn log(&self) -> String {
-        String::from_utf8_lossy(&fs::read(&self.log).unwrap_or_default()).into_owned()
     }
 
     /// This run's part of the log.

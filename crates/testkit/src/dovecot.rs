@@ -524,7 +524,7 @@ service anvil {{
 
     /// On-disk Maildir++ dir of `folder` ("INBOX", or an IMAP name such as
     /// "Archive" or "Archive.2024" with Dovecot's default separator '.').
-    pub fn folder_dir(&self, user: &str, folder: &str) -> PathBuf {
+    fn folder_dir(&self, user: &str, folder: &str) -> PathBuf {
         assert!(
             !folder.is_empty() && !folder.contains('/') && folder.is_ascii(),
             "folder {folder:?}: use an ASCII IMAP name with '.' as separator"

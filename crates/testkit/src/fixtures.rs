@@ -6,7 +6,7 @@ use std::path::Path;
 
 /// The mailtriage repository (this crate is its `crates/testkit`): the
 /// shipped config, the fixtures, the docs.
-pub fn repo_root() -> &'static Path {
+pub(crate) fn repo_root() -> &'static Path {
     let kit = Path::new(env!("CARGO_MANIFEST_DIR"));
     kit.parent()
         .and_then(Path::parent)

@@ -33,7 +33,7 @@ pub(crate) fn unique() -> u64 {
 }
 
 /// A port on 127.0.0.1 that was free a moment ago (bind :0, read, drop).
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let listener =
         TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0 to find a free port");
     listener
