@@ -1,5 +1,5 @@
 //! The daemon end to end, against a real Dovecot and a real SMTP server
-//! (tests/support): escalations in, acknowledgements and forwards out, the
+//! (crates/testkit): escalations in, acknowledgements and forwards out, the
 //! rest left alone, nothing done twice across a restart.
 
 use std::time::Duration;

@@ -1,4 +1,4 @@
-//! Proof that the real-server test harness (tests/support/) works: private
+//! Proof that the real-server test kit (crates/testkit) works: private
 //! Dovecot and SMTP capture servers start, serve, record, reject, stop and
 //! restart, side by side. Runs against the real servers, never skipped.
 

@@ -1,4 +1,4 @@
-//! The imap module against a real Dovecot (tests/support).
+//! The imap module against a real Dovecot (crates/testkit).
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,5 +1,5 @@
 //! The daemon's TLS, against the real `mailtriage run` binary and real
-//! servers (tests/support): Dovecot with STARTTLS and an implicit-TLS
+//! servers (crates/testkit): Dovecot with STARTTLS and an implicit-TLS
 //! (imaps) listener, aiosmtpd with STARTTLS or implicit TLS, both
 //! presenting a certificate for 127.0.0.1 signed by a private test CA that
 //! the daemon is given as `ca_file`.
