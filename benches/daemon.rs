@@ -3,7 +3,7 @@
 //!
 //! Run with `cargo bench --bench daemon` (about three minutes on the
 //! project's 2-core machine). It uses the real-server harness of the tests
-//! (`tests/support`: a private Dovecot and an aiosmtpd SMTP capture on
+//! (`crates/testkit`: a private Dovecot and an aiosmtpd SMTP capture on
 //! loopback, so it needs Debian's `dovecot-imapd` and `python3-aiosmtpd`,
 //! which `scripts/test` installs) and runs the daemon as what it is in
 //! production: the release binary (`mailtriage run`, cargo builds it for the
@@ -49,13 +49,9 @@
 //! change the counts (0 skips that part); `MAILTRIAGE_BENCH_WRAP` runs the
 //! daemon under a profiler (`heaptrack -o /tmp/mt`).
 
-#[path = "../tests/support/mod.rs"]
-mod support;
-
-use std::fs::{self, File};
+use std::fs;
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
@@ -70,7 +66,10 @@ use mailtriage::route::ActionType;
 use mailtriage::send::{self, Identity};
 use mailtriage::store::Store;
 use mailtriage::tls::Tls;
-use support::{Captured, Dovecot, SmtpCapture};
+use mailtriage_testkit::{
+    Captured, Daemon, DaemonCommand, Dovecot, LogFormat, MailtriageToml, Secret, SmtpCapture,
+    copy_clock_free_config, database, password_file,
+};
 
 const USER: &str = "ops";
 const PASSWORD: &str = "secret";
@@ -325,41 +324,20 @@ fn config_dir(imap_port: u16, smtp_port: u16, smtp_timeout: &str) -> tempfile::T
     let dir = tempfile::tempdir().expect("temp dir");
     // Tier 2 open around the clock and no digest schedule: what the daemon
     // sends must not depend on the hour the bench runs at.
-    support::daemon_proc::copy_clock_free_config(dir.path());
-    fs::write(dir.path().join("imap-password"), format!("{PASSWORD}\n")).unwrap();
-    let toml = format!(
-        r#"
-[daemon]
-database = "{db}"
-domain = "mailtriage.test"
-admin = ["it.oncall@example.com"]
-allow_senders = ["{ALLOW}"]
-# The corpus has few senders: no reply may be held back by the rate limit.
-replies_per_sender_per_hour = 1000000
-
-[smtp]
-host = "127.0.0.1"
-port = {smtp_port}
-tls = "plain"
-from = "{FROM}"
-timeout = "{smtp_timeout}"
-
-[[mailbox]]
-name = "ops"
-host = "127.0.0.1"
-port = {imap_port}
-tls = "plain"
-user = "{USER}"
-password = {{ file = "{pw}" }}
-mark_seen = true
-quarantine = "Quarantine"
-batch_size = {BATCH_SIZE}
-timeout = "30s"
-"#,
-        db = dir.path().join("db").display(),
-        pw = dir.path().join("imap-password").display(),
-    );
-    fs::write(dir.path().join("mailtriage.toml"), toml).unwrap();
+    copy_clock_free_config(dir.path());
+    let password = password_file(dir.path());
+    fs::write(&password, format!("{PASSWORD}\n")).expect("write the IMAP password");
+    let mut toml = MailtriageToml::new(&database(dir.path()), smtp_port);
+    toml.daemon
+        .set("allow_senders", vec![ALLOW])
+        // The corpus has few senders: no reply may be held back by the
+        // rate limit.
+        .set("replies_per_sender_per_hour", 1_000_000);
+    toml.smtp.set("from", FROM).set("timeout", smtp_timeout);
+    toml.mailbox(USER, imap_port, Secret::File(&password))
+        .set("batch_size", BATCH_SIZE as i64)
+        .set("timeout", "30s");
+    toml.write(dir.path());
     dir
 }
 
@@ -367,135 +345,56 @@ timeout = "30s"
 // The daemon as a child process
 // ---------------------------------------------------------------------------
 
-struct Daemon {
-    child: Child,
-    log: PathBuf,
-    started: Instant,
+/// The release binary, logging JSON to `daemon.log`.
+/// `MAILTRIAGE_BENCH_WRAP` runs it under a profiler, e.g. "heaptrack -o
+/// /tmp/mt" (its RSS figures then include the profiler).
+fn spawn_daemon(dir: &Path) -> Daemon {
+    let wrap = std::env::var("MAILTRIAGE_BENCH_WRAP").unwrap_or_default();
+    DaemonCommand::new(env!("CARGO_BIN_EXE_mailtriage"))
+        .log_format(LogFormat::Json)
+        .filter("info")
+        .wrapped_in(wrap.split_whitespace().map(String::from).collect())
+        .spawn(dir)
 }
 
-impl Daemon {
-    fn spawn(dir: &Path) -> Daemon {
-        let log = dir.join("daemon.log");
-        let file = File::create(&log).expect("create the daemon's log file");
-        let started = Instant::now();
-        // MAILTRIAGE_BENCH_WRAP runs the daemon under a profiler, e.g.
-        // "heaptrack -o /tmp/mt" (its RSS figures then include the profiler).
-        let wrap = std::env::var("MAILTRIAGE_BENCH_WRAP").unwrap_or_default();
-        let mut wrap = wrap.split_whitespace();
-        let mut command = match wrap.next() {
-            Some(tool) => {
-                let mut c = Command::new(tool);
-                c.args(wrap).arg(env!("CARGO_BIN_EXE_mailtriage"));
-                c
-            }
-            None => Command::new(env!("CARGO_BIN_EXE_mailtriage")),
-        };
-        let child = command
-            .arg("run")
-            .arg("--config")
-            .arg(dir)
-            .arg("--log-format")
-            .arg("json")
-            .env("RUST_LOG", "info")
-            .env_remove("JOURNAL_STREAM")
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("WATCHDOG_USEC")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .expect("spawn mailtriage run");
-        Daemon {
-            child,
-            log,
-            started,
+/// Waits for the log's "connected" line (the folder is selected); panics
+/// if the daemon exits first.
+fn wait_connected(daemon: &mut Daemon) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if read_log(daemon.log_path())
+            .iter()
+            .any(|l| l.message == "connected")
+        {
+            return;
         }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn log_tail(&self) -> String {
-        let text = fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
-    }
-
-    /// Panics (with the log tail) if the daemon has exited.
-    fn check_alive(&mut self) {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            panic!("the daemon exited with {status}:\n{}", self.log_tail());
-        }
-    }
-
-    /// Waits for the log's "connected" line (the folder is selected).
-    fn wait_connected(&mut self) {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if read_log(&self.log).iter().any(|l| l.message == "connected") {
-                return;
-            }
-            self.check_alive();
-            assert!(
-                Instant::now() < deadline,
-                "the daemon did not connect within {WAIT:?}:\n{}",
-                self.log_tail()
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    /// A `/proc/PID/status` value in kB (VmHWM, VmRSS).
-    fn status_kb(&self, key: &str) -> Option<u64> {
-        let text = fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
-        text.lines()
-            .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-    }
-
-    /// SIGTERM, and the exit the README promises; SIGKILL if it takes over
-    /// `grace`. Returns whether it stopped by itself.
-    /// User and system CPU seconds of the process so far (all threads).
-    fn cpu_seconds(&self) -> Option<(f64, f64)> {
-        let stat = fs::read_to_string(format!("/proc/{}/stat", self.pid())).ok()?;
-        // Fields after "(comm)": state is 3rd, utime 14th, stime 15th.
-        let rest = stat.rsplit_once(')')?.1;
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        // USER_HZ is 100 on Linux.
-        let ticks = |i: usize| fields.get(i)?.parse::<f64>().ok().map(|t| t / 100.0);
-        Some((ticks(11)?, ticks(12)?))
-    }
-
-    fn stop(mut self, grace: Duration) -> bool {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .status();
-        let deadline = Instant::now() + grace;
-        loop {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return true;
-            }
-            if Instant::now() >= deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        daemon.assert_running();
+        assert!(
+            Instant::now() < deadline,
+            "the daemon did not connect within {WAIT:?}:\n{}",
+            daemon.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A `/proc/PID/status` value in kB (VmHWM, VmRSS).
+fn status_kb(pid: u32, key: &str) -> Option<u64> {
+    let text = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// User and system CPU seconds of the process so far (all threads).
+fn cpu_seconds(pid: u32) -> Option<(f64, f64)> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after "(comm)": state is 3rd, utime 14th, stime 15th.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // USER_HZ is 100 on Linux.
+    let ticks = |i: usize| fields.get(i)?.parse::<f64>().ok().map(|t| t / 100.0);
+    Some((ticks(11)?, ticks(12)?))
 }
 
 /// One line of the daemon's JSON log.
@@ -710,8 +609,8 @@ fn latency(corpus: &Corpus, n: usize) -> Vec<String> {
     let s = SmtpCapture::start();
     let dir = config_dir(d.port(), s.port(), "30s");
     let mut appender = d.client(USER);
-    let mut daemon = Daemon::spawn(dir.path());
-    daemon.wait_connected();
+    let mut daemon = spawn_daemon(dir.path());
+    wait_connected(&mut daemon);
     let watchers = [Watcher::start(&d), Watcher::start(&d)];
 
     let started = Instant::now();
@@ -765,7 +664,7 @@ fn latency(corpus: &Corpus, n: usize) -> Vec<String> {
                         .expect("received_at in the capture's envelope");
                 }
             }
-            daemon.check_alive();
+            daemon.assert_running();
             assert!(
                 Instant::now() < deadline,
                 "message {i} ({}): {} of {} outgoing messages within {WAIT:?}\n{}",
@@ -800,9 +699,9 @@ fn latency(corpus: &Corpus, n: usize) -> Vec<String> {
     }
     let elapsed = started.elapsed();
     drop(watchers);
-    let hwm = daemon.status_kb("VmHWM").unwrap_or(0);
-    let log = daemon.log.clone();
-    let clean = daemon.stop(Duration::from_secs(10));
+    let hwm = status_kb(daemon.pid(), "VmHWM").unwrap_or(0);
+    let log = daemon.log_path().to_path_buf();
+    let clean = daemon.try_terminate(Duration::from_secs(10)).is_some();
     let opened: std::collections::HashMap<u32, SystemTime> = read_log(&log)
         .into_iter()
         .filter(|l| l.message == "case opened")
@@ -979,32 +878,35 @@ fn backlog(corpus: &Corpus, n: usize) -> Vec<String> {
         n as u32,
         "all unseen before the daemon starts"
     );
-    let mut daemon = Daemon::spawn(dir.path());
+    let mut daemon = spawn_daemon(dir.path());
     let mut last_unseen = n as u32;
     let mut last_pending_at = Duration::ZERO;
     let mut polls = 0u32;
     // (messages done, VmRSS kB) at each poll.
     let mut rss: Vec<(u32, u64)> = Vec::new();
     let done_at = loop {
-        let at = daemon.started.elapsed();
+        let at = daemon.started().elapsed();
         let unseen = poller.status(FOLDER, "UNSEEN").expect("STATUS UNSEEN");
         polls += 1;
-        rss.push((n as u32 - unseen, daemon.status_kb("VmRSS").unwrap_or(0)));
+        rss.push((
+            n as u32 - unseen,
+            status_kb(daemon.pid(), "VmRSS").unwrap_or(0),
+        ));
         if unseen == 0 {
             break Some(at);
         }
         last_unseen = unseen;
         last_pending_at = at;
-        daemon.check_alive();
+        daemon.assert_running();
         if at >= DRAIN_DEADLINE {
             break None;
         }
         std::thread::sleep(DRAIN_POLL);
     };
-    let hwm = daemon.status_kb("VmHWM").unwrap_or(0);
-    let cpu = daemon.cpu_seconds();
-    let log_path = daemon.log.clone();
-    let started_at = SystemTime::now() - daemon.started.elapsed();
+    let hwm = status_kb(daemon.pid(), "VmHWM").unwrap_or(0);
+    let cpu = cpu_seconds(daemon.pid());
+    let log_path = daemon.log_path().to_path_buf();
+    let started_at = SystemTime::now() - daemon.started().elapsed();
     // The outbox is stuck on the silent server by design: no clean stop.
     daemon.kill();
     drop(silent);

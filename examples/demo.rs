@@ -9,9 +9,6 @@
 //! `--keep DIR` writes the config and the database to DIR (new or empty)
 //! and leaves them there, for `mailtriage cases list --config DIR`.
 
-#[path = "../tests/support/mod.rs"]
-mod support;
-
 use std::collections::{BTreeMap, HashMap};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -27,7 +24,9 @@ use mailtriage::outbox::{Delivery, OutboxItem};
 use mailtriage::record::CaseRecord;
 use mailtriage::route::ActionType;
 use mailtriage::store::Store;
-use support::{Captured, Dovecot, SmtpCapture};
+use mailtriage_testkit::{
+    Captured, Dovecot, InProcess, MailtriageToml, Secret, SmtpCapture, copy_clock_free_config,
+};
 
 /// How long the daemon gets to process the fixtures, and then to send
 /// what they caused.
@@ -155,28 +154,16 @@ fn run(keep: Option<PathBuf>) -> anyhow::Result<()> {
         dir.display()
     );
 
-    let (stop, rx) = tokio::sync::watch::channel(false);
-    let config_dir = dir.clone();
-    let daemon = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| format!("runtime: {e}"))?;
-        rt.block_on(mailtriage::daemon::run(&config_dir, rx))
-            .map_err(|e| format!("{e:#}"))
-    });
+    let daemon = InProcess::start(&dir);
 
     let socket = control::socket_path(&daemon_config).unwrap_or_else(|| dir.join("control.sock"));
     // A daemon that stopped (a config it refused, say) ends the waiting.
-    let running = || !daemon.is_finished();
+    let running = || daemon.running();
     let waited = wait_for_triage(&dovecot, &config, &daemon_config, &fixtures, &running)
         .and_then(|()| wait_for_outbox(&socket, &running))
         .and_then(|()| send_digest(&config, &socket, &smtp, &running));
-    let _ = stop.send(true);
-    match daemon.join() {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => bail!("the daemon failed: {e}"),
-        Err(_) => bail!("the daemon panicked"),
+    if let Err(e) = daemon.stop() {
+        bail!("{e}");
     }
     if let Err(e) = waited {
         eprintln!("demo: {e:#}; showing what there is");
@@ -841,27 +828,14 @@ fn shorten(s: &str, max: usize) -> String {
 fn write_config(dir: &Path, d: &Dovecot, s: &SmtpCapture) -> anyhow::Result<()> {
     // Tier 2 open around the clock and the digest on request only, so
     // that what the demo shows does not depend on the hour it runs at.
-    support::daemon_proc::copy_clock_free_config(dir);
-    let mut mailboxes = String::new();
+    copy_clock_free_config(dir);
+    let mut toml = MailtriageToml::new(&dir.join("db"), s.port());
+    toml.daemon.set("domain", "mailtriage.demo");
     for (name, pw) in [("ops", "demo-ops"), ("support", "demo-support")] {
         let file = dir.join(format!("{name}.password"));
         std::fs::write(&file, pw).with_context(|| format!("writing {}", file.display()))?;
-        mailboxes.push_str(&format!(
-            "\n[[mailbox]]\nname = \"{name}\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"plain\"\nuser = \"{name}\"\npassword = {{ file = {} }}\nmark_seen = true\nquarantine = \"Quarantine\"\n",
-            d.port(),
-            toml_string(&file)
-        ));
+        toml.mailbox(name, d.port(), Secret::File(&file));
     }
-    let toml = format!(
-        "[daemon]\ndatabase = {}\ndomain = \"mailtriage.demo\"\nallow_senders = [\"example.com\"]\n\n[smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"plain\"\nfrom = \"Escalations <mailtriage@example.com>\"\n{mailboxes}",
-        toml_string(&dir.join("db")),
-        s.port(),
-    );
     let path = dir.join("mailtriage.toml");
-    std::fs::write(&path, toml).with_context(|| format!("writing {}", path.display()))
-}
-
-/// A path as a TOML string (quoted and escaped).
-fn toml_string(p: &Path) -> String {
-    toml::Value::String(p.display().to_string()).to_string()
+    std::fs::write(&path, toml.to_string()).with_context(|| format!("writing {}", path.display()))
 }

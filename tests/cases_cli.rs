@@ -4,7 +4,7 @@
 //! server runs in the test, with the database open, as the daemon would).
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,6 +15,7 @@ use mailtriage::control::{self, Control, Request, Response};
 use mailtriage::outbox::{NewOutgoing, OutgoingKind};
 use mailtriage::record::{CaseRecord, Status};
 use mailtriage::store::Store;
+use mailtriage_testkit::{MailtriageToml, Secret, copy_shipped_config, database};
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -22,47 +23,11 @@ use tempfile::TempDir;
 /// whose database is `DIR/db`. No server is ever contacted.
 fn config_dir() -> TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
-    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
-    std::fs::create_dir(dir.path().join("templates")).expect("mkdir templates");
-    for name in ["keywords.toml", "triage.toml", "routing.toml"] {
-        std::fs::copy(shipped.join(name), dir.path().join(name)).expect("copy config");
-    }
-    for e in std::fs::read_dir(shipped.join("templates")).expect("templates/") {
-        let p = e.expect("entry").path();
-        let name = p.file_name().expect("name").to_owned();
-        std::fs::copy(&p, dir.path().join("templates").join(name)).expect("copy template");
-    }
-    let toml = format!(
-        r#"
-[daemon]
-database = "{}"
-domain = "mailtriage.test"
-allow_senders = ["example.com"]
-
-[smtp]
-host = "127.0.0.1"
-port = 2525
-tls = "plain"
-from = "Escalations <mailtriage@example.com>"
-
-[[mailbox]]
-name = "ops"
-host = "127.0.0.1"
-port = 1143
-tls = "plain"
-user = "ops"
-password = {{ env = "MAILTRIAGE_TEST_UNUSED" }}
-mark_seen = true
-quarantine = "Quarantine"
-"#,
-        db(dir.path()).display()
-    );
-    std::fs::write(dir.path().join("mailtriage.toml"), toml).expect("write mailtriage.toml");
+    copy_shipped_config(dir.path());
+    let mut toml = MailtriageToml::new(&database(dir.path()), 2525);
+    toml.mailbox("ops", 1143, Secret::Env("MAILTRIAGE_TEST_UNUSED"));
+    toml.write(dir.path());
     dir
-}
-
-fn db(dir: &Path) -> PathBuf {
-    dir.join("db")
 }
 
 /// 2026-01-10, 2026-03-01 and 2026-02-15, midnight UTC.
@@ -104,7 +69,7 @@ fn outgoing(case_id: &str, kind: OutgoingKind, to: &str, n: usize) -> NewOutgoin
 
 /// Stores the three cases in the database of `dir` (and closes it).
 fn fill(dir: &Path) -> Cases {
-    let store = Store::open(&db(dir), 1 << 20).expect("open store");
+    let store = Store::open(&database(dir), 1 << 20).expect("open store");
     let mut items = Vec::new();
     let record = |uid: u32, received: i64, fields: &str| {
         let id = store.reserve_case_id(2026).expect("case id");
@@ -192,7 +157,7 @@ fn fill(dir: &Path) -> Cases {
     store
         .mark_retry(2, "451 4.3.0 try again later", JAN_10 + 60)
         .expect("mark retry");
-    close(store, &db(dir));
+    close(store, &database(dir));
     ids
 }
 
@@ -534,11 +499,11 @@ fn config_and_database_problems_are_reported() {
         "{}",
         text(&out.stderr)
     );
-    assert!(!db(dir.path()).exists());
+    assert!(!database(dir.path()).exists());
 
     // The database held by another process, and no control socket.
     fill(dir.path());
-    let store = Store::open(&db(dir.path()), 1 << 20).expect("open store");
+    let store = Store::open(&database(dir.path()), 1 << 20).expect("open store");
     let run_dir = tempfile::tempdir().expect("temp dir");
     let out = run_with(
         &[
@@ -555,7 +520,7 @@ fn config_and_database_problems_are_reported() {
         run_dir.path().join("mailtriage.sock").display()
     );
     assert!(text(&out.stderr).contains(&want), "{}", text(&out.stderr));
-    close(store, &db(dir.path()));
+    close(store, &database(dir.path()));
 }
 
 /// The control server of a daemon, in the test: its own runtime, the store
@@ -628,15 +593,15 @@ fn through_the_control_socket_while_the_database_is_held() {
     let base = tempfile::tempdir().expect("temp dir");
     let run_dir = base.path().join("run");
     let socket = run_dir.join("mailtriage.sock");
-    let server = Server::start(&db(dir.path()), &socket);
+    let server = Server::start(&database(dir.path()), &socket);
 
     // The socket and its directory are owner-only.
     let mode = |p: &Path| std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777;
     assert_eq!(mode(&socket), 0o600);
     assert_eq!(mode(&run_dir), 0o700);
     // The database cannot be opened a second time.
-    assert!(Store::open(&db(dir.path()), 1 << 20).is_err());
-    assert!(control::database_in_use(&db(dir.path())));
+    assert!(Store::open(&database(dir.path()), 1 << 20).is_err());
+    assert!(control::database_in_use(&database(dir.path())));
 
     let config = dir.path().to_str().expect("utf-8");
     let env = [("RUNTIME_DIRECTORY", run_dir.as_path())];
@@ -772,7 +737,7 @@ fn through_the_control_socket_while_the_database_is_held() {
         "{}",
         text(&out.stderr)
     );
-    close(store, &db(dir.path()));
+    close(store, &database(dir.path()));
     // Released: straight on the database, which has the server's changes.
     let v = json(&cli(&["cases", "show", c.second.as_str(), "--json"]));
     assert_eq!(v["case"]["history"].as_array().map(Vec::len), Some(2));
@@ -782,7 +747,7 @@ fn through_the_control_socket_while_the_database_is_held() {
 fn without_a_runtime_directory_the_socket_is_next_to_the_database() {
     let dir = config_dir();
     let c = fill(dir.path());
-    let server = Server::start(&db(dir.path()), &dir.path().join("control.sock"));
+    let server = Server::start(&database(dir.path()), &dir.path().join("control.sock"));
     let all = listed(&json(&run(dir.path(), &["cases", "list", "--json"])));
     assert_eq!(all, [c.first.as_str(), c.second.as_str(), c.third.as_str()]);
     let out = ok(&run(
@@ -819,7 +784,7 @@ fn bind_refuses_a_live_socket_and_replaces_a_stale_one() {
     // A stale socket (its process gone: nothing listens) is replaced.
     drop(std::os::unix::net::UnixListener::bind(&socket).expect("stale socket"));
     assert!(socket.exists());
-    let server = Server::start(&db(dir.path()), &socket);
+    let server = Server::start(&database(dir.path()), &socket);
     let answer = control::request(
         &socket,
         &Request::List {
@@ -887,7 +852,7 @@ fn digest_preview_and_send_now_without_a_daemon() {
         &["digest", "managers_daily", "--send-now"],
     ));
     assert!(sent.contains("queued"), "{sent}");
-    let store = Store::open(&db(dir.path()), 1 << 20).expect("open store");
+    let store = Store::open(&database(dir.path()), 1 << 20).expect("open store");
     let digests: Vec<_> = store
         .outbox_items()
         .expect("outbox")
@@ -921,7 +886,7 @@ fn root_does_not_open_a_database_that_belongs_to_the_service() {
     // As the service's dynamic user would own it.
     let status = std::process::Command::new("chown")
         .args(["-R", "65534:65534"])
-        .arg(db(dir.path()))
+        .arg(database(dir.path()))
         .status()
         .expect("chown");
     assert!(status.success());
@@ -930,7 +895,7 @@ fn root_does_not_open_a_database_that_belongs_to_the_service() {
     let err = text(&out.stderr);
     assert!(err.contains("belongs to uid 65534"), "{err}");
     // Nothing was created or changed as root.
-    for e in std::fs::read_dir(db(dir.path())).expect("db dir") {
+    for e in std::fs::read_dir(database(dir.path())).expect("db dir") {
         let meta = e.expect("entry").metadata().expect("metadata");
         assert_eq!(meta.uid(), 65534);
     }

@@ -8,8 +8,6 @@
 //! The kill moments come from a fixed seed (printed in every failure
 //! message; `MAILTRIAGE_CRASH_SEED=N` replays another one).
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
@@ -18,8 +16,10 @@ use mailtriage::config::Config;
 use mailtriage::outbox::Delivery;
 use mailtriage::route::ActionType;
 use mailtriage::store::Store;
-use support::daemon_proc::{self, Daemon, Extra, wait_until, wait_until_every};
-use support::{Captured, Dovecot, SmtpCapture};
+use mailtriage_testkit::{
+    Captured, Daemon, Dovecot, Extra, SmtpCapture, config_dir, database, log_tail, wait_until,
+    wait_until_every,
+};
 
 /// Messages loaded before the first start (the sentinel comes on top).
 const MESSAGES: usize = 500;
@@ -150,7 +150,7 @@ fn sigkill_at_random_moments_loses_nothing_and_doubles_nothing() {
     let mut rng = Rng(seed);
     let d = Dovecot::start(&[("ops", "secret")]);
     let s = SmtpCapture::start();
-    let dir = daemon_proc::config_dir(
+    let dir = config_dir(
         &d,
         &s,
         Extra {
@@ -163,7 +163,7 @@ fn sigkill_at_random_moments_loses_nothing_and_doubles_nothing() {
     let ctx = |what: &str| {
         format!(
             "{what}\n(seed {seed}: MAILTRIAGE_CRASH_SEED={seed} replays this run)\n{}",
-            daemon_proc::log_tail(&log)
+            log_tail(&log)
         )
     };
 
@@ -191,7 +191,7 @@ fn sigkill_at_random_moments_loses_nothing_and_doubles_nothing() {
     // skips that replay fails this test in about three runs of four.)
     let mut rounds = Vec::new();
     for round in 0..KILLS {
-        let mut daemon = Daemon::spawn(dir.path());
+        let mut daemon = Daemon::spawn(env!("CARGO_BIN_EXE_mailtriage"), dir.path());
         let lot = &messages[up_front + round * PER_ROUND..up_front + (round + 1) * PER_ROUND];
         for m in lot {
             d.deliver("ops", "INBOX", &m.raw);
@@ -274,7 +274,7 @@ fn sigkill_at_random_moments_loses_nothing_and_doubles_nothing() {
         .filter(|m| m.kind == Kind::Escalation)
         .collect();
 
-    let mut daemon = Daemon::spawn(dir.path());
+    let mut daemon = Daemon::spawn(env!("CARGO_BIN_EXE_mailtriage"), dir.path());
     let sentinel_acked = |captured: &[Captured]| {
         captured.iter().any(|c| {
             let m = MessageParser::default().parse(&c.raw);
@@ -302,7 +302,7 @@ fn sigkill_at_random_moments_loses_nothing_and_doubles_nothing() {
     );
 
     // The store, now that the daemon is gone.
-    let store = Store::open(&daemon_proc::database(dir.path()), 1 << 24).expect("open the store");
+    let store = Store::open(&database(dir.path()), 1 << 24).expect("open the store");
     let cases: Vec<_> = store.cases().collect::<Result<_, _>>().expect("read cases");
     let outbox = store.outbox_items().expect("read the outbox");
     let by_id: HashMap<u64, _> = outbox.iter().map(|i| (i.id, i)).collect();

@@ -1,24 +1,21 @@
 //! The daemon end to end, against a real Dovecot and a real SMTP server
-//! (tests/support): escalations in, acknowledgements and forwards out, the
+//! (crates/testkit): escalations in, acknowledgements and forwards out, the
 //! rest left alone, nothing done twice across a restart.
-
-mod support;
 
 use std::time::Duration;
 
 use mail_parser::MessageParser;
-use support::daemon_proc::InProcess;
-use support::{Captured, Dovecot, SmtpCapture, by_rcpt, fixture};
+use mailtriage_testkit::{Captured, Dovecot, InProcess, SmtpCapture, by_rcpt, fixture};
 
 const WAIT: Duration = Duration::from_secs(30);
 
 /// The harness's config directory for the test servers, with extra lines
 /// for `[daemon]`.
 fn config_dir(d: &Dovecot, s: &SmtpCapture, extra_daemon: &str) -> tempfile::TempDir {
-    support::daemon_proc::config_dir(
+    mailtriage_testkit::config_dir(
         d,
         s,
-        support::daemon_proc::Extra {
+        mailtriage_testkit::Extra {
             daemon: extra_daemon,
             ..Default::default()
         },
@@ -256,7 +253,7 @@ fn forwards_carry_each_original_in_a_part_every_reader_opens() {
         );
         // Python's email package reads it without a defect and opens the
         // original as a message, or saves the file byte for byte.
-        let parts = support::python_read(&fwd.raw);
+        let parts = mailtriage_testkit::python_read(&fwd.raw);
         let parts = parts.as_array().expect("a list of parts");
         assert!(
             parts

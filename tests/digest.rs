@@ -6,8 +6,6 @@
 //! Chromium at a phone's width (`UPDATE_SCREENSHOTS=1` rewrites
 //! `docs/digest-phone.png`, the README's picture of it).
 
-mod support;
-
 use std::path::Path;
 
 use mailtriage::batch::{Batch, BatchItem, BatchOutcome, Cursor, MessageKey};
@@ -16,8 +14,8 @@ use mailtriage::digest::{DigestData, HTML_MAX_BYTES, RenderedDigest, sent_size};
 use mailtriage::record::CaseRecord;
 use mailtriage::route::ActionType;
 use mailtriage::store::Store;
-use support::browser::{self, Marker};
-use support::{fixture, golden};
+use mailtriage_testkit::browser::{self, Marker};
+use mailtriage_testkit::{fixture, golden};
 
 /// Thursday 26 November 2026, 08:00 in Kolkata: the shipped digest's
 /// period, a day after the last one.
@@ -290,7 +288,7 @@ fn the_digest_of_the_fixtures_matches_its_goldens() {
         std::time::SystemTime::UNIX_EPOCH,
     )
     .expect("composes");
-    let parts = support::python_read(&out.raw);
+    let parts = mailtriage_testkit::python_read(&out.raw);
     let parts = parts.as_array().expect("parts");
     let types: Vec<&str> = parts.iter().filter_map(|p| p["type"].as_str()).collect();
     assert_eq!(

@@ -1,16 +1,14 @@
-//! Proof that the real-server test harness (tests/support/) works: private
+//! Proof that the real-server test kit (crates/testkit) works: private
 //! Dovecot and SMTP capture servers start, serve, record, reject, stop and
 //! restart, side by side. Runs against the real servers, never skipped.
-
-mod support;
 
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use support::tls::tls_greeting;
-use support::{Dovecot, RejectAt, SmtpCapture, SmtpClient, SmtpTls, TestCa};
+use mailtriage_testkit::ca::tls_greeting;
+use mailtriage_testkit::{Dovecot, RejectAt, SmtpCapture, SmtpClient, SmtpTls, TestCa};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -625,7 +623,7 @@ fn plain_first_line(port: u16) -> Option<String> {
 
 /// `openssl x509 -noout -text` of a certificate.
 fn x509_text(path: &Path) -> String {
-    let out = std::process::Command::new(support::tls::openssl_binary())
+    let out = std::process::Command::new(mailtriage_testkit::ca::openssl_binary())
         .args(["x509", "-noout", "-text", "-in"])
         .arg(path)
         .output()

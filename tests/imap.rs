@@ -1,13 +1,11 @@
-//! The imap module against a real Dovecot (tests/support).
-
-mod support;
+//! The imap module against a real Dovecot (crates/testkit).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use mailtriage::imap::{Auth, Connection, Idled, ImapError, ImapSettings};
 use mailtriage::tls::Tls;
-use support::Dovecot;
+use mailtriage_testkit::Dovecot;
 
 fn settings(d: &Dovecot, user: &str, password: &str) -> ImapSettings {
     ImapSettings {

@@ -6,15 +6,15 @@
 //! case open longer than its risk allows is re-escalated once (on a clock
 //! set by the test).
 
-mod support;
-
 use std::path::Path;
 use std::time::Duration;
 
 use mail_parser::MessageParser;
 use mailtriage::store::Store;
-use support::daemon_proc::{self, InProcess, wait_until};
-use support::{Captured, Dovecot, SmtpCapture, by_rcpt, fixture, subject};
+use mailtriage_testkit::{
+    Captured, Dovecot, Extra, InProcess, SmtpCapture, by_rcpt, config_dir, database, fixture,
+    subject, wait_until,
+};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -57,7 +57,7 @@ fn wait_processed(d: &Dovecot, n: usize) {
 fn a_thread_from_escalation_to_resolution() {
     let d = Dovecot::start(&[("ops", "secret")]);
     let s = SmtpCapture::start();
-    let dir = daemon_proc::config_dir(&d, &s, daemon_proc::Extra::default());
+    let dir = config_dir(&d, &s, Extra::default());
     let daemon = InProcess::start(dir.path());
 
     // 1. The escalation: acknowledgement and the CX forward.
@@ -153,7 +153,7 @@ fn a_thread_from_escalation_to_resolution() {
         got.iter().map(subject).collect::<Vec<_>>()
     );
 
-    let store = Store::open(&daemon_proc::database(dir.path()), 1 << 20).unwrap();
+    let store = Store::open(&database(dir.path()), 1 << 20).unwrap();
     let cases: Vec<_> = store.cases().collect::<Result<_, _>>().unwrap();
     assert_eq!(cases.len(), 1, "every message went to one case");
     let rec = &cases[0];
@@ -202,7 +202,7 @@ fn a_thread_from_escalation_to_resolution() {
 fn a_vendors_third_complaint_is_reported_once() {
     let d = Dovecot::start(&[("ops", "secret")]);
     let s = SmtpCapture::start();
-    let dir = daemon_proc::config_dir(&d, &s, daemon_proc::Extra::default());
+    let dir = config_dir(&d, &s, Extra::default());
     let vendors = [
         "FastPick Logistics (VID-77)",
         "fastpick logistics (vid-77)",
@@ -311,7 +311,7 @@ fn case_ids_in(report: &Captured) -> Vec<String> {
 
 /// Each test complaint's case id (by its order `CK81n`) and vendor key.
 fn vendor_cases(dir: &Path) -> Vec<(String, String, Option<String>)> {
-    let store = Store::open(&daemon_proc::database(dir), 1 << 20).unwrap();
+    let store = Store::open(&database(dir), 1 << 20).unwrap();
     let mut cases: Vec<(String, String, Option<String>)> = store
         .cases()
         .map(|r| {
@@ -331,7 +331,7 @@ fn vendor_cases(dir: &Path) -> Vec<(String, String, Option<String>)> {
 fn a_vendor_spelled_another_way_the_third_time_is_reported_once() {
     let d = Dovecot::start(&[("ops", "secret")]);
     let s = SmtpCapture::start();
-    let dir = daemon_proc::config_dir(&d, &s, daemon_proc::Extra::default());
+    let dir = config_dir(&d, &s, Extra::default());
     d.append(
         "ops",
         "INBOX",
@@ -379,7 +379,7 @@ fn a_vendor_spelled_another_way_the_third_time_is_reported_once() {
 fn complaints_naming_a_vendor_before_its_id_was_given_count_under_the_id() {
     let d = Dovecot::start(&[("ops", "secret")]);
     let s = SmtpCapture::start();
-    let dir = daemon_proc::config_dir(&d, &s, daemon_proc::Extra::default());
+    let dir = config_dir(&d, &s, Extra::default());
     // The name alone, stored.
     d.append("ops", "INBOX", &vendor_complaint(0, "Sai Traders"));
     let daemon = InProcess::start(dir.path());
@@ -433,7 +433,7 @@ fn complaints_naming_a_vendor_before_its_id_was_given_count_under_the_id() {
 fn an_overdue_case_is_re_escalated_once() {
     let d = Dovecot::start(&[("ops", "secret")]);
     let s = SmtpCapture::start();
-    let dir = daemon_proc::config_dir(&d, &s, daemon_proc::Extra::default());
+    let dir = config_dir(&d, &s, Extra::default());
     let t0 = jiff::Timestamp::now().as_second();
     let clock = mailtriage::daemon::Clock::fixed(t0);
     let daemon = InProcess::start_with_clock(dir.path(), clock.clone());
@@ -471,7 +471,7 @@ fn an_overdue_case_is_re_escalated_once() {
     );
     daemon.shutdown();
     assert_eq!(director(&s.messages()), 2, "one re-escalation per case");
-    let store = Store::open(&daemon_proc::database(dir.path()), 1 << 20).unwrap();
+    let store = Store::open(&database(dir.path()), 1 << 20).unwrap();
     for rec in store.cases() {
         let rec = rec.unwrap();
         assert!(rec.overdue_at.is_some(), "{}", rec.id);
@@ -488,7 +488,7 @@ fn an_overdue_case_is_re_escalated_once() {
 /// A config directory with the shipped routing table as it is (Tier-2
 /// hours and the digest schedule included): these tests set the clock.
 fn shipped_hours_config(d: &Dovecot, s: &SmtpCapture) -> tempfile::TempDir {
-    let dir = daemon_proc::config_dir(d, s, daemon_proc::Extra::default());
+    let dir = config_dir(d, s, Extra::default());
     std::fs::copy(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("config/routing.toml"),
         dir.path().join("routing.toml"),
@@ -606,7 +606,7 @@ fn the_managers_digest_lists_the_store_and_goes_once_per_period() {
     let m = MessageParser::default().parse(&digest.raw).unwrap();
     assert!(m.body_html(0).is_some(), "an HTML part");
     let text = m.body_text(0).unwrap().to_string();
-    let store = Store::open(&daemon_proc::database(dir.path()), 1 << 20).unwrap();
+    let store = Store::open(&database(dir.path()), 1 << 20).unwrap();
     let cases: Vec<_> = store.cases().collect::<Result<_, _>>().unwrap();
     assert_eq!(cases.len(), 4);
     let open: Vec<_> = cases.iter().filter(|c| c.is_open()).collect();
@@ -701,7 +701,7 @@ fn the_managers_digest_lists_the_store_and_goes_once_per_period() {
 fn an_order_resolved_long_ago_opens_a_new_case_that_follows_the_old_one() {
     let d = Dovecot::start(&[("ops", "secret")]);
     let s = SmtpCapture::start();
-    let dir = daemon_proc::config_dir(&d, &s, daemon_proc::Extra::default());
+    let dir = config_dir(&d, &s, Extra::default());
     let t0 = at("2026-11-02T06:00:00Z");
     let clock = mailtriage::daemon::Clock::fixed(t0);
     let daemon = InProcess::start_with_clock(dir.path(), clock.clone());
@@ -735,7 +735,7 @@ fn an_order_resolved_long_ago_opens_a_new_case_that_follows_the_old_one() {
     wait_processed(&d, 5);
     daemon.shutdown();
 
-    let store = Store::open(&daemon_proc::database(dir.path()), 1 << 20).unwrap();
+    let store = Store::open(&database(dir.path()), 1 << 20).unwrap();
     let cases: Vec<_> = store.cases().collect::<Result<_, _>>().unwrap();
     assert_eq!(
         cases.len(),
@@ -758,7 +758,7 @@ fn an_order_resolved_long_ago_opens_a_new_case_that_follows_the_old_one() {
 fn a_second_agent_joining_a_case_is_answered_as_themselves() {
     let d = Dovecot::start(&[("ops", "secret")]);
     let s = SmtpCapture::start();
-    let dir = daemon_proc::config_dir(&d, &s, daemon_proc::Extra::default());
+    let dir = config_dir(&d, &s, Extra::default());
     let daemon = InProcess::start(dir.path());
 
     // Ravi opens the case.
@@ -837,10 +837,10 @@ fn a_second_agent_joining_a_case_is_answered_as_themselves() {
 fn replies_to_the_daemons_mail_come_back_to_the_watched_mailbox() {
     let d = Dovecot::start(&[("ops", "secret")]);
     let s = SmtpCapture::start();
-    let dir = daemon_proc::config_dir(
+    let dir = config_dir(
         &d,
         &s,
-        daemon_proc::Extra {
+        Extra {
             mailbox: "reply_to = \"ops@example.com\"",
             ..Default::default()
         },
@@ -894,7 +894,7 @@ fn replies_to_the_daemons_mail_come_back_to_the_watched_mailbox() {
     wait_processed(&d, 3);
     daemon.shutdown();
 
-    let store = Store::open(&daemon_proc::database(dir.path()), 1 << 20).unwrap();
+    let store = Store::open(&database(dir.path()), 1 << 20).unwrap();
     let rec = store.case(&case_id).unwrap().expect("the case");
     let who: Vec<&str> = rec.history.iter().map(|h| h.by.as_str()).collect();
     assert_eq!(who, ["ravi.k@example.com", "cx.manager@example.com"]);

@@ -6,13 +6,13 @@
 //! message seen before (`seen`), a delivery to retry (`retry_at`) and a
 //! control request.
 
-mod support;
-
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support::daemon_proc::{log_tail, wait_until};
-use support::{Dovecot, SmtpCapture};
+use mailtriage_testkit::{
+    Dovecot, MailtriageToml, Secret, SmtpCapture, copy_shipped_config, database, log_tail,
+    wait_until,
+};
 
 const ESCALATION: &[u8] = b"From: Priya <priya@example.com>\r\nTo: ops@example.com\r\n\
 Subject: Escalation (Order #CK7)\r\nMessage-ID: <logs-test@example.com>\r\n\r\n\
@@ -23,37 +23,12 @@ Issue: customer says he will go to his lawyer\r\n";
 /// included) and a mailtriage.toml for the test servers.
 fn config_dir(d: &Dovecot, s: &SmtpCapture) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
-    support::daemon_proc::copy_shipped_config(dir.path());
+    copy_shipped_config(dir.path());
     let pw = dir.path().join("imap.pw");
     std::fs::write(&pw, "secret").unwrap();
-    let toml = format!(
-        r#"[daemon]
-database = "{db}"
-domain = "mailtriage.test"
-allow_senders = ["example.com"]
-
-[smtp]
-host = "127.0.0.1"
-port = {smtp}
-tls = "plain"
-from = "Escalations <mailtriage@example.com>"
-
-[[mailbox]]
-name = "ops"
-host = "127.0.0.1"
-port = {imap}
-tls = "plain"
-user = "ops"
-password = {{ file = "{pw}" }}
-mark_seen = true
-quarantine = "Quarantine"
-"#,
-        db = dir.path().join("db").display(),
-        smtp = s.port(),
-        imap = d.port(),
-        pw = pw.display(),
-    );
-    std::fs::write(dir.path().join("mailtriage.toml"), toml).unwrap();
+    let mut toml = MailtriageToml::new(&database(dir.path()), s.port());
+    toml.mailbox("ops", d.port(), Secret::File(&pw));
+    toml.write(dir.path());
     dir
 }
 

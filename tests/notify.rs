@@ -3,13 +3,11 @@
 //! STOPPING=1 on SIGTERM, read from a datagram socket standing in for
 //! systemd's `$NOTIFY_SOCKET`.
 
-mod support;
-
 use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{Dovecot, SmtpCapture, daemon_proc};
+use mailtriage_testkit::{Dovecot, Extra, Secret, SmtpCapture, config, config_dir};
 
 /// The notification datagrams received within `within`, until `done`
 /// says enough.
@@ -49,19 +47,15 @@ fn count(got: &[String], state: &str) -> usize {
 fn ready_after_every_mailbox_reported_then_watchdog_then_stopping() {
     let d = Dovecot::start(&[("ops", "secret"), ("support", "secret")]);
     let s = SmtpCapture::start();
-    let dir = daemon_proc::config_dir(&d, &s, daemon_proc::Extra::default());
+    let dir = config_dir(&d, &s, Extra::default());
     // A second mailbox whose password is wrong: READY must not wait for
     // it to succeed, only for it to have tried.
     let wrong = dir.path().join("wrong-password");
     std::fs::write(&wrong, "not-the-password\n").unwrap();
     let mut toml = std::fs::read_to_string(dir.path().join("mailtriage.toml")).unwrap();
-    toml.push_str(&format!(
-        "\n[[mailbox]]\nname = \"support\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"plain\"\n\
-         user = \"support\"\npassword = {{ file = \"{}\" }}\nmark_seen = true\n\
-         quarantine = \"Quarantine\"\ntimeout = \"10s\"\n",
-        d.port(),
-        wrong.display()
-    ));
+    let mut support = config::mailbox("support", d.port(), Secret::File(&wrong));
+    support.set("timeout", "10s");
+    toml.push_str(&format!("\n{support}"));
     std::fs::write(dir.path().join("mailtriage.toml"), toml).unwrap();
 
     let sock_path = dir.path().join("notify.sock");

@@ -3,14 +3,14 @@
 //! coming back, transient and permanent SMTP rejections, and the health
 //! alert for a mailbox that cannot log in (one per outage).
 
-mod support;
-
 use std::path::Path;
 use std::time::Duration;
 
 use mailtriage::outbox::Delivery;
-use support::daemon_proc::{self, Daemon, Extra, outbox, stop, wait_until};
-use support::{Dovecot, SmtpCapture, by_rcpt, subject};
+use mailtriage_testkit::{
+    Daemon, Dovecot, Extra, SmtpCapture, by_rcpt, config_dir, outbox, password_file, subject,
+    wait_until,
+};
 
 const WAIT: Duration = Duration::from_secs(30);
 /// The outbox retries after 1 s, then every 2 s (the default is 30 s
@@ -45,8 +45,8 @@ fn context(what: &str, d: &Dovecot, s: &SmtpCapture, daemon: &Daemon) -> String 
 fn after_an_imap_outage_the_daemon_reconnects_by_itself() {
     let mut d = Dovecot::start(&[("ops", "secret")]);
     let s = SmtpCapture::start();
-    let dir = daemon_proc::config_dir(&d, &s, Extra::default());
-    let mut daemon = Daemon::spawn(dir.path());
+    let dir = config_dir(&d, &s, Extra::default());
+    let mut daemon = Daemon::spawn(env!("CARGO_BIN_EXE_mailtriage"), dir.path());
 
     // Working, then idling.
     d.append("ops", "INBOX", &escalation(1, "before@example.com"));
@@ -76,7 +76,7 @@ fn after_an_imap_outage_the_daemon_reconnects_by_itself() {
         "{}",
         context("it did not reconnect", &d, &s, &daemon)
     );
-    stop(&mut daemon);
+    daemon.stop();
     let got = s.messages();
     assert_eq!(
         got.len(),
@@ -96,7 +96,7 @@ fn after_an_imap_outage_the_daemon_reconnects_by_itself() {
 fn mail_queued_during_an_smtp_outage_is_delivered_when_it_is_back() {
     let mut s = SmtpCapture::start();
     let d = Dovecot::start(&[("ops", "secret")]);
-    let dir = daemon_proc::config_dir(
+    let dir = config_dir(
         &d,
         &s,
         Extra {
@@ -105,7 +105,7 @@ fn mail_queued_during_an_smtp_outage_is_delivered_when_it_is_back() {
             ..Extra::default()
         },
     );
-    let mut daemon = Daemon::spawn(dir.path());
+    let mut daemon = Daemon::spawn(env!("CARGO_BIN_EXE_mailtriage"), dir.path());
     wait_until(
         WAIT,
         || daemon.count_lines("connected mailbox=ops") == 1,
@@ -152,7 +152,7 @@ fn mail_queued_during_an_smtp_outage_is_delivered_when_it_is_back() {
         || daemon.count_lines("SMTP delivers again") == 1,
         || context("the recovery was not reported", &d, &s, &daemon),
     );
-    stop(&mut daemon);
+    daemon.stop();
     assert_eq!(
         daemon.count_lines("SMTP has been failing"),
         1,
@@ -177,7 +177,7 @@ fn mail_queued_during_an_smtp_outage_is_delivered_when_it_is_back() {
 fn transient_rejections_are_retried_permanent_ones_never() {
     let s = SmtpCapture::start();
     let d = Dovecot::start(&[("ops", "secret")]);
-    let dir = daemon_proc::config_dir(
+    let dir = config_dir(
         &d,
         &s,
         Extra {
@@ -185,7 +185,7 @@ fn transient_rejections_are_retried_permanent_ones_never() {
             ..Extra::default()
         },
     );
-    let mut daemon = Daemon::spawn(dir.path());
+    let mut daemon = Daemon::spawn(env!("CARGO_BIN_EXE_mailtriage"), dir.path());
     let rejected = |code: &str, rcpt: &str| {
         s.rejections()
             .iter()
@@ -219,7 +219,7 @@ fn transient_rejections_are_retried_permanent_ones_never() {
         || by_rcpt(&s.messages(), "temp@example.com").len() == 1,
         || context("not delivered after the 451s", &d, &s, &daemon),
     );
-    stop(&mut daemon);
+    daemon.stop();
 
     let what = || context("after the rejections", &d, &s, &daemon);
     let perm_tries: Vec<String> = s
@@ -255,9 +255,9 @@ fn transient_rejections_are_retried_permanent_ones_never() {
 fn a_mailbox_that_cannot_log_in_raises_one_alert_and_one_all_clear() {
     let s = SmtpCapture::start();
     let d = Dovecot::start(&[("ops", "secret")]);
-    let dir = daemon_proc::config_dir(&d, &s, Extra::default());
-    std::fs::write(daemon_proc::password_file(dir.path()), "wrong\n").unwrap();
-    let mut daemon = Daemon::spawn(dir.path());
+    let dir = config_dir(&d, &s, Extra::default());
+    std::fs::write(password_file(dir.path()), "wrong\n").unwrap();
+    let mut daemon = Daemon::spawn(env!("CARGO_BIN_EXE_mailtriage"), dir.path());
     let alerts = |what: &str| {
         by_rcpt(&s.messages(), "it.oncall@example.com")
             .iter()
@@ -276,7 +276,7 @@ fn a_mailbox_that_cannot_log_in_raises_one_alert_and_one_all_clear() {
         || daemon.count_lines("mailbox session failed") >= 3,
         || context("the daemon stopped retrying", &d, &s, &daemon),
     );
-    std::fs::write(daemon_proc::password_file(dir.path()), "secret\n").unwrap();
+    std::fs::write(password_file(dir.path()), "secret\n").unwrap();
     wait_until(
         WAIT,
         || alerts("works again") >= 1,
@@ -289,7 +289,7 @@ fn a_mailbox_that_cannot_log_in_raises_one_alert_and_one_all_clear() {
         || by_rcpt(&s.messages(), "agent@example.com").len() == 1,
         || context("the mailbox does not work again", &d, &s, &daemon),
     );
-    stop(&mut daemon);
+    daemon.stop();
 
     let got = s.messages();
     let what = || context("one alert and one all-clear", &d, &s, &daemon);

@@ -11,14 +11,14 @@
 //! be: no text line over 78 characters, and read by Python's email package
 //! without a defect.
 
-mod support;
-
 use std::path::Path;
 use std::time::Duration;
 
 use mail_parser::{MessageParser, MimeHeaders};
-use support::daemon_proc::{self, InProcess, wait_until};
-use support::{Captured, Dovecot, SmtpCapture, by_rcpt, fixture, subject};
+use mailtriage_testkit::{
+    Captured, Dovecot, Extra, InProcess, SmtpCapture, by_rcpt, config_dir, fixture, subject,
+    wait_until,
+};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -96,7 +96,7 @@ fn check_what_everyone_gets(c: &Captured) {
             subject(c)
         );
     }
-    let parts = support::python_read(&c.raw);
+    let parts = mailtriage_testkit::python_read(&c.raw);
     for p in parts.as_array().unwrap() {
         assert!(
             p["defects"].as_array().is_some_and(|d| d.is_empty()),
@@ -110,10 +110,10 @@ fn check_what_everyone_gets(c: &Captured) {
 fn what_people_receive_matches_the_golden_files() {
     let d = Dovecot::start(&[("ops", "secret")]);
     let s = SmtpCapture::start();
-    let dir = daemon_proc::config_dir(
+    let dir = config_dir(
         &d,
         &s,
-        daemon_proc::Extra {
+        Extra {
             mailbox: "reply_to = \"ops@example.com\"",
             ..Default::default()
         },
@@ -216,7 +216,7 @@ fn what_people_receive_matches_the_golden_files() {
     ];
     let mut failures = Vec::new();
     for (name, c) in &goldens {
-        if let Some(diff) = support::golden(name, &as_read(c)) {
+        if let Some(diff) = mailtriage_testkit::golden(name, &as_read(c)) {
             failures.push(diff);
         }
     }
@@ -240,16 +240,19 @@ fn what_people_receive_matches_the_golden_files() {
         .unwrap();
     // As a phone's mail app that reflows format=flowed shows it (Apple
     // Mail), and as one that shows the lines as sent.
-    let page = support::browser::text_part_as_html(&mailtriage::text::unflow(&wire));
+    let page = mailtriage_testkit::browser::text_part_as_html(&mailtriage::text::unflow(&wire));
     for (what, html) in [
         ("reflowed", page.clone()),
-        ("as sent", support::browser::text_part_as_html(&wire)),
+        (
+            "as sent",
+            mailtriage_testkit::browser::text_part_as_html(&wire),
+        ),
     ] {
-        let facts = support::browser::measure(
+        let facts = mailtriage_testkit::browser::measure(
             &html,
             width,
             height,
-            support::browser::Marker::Text("to close it"),
+            mailtriage_testkit::browser::Marker::Text("to close it"),
         );
         assert!(
             facts.fits_width(),
@@ -263,6 +266,6 @@ fn what_people_receive_matches_the_golden_files() {
     }
     if std::env::var_os("UPDATE_SCREENSHOTS").is_some_and(|v| v == "1") {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/forward-phone.png");
-        support::browser::screenshot(&page, width, height, &path);
+        mailtriage_testkit::browser::screenshot(&page, width, height, &path);
     }
 }

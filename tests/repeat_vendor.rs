@@ -5,13 +5,12 @@
 //! (the headers a reader sees, a blank line, the text as a mail program
 //! decodes it; `UPDATE_GOLDEN=1` rewrites it).
 
-mod support;
-
 use std::time::Duration;
 
 use mail_parser::MessageParser;
-use support::daemon_proc::{self, InProcess, wait_until};
-use support::{Dovecot, SmtpCapture, by_rcpt, fixture, golden};
+use mailtriage_testkit::{
+    Dovecot, Extra, InProcess, SmtpCapture, by_rcpt, config_dir, fixture, golden, wait_until,
+};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -35,7 +34,7 @@ fn complaint(tag: &str, order: &str, customer: &str, date: &str, issue: &str) ->
 fn the_report_names_each_case_by_order_date_and_issue() {
     let d = Dovecot::start(&[("ops", "secret")]);
     let s = SmtpCapture::start();
-    let dir = daemon_proc::config_dir(&d, &s, daemon_proc::Extra::default());
+    let dir = config_dir(&d, &s, Extra::default());
     // Wednesday 25 November 2026, 15:30 in Kolkata.
     let now = "2026-11-25T10:00:00Z"
         .parse::<jiff::Timestamp>()

@@ -4,52 +4,29 @@
 //! the passwords. The passwords come from an environment variable and a
 //! command, two of the secret sources of mailtriage.toml.
 
-mod support;
-
 use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support::{Dovecot, SmtpCapture};
+use mailtriage_testkit::{
+    Dovecot, MailtriageToml, Secret, SmtpCapture, copy_shipped_config, database,
+};
 
 const IMAP_PASSWORD: &str = "imap-S3cret-pw-4711";
 const SMTP_PASSWORD: &str = "smtp-S3cret-pw-0815";
 
 fn config_dir(d: &Dovecot, s: &SmtpCapture) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
-    support::daemon_proc::copy_shipped_config(dir.path());
+    copy_shipped_config(dir.path());
     let pw_file = dir.path().join("imap.pw");
     std::fs::write(&pw_file, IMAP_PASSWORD).unwrap();
-    let toml = format!(
-        r#"[daemon]
-database = "{db}"
-domain = "mailtriage.test"
-allow_senders = ["example.com"]
-
-[smtp]
-host = "127.0.0.1"
-port = {smtp}
-tls = "plain"
-user = "mailtriage@example.com"
-password = {{ env = "MAILTRIAGE_TEST_SMTP_PASSWORD" }}
-from = "Escalations <mailtriage@example.com>"
-
-[[mailbox]]
-name = "ops"
-host = "127.0.0.1"
-port = {imap}
-tls = "plain"
-user = "ops"
-password = {{ command = ["cat", "{pw}"] }}
-mark_seen = true
-quarantine = "Quarantine"
-"#,
-        db = dir.path().join("db").display(),
-        smtp = s.port(),
-        imap = d.port(),
-        pw = pw_file.display(),
-    );
-    std::fs::write(dir.path().join("mailtriage.toml"), toml).unwrap();
+    let mut toml = MailtriageToml::new(&database(dir.path()), s.port());
+    toml.smtp
+        .set("user", "mailtriage@example.com")
+        .set("password", Secret::Env("MAILTRIAGE_TEST_SMTP_PASSWORD"));
+    let pw = pw_file.display().to_string();
+    toml.mailbox("ops", d.port(), Secret::Command(&["cat", &pw]));
+    toml.write(dir.path());
     dir
 }
 
@@ -115,7 +92,7 @@ fn passwords_never_reach_the_logs() {
     // AUTH PLAIN sends base64("\0user\0password"); look for the password's
     // base64 at each of the three alignments.
     for prefix in ["", "\0", "\0\0"] {
-        let encoded = support::base64(format!("{prefix}{SMTP_PASSWORD}").as_bytes());
+        let encoded = mailtriage_testkit::base64(format!("{prefix}{SMTP_PASSWORD}").as_bytes());
         let core = &encoded[4..encoded.len() - 4];
         assert!(
             !text.contains(core),

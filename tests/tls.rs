@@ -1,5 +1,5 @@
 //! The daemon's TLS, against the real `mailtriage run` binary and real
-//! servers (tests/support): Dovecot with STARTTLS and an implicit-TLS
+//! servers (crates/testkit): Dovecot with STARTTLS and an implicit-TLS
 //! (imaps) listener, aiosmtpd with STARTTLS or implicit TLS, both
 //! presenting a certificate for 127.0.0.1 signed by a private test CA that
 //! the daemon is given as `ca_file`.
@@ -14,13 +14,13 @@
 //!   delivered, the mail waits in the outbox and goes out once the config
 //!   names the right CA.
 
-mod support;
-
 use std::time::Duration;
 
 use mailtriage::outbox::Delivery;
-use support::daemon_proc::{self, Daemon, Extra, TlsMode, Via, outbox, stop, wait_until};
-use support::{Dovecot, SmtpCapture, SmtpTls, TestCa, by_rcpt, fixture, subject};
+use mailtriage_testkit::{
+    Daemon, Dovecot, Extra, SmtpCapture, SmtpTls, TestCa, TlsMode, Via, by_rcpt, config_dir,
+    fixture, outbox, subject, wait_until,
+};
 
 const WAIT: Duration = Duration::from_secs(30);
 /// The outbox retries after 1 s, then every 2 s.
@@ -74,7 +74,7 @@ fn escalation_is_acknowledged_over_tls(imap: TlsMode, smtp: SmtpTls) {
         SmtpTls::Implicit => Via::implicit(s.port(), &ca_file),
         SmtpTls::Starttls | SmtpTls::StarttlsRequired => Via::starttls(s.port(), &ca_file),
     };
-    let dir = daemon_proc::config_dir(
+    let dir = config_dir(
         &d,
         &s,
         Extra {
@@ -84,7 +84,7 @@ fn escalation_is_acknowledged_over_tls(imap: TlsMode, smtp: SmtpTls) {
         },
     );
     let uid = d.append("ops", "INBOX", &fixture(ESCALATION));
-    let mut daemon = Daemon::spawn(dir.path());
+    let mut daemon = Daemon::spawn(env!("CARGO_BIN_EXE_mailtriage"), dir.path());
 
     wait_until(
         WAIT,
@@ -116,7 +116,7 @@ fn escalation_is_acknowledged_over_tls(imap: TlsMode, smtp: SmtpTls) {
         what()
     );
     assert!(alive, "the daemon exited\n{}", what());
-    stop(&mut daemon);
+    daemon.stop();
     assert_eq!(
         daemon.count_lines("mailbox session failed"),
         0,
@@ -151,7 +151,7 @@ fn imap_certificate_from_an_unrelated_ca_is_refused(imap: TlsMode) {
         TlsMode::Starttls => Via::starttls(d.port(), &wrong),
         TlsMode::Plain => unreachable!("a TLS test"),
     };
-    let dir = daemon_proc::config_dir(
+    let dir = config_dir(
         &d,
         &s,
         Extra {
@@ -162,7 +162,7 @@ fn imap_certificate_from_an_unrelated_ca_is_refused(imap: TlsMode) {
     // Straight into the Maildir: the harness does not log in, so any login
     // in Dovecot's log would be the daemon's.
     d.deliver("ops", "INBOX", &fixture(ESCALATION));
-    let mut daemon = Daemon::spawn(dir.path());
+    let mut daemon = Daemon::spawn(env!("CARGO_BIN_EXE_mailtriage"), dir.path());
 
     // Two failed sessions (the reconnect delay starts at a second): it says
     // why, and it goes on trying rather than exiting.
@@ -207,7 +207,7 @@ fn imap_certificate_from_an_unrelated_ca_is_refused(imap: TlsMode) {
         || d.log().contains("alert unknown ca"),
         || format!("Dovecot did not log the refused certificate\n{}", what()),
     );
-    stop(&mut daemon);
+    daemon.stop();
 }
 
 #[test]
@@ -238,7 +238,7 @@ fn smtp_certificate_from_an_unrelated_ca_is_refused(smtp: SmtpTls) {
         SmtpTls::Implicit => Via::implicit(s.port(), ca_file),
         SmtpTls::Starttls | SmtpTls::StarttlsRequired => Via::starttls(s.port(), ca_file),
     };
-    let dir = daemon_proc::config_dir(
+    let dir = config_dir(
         &d,
         &s,
         Extra {
@@ -249,7 +249,7 @@ fn smtp_certificate_from_an_unrelated_ca_is_refused(smtp: SmtpTls) {
         },
     );
     let uid = d.append("ops", "INBOX", &fixture(ESCALATION));
-    let mut daemon = Daemon::spawn(dir.path());
+    let mut daemon = Daemon::spawn(env!("CARGO_BIN_EXE_mailtriage"), dir.path());
 
     let refusals = |daemon: &Daemon| {
         daemon
@@ -271,7 +271,7 @@ fn smtp_certificate_from_an_unrelated_ca_is_refused(smtp: SmtpTls) {
     assert!(s.messages().is_empty(), "{}", what());
     // The mailbox side worked: the case exists and the message is done.
     assert_eq!(d.seen("ops", "INBOX"), [uid], "{}", what());
-    stop(&mut daemon);
+    daemon.stop();
     let items = outbox(dir.path());
     let ack = items
         .iter()
@@ -293,7 +293,7 @@ fn smtp_certificate_from_an_unrelated_ca_is_refused(smtp: SmtpTls) {
     let fixed = text.replace(&*wrong.to_string_lossy(), &right.to_string_lossy());
     assert_ne!(fixed, text, "the wrong CA path is in the config");
     std::fs::write(&toml, fixed).expect("write mailtriage.toml");
-    let mut daemon = Daemon::spawn(dir.path());
+    let mut daemon = Daemon::spawn(env!("CARGO_BIN_EXE_mailtriage"), dir.path());
     wait_until(
         WAIT,
         || !by_rcpt(&s.messages(), AGENT).is_empty(),
@@ -308,7 +308,7 @@ fn smtp_certificate_from_an_unrelated_ca_is_refused(smtp: SmtpTls) {
         "{:?}",
         acks[0].tls
     );
-    stop(&mut daemon);
+    daemon.stop();
 }
 
 #[test]

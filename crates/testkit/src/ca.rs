@@ -1,7 +1,7 @@
 //! Test certificates, made with the `openssl` command-line tool: a private
 //! CA and a server certificate for 127.0.0.1 signed by it, for the TLS
-//! modes of the harness's servers ([`super::Dovecot::start_tls`],
-//! [`super::SmtpCapture::start_tls`]) and of the daemon's config.
+//! modes of the harness's servers ([`crate::Dovecot::start_tls`],
+//! [`crate::SmtpCapture::start_tls`]) and of the daemon's config.
 //!
 //! rustls is strict about what it accepts, so the certificates carry the
 //! extensions it checks: the CA has `basicConstraints = critical, CA:TRUE`
@@ -72,7 +72,7 @@ fn openssl(dir: &Path, args: &[&str]) {
 
 /// The extensions of both certificates (an openssl config file: no
 /// dependence on the system's openssl.cnf).
-const OPENSSL_CNF: &str = r#"# mailtriage test CA (tests/support/tls.rs)
+const OPENSSL_CNF: &str = r#"# mailtriage test CA (crates/testkit/src/ca.rs)
 [req]
 distinguished_name = dn
 prompt = no
@@ -98,7 +98,6 @@ authorityKeyIdentifier = keyid:always
 /// by it, in a temp dir that lives as long as this value.
 pub struct TestCa {
     dir: TempDir,
-    name: String,
 }
 
 impl TestCa {
@@ -188,15 +187,7 @@ impl TestCa {
         let mut chain = fs::read(d.join("server.pem")).expect("read server.pem");
         chain.extend(fs::read(d.join("ca.pem")).expect("read ca.pem"));
         fs::write(d.join("server-chain.pem"), chain).expect("write server-chain.pem");
-        TestCa {
-            dir,
-            name: name.to_string(),
-        }
-    }
-
-    /// The CA's name (its CN).
-    pub fn name(&self) -> &str {
-        &self.name
+        TestCa { dir }
     }
 
     /// The CA certificate (PEM): what a client trusts (`ca_file`).
@@ -223,7 +214,7 @@ impl TestCa {
     /// Copy the CA certificate, the server chain and key into `dir` as
     /// `ca.pem`, `server-chain.pem` and `server.key` (mode 0600 for the
     /// key), for a server that must outlive this value; returns `dir`.
-    pub fn install(&self, dir: &Path) -> PathBuf {
+    pub(crate) fn install(&self, dir: &Path) -> PathBuf {
         fs::create_dir_all(dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
         for (from, to) in [
             (self.ca_pem(), "ca.pem"),
@@ -234,13 +225,13 @@ impl TestCa {
                 panic!("copy {} to {}: {e}", from.display(), dir.join(to).display())
             });
         }
-        super::set_mode(&dir.join("server.key"), 0o600);
+        crate::server::set_mode(&dir.join("server.key"), 0o600);
         dir.to_path_buf()
     }
 }
 
 /// A rustls client config that trusts only the CA certificate(s) in `ca`.
-pub fn client_config(ca: &Path) -> Result<ClientConfig, String> {
+fn client_config(ca: &Path) -> Result<ClientConfig, String> {
     let mut roots = RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(ca).map_err(|e| format!("{}: {e}", ca.display()))? {
         let cert = cert.map_err(|e| format!("{}: {e}", ca.display()))?;

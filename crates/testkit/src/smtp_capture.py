@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""SMTP capture server for mailtriage's real-server tests (tests/support/mod.rs).
+"""SMTP capture server for mailtriage's real-server tests (crates/testkit/src/smtp.rs).
 
 Runs aiosmtpd (Debian's python3-aiosmtpd) on one loopback port and writes every
 accepted message into DIR/messages/:
