@@ -252,8 +252,11 @@ impl Config {
             path: dir.join("routing.toml"),
             text: routing,
         };
-        let (router, lifecycle) = routing::load_routing(&rt_src, &keywords, tpl)?;
-        let vendors = routing::load_vendors(&rt_src)?;
+        let routing::Routing {
+            router,
+            lifecycle,
+            vendors,
+        } = routing::load_routing(&rt_src, &keywords, tpl)?;
 
         let mut digest_templates = minijinja::Environment::new();
         digest_templates.set_undefined_behavior(minijinja::UndefinedBehavior::SemiStrict);
