@@ -28,7 +28,7 @@ use crate::route::{Router, Templates};
 
 pub use daemon::{DaemonConfig, DaemonSection, MailboxSection, SmtpSection};
 pub use routing::{Lifecycle, Overdue, RepeatVendor};
-pub use values::{Duration, Secret, Size};
+pub use values::{HumanDuration, Secret, Size};
 
 /// A config mistake, located.
 #[derive(Debug, Clone, PartialEq, Eq)]

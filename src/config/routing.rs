@@ -3,11 +3,12 @@
 //! first message, how vendor fields are read, and the readers' time zones.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::values::Duration;
+use super::values::HumanDuration;
 use super::{ConfigError, Source, looks_like_address};
 use crate::classify::Keywords;
 use crate::extract::{Field, Kind};
@@ -55,7 +56,7 @@ struct VendorsDef {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct LifecycleDef {
-    reopen_within: Option<Duration>,
+    reopen_within: Option<HumanDuration>,
     joined_reply: Option<Spanned<String>>,
     repeat_vendor: Option<RepeatVendorDef>,
     overdue: Option<OverdueDef>,
@@ -65,7 +66,7 @@ struct LifecycleDef {
 #[serde(deny_unknown_fields)]
 struct RepeatVendorDef {
     complaints: usize,
-    within: Duration,
+    within: HumanDuration,
     to: Vec<Spanned<String>>,
     #[serde(default = "repeat_vendor_template")]
     template: Spanned<String>,
@@ -79,7 +80,7 @@ fn repeat_vendor_template() -> Spanned<String> {
 #[serde(deny_unknown_fields)]
 struct OverdueDef {
     /// Risk level ("5", "4", ...) to how long a case may stay open.
-    after: BTreeMap<String, Spanned<Duration>>,
+    after: BTreeMap<String, Spanned<HumanDuration>>,
     to: Vec<Spanned<String>>,
     #[serde(default = "overdue_template")]
     template: Spanned<String>,
@@ -95,7 +96,7 @@ fn overdue_template() -> Spanned<String> {
 pub struct Lifecycle {
     /// A new escalation of an order whose case was resolved longer ago than
     /// this opens a new case (linked to the old one); sooner, it reopens it.
-    pub reopen_within: std::time::Duration,
+    pub reopen_within: Duration,
     /// The reply telling an agent their escalation joined an open case.
     pub joined_reply: Option<String>,
     pub repeat_vendor: Option<RepeatVendor>,
@@ -104,7 +105,7 @@ pub struct Lifecycle {
 
 impl Lifecycle {
     /// How long a case of `risk` has for an answer before it is overdue.
-    pub fn respond_within(&self, risk: u8) -> Option<std::time::Duration> {
+    pub fn respond_within(&self, risk: u8) -> Option<Duration> {
         self.overdue
             .as_ref()
             .and_then(|o| o.after.get(usize::from(risk)).copied().flatten())
@@ -114,7 +115,7 @@ impl Lifecycle {
 impl Default for Lifecycle {
     fn default() -> Self {
         Lifecycle {
-            reopen_within: std::time::Duration::from_secs(14 * 86_400),
+            reopen_within: Duration::from_secs(14 * 86_400),
             joined_reply: None,
             repeat_vendor: None,
             overdue: None,
@@ -127,7 +128,7 @@ impl Default for Lifecycle {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RepeatVendor {
     pub complaints: usize,
-    pub within: std::time::Duration,
+    pub within: Duration,
     pub to: Vec<String>,
     pub template: String,
 }
@@ -136,7 +137,7 @@ pub struct RepeatVendor {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Overdue {
     /// Indexed by risk 0-5; `None`: that risk is never overdue.
-    pub after: [Option<std::time::Duration>; 6],
+    pub after: [Option<Duration>; 6],
     pub to: Vec<String>,
     pub template: String,
 }

@@ -2,6 +2,7 @@
 //! (`25MB`), and where a secret comes from (never the secret itself).
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -105,11 +106,12 @@ impl Secret {
     }
 }
 
-/// A duration written as `90s`, `10m`, `2h` or `1h 30m`.
+/// A duration written as `90s`, `10m`, `2h` or `1h 30m` (not `Duration`:
+/// it stands beside std's wherever the config is read).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Duration(pub std::time::Duration);
+pub struct HumanDuration(pub Duration);
 
-impl<'de> Deserialize<'de> for Duration {
+impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         let parsed: jiff::SignedDuration = s.parse().map_err(|e| {
@@ -122,7 +124,7 @@ impl<'de> Deserialize<'de> for Duration {
                 "expected a positive duration, found {s:?}"
             )));
         }
-        Ok(Duration(parsed.unsigned_abs()))
+        Ok(HumanDuration(parsed.unsigned_abs()))
     }
 }
 
@@ -158,6 +160,49 @@ impl<'de> Deserialize<'de> for Size {
                 };
                 n.checked_mul(mult).map(Size).ok_or_else(|| bad(&s))
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_sizes_are_read_as_written() {
+        #[derive(Deserialize)]
+        struct D {
+            d: HumanDuration,
+        }
+        let durations: &[(&str, Option<u64>)] = &[
+            ("\"90s\"", Some(90)),
+            ("\"10m\"", Some(600)),
+            ("\"1h 30m\"", Some(5400)),
+            ("\"-5m\"", None),
+            ("\"soon\"", None),
+            ("90", None),
+        ];
+        for (text, want) in durations {
+            let got = toml::from_str::<D>(&format!("d = {text}")).map(|d| d.d.0.as_secs());
+            assert_eq!(got.ok(), *want, "{text}");
+        }
+        #[derive(Deserialize)]
+        struct S {
+            s: Size,
+        }
+        let sizes: &[(&str, Option<u64>)] = &[
+            ("1024", Some(1024)),
+            ("\"512KB\"", Some(512 << 10)),
+            ("\"25 MB\"", Some(25 << 20)),
+            ("\"2g\"", Some(2 << 30)),
+            ("\"10B\"", Some(10)),
+            ("\"25TB\"", None),
+            ("\"MB\"", None),
+            ("\"99999999999999999999GB\"", None),
+        ];
+        for (text, want) in sizes {
+            let got = toml::from_str::<S>(&format!("s = {text}")).map(|s| s.s.0);
+            assert_eq!(got.ok(), *want, "{text}");
         }
     }
 }
