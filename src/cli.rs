@@ -19,7 +19,7 @@ use clap::{Parser, Subcommand};
 use serde::Serialize;
 
 use crate::case::Case;
-use crate::config::{Config, ConfigError, DaemonConfig};
+use crate::config::{Config, ConfigError, Settings};
 use crate::control::{self, CaseDetail, Changed, ControlError, Request, Response};
 use crate::route::Action;
 use crate::store::{CaseRecord, Store};
@@ -324,7 +324,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
 fn run_daemon(dir: &Path) -> Result<Outcome, CliError> {
     // Config mistakes are found before anything starts, with exit code 2.
     Config::load(dir)?;
-    crate::config::DaemonConfig::load(dir)?;
+    crate::config::Settings::load(dir)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -785,17 +785,17 @@ struct KnownMailboxes {
 /// directory without one, the mailboxes its routing rules match on.
 fn known_mailboxes(dir: Option<&Path>, config: &Config) -> Result<KnownMailboxes, CliError> {
     let daemon_names =
-        |d: DaemonConfig| -> Vec<String> { d.mailboxes.into_iter().map(|m| m.name).collect() };
+        |d: Settings| -> Vec<String> { d.mailboxes.into_iter().map(|m| m.name).collect() };
     let Some(dir) = dir else {
         return Ok(KnownMailboxes {
-            names: daemon_names(DaemonConfig::builtin()?),
+            names: daemon_names(Settings::builtin()?),
             from: "the [[mailbox]] names of the built-in config/mailtriage.toml".into(),
         });
     };
     let toml = dir.join("mailtriage.toml");
     if toml.exists() {
         return Ok(KnownMailboxes {
-            names: daemon_names(DaemonConfig::load(dir)?),
+            names: daemon_names(Settings::load(dir)?),
             from: format!("the [[mailbox]] names of {}", toml.display()),
         });
     }
@@ -1258,7 +1258,7 @@ fn snake<T: Serialize + std::fmt::Debug>(v: &T) -> String {
 fn check_config(dir: &Path, out: &mut dyn Write) -> Result<Outcome, CliError> {
     let config = Config::load(dir)?;
     let daemon = if dir.join("mailtriage.toml").exists() {
-        let d = crate::config::DaemonConfig::load(dir)?;
+        let d = crate::config::Settings::load(dir)?;
         format!(", {} mailboxes", d.mailboxes.len())
     } else {
         String::new()
@@ -1359,10 +1359,10 @@ fn now() -> i64 {
 /// from the database directly. An `Err` answer (an unknown case id) is a
 /// failure with exit code 1.
 fn ask(dir: &Path, req: Request) -> Result<serde_json::Value, CliError> {
-    let daemon = DaemonConfig::load(dir)?;
+    let settings = Settings::load(dir)?;
     // An operator's shell has neither RUNTIME_DIRECTORY nor STATE_DIRECTORY:
     // the shipped unit's directories are tried too.
-    let mut sockets: Vec<PathBuf> = control::socket_path(&daemon).into_iter().collect();
+    let mut sockets: Vec<PathBuf> = control::socket_path(&settings).into_iter().collect();
     let unit_socket = Path::new(control::UNIT_RUNTIME_DIRECTORY).join("mailtriage.sock");
     if !sockets.contains(&unit_socket) {
         sockets.push(unit_socket);
@@ -1378,7 +1378,8 @@ fn ask(dir: &Path, req: Request) -> Result<serde_json::Value, CliError> {
     }
     let socket = sockets.first().cloned();
     let unit_db = Path::new(control::UNIT_STATE_DIRECTORY).join("db");
-    let Some(db) = control::database_path(&daemon).or_else(|| unit_db.exists().then_some(unit_db))
+    let Some(db) =
+        control::database_path(&settings).or_else(|| unit_db.exists().then_some(unit_db))
     else {
         return Err(ConfigError {
             file: dir.join("mailtriage.toml"),
@@ -1397,7 +1398,7 @@ fn ask(dir: &Path, req: Request) -> Result<serde_json::Value, CliError> {
         .into());
     }
     refuse_foreign_database(&db)?;
-    let store = match Store::open(&db, daemon.daemon.cache.0) {
+    let store = match Store::open(&db, settings.daemon.cache.0) {
         Ok(s) => s,
         Err(e) if control::database_in_use(&db) => {
             let socket = socket
@@ -1443,10 +1444,10 @@ fn direct_digest<'a>(
 ) -> impl Fn(&str, bool) -> Result<String, String> + 'a {
     move |name: &str, send_now: bool| {
         let config = Config::load(dir).map_err(|e| e.to_string())?;
-        let daemon = DaemonConfig::load(dir).map_err(|e| e.to_string())?;
+        let settings = Settings::load(dir).map_err(|e| e.to_string())?;
         crate::daemon::digest_command(
             &config,
-            &daemon,
+            &settings,
             store,
             name,
             send_now,

@@ -23,7 +23,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{Notify, watch};
 
 use crate::backoff::Backoff;
-use crate::config::{Config, ConfigError, DaemonConfig, MailboxSection};
+use crate::config::{Config, ConfigError, MailboxSection, Settings};
 use crate::imap::{Auth, Connection, Idled, ImapError, ImapSettings};
 use crate::route::ActionType;
 use crate::send::{self, Identity, Smtp, SmtpSettings};
@@ -73,7 +73,7 @@ impl Clock {
 /// What every task shares.
 struct Shared {
     config: Config,
-    daemon: DaemonConfig,
+    settings: Settings,
     store: Store,
     identity: Identity,
     /// Addresses the daemon sends from or reads: never answered.
@@ -138,21 +138,21 @@ pub async fn run_with_clock(
     clock: Arc<Clock>,
 ) -> Result<(), RunError> {
     let config = Config::load(config_dir)?;
-    let daemon = DaemonConfig::load(config_dir)?;
+    let settings = Settings::load(config_dir)?;
     let toml = config_dir.join("mailtriage.toml");
-    let db_path = database_path(&daemon).ok_or_else(|| ConfigError {
+    let db_path = database_path(&settings).ok_or_else(|| ConfigError {
         file: toml.clone(),
         at: None,
         message:
             "no database path: set [daemon] database, or run under systemd with StateDirectory="
                 .into(),
     })?;
-    let identity = identity_of(&daemon).map_err(|message| ConfigError {
+    let identity = identity_of(&settings).map_err(|message| ConfigError {
         file: toml.clone(),
         at: None,
         message,
     })?;
-    let smtp_password = match (&daemon.smtp.user, &daemon.smtp.password) {
+    let smtp_password = match (&settings.smtp.user, &settings.smtp.password) {
         (Some(u), Some(p)) => Some((
             u.clone(),
             p.read().map_err(|e| {
@@ -173,39 +173,46 @@ pub async fn run_with_clock(
         _ => None,
     };
     let store =
-        Store::open(&db_path, daemon.daemon.cache.0).map_err(|source| RunError::Database {
+        Store::open(&db_path, settings.daemon.cache.0).map_err(|source| RunError::Database {
             path: db_path.clone(),
             source,
         })?;
     let mut own = vec![identity.from.email.to_string()];
     own.extend(
-        daemon
+        settings
             .mailboxes
             .iter()
             .filter(|m| m.user.contains('@'))
             .map(|m| m.user.clone()),
     );
     own.extend(
-        daemon
+        settings
             .mailboxes
             .iter()
             .filter_map(|m| m.reply_address().map(str::to_string)),
     );
-    for m in daemon
+    for m in settings
         .mailboxes
         .iter()
         .filter(|m| m.reply_address().is_none())
     {
         tracing::warn!(mailbox = %m.name, "no reply_to and the user is not an address: replies to the daemon's mail about its cases go to [smtp] from, which mailtriage does not read");
     }
-    own.extend(daemon.smtp.user.iter().filter(|u| u.contains('@')).cloned());
+    own.extend(
+        settings
+            .smtp
+            .user
+            .iter()
+            .filter(|u| u.contains('@'))
+            .cloned(),
+    );
     let smtp = Smtp::new(&SmtpSettings {
-        host: daemon.smtp.host.clone(),
-        port: daemon.smtp.port,
-        tls: daemon.smtp.tls,
+        host: settings.smtp.host.clone(),
+        port: settings.smtp.port,
+        tls: settings.smtp.tls,
         credentials: smtp_password,
-        timeout: daemon.smtp.timeout.0,
-        ca_file: daemon.smtp.ca_file.clone(),
+        timeout: settings.smtp.timeout.0,
+        ca_file: settings.smtp.ca_file.clone(),
     })
     .map_err(|e| ConfigError {
         file: toml.clone(),
@@ -214,7 +221,7 @@ pub async fn run_with_clock(
     })?;
     let shared = Arc::new(Shared {
         config,
-        daemon,
+        settings,
         store,
         identity,
         own,
@@ -222,11 +229,11 @@ pub async fn run_with_clock(
         case_lock: Arc::new(std::sync::Mutex::new(())),
         clock,
     });
-    tracing::info!(database = %db_path.display(), mailboxes = shared.daemon.mailboxes.len(), "mailtriage starting");
+    tracing::info!(database = %db_path.display(), mailboxes = shared.settings.mailboxes.len(), "mailtriage starting");
 
     // `mailtriage cases` and `mailtriage digest` reach the store through
     // this socket while the daemon holds the database.
-    let socket = crate::control::socket_path(&shared.daemon)
+    let socket = crate::control::socket_path(&shared.settings)
         .unwrap_or_else(|| db_path.with_file_name("control.sock"));
     let control = Arc::new(crate::control::Control {
         store: shared.store.clone(),
@@ -240,7 +247,14 @@ pub async fn run_with_clock(
             Arc::new(move |name: &str, send_now: bool| {
                 let r = {
                     let _guard = sh.lock_cases();
-                    digest_command(&sh.config, &sh.daemon, &sh.store, name, send_now, sh.now())
+                    digest_command(
+                        &sh.config,
+                        &sh.settings,
+                        &sh.store,
+                        name,
+                        send_now,
+                        sh.now(),
+                    )
                 };
                 if send_now && r.is_ok() {
                     sh.outbox_wake.notify_one();
@@ -258,7 +272,7 @@ pub async fn run_with_clock(
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<String>(64);
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(listener.serve(control, shutdown.clone()));
-    for i in 0..shared.daemon.mailboxes.len() {
+    for i in 0..shared.settings.mailboxes.len() {
         let (sh, sd, ready) = (shared.clone(), shutdown.clone(), ready_tx.clone());
         tasks.spawn(async move { mailbox_task(sh, i, sd, ready).await });
     }
@@ -279,10 +293,10 @@ pub async fn run_with_clock(
     let mut ping = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
     loop {
         tokio::select! {
-            r = ready_rx.recv(), if reported < shared.daemon.mailboxes.len() => {
+            r = ready_rx.recv(), if reported < shared.settings.mailboxes.len() => {
                 if r.is_some() {
                     reported += 1;
-                    if reported == shared.daemon.mailboxes.len() {
+                    if reported == shared.settings.mailboxes.len() {
                         // Logged first: whoever is told READY can read why.
                         tracing::info!("every mailbox has reported; ready");
                         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
@@ -318,7 +332,7 @@ pub async fn run_with_clock(
     Ok(())
 }
 
-fn database_path(d: &DaemonConfig) -> Option<PathBuf> {
+fn database_path(d: &Settings) -> Option<PathBuf> {
     crate::control::database_path(d)
 }
 
@@ -364,7 +378,7 @@ fn imap_settings(m: &MailboxSection) -> Result<ImapSettings, String> {
 /// Where replies about a case of mailbox `name` go (see
 /// [`MailboxSection::reply_address`]).
 fn reply_address<'a>(sh: &'a Shared, name: &str) -> Option<&'a str> {
-    sh.daemon
+    sh.settings
         .mailboxes
         .iter()
         .find(|m| m.name == name)
@@ -384,7 +398,7 @@ async fn mailbox_task(
     mut shutdown: watch::Receiver<bool>,
     ready: tokio::sync::mpsc::Sender<String>,
 ) {
-    let m = &sh.daemon.mailboxes[index];
+    let m = &sh.settings.mailboxes[index];
     let mut failures: u32 = 0;
     let mut health = Health::default();
     let mut ready = Some(ready);
@@ -421,7 +435,7 @@ async fn mailbox_task(
                         | SessionError::Secret(_)
                 );
                 if !health.alerted
-                    && (is_auth || t - since >= sh.daemon.daemon.alert_after.0.as_secs() as i64)
+                    && (is_auth || t - since >= sh.settings.daemon.alert_after.0.as_secs() as i64)
                 {
                     health.alerted = true;
                     alert(
@@ -456,7 +470,7 @@ async fn mailbox_task(
 }
 
 fn alert(sh: &Shared, m: &MailboxSection, since: i64, text: &str, what: &str) {
-    if sh.daemon.daemon.admin.is_empty() {
+    if sh.settings.daemon.admin.is_empty() {
         return;
     }
     let subject = match what {
@@ -474,7 +488,7 @@ fn alert(sh: &Shared, m: &MailboxSection, since: i64, text: &str, what: &str) {
         "health",
         &key,
         None,
-        &sh.daemon.daemon.admin,
+        &sh.settings.daemon.admin,
         None,
         &rendered,
         SystemTime::now(),
@@ -846,7 +860,7 @@ fn process(sh: &Shared, m: &MailboxSection, uid: u32, raw: &[u8]) -> Result<Step
     };
     let from = email.from.clone().unwrap_or_default();
     let allowed = sh
-        .daemon
+        .settings
         .daemon
         .allow_senders
         .iter()
@@ -1088,7 +1102,7 @@ fn compose(
                     continue;
                 }
                 let sender = from.to_ascii_lowercase();
-                let limit = sh.daemon.daemon.replies_per_sender_per_hour as usize;
+                let limit = sh.settings.daemon.replies_per_sender_per_hour as usize;
                 let earlier = sh
                     .store
                     .replies_since(&sender, t - 3600)
@@ -1816,7 +1830,7 @@ pub fn queue_digest(
 /// period).
 pub fn digest_command(
     config: &Config,
-    daemon: &DaemonConfig,
+    settings: &Settings,
     store: &Store,
     name: &str,
     send_now: bool,
@@ -1824,7 +1838,7 @@ pub fn digest_command(
 ) -> Result<String, String> {
     let since = store.digest_sent(name).map_err(|e| e.to_string())?;
     if send_now {
-        let identity = identity_of(daemon).map_err(|e| format!("{e:#}"))?;
+        let identity = identity_of(settings).map_err(|e| format!("{e:#}"))?;
         queue_digest(config, store, &identity, name, since, now, now)
     } else {
         let (r, to) = build_digest(config, store, name, since, now)?;
@@ -1838,23 +1852,23 @@ pub fn digest_command(
 }
 
 /// Who the daemon is when it sends, from `[smtp] from` and `[daemon] domain`.
-fn identity_of(daemon: &DaemonConfig) -> Result<Identity, String> {
-    let from: lettre::message::Mailbox = daemon.smtp.from.parse().map_err(|e| {
+fn identity_of(settings: &Settings) -> Result<Identity, String> {
+    let from: lettre::message::Mailbox = settings.smtp.from.parse().map_err(|e| {
         format!(
             "[smtp] from: expected an address such as \"Escalations <mailtriage@example.com>\", found {:?} ({e})",
-            daemon.smtp.from
+            settings.smtp.from
         )
     })?;
     Ok(Identity {
         from,
-        domain: daemon.daemon.domain.clone(),
+        domain: settings.daemon.domain.clone(),
     })
 }
 
 async fn outbox_task(sh: Arc<Shared>, smtp: Smtp, mut shutdown: watch::Receiver<bool>) {
     let backoff = Backoff {
-        first: sh.daemon.smtp.retry_first.0,
-        max: sh.daemon.smtp.retry_max.0,
+        first: sh.settings.smtp.retry_first.0,
+        max: sh.settings.smtp.retry_max.0,
         ..Backoff::default()
     };
     let mut pruned_at = 0;
@@ -1900,10 +1914,10 @@ async fn outbox_task(sh: Arc<Shared>, smtp: Smtp, mut shutdown: watch::Receiver<
                     reported = false;
                 } else if d.retrying > 0 {
                     let since = *failing_since.get_or_insert(t);
-                    if !reported && t - since >= sh.daemon.daemon.alert_after.0.as_secs() as i64 {
+                    if !reported && t - since >= sh.settings.daemon.alert_after.0.as_secs() as i64 {
                         reported = true;
                         tracing::error!(
-                            host = %sh.daemon.smtp.host,
+                            host = %sh.settings.smtp.host,
                             failing_for = %crate::text::age(t - since),
                             "SMTP has been failing: outgoing mail waits in the outbox (no alert mail can go through it)"
                         );

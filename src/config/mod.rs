@@ -6,7 +6,9 @@
 //!   makes a case tier 2, and its terms;
 //! - `triage.toml`: the fields each kind of escalation must carry;
 //! - `routing.toml`: named address lists, digests, and the ordered rules;
-//! - `templates/*.txt`: the messages rules send, rendered by minijinja.
+//! - `templates/*.txt`: the messages rules send, rendered by minijinja;
+//! - `mailtriage.toml`, for the daemon only: its [`Settings`], the mailboxes
+//!   it watches and the SMTP server it sends through.
 //!
 //! Everything is checked when it is loaded, so that a mistake shows at start-up
 //! with the file, line and column, and never at three in the morning when the
@@ -14,8 +16,8 @@
 //! names and flag categories are all errors. The shipped `config/` is compiled
 //! into the binary as the default.
 
-mod daemon;
 mod routing;
+mod settings;
 mod triage;
 mod values;
 
@@ -26,8 +28,8 @@ use std::path::{Path, PathBuf};
 use crate::case::Triage;
 use crate::route::{Router, Templates};
 
-pub use daemon::{DaemonConfig, DaemonSection, MailboxSection, SmtpSection};
 pub use routing::{Lifecycle, Overdue, RepeatVendor};
+pub use settings::{DaemonSection, MailboxSection, Settings, SmtpSection};
 pub use values::{HumanDuration, Secret, Size};
 
 /// A config mistake, located.

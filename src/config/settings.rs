@@ -1,6 +1,6 @@
-//! mailtriage.toml, read and checked: what the daemon connects to (the
-//! mailboxes, the SMTP server) and how it runs (database, senders allowed,
-//! health alerts).
+//! mailtriage.toml, read and checked: the daemon's settings, what it
+//! connects to (the mailboxes, the SMTP server) and how it runs (database,
+//! senders allowed, health alerts).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -144,20 +144,21 @@ impl MailboxSection {
     }
 }
 
-/// mailtriage.toml: what the daemon connects to.
+/// mailtriage.toml: how the daemon runs (`[daemon]`) and what it connects
+/// to (`[smtp]`, `[[mailbox]]`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct DaemonConfig {
+pub struct Settings {
     pub daemon: DaemonSection,
     pub smtp: SmtpSection,
     #[serde(rename = "mailbox")]
     pub mailboxes: Vec<MailboxSection>,
 }
 
-impl DaemonConfig {
+impl Settings {
     /// The shipped `config/mailtriage.toml`, as compiled into the binary:
     /// the mailboxes the built-in config knows.
-    pub fn builtin() -> Result<DaemonConfig, ConfigError> {
+    pub fn builtin() -> Result<Settings, ConfigError> {
         Self::parse(
             Path::new("(built-in)/config/mailtriage.toml"),
             builtin::DAEMON,
@@ -165,7 +166,7 @@ impl DaemonConfig {
     }
 
     /// Reads and checks `DIR/mailtriage.toml`.
-    pub fn load(dir: &Path) -> Result<DaemonConfig, ConfigError> {
+    pub fn load(dir: &Path) -> Result<Settings, ConfigError> {
         let path = dir.join("mailtriage.toml");
         let text = std::fs::read_to_string(&path).map_err(|e| ConfigError {
             file: path.clone(),
@@ -182,12 +183,12 @@ impl DaemonConfig {
         Self::parse(&path, &text)
     }
 
-    pub fn parse(path: &Path, text: &str) -> Result<DaemonConfig, ConfigError> {
+    pub fn parse(path: &Path, text: &str) -> Result<Settings, ConfigError> {
         let src = Source {
             path: path.to_path_buf(),
             text,
         };
-        let c: DaemonConfig = src.parse()?;
+        let c: Settings = src.parse()?;
         let whole = |message: String| ConfigError {
             file: path.to_path_buf(),
             at: None,
