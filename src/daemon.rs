@@ -360,8 +360,8 @@ fn reconnect_delay(failures: u32, salt: u64) -> Duration {
 
 fn imap_settings(m: &MailboxSection) -> Result<ImapSettings, String> {
     let auth = match (&m.password, &m.oauth2_token) {
-        (Some(p), _) => Auth::Password(p.read()?),
-        (None, Some(t)) => Auth::XOAuth2(t.read()?),
+        (Some(p), _) => Auth::Password(p.read().map_err(|e| e.to_string())?),
+        (None, Some(t)) => Auth::XOAuth2(t.read().map_err(|e| e.to_string())?),
         (None, None) => return Err("no password or oauth2_token".into()),
     };
     Ok(ImapSettings {

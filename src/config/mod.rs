@@ -30,7 +30,7 @@ use crate::route::{Router, Templates};
 
 pub use routing::{Lifecycle, Overdue, RepeatVendor};
 pub use settings::{DaemonSection, MailboxSection, Settings, SmtpSection};
-pub use values::{HumanDuration, Secret, Size};
+pub use values::{HumanDuration, Secret, SecretError, Size};
 
 /// A config mistake, located.
 #[derive(Debug, Clone, PartialEq, Eq)]
