@@ -106,7 +106,7 @@ fn ask(dir: &Path, req: Request) -> Result<serde_json::Value, CliError> {
             Err(ControlError::NotRunning { .. }) => {
                 tracing::debug!(socket = %path.display(), "no daemon answers here");
             }
-            Err(e) => return Err(anyhow::Error::from(e).into()),
+            Err(e) => return Err(e.into()),
         }
     }
     let socket = sockets.first().cloned();
@@ -124,11 +124,7 @@ fn ask(dir: &Path, req: Request) -> Result<serde_json::Value, CliError> {
     // Opening creates a database: a command must not create one where the
     // daemon has not.
     if !db.exists() {
-        return Err(anyhow::anyhow!(
-            "no database at {}: the daemon has not run with this config yet",
-            db.display()
-        )
-        .into());
+        return Err(CliError::NoDatabase(db));
     }
     refuse_foreign_database(&db)?;
     let store = match Store::open(&db, settings.daemon.cache.0) {
@@ -137,14 +133,14 @@ fn ask(dir: &Path, req: Request) -> Result<serde_json::Value, CliError> {
             let socket = socket
                 .map(|p| p.display().to_string())
                 .unwrap_or_else(|| "(unknown)".into());
-            return Err(anyhow::anyhow!(
-                "the database {} is in use but the daemon's control socket at {socket} does not answer ({e})",
-                db.display()
-            )
-            .into());
+            return Err(CliError::DatabaseInUse {
+                db,
+                socket,
+                source: e,
+            });
         }
         Err(e) => {
-            return Err(anyhow::anyhow!("opening the database at {}: {e}", db.display()).into());
+            return Err(CliError::Database { db, source: e });
         }
     };
     let digest = direct_digest(dir, &store);
@@ -161,11 +157,10 @@ fn refuse_foreign_database(db: &Path) -> Result<(), CliError> {
     let me = std::fs::metadata("/proc/self").map(|m| m.uid());
     let owner = std::fs::metadata(db).map(|m| m.uid());
     match (me, owner) {
-        (Ok(0), Ok(owner)) if owner != 0 => Err(anyhow::anyhow!(
-            "the database {} belongs to uid {owner}, and opening it as root would leave files the daemon cannot write: start the daemon (the command then goes through its control socket) or run the command as that user",
-            db.display()
-        )
-        .into()),
+        (Ok(0), Ok(owner)) if owner != 0 => Err(CliError::ForeignDatabase {
+            db: db.to_path_buf(),
+            owner,
+        }),
         _ => Ok(()),
     }
 }
@@ -192,15 +187,14 @@ fn direct_digest<'a>(
 fn answered(answer: Response) -> Result<serde_json::Value, CliError> {
     match answer {
         Response::Ok { value } => Ok(value),
-        Response::Err { error } => Err(anyhow::anyhow!(error).into()),
+        Response::Err { error } => Err(CliError::Refused(error)),
     }
 }
 
 fn from_answer<T: for<'de> serde::Deserialize<'de>>(
     value: serde_json::Value,
 ) -> Result<T, CliError> {
-    serde_json::from_value(value)
-        .map_err(|e| anyhow::anyhow!("unexpected answer from the daemon: {e}").into())
+    serde_json::from_value(value).map_err(CliError::UnexpectedAnswer)
 }
 
 fn print_json(value: &serde_json::Value, out: &mut dyn Write) -> Result<Outcome, CliError> {

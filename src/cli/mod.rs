@@ -246,8 +246,40 @@ pub enum CliError {
     Output(#[from] io::Error),
     #[error("{0}")]
     Run(#[from] crate::daemon::RunError),
+    #[error("starting the runtime: {0}")]
+    Runtime(#[source] io::Error),
+    /// `route`: a template failed on a message.
+    #[error(transparent)]
+    Render(#[from] crate::route::RenderError),
+    /// The daemon's control socket is there but the exchange failed.
+    #[error(transparent)]
+    Control(#[from] crate::control::ControlError),
+    /// The daemon (or the database) refused: an unknown case id, a case
+    /// already resolved, an unknown digest.
     #[error("{0}")]
-    Other(#[from] anyhow::Error),
+    Refused(String),
+    #[error("unexpected answer from the daemon: {0}")]
+    UnexpectedAnswer(#[source] serde_json::Error),
+    /// Opening would create a database where the daemon has none.
+    #[error("no database at {}: the daemon has not run with this config yet", .0.display())]
+    NoDatabase(PathBuf),
+    #[error("the database {} is in use but the daemon's control socket at {socket} does not answer ({source})", .db.display())]
+    DatabaseInUse {
+        db: PathBuf,
+        socket: String,
+        #[source]
+        source: crate::store::StoreError,
+    },
+    #[error("opening the database at {}: {source}", .db.display())]
+    Database {
+        db: PathBuf,
+        #[source]
+        source: crate::store::StoreError,
+    },
+    /// Root opening a database the service owns would leave files it
+    /// cannot write.
+    #[error("the database {} belongs to uid {owner}, and opening it as root would leave files the daemon cannot write: start the daemon (the command then goes through its control socket) or run the command as that user", .db.display())]
+    ForeignDatabase { db: PathBuf, owner: u32 },
 }
 
 impl CliError {
@@ -259,7 +291,15 @@ impl CliError {
             CliError::Input { .. }
             | CliError::Output(_)
             | CliError::Run(_)
-            | CliError::Other(_) => 1,
+            | CliError::Runtime(_)
+            | CliError::Render(_)
+            | CliError::Control(_)
+            | CliError::Refused(_)
+            | CliError::UnexpectedAnswer(_)
+            | CliError::NoDatabase(_)
+            | CliError::DatabaseInUse { .. }
+            | CliError::Database { .. }
+            | CliError::ForeignDatabase { .. } => 1,
         }
     }
 }
@@ -332,7 +372,7 @@ fn run_daemon(dir: &Path) -> Result<Outcome, CliError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| CliError::Other(anyhow::anyhow!("starting the runtime: {e}")))?;
+        .map_err(CliError::Runtime)?;
     runtime.block_on(async {
         let (tx, rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
@@ -447,7 +487,46 @@ mod tests {
                 1,
             ),
             (CliError::Output(io::Error::other("broken pipe")), 1),
-            (CliError::Other(anyhow::anyhow!("no case ESC-1")), 1),
+            (CliError::Refused("no case ESC-1".into()), 1),
+            (CliError::Runtime(io::Error::other("no threads")), 1),
+            (
+                CliError::Render(crate::route::RenderError {
+                    name: "ack".into(),
+                    source: minijinja::Error::new(minijinja::ErrorKind::UndefinedError, "x"),
+                }),
+                1,
+            ),
+            (
+                CliError::Control(crate::control::ControlError::NotRunning { path: "s".into() }),
+                1,
+            ),
+            (
+                CliError::UnexpectedAnswer(serde_json::from_str::<u8>("[]").unwrap_err()),
+                1,
+            ),
+            (CliError::NoDatabase("db".into()), 1),
+            (
+                CliError::DatabaseInUse {
+                    db: "db".into(),
+                    socket: "s".into(),
+                    source: crate::store::StoreError::NoSuchItem(1),
+                },
+                1,
+            ),
+            (
+                CliError::Database {
+                    db: "db".into(),
+                    source: crate::store::StoreError::NoSuchItem(1),
+                },
+                1,
+            ),
+            (
+                CliError::ForeignDatabase {
+                    db: "db".into(),
+                    owner: 1000,
+                },
+                1,
+            ),
         ];
         for (e, code) in cases {
             assert_eq!(e.exit_code(), code, "{e:?}");
