@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use mail_parser::{Address, Message, MessageParser, MimeHeaders};
 use mailtriage::batch::{MessageKey, Seen};
-use mailtriage::config::{Config, DaemonConfig};
+use mailtriage::config::{Config, Settings};
 use mailtriage::control::{self, CaseDetail, Request, Response};
 use mailtriage::outbox::{Delivery, OutboxItem};
 use mailtriage::record::CaseRecord;
@@ -108,7 +108,7 @@ fn run(keep: Option<PathBuf>) -> anyhow::Result<()> {
     let smtp = SmtpCapture::start();
     write_config(&dir, &dovecot, &smtp)?;
     let config = Config::load(&dir).context("the demo's config")?;
-    let daemon_config = DaemonConfig::load(&dir).context("the demo's mailtriage.toml")?;
+    let settings = Settings::load(&dir).context("the demo's mailtriage.toml")?;
 
     // The fixtures, alternately to ops and support.
     let mut paths: Vec<PathBuf> = std::fs::read_dir(root.join("fixtures"))
@@ -156,10 +156,10 @@ fn run(keep: Option<PathBuf>) -> anyhow::Result<()> {
 
     let daemon = InProcess::start(&dir);
 
-    let socket = control::socket_path(&daemon_config).unwrap_or_else(|| dir.join("control.sock"));
+    let socket = control::socket_path(&settings).unwrap_or_else(|| dir.join("control.sock"));
     // A daemon that stopped (a config it refused, say) ends the waiting.
     let running = || daemon.running();
-    let waited = wait_for_triage(&dovecot, &config, &daemon_config, &fixtures, &running)
+    let waited = wait_for_triage(&dovecot, &config, &settings, &fixtures, &running)
         .and_then(|()| wait_for_outbox(&socket, &running))
         .and_then(|()| send_digest(&config, &socket, &smtp, &running));
     if let Err(e) = daemon.stop() {
@@ -250,7 +250,7 @@ fn shell_word(s: &str) -> String {
 fn wait_for_triage(
     dovecot: &Dovecot,
     config: &Config,
-    daemon: &DaemonConfig,
+    settings: &Settings,
     fixtures: &[Fixture],
     running: &dyn Fn() -> bool,
 ) -> anyhow::Result<()> {
@@ -260,7 +260,7 @@ fn wait_for_triage(
             continue;
         };
         let from = email.from.as_deref().unwrap_or("");
-        let allowed = daemon
+        let allowed = settings
             .daemon
             .allow_senders
             .iter()

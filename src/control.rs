@@ -30,7 +30,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
 
-use crate::config::DaemonConfig;
+use crate::config::Settings;
 use crate::lifecycle;
 use crate::outbox::OutboxItem;
 use crate::record::CaseRecord;
@@ -270,7 +270,7 @@ pub const UNIT_RUNTIME_DIRECTORY: &str = "/run/mailtriage";
 /// Where the daemon's database is: `[daemon] database`, else
 /// `$STATE_DIRECTORY/db` (the first directory when systemd gives several);
 /// `None` when neither is set. The daemon uses this rule too.
-pub fn database_path(cfg: &DaemonConfig) -> Option<PathBuf> {
+pub fn database_path(cfg: &Settings) -> Option<PathBuf> {
     if let Some(p) = &cfg.daemon.database {
         return Some(p.clone());
     }
@@ -280,7 +280,7 @@ pub fn database_path(cfg: &DaemonConfig) -> Option<PathBuf> {
 /// Where the control socket is: `$RUNTIME_DIRECTORY/mailtriage.sock` when
 /// systemd gives a runtime directory (`RuntimeDirectory=`), else
 /// `control.sock` next to the database; `None` when neither is known.
-pub fn socket_path(cfg: &DaemonConfig) -> Option<PathBuf> {
+pub fn socket_path(cfg: &Settings) -> Option<PathBuf> {
     if let Some(dir) = first_dir("RUNTIME_DIRECTORY") {
         return Some(dir.join("mailtriage.sock"));
     }

@@ -23,7 +23,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::backoff::Backoff;
 use crate::batch::{Cursor, ServerAction};
-use crate::config::{Config, ConfigError, DaemonConfig, MailboxSection};
+use crate::config::{Config, ConfigError, MailboxSection, Settings};
 use crate::imap::{Auth, Connection, Idled, ImapError, ImapSettings};
 use crate::intake::{self, Arrival, LookupError};
 use crate::outbox::OutgoingKind;
@@ -71,7 +71,7 @@ impl Clock {
 /// What every task shares.
 struct Shared {
     config: Config,
-    daemon: DaemonConfig,
+    settings: Settings,
     store: Store,
     identity: Identity,
     /// Addresses the daemon sends from or reads: never answered.
@@ -93,7 +93,7 @@ impl Shared {
     fn intake(&self) -> intake::Intake<'_> {
         intake::Intake {
             config: &self.config,
-            settings: &self.daemon,
+            settings: &self.settings,
             identity: &self.identity,
             own: &self.own,
             lookup: &self.store,
@@ -147,21 +147,21 @@ pub async fn run_with_clock(
     clock: Arc<Clock>,
 ) -> Result<(), RunError> {
     let config = Config::load(config_dir)?;
-    let daemon = DaemonConfig::load(config_dir)?;
+    let settings = Settings::load(config_dir)?;
     let toml = config_dir.join("mailtriage.toml");
-    let db_path = database_path(&daemon).ok_or_else(|| ConfigError {
+    let db_path = database_path(&settings).ok_or_else(|| ConfigError {
         file: toml.clone(),
         at: None,
         message:
             "no database path: set [daemon] database, or run under systemd with StateDirectory="
                 .into(),
     })?;
-    let identity = Identity::from_config(&daemon).map_err(|e| ConfigError {
+    let identity = Identity::from_config(&settings).map_err(|e| ConfigError {
         file: toml.clone(),
         at: None,
         message: e.to_string(),
     })?;
-    let smtp_password = match (&daemon.smtp.user, &daemon.smtp.password) {
+    let smtp_password = match (&settings.smtp.user, &settings.smtp.password) {
         (Some(u), Some(p)) => Some((
             u.clone(),
             p.read().map_err(|e| {
@@ -182,39 +182,46 @@ pub async fn run_with_clock(
         _ => None,
     };
     let store =
-        Store::open(&db_path, daemon.daemon.cache.0).map_err(|source| RunError::Database {
+        Store::open(&db_path, settings.daemon.cache.0).map_err(|source| RunError::Database {
             path: db_path.clone(),
             source,
         })?;
     let mut own = vec![identity.from.email.to_string()];
     own.extend(
-        daemon
+        settings
             .mailboxes
             .iter()
             .filter(|m| m.user.contains('@'))
             .map(|m| m.user.clone()),
     );
     own.extend(
-        daemon
+        settings
             .mailboxes
             .iter()
             .filter_map(|m| m.reply_address().map(str::to_string)),
     );
-    for m in daemon
+    for m in settings
         .mailboxes
         .iter()
         .filter(|m| m.reply_address().is_none())
     {
         tracing::warn!(mailbox = %m.name, "no reply_to and the user is not an address: replies to the daemon's mail about its cases go to [smtp] from, which mailtriage does not read");
     }
-    own.extend(daemon.smtp.user.iter().filter(|u| u.contains('@')).cloned());
+    own.extend(
+        settings
+            .smtp
+            .user
+            .iter()
+            .filter(|u| u.contains('@'))
+            .cloned(),
+    );
     let smtp = Smtp::new(&SmtpSettings {
-        host: daemon.smtp.host.clone(),
-        port: daemon.smtp.port,
-        tls: daemon.smtp.tls,
+        host: settings.smtp.host.clone(),
+        port: settings.smtp.port,
+        tls: settings.smtp.tls,
         credentials: smtp_password,
-        timeout: daemon.smtp.timeout.0,
-        ca_file: daemon.smtp.ca_file.clone(),
+        timeout: settings.smtp.timeout.0,
+        ca_file: settings.smtp.ca_file.clone(),
     })
     .map_err(|e| ConfigError {
         file: toml.clone(),
@@ -223,7 +230,7 @@ pub async fn run_with_clock(
     })?;
     let shared = Arc::new(Shared {
         config,
-        daemon,
+        settings,
         store,
         identity,
         own,
@@ -231,11 +238,11 @@ pub async fn run_with_clock(
         case_lock: Arc::new(std::sync::Mutex::new(())),
         clock,
     });
-    tracing::info!(database = %db_path.display(), mailboxes = shared.daemon.mailboxes.len(), "mailtriage starting");
+    tracing::info!(database = %db_path.display(), mailboxes = shared.settings.mailboxes.len(), "mailtriage starting");
 
     // `mailtriage cases` and `mailtriage digest` reach the store through
     // this socket while the daemon holds the database.
-    let socket = crate::control::socket_path(&shared.daemon)
+    let socket = crate::control::socket_path(&shared.settings)
         .unwrap_or_else(|| db_path.with_file_name("control.sock"));
     let control = Arc::new(crate::control::Control {
         store: shared.store.clone(),
@@ -251,7 +258,7 @@ pub async fn run_with_clock(
                     let _guard = sh.lock_cases();
                     crate::digest::digest_command(
                         &sh.config,
-                        &sh.daemon,
+                        &sh.settings,
                         &sh.store,
                         name,
                         send_now,
@@ -275,7 +282,7 @@ pub async fn run_with_clock(
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<String>(64);
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(listener.serve(control, shutdown.clone()));
-    for i in 0..shared.daemon.mailboxes.len() {
+    for i in 0..shared.settings.mailboxes.len() {
         let (sh, sd, ready) = (shared.clone(), shutdown.clone(), ready_tx.clone());
         tasks.spawn(async move { mailbox_task(sh, i, sd, ready).await });
     }
@@ -296,10 +303,10 @@ pub async fn run_with_clock(
     let mut ping = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
     loop {
         tokio::select! {
-            r = ready_rx.recv(), if reported < shared.daemon.mailboxes.len() => {
+            r = ready_rx.recv(), if reported < shared.settings.mailboxes.len() => {
                 if r.is_some() {
                     reported += 1;
-                    if reported == shared.daemon.mailboxes.len() {
+                    if reported == shared.settings.mailboxes.len() {
                         // Logged first: whoever is told READY can read why.
                         tracing::info!("every mailbox has reported; ready");
                         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
@@ -335,7 +342,7 @@ pub async fn run_with_clock(
     Ok(())
 }
 
-fn database_path(d: &DaemonConfig) -> Option<PathBuf> {
+fn database_path(d: &Settings) -> Option<PathBuf> {
     crate::control::database_path(d)
 }
 
@@ -363,8 +370,8 @@ fn reconnect_delay(failures: u32, salt: u64) -> Duration {
 
 fn imap_settings(m: &MailboxSection) -> Result<ImapSettings, String> {
     let auth = match (&m.password, &m.oauth2_token) {
-        (Some(p), _) => Auth::Password(p.read()?),
-        (None, Some(t)) => Auth::XOAuth2(t.read()?),
+        (Some(p), _) => Auth::Password(p.read().map_err(|e| e.to_string())?),
+        (None, Some(t)) => Auth::XOAuth2(t.read().map_err(|e| e.to_string())?),
         (None, None) => return Err("no password or oauth2_token".into()),
     };
     Ok(ImapSettings {
@@ -391,7 +398,7 @@ async fn mailbox_task(
     mut shutdown: watch::Receiver<bool>,
     ready: tokio::sync::mpsc::Sender<String>,
 ) {
-    let m = &sh.daemon.mailboxes[index];
+    let m = &sh.settings.mailboxes[index];
     let mut failures: u32 = 0;
     let mut health = Health::default();
     let mut ready = Some(ready);
@@ -428,7 +435,7 @@ async fn mailbox_task(
                         | SessionError::Secret(_)
                 );
                 if !health.alerted
-                    && (is_auth || t - since >= sh.daemon.daemon.alert_after.0.as_secs() as i64)
+                    && (is_auth || t - since >= sh.settings.daemon.alert_after.0.as_secs() as i64)
                 {
                     health.alerted = true;
                     alert(
@@ -463,7 +470,7 @@ async fn mailbox_task(
 }
 
 fn alert(sh: &Shared, m: &MailboxSection, since: i64, text: &str, what: &str) {
-    if sh.daemon.daemon.admin.is_empty() {
+    if sh.settings.daemon.admin.is_empty() {
         return;
     }
     let subject = match what {
@@ -481,7 +488,7 @@ fn alert(sh: &Shared, m: &MailboxSection, since: i64, text: &str, what: &str) {
         OutgoingKind::Health,
         &key,
         None,
-        &sh.daemon.daemon.admin,
+        &sh.settings.daemon.admin,
         None,
         &rendered,
         SystemTime::now(),
@@ -755,8 +762,8 @@ fn overdue_pass(sh: &Shared) -> Result<usize, StoreError> {
 
 async fn outbox_task(sh: Arc<Shared>, smtp: Smtp, mut shutdown: watch::Receiver<bool>) {
     let backoff = Backoff {
-        first: sh.daemon.smtp.retry_first.0,
-        max: sh.daemon.smtp.retry_max.0,
+        first: sh.settings.smtp.retry_first.0,
+        max: sh.settings.smtp.retry_max.0,
         ..Backoff::default()
     };
     let mut pruned_at = 0;
@@ -802,10 +809,10 @@ async fn outbox_task(sh: Arc<Shared>, smtp: Smtp, mut shutdown: watch::Receiver<
                     reported = false;
                 } else if d.retrying > 0 {
                     let since = *failing_since.get_or_insert(t);
-                    if !reported && t - since >= sh.daemon.daemon.alert_after.0.as_secs() as i64 {
+                    if !reported && t - since >= sh.settings.daemon.alert_after.0.as_secs() as i64 {
                         reported = true;
                         tracing::error!(
-                            host = %sh.daemon.smtp.host,
+                            host = %sh.settings.smtp.host,
                             failing_for = %crate::text::age(t - since),
                             "SMTP has been failing: outgoing mail waits in the outbox (no alert mail can go through it)"
                         );

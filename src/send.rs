@@ -51,7 +51,7 @@ pub struct Identity {
 
 impl Identity {
     /// Who the daemon is, from `[smtp] from` and `[daemon] domain`.
-    pub fn from_config(daemon: &crate::config::DaemonConfig) -> Result<Identity, FromError> {
+    pub fn from_config(daemon: &crate::config::Settings) -> Result<Identity, FromError> {
         let from = daemon.smtp.from.parse().map_err(|source| FromError {
             from: daemon.smtp.from.clone(),
             source,

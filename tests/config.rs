@@ -292,7 +292,7 @@ fn a_template_with_a_syntax_error_is_refused_with_its_line() {
 /// repeated; a reply_to that is not an address is located.
 #[test]
 fn mailtriage_toml_mistakes_are_located_and_secrets_never_repeated() {
-    use mailtriage::config::DaemonConfig;
+    use mailtriage::config::Settings;
     let shipped = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("config/mailtriage.toml"),
     )
@@ -318,7 +318,7 @@ fn mailtriage_toml_mistakes_are_located_and_secrets_never_repeated() {
     for (from, to, want) in cases {
         assert!(shipped.contains(from), "{from}");
         let text = shipped.replacen(from, to, 1);
-        let err = DaemonConfig::parse(Path::new("mailtriage.toml"), &text)
+        let err = Settings::parse(Path::new("mailtriage.toml"), &text)
             .expect_err(to)
             .to_string();
         assert!(err.contains(want), "{to}:\n  got: {err}\n  want: {want}");

@@ -98,8 +98,8 @@ fn security_exposure_is_at_most_2() {
 
 #[test]
 fn the_unit_loads_every_credential_the_example_config_names() {
-    use mailtriage::config::{DaemonConfig, Secret};
-    let config = DaemonConfig::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("config"))
+    use mailtriage::config::{Secret, Settings};
+    let config = Settings::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("config"))
         .expect("example config");
     let unit = unit_text();
     let secrets = config

@@ -11,7 +11,7 @@ use std::sync::MutexGuard;
 use std::time::SystemTime;
 
 use super::DigestError;
-use crate::config::{Config, DaemonConfig};
+use crate::config::{Config, Settings};
 use crate::send::{self, Identity};
 use crate::store::{Store, StoreError};
 
@@ -110,7 +110,7 @@ fn queue_digest(
 /// period).
 pub(crate) fn digest_command(
     config: &Config,
-    daemon: &DaemonConfig,
+    daemon: &Settings,
     store: &Store,
     name: &str,
     send_now: bool,

@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 
 use crate::batch::{Batch, BatchItem, BatchOutcome, Cursor, MessageKey, Seen, ServerAction};
-use crate::config::{Config, DaemonConfig, MailboxSection};
+use crate::config::{Config, MailboxSection, Settings};
 use crate::record::CaseRecord;
 use crate::send::Identity;
 use crate::vendor::VendorKey;
@@ -56,7 +56,7 @@ pub struct LookupError(#[source] pub Box<dyn std::error::Error + Send + Sync>);
 /// What intake works with besides the messages.
 pub struct Intake<'a> {
     pub config: &'a Config,
-    pub settings: &'a DaemonConfig,
+    pub settings: &'a Settings,
     pub identity: &'a Identity,
     /// Addresses the daemon sends from or reads: never answered.
     pub own: &'a [String],

@@ -1,13 +1,14 @@
-//! mailtriage.toml, read and checked: what the daemon connects to (the
-//! mailboxes, the SMTP server) and how it runs (database, senders allowed,
-//! health alerts).
+//! mailtriage.toml, read and checked: the daemon's settings, what it
+//! connects to (the mailboxes, the SMTP server) and how it runs (database,
+//! senders allowed, health alerts).
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::values::{Duration, Secret, Size};
+use super::values::{HumanDuration, Secret, Size};
 use super::{ConfigError, Source, builtin, looks_like_address};
 use crate::tls::Tls;
 
@@ -17,17 +18,17 @@ fn default_cache() -> Size {
 fn default_replies_per_hour() -> u32 {
     10
 }
-fn default_alert_after() -> Duration {
-    Duration(std::time::Duration::from_secs(600))
+fn default_alert_after() -> HumanDuration {
+    HumanDuration(Duration::from_secs(600))
 }
 fn default_folder() -> String {
     "INBOX".into()
 }
-fn default_poll() -> Duration {
-    Duration(std::time::Duration::from_secs(60))
+fn default_poll() -> HumanDuration {
+    HumanDuration(Duration::from_secs(60))
 }
-fn default_idle() -> Duration {
-    Duration(std::time::Duration::from_secs(25 * 60))
+fn default_idle() -> HumanDuration {
+    HumanDuration(Duration::from_secs(25 * 60))
 }
 fn default_max_size() -> Size {
     Size(25 << 20)
@@ -35,14 +36,14 @@ fn default_max_size() -> Size {
 fn default_batch() -> usize {
     50
 }
-fn default_timeout() -> Duration {
-    Duration(std::time::Duration::from_secs(30))
+fn default_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
 }
-fn default_retry_first() -> Duration {
-    Duration(crate::backoff::Backoff::default().first)
+fn default_retry_first() -> HumanDuration {
+    HumanDuration(crate::backoff::Backoff::default().first)
 }
-fn default_retry_max() -> Duration {
-    Duration(crate::backoff::Backoff::default().max)
+fn default_retry_max() -> HumanDuration {
+    HumanDuration(crate::backoff::Backoff::default().max)
 }
 
 /// `[daemon]` in mailtriage.toml.
@@ -65,7 +66,7 @@ pub struct DaemonSection {
     pub replies_per_sender_per_hour: u32,
     /// A mailbox down this long raises a health alert.
     #[serde(default = "default_alert_after")]
-    pub alert_after: Duration,
+    pub alert_after: HumanDuration,
 }
 
 /// `[smtp]` in mailtriage.toml.
@@ -80,13 +81,13 @@ pub struct SmtpSection {
     /// From: of everything the daemon sends, e.g. `Escalations <mailtriage@example.com>`.
     pub from: String,
     #[serde(default = "default_timeout")]
-    pub timeout: Duration,
+    pub timeout: HumanDuration,
     /// First wait before retrying a transient delivery failure; it doubles
     /// (with jitter) up to `retry_max`.
     #[serde(default = "default_retry_first")]
-    pub retry_first: Duration,
+    pub retry_first: HumanDuration,
     #[serde(default = "default_retry_max")]
-    pub retry_max: Duration,
+    pub retry_max: HumanDuration,
     /// A private CA (PEM) to trust besides the system's.
     pub ca_file: Option<PathBuf>,
 }
@@ -119,15 +120,15 @@ pub struct MailboxSection {
     /// Default: `user`, when it is an address.
     pub reply_to: Option<Spanned<String>>,
     #[serde(default = "default_poll")]
-    pub poll_interval: Duration,
+    pub poll_interval: HumanDuration,
     #[serde(default = "default_idle")]
-    pub idle_timeout: Duration,
+    pub idle_timeout: HumanDuration,
     #[serde(default = "default_max_size")]
     pub max_message_size: Size,
     #[serde(default = "default_batch")]
     pub batch_size: usize,
     #[serde(default = "default_timeout")]
-    pub timeout: Duration,
+    pub timeout: HumanDuration,
     /// A PEM CA certificate to trust besides the system's.
     pub ca_file: Option<PathBuf>,
 }
@@ -143,20 +144,21 @@ impl MailboxSection {
     }
 }
 
-/// mailtriage.toml: what the daemon connects to.
+/// mailtriage.toml: how the daemon runs (`[daemon]`) and what it connects
+/// to (`[smtp]`, `[[mailbox]]`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct DaemonConfig {
+pub struct Settings {
     pub daemon: DaemonSection,
     pub smtp: SmtpSection,
     #[serde(rename = "mailbox")]
     pub mailboxes: Vec<MailboxSection>,
 }
 
-impl DaemonConfig {
+impl Settings {
     /// The shipped `config/mailtriage.toml`, as compiled into the binary:
     /// the mailboxes the built-in config knows.
-    pub fn builtin() -> Result<DaemonConfig, ConfigError> {
+    pub fn builtin() -> Result<Settings, ConfigError> {
         Self::parse(
             Path::new("(built-in)/config/mailtriage.toml"),
             builtin::DAEMON,
@@ -164,7 +166,7 @@ impl DaemonConfig {
     }
 
     /// Reads and checks `DIR/mailtriage.toml`.
-    pub fn load(dir: &Path) -> Result<DaemonConfig, ConfigError> {
+    pub fn load(dir: &Path) -> Result<Settings, ConfigError> {
         let path = dir.join("mailtriage.toml");
         let text = std::fs::read_to_string(&path).map_err(|e| ConfigError {
             file: path.clone(),
@@ -181,12 +183,12 @@ impl DaemonConfig {
         Self::parse(&path, &text)
     }
 
-    pub fn parse(path: &Path, text: &str) -> Result<DaemonConfig, ConfigError> {
+    pub fn parse(path: &Path, text: &str) -> Result<Settings, ConfigError> {
         let src = Source {
             path: path.to_path_buf(),
             text,
         };
-        let c: DaemonConfig = src.parse()?;
+        let c: Settings = src.parse()?;
         let whole = |message: String| ConfigError {
             file: path.to_path_buf(),
             at: None,

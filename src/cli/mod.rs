@@ -1,0 +1,535 @@
+//! The command line: `parse`, `route`, `replay`, `check-config`, `run`,
+//! `cases` and `digest`.
+//!
+//! Each subcommand is a function over the library that writes to a given
+//! writer, so tests drive them without a process. Exit codes are part of the
+//! interface: 0 ok, 1 input that is not an email (or cannot be read), or a
+//! failure the user must see (an unknown case id), or messages that `replay`
+//! finds changed, 2 a config or usage error.
+//!
+//! `cases` and `digest` ask the running daemon through its control socket
+//! ([`crate::control`]); when no daemon answers they open the database
+//! themselves. Either way [`crate::control::handle`] answers, so the output
+//! is the same.
+//!
+//! Here are the arguments, the dispatch and the exit codes; `parse` and
+//! `route` are in `triage`, `replay` in `replay`, the engine the three share
+//! for batches of messages in `batch`, and `cases` and `digest` in `cases`.
+
+mod batch;
+mod cases;
+mod replay;
+mod triage;
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, ConfigError};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mailtriage",
+    version,
+    about = "Triage of customer-support escalation emails"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the case a message makes, as JSON.
+    ///
+    /// One file (or `-` for standard input, the default) prints one JSON
+    /// object. Several files, a directory (a folder of .eml files, or a
+    /// Maildir with cur/ and new/) or an mbox file print one JSON object per
+    /// line, each with a "file" key; a file that is not an email gets an
+    /// "error" key and the rest go on.
+    Parse {
+        /// Config directory; the built-in config when omitted.
+        #[arg(long, value_name = "DIR")]
+        config: Option<PathBuf>,
+        /// Skip files larger than this many bytes.
+        #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024 * 1024)]
+        max_size: u64,
+        /// Message files, directories, or `-`.
+        #[arg(value_name = "FILE")]
+        inputs: Vec<PathBuf>,
+    },
+    /// Print the case and the actions the routing table would take; sends nothing.
+    ///
+    /// One file (or `-` for standard input, the default) prints one JSON
+    /// object; several files, a directory or an mbox file print JSON Lines,
+    /// each with a "file" key, as `parse` does.
+    Route {
+        /// Config directory; the built-in config when omitted.
+        #[arg(long, value_name = "DIR")]
+        config: Option<PathBuf>,
+        /// The mailbox the messages arrived in (for rules that match on it):
+        /// one the config knows.
+        #[arg(long)]
+        mailbox: Option<String>,
+        /// Case id to render into subjects.
+        #[arg(long, default_value = "ESC-PREVIEW")]
+        case_id: String,
+        /// Also print each rendered message body.
+        #[arg(long)]
+        body: bool,
+        /// Skip files larger than this many bytes.
+        #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024 * 1024)]
+        max_size: u64,
+        /// Message files, directories, mbox files, or `-`.
+        #[arg(value_name = "FILE")]
+        inputs: Vec<PathBuf>,
+    },
+    /// What a config change would change: triage and route every message
+    /// under both configs and print those whose kind, flags, risk, tier,
+    /// missing fields or actions differ.
+    ///
+    /// Prints a block per changed message and a count, or with --json one
+    /// JSON object per changed message (and per input that is not an email).
+    /// Exits 1 when any message differs, 0 when none does.
+    Replay {
+        /// The new config directory.
+        #[arg(long, value_name = "DIR")]
+        config: PathBuf,
+        /// The config directory to compare with; the built-in config when
+        /// omitted.
+        #[arg(long, value_name = "OLD")]
+        against: Option<PathBuf>,
+        /// The mailbox the messages arrived in (for rules that match on it);
+        /// none when omitted.
+        #[arg(long)]
+        mailbox: Option<String>,
+        /// Print JSON Lines instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Skip files larger than this many bytes.
+        #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024 * 1024)]
+        max_size: u64,
+        /// Message files, directories (folders of .eml files, Maildirs),
+        /// mbox files, or `-`.
+        #[arg(value_name = "PATH", required = true)]
+        inputs: Vec<PathBuf>,
+    },
+    /// Load and check a config directory.
+    CheckConfig {
+        #[arg(long, value_name = "DIR")]
+        config: PathBuf,
+    },
+    /// Run the daemon: watch the mailboxes of DIR/mailtriage.toml until
+    /// SIGTERM or SIGINT.
+    Run {
+        #[arg(long, value_name = "DIR")]
+        config: PathBuf,
+        /// Log format: journald under systemd, text on a terminal, or json.
+        #[arg(long, value_enum, default_value_t = LogFormat::Auto)]
+        log_format: LogFormat,
+    },
+    /// List, show, resolve and reopen cases: through the running daemon's
+    /// control socket, or in the database when no daemon runs.
+    Cases {
+        #[command(subcommand)]
+        command: CasesCommand,
+    },
+    /// What a digest would say now (--preview, the default), or queue it
+    /// for sending now (--send-now).
+    Digest {
+        /// Config directory: its mailtriage.toml names the database.
+        #[arg(long, value_name = "DIR")]
+        config: PathBuf,
+        /// The digest's name in the routing table.
+        name: String,
+        /// Print what the digest would say; send nothing (the default).
+        #[arg(long, conflicts_with = "send_now")]
+        preview: bool,
+        /// Queue the digest for sending now.
+        #[arg(long)]
+        send_now: bool,
+    },
+}
+
+/// `mailtriage cases ...`.
+#[derive(Debug, Subcommand)]
+pub enum CasesCommand {
+    /// Cases, oldest first: a table, or JSON with --json.
+    List {
+        /// Config directory: its mailtriage.toml names the database.
+        #[arg(long, value_name = "DIR")]
+        config: PathBuf,
+        /// Only cases not resolved.
+        #[arg(long)]
+        open: bool,
+        /// Only cases of this tier.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=2))]
+        tier: Option<u8>,
+        /// Only cases of at least this risk.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=5))]
+        risk_min: Option<u8>,
+        /// Only cases received at or after this: YYYY-MM-DD (midnight UTC)
+        /// or an RFC 3339 timestamp.
+        #[arg(long, value_name = "DATE", value_parser = parse_since)]
+        since: Option<i64>,
+        /// Print a JSON array of the case records.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One case: its fields, flags, history and every message sent for it.
+    Show {
+        /// Config directory: its mailtriage.toml names the database.
+        #[arg(long, value_name = "DIR")]
+        config: PathBuf,
+        /// The case id, e.g. ESC-2026-000123.
+        id: String,
+        /// Print the case record and its outbox items as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Resolve a case by hand, with a resolution note.
+    Resolve {
+        /// Config directory: its mailtriage.toml names the database.
+        #[arg(long, value_name = "DIR")]
+        config: PathBuf,
+        id: String,
+        /// The resolution note, kept with the case and in its history.
+        #[arg(long, value_name = "TEXT")]
+        note: String,
+    },
+    /// Reopen a resolved case.
+    Reopen {
+        /// Config directory: its mailtriage.toml names the database.
+        #[arg(long, value_name = "DIR")]
+        config: PathBuf,
+        id: String,
+    },
+}
+
+/// `--since`: `YYYY-MM-DD` (midnight UTC) or an RFC 3339 timestamp, to
+/// unix seconds.
+fn parse_since(s: &str) -> Result<i64, String> {
+    if let Ok(t) = s.parse::<jiff::Timestamp>() {
+        return Ok(t.as_second());
+    }
+    if s.len() == 10
+        && let Ok(d) = s.parse::<jiff::civil::Date>()
+        && let Ok(z) = d.to_zoned(jiff::tz::TimeZone::UTC)
+    {
+        return Ok(z.timestamp().as_second());
+    }
+    Err("expected YYYY-MM-DD or an RFC 3339 timestamp such as 2026-11-23T14:02:00Z".into())
+}
+
+/// Where and how logs go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// journald when started by systemd (`$JOURNAL_STREAM`), text otherwise.
+    Auto,
+    Text,
+    Json,
+    Journald,
+}
+
+/// How a command failed, mapped to an exit code by `main`.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("{path}: {message}")]
+    Input { path: String, message: String },
+    /// A usage mistake clap cannot see, such as an unknown mailbox.
+    #[error("{0}")]
+    Usage(String),
+    #[error("writing output: {0}")]
+    Output(#[from] io::Error),
+    #[error("{0}")]
+    Run(#[from] crate::daemon::RunError),
+    #[error("starting the runtime: {0}")]
+    Runtime(#[source] io::Error),
+    /// `route`: a template failed on a message.
+    #[error(transparent)]
+    Render(#[from] crate::route::RenderError),
+    /// The daemon's control socket is there but the exchange failed.
+    #[error(transparent)]
+    Control(#[from] crate::control::ControlError),
+    /// The daemon (or the database) refused: an unknown case id, a case
+    /// already resolved, an unknown digest.
+    #[error("{0}")]
+    Refused(String),
+    #[error("unexpected answer from the daemon: {0}")]
+    UnexpectedAnswer(#[source] serde_json::Error),
+    /// Opening would create a database where the daemon has none.
+    #[error("no database at {}: the daemon has not run with this config yet", .0.display())]
+    NoDatabase(PathBuf),
+    #[error("the database {} is in use but the daemon's control socket at {socket} does not answer ({source})", .db.display())]
+    DatabaseInUse {
+        db: PathBuf,
+        socket: String,
+        #[source]
+        source: crate::store::StoreError,
+    },
+    #[error("opening the database at {}: {source}", .db.display())]
+    Database {
+        db: PathBuf,
+        #[source]
+        source: crate::store::StoreError,
+    },
+    /// Root opening a database the service owns would leave files it
+    /// cannot write.
+    #[error("the database {} belongs to uid {owner}, and opening it as root would leave files the daemon cannot write: start the daemon (the command then goes through its control socket) or run the command as that user", .db.display())]
+    ForeignDatabase { db: PathBuf, owner: u32 },
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Config(_)
+            | CliError::Usage(_)
+            | CliError::Run(crate::daemon::RunError::Config(_)) => 2,
+            CliError::Input { .. }
+            | CliError::Output(_)
+            | CliError::Run(_)
+            | CliError::Runtime(_)
+            | CliError::Render(_)
+            | CliError::Control(_)
+            | CliError::Refused(_)
+            | CliError::UnexpectedAnswer(_)
+            | CliError::NoDatabase(_)
+            | CliError::DatabaseInUse { .. }
+            | CliError::Database { .. }
+            | CliError::ForeignDatabase { .. } => 1,
+        }
+    }
+}
+
+/// What a command that ran to the end found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    /// Some inputs of a batch were not emails; the others were printed.
+    SomeInputsFailed(usize),
+    /// `replay`: this many messages are triaged or routed differently.
+    Differ(usize),
+}
+
+pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
+    match cli.command {
+        Command::Parse {
+            config,
+            max_size,
+            inputs,
+        } => triage::parse(config.as_deref(), max_size, &inputs, out),
+        Command::Route {
+            config,
+            mailbox,
+            case_id,
+            body,
+            max_size,
+            inputs,
+        } => triage::route(
+            config.as_deref(),
+            mailbox.as_deref(),
+            &case_id,
+            body,
+            max_size,
+            &inputs,
+            out,
+        ),
+        Command::Replay {
+            config,
+            against,
+            mailbox,
+            json,
+            max_size,
+            inputs,
+        } => replay::replay(
+            &config,
+            against.as_deref(),
+            mailbox.as_deref(),
+            json,
+            max_size,
+            &inputs,
+            out,
+        ),
+        Command::CheckConfig { config } => check_config(&config, out),
+        Command::Run { config, .. } => run_daemon(&config),
+        Command::Cases { command } => cases::cases(command, out),
+        Command::Digest {
+            config,
+            name,
+            preview: _,
+            send_now,
+        } => cases::digest(&config, name, send_now, out),
+    }
+}
+
+fn run_daemon(dir: &Path) -> Result<Outcome, CliError> {
+    // Config mistakes are found before anything starts, with exit code 2.
+    Config::load(dir)?;
+    crate::config::Settings::load(dir)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(CliError::Runtime)?;
+    runtime.block_on(async {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("signal received: stopping");
+            let _ = tx.send(true);
+        });
+        crate::daemon::run(dir, rx).await
+    })?;
+    Ok(Outcome::Ok)
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            // Without signal handlers, only Ctrl-C through tokio's fallback.
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn load_config(dir: Option<&Path>) -> Result<Config, ConfigError> {
+    match dir {
+        Some(d) => Config::load(d),
+        None => Config::builtin(),
+    }
+}
+
+fn check_config(dir: &Path, out: &mut dyn Write) -> Result<Outcome, CliError> {
+    let config = Config::load(dir)?;
+    let daemon = if dir.join("mailtriage.toml").exists() {
+        let d = crate::config::Settings::load(dir)?;
+        format!(", {} mailboxes", d.mailboxes.len())
+    } else {
+        String::new()
+    };
+    let cats = config.triage.keywords().categories();
+    let terms: usize = cats.iter().map(|c| c.terms.len()).sum();
+    writeln!(
+        out,
+        "{}: ok: {} flag categories, {} terms, {} routing rules, {} digests{daemon}",
+        dir.display(),
+        cats.len(),
+        terms,
+        config.router.rules.len(),
+        config.router.digests.len(),
+    )?;
+    Ok(Outcome::Ok)
+}
+
+/// The first `max` characters of `s` on one line, with `…` when cut.
+fn one_line(s: &str, max: usize) -> String {
+    let flat = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() <= max {
+        return flat;
+    }
+    let mut cut: String = flat.chars().take(max.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::daemon::RunError;
+
+    /// The exit codes the README documents: 2 means "fix the config" (the
+    /// systemd unit does not restart on it), 1 any other failure.
+    #[test]
+    fn errors_map_to_the_documented_exit_codes() {
+        let config = || ConfigError {
+            file: "mailtriage.toml".into(),
+            at: None,
+            message: "wrong".into(),
+        };
+        let cases: Vec<(CliError, u8)> = vec![
+            (CliError::Config(config()), 2),
+            (CliError::Run(RunError::Config(config())), 2),
+            (
+                CliError::Run(RunError::Database {
+                    path: "db".into(),
+                    source: crate::store::StoreError::NoSuchItem(1),
+                }),
+                1,
+            ),
+            (
+                CliError::Run(RunError::Secret("token command failed".into())),
+                1,
+            ),
+            (
+                CliError::Run(RunError::Control {
+                    path: "s".into(),
+                    source: io::Error::other("in use"),
+                }),
+                1,
+            ),
+            (
+                CliError::Input {
+                    path: "x.eml".into(),
+                    message: "not an email".into(),
+                },
+                1,
+            ),
+            (CliError::Output(io::Error::other("broken pipe")), 1),
+            (CliError::Refused("no case ESC-1".into()), 1),
+            (CliError::Runtime(io::Error::other("no threads")), 1),
+            (
+                CliError::Render(crate::route::RenderError {
+                    name: "ack".into(),
+                    source: minijinja::Error::new(minijinja::ErrorKind::UndefinedError, "x"),
+                }),
+                1,
+            ),
+            (
+                CliError::Control(crate::control::ControlError::NotRunning { path: "s".into() }),
+                1,
+            ),
+            (
+                CliError::UnexpectedAnswer(serde_json::from_str::<u8>("[]").unwrap_err()),
+                1,
+            ),
+            (CliError::NoDatabase("db".into()), 1),
+            (
+                CliError::DatabaseInUse {
+                    db: "db".into(),
+                    socket: "s".into(),
+                    source: crate::store::StoreError::NoSuchItem(1),
+                },
+                1,
+            ),
+            (
+                CliError::Database {
+                    db: "db".into(),
+                    source: crate::store::StoreError::NoSuchItem(1),
+                },
+                1,
+            ),
+            (
+                CliError::ForeignDatabase {
+                    db: "db".into(),
+                    owner: 1000,
+                },
+                1,
+            ),
+        ];
+        for (e, code) in cases {
+            assert_eq!(e.exit_code(), code, "{e:?}");
+        }
+    }
+}
