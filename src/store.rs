@@ -95,6 +95,20 @@ pub struct Store {
     index: sled::Tree,
 }
 
+/// The trees inside one transaction of [`Store::transact`].
+struct Tx<'a> {
+    cases: &'a TransactionalTree,
+    seen: &'a TransactionalTree,
+    cursors: &'a TransactionalTree,
+    outbox: &'a TransactionalTree,
+    outbox_raw: &'a TransactionalTree,
+    outbox_pending: &'a TransactionalTree,
+    replies: &'a TransactionalTree,
+    pending: &'a TransactionalTree,
+    meta: &'a TransactionalTree,
+    index: &'a TransactionalTree,
+}
+
 const CASE_SEQ: &[u8] = b"case_seq";
 const OUTBOX_SEQ: &[u8] = b"outbox_seq";
 
@@ -150,6 +164,53 @@ impl Store {
             index: db.open_tree("index")?,
             db,
         })
+    }
+
+    /// Runs `f` in one transaction over every tree, then flushes to disk.
+    /// The closure may run more than once on a conflict, so it computes
+    /// everything from its inputs.
+    fn transact<T>(&self, f: impl Fn(&Tx) -> TxResult<T>) -> Result<T, StoreError> {
+        let trees = (
+            &self.cases,
+            &self.seen,
+            &self.cursors,
+            &self.outbox,
+            &self.outbox_raw,
+            &self.outbox_pending,
+            &self.replies,
+            &self.pending,
+            &self.meta,
+            &self.index,
+        );
+        let out = trees.transaction(
+            |(
+                cases,
+                seen,
+                cursors,
+                outbox,
+                outbox_raw,
+                outbox_pending,
+                replies,
+                pending,
+                meta,
+                index,
+            )| {
+                f(&Tx {
+                    cases,
+                    seen,
+                    cursors,
+                    outbox,
+                    outbox_raw,
+                    outbox_pending,
+                    replies,
+                    pending,
+                    meta,
+                    index,
+                })
+            },
+        )?;
+        self.db.flush()?;
+        Ok(out)
     }
 
     /// A new case id, `ESC-<year>-<sequence>`: the sequence is monotonic over
@@ -272,48 +333,11 @@ impl Store {
                 named.insert(name.clone(), self.vendor_entries(name)?);
             }
         }
-        let trees: [&sled::Tree; 10] = [
-            &self.cases,
-            &self.seen,
-            &self.cursors,
-            &self.outbox,
-            &self.outbox_raw,
-            &self.outbox_pending,
-            &self.replies,
-            &self.pending,
-            &self.meta,
-            &self.index,
-        ];
-        let result = trees[..].transaction(|t| {
-            let [
-                cases,
-                seen,
-                cursors,
-                outbox,
-                outbox_raw,
-                outbox_pending,
-                replies,
-                pending,
-                meta,
-                index,
-            ] = &t[..]
-            else {
-                return Err(abort(StoreError::Corrupt {
-                    tree: "transaction",
-                    error: "wrong number of trees".into(),
-                }));
-            };
-            let q = Queue {
-                outbox,
-                raw: outbox_raw,
-                pending: outbox_pending,
-                meta,
-                index,
-            };
+        self.transact(|tx| {
             let mut committed = Vec::with_capacity(batch.items.len());
             let mut by_name: Vec<(VendorKey, i64, String)> = Vec::new();
             for item in &batch.items {
-                if let Some(prev) = seen.get(item.key.bytes())? {
+                if let Some(prev) = tx.seen.get(item.key.bytes())? {
                     let prev: Seen = decode("seen", &prev).map_err(abort)?;
                     committed.push(Committed::AlreadySeen(prev));
                     continue;
@@ -330,14 +354,14 @@ impl Store {
                         replied_to,
                     } => {
                         let new = matches!(item.outcome, BatchOutcome::Case { .. });
-                        write_case(cases, &q, record, outgoing, new, batch.now)?;
+                        write_case(tx, record, outgoing, new, batch.now)?;
                         if new {
-                            learn_vendor(cases, index, meta, record, &named, &mut by_name)?;
+                            learn_vendor(tx, record, &named, &mut by_name)?;
                         }
                         if let Some(sender) = replied_to {
                             let key = reply_key(sender, batch.now);
-                            let n = replies.get(&key)?.map_or(0, |v| read_count(&v));
-                            replies.insert(key, &(n + 1).to_be_bytes())?;
+                            let n = tx.replies.get(&key)?.map_or(0, |v| read_count(&v));
+                            tx.replies.insert(key, &(n + 1).to_be_bytes())?;
                         }
                         let case_id = record.id.clone();
                         if new {
@@ -353,7 +377,7 @@ impl Store {
                         error: error.clone(),
                     },
                 };
-                seen.insert(item.key.bytes(), encode(&entry))?;
+                tx.seen.insert(item.key.bytes(), encode(&entry))?;
                 committed.push(Committed::Stored);
             }
             for vendor in &batch.vendors_reported {
@@ -361,14 +385,16 @@ impl Store {
                 let alias = if vendor.is_id() {
                     None
                 } else {
-                    index.get(index_key(b'a', vendor.as_str()))?
+                    tx.index.get(index_key(b'a', vendor.as_str()))?
                 };
                 let vendor = alias.map_or_else(|| vendor.clone(), |id| stored_key(&id));
-                meta.insert(vendor_report_key(&vendor), &batch.now.to_be_bytes())?;
+                tx.meta
+                    .insert(vendor_report_key(&vendor), &batch.now.to_be_bytes())?;
             }
-            cursors.insert(batch.mailbox.as_bytes(), encode(&batch.cursor))?;
+            tx.cursors
+                .insert(batch.mailbox.as_bytes(), encode(&batch.cursor))?;
             // Added to what an earlier, unfinished batch left pending.
-            let mut todo = match pending.get(batch.mailbox.as_bytes())? {
+            let mut todo = match tx.pending.get(batch.mailbox.as_bytes())? {
                 Some(v) => {
                     let p: Pending = decode("pending", &v).map_err(abort)?;
                     if p.uid_validity == batch.cursor.uid_validity {
@@ -385,12 +411,10 @@ impl Store {
                     uid_validity: batch.cursor.uid_validity,
                     actions: todo,
                 };
-                pending.insert(batch.mailbox.as_bytes(), encode(&p))?;
+                tx.pending.insert(batch.mailbox.as_bytes(), encode(&p))?;
             }
             Ok(committed)
-        })?;
-        self.db.flush()?;
-        Ok(result)
+        })
     }
 
     /// Writes a changed case and queues what the change sends, in one
@@ -427,43 +451,20 @@ impl Store {
         marks: &[(Vec<u8>, i64)],
         now: i64,
     ) -> Result<(), StoreError> {
-        let trees: [&sled::Tree; 6] = [
-            &self.cases,
-            &self.outbox,
-            &self.outbox_raw,
-            &self.outbox_pending,
-            &self.meta,
-            &self.index,
-        ];
-        trees[..].transaction(|t| {
-            let [cases, outbox, raw, pending, meta, index] = &t[..] else {
-                return Err(abort(StoreError::Corrupt {
-                    tree: "transaction",
-                    error: "wrong number of trees".into(),
-                }));
-            };
-            let q = Queue {
-                outbox,
-                raw,
-                pending,
-                meta,
-                index,
-            };
+        self.transact(|tx| {
             match record {
-                Some(r) => write_case(cases, &q, r, outgoing, false, now)?,
+                Some(r) => write_case(tx, r, outgoing, false, now)?,
                 None => {
                     for out in outgoing {
-                        queue(&q, out, now)?;
+                        queue(tx, out, now)?;
                     }
                 }
             }
             for (k, v) in marks {
-                meta.insert(k.as_slice(), &v.to_be_bytes())?;
+                tx.meta.insert(k.as_slice(), &v.to_be_bytes())?;
             }
             Ok(())
-        })?;
-        self.db.flush()?;
-        Ok(())
+        })
     }
 
     /// The case a message belongs to, by the Message-IDs it refers to
@@ -638,22 +639,21 @@ impl Store {
 
     fn update_item(&self, id: u64, f: impl Fn(&mut OutboxItem)) -> Result<OutboxItem, StoreError> {
         let key = id.to_be_bytes();
-        let item = (&self.outbox, &self.outbox_pending).transaction(|(outbox, pending)| {
-            let Some(v) = outbox.get(key)? else {
+        self.transact(|tx| {
+            let Some(v) = tx.outbox.get(key)? else {
                 return Err(abort(StoreError::NoSuchItem(id)));
             };
             let mut item: OutboxItem = decode("outbox", &v).map_err(abort)?;
             f(&mut item);
-            outbox.insert(&key, encode(&item))?;
+            tx.outbox.insert(&key, encode(&item))?;
             if item.state == Delivery::Pending {
-                pending.insert(&key, &item.next_attempt_at.to_be_bytes())?;
+                tx.outbox_pending
+                    .insert(&key, &item.next_attempt_at.to_be_bytes())?;
             } else {
-                pending.remove(&key)?;
+                tx.outbox_pending.remove(&key)?;
             }
             Ok(item)
-        })?;
-        self.db.flush()?;
-        Ok(item)
+        })
     }
 
     /// The server accepted the item.
@@ -692,28 +692,12 @@ impl Store {
     /// Queues messages that belong to no batch (health alerts), in one
     /// transaction, flushed.
     pub fn enqueue(&self, messages: &[NewOutgoing], now: i64) -> Result<Vec<u64>, StoreError> {
-        let trees = (
-            &self.outbox,
-            &self.outbox_raw,
-            &self.outbox_pending,
-            &self.meta,
-            &self.index,
-        );
-        let ids = trees.transaction(|(outbox, raw, pending, meta, index)| {
-            let q = Queue {
-                outbox,
-                raw,
-                pending,
-                meta,
-                index,
-            };
+        self.transact(|tx| {
             messages
                 .iter()
-                .map(|out| queue(&q, out, now))
+                .map(|out| queue(tx, out, now))
                 .collect::<TxResult<Vec<u64>>>()
-        })?;
-        self.db.flush()?;
-        Ok(ids)
+        })
     }
 }
 
@@ -730,28 +714,18 @@ fn read_count(v: &[u8]) -> u32 {
     v.try_into().map_or(0, u32::from_be_bytes)
 }
 
-/// The trees a transaction queues outgoing mail with.
-struct Queue<'a> {
-    outbox: &'a TransactionalTree,
-    raw: &'a TransactionalTree,
-    pending: &'a TransactionalTree,
-    meta: &'a TransactionalTree,
-    index: &'a TransactionalTree,
-}
-
 /// Writes a case inside a transaction with its outgoing mail and index
 /// entries. The outbox ids already stored for it are kept: an earlier item
 /// of the same transaction may have written the case too.
 fn write_case(
-    cases: &TransactionalTree,
-    q: &Queue,
+    tx: &Tx,
     record: &CaseRecord,
     outgoing: &[NewOutgoing],
     new: bool,
     now: i64,
 ) -> TxResult<()> {
     let mut record = record.clone();
-    if let Some(prev) = cases.get(record.id.as_bytes())? {
+    if let Some(prev) = tx.cases.get(record.id.as_bytes())? {
         let prev: CaseRecord = decode("cases", &prev).map_err(abort)?;
         // Set when the case opened, and moved only by `learn_vendor`.
         record.vendor = prev.vendor;
@@ -763,25 +737,25 @@ fn write_case(
         record.outbox.sort_unstable();
     }
     for out in outgoing {
-        let id = queue(q, out, now)?;
+        let id = queue(tx, out, now)?;
         record.outbox.push(id);
-        q.index.insert(
+        tx.index.insert(
             index_key(b't', &thread_key(&out.message_id)),
             record.id.as_bytes(),
         )?;
     }
     for m in &record.thread {
-        q.index.insert(index_key(b't', m), record.id.as_bytes())?;
+        tx.index.insert(index_key(b't', m), record.id.as_bytes())?;
     }
     if new {
         if let Some(order) = &record.case.fields.order_id {
-            q.index.insert(
+            tx.index.insert(
                 index_key(b'o', &order.trim().to_ascii_lowercase()),
                 record.id.as_bytes(),
             )?;
         }
         if let Some(vendor) = record.vendor_key() {
-            q.index.insert(
+            tx.index.insert(
                 vendor_index_key(vendor, record.received_at, &record.id),
                 &[] as &[u8],
             )?;
@@ -789,18 +763,18 @@ fn write_case(
     }
     let open = index_key(b's', &record.id);
     if record.is_open() {
-        q.index.insert(open, &[] as &[u8])?;
+        tx.index.insert(open, &[] as &[u8])?;
     } else {
-        q.index.remove(open)?;
+        tx.index.remove(open)?;
     }
-    cases.insert(record.id.as_bytes(), encode(&record))?;
+    tx.cases.insert(record.id.as_bytes(), encode(&record))?;
     Ok(())
 }
 
 /// Adds one message to the outbox inside a transaction: its record, its
 /// bytes, and its entry in the pending index.
-fn queue(q: &Queue, out: &NewOutgoing, now: i64) -> TxResult<u64> {
-    let id = next_seq(q.meta, OUTBOX_SEQ)?;
+fn queue(tx: &Tx, out: &NewOutgoing, now: i64) -> TxResult<u64> {
+    let id = next_seq(tx.meta, OUTBOX_SEQ)?;
     let due = out.not_before.map_or(now, |t| t.max(now));
     let item = OutboxItem {
         id,
@@ -817,9 +791,9 @@ fn queue(q: &Queue, out: &NewOutgoing, now: i64) -> TxResult<u64> {
         last_error: None,
     };
     let key = id.to_be_bytes();
-    q.outbox.insert(&key, encode(&item))?;
-    q.raw.insert(&key, out.raw.as_slice())?;
-    q.pending.insert(&key, &due.to_be_bytes())?;
+    tx.outbox.insert(&key, encode(&item))?;
+    tx.outbox_raw.insert(&key, out.raw.as_slice())?;
+    tx.outbox_pending.insert(&key, &due.to_be_bytes())?;
     Ok(id)
 }
 
@@ -835,9 +809,7 @@ fn index_key(kind: u8, rest: &str) -> Vec<u8> {
 /// the complaints found under names before the transaction, `by_name` the
 /// name-keyed cases this transaction has written so far.
 fn learn_vendor(
-    cases: &TransactionalTree,
-    index: &TransactionalTree,
-    meta: &TransactionalTree,
+    tx: &Tx,
     record: &CaseRecord,
     stored: &HashMap<VendorKey, Vec<(i64, String)>>,
     by_name: &mut Vec<(VendorKey, i64, String)>,
@@ -854,10 +826,10 @@ fn learn_vendor(
     };
     let alias = index_key(b'a', name.as_str());
     // The first id a name was given with keeps it.
-    if index.get(&alias)?.is_some() {
+    if tx.index.get(&alias)?.is_some() {
         return Ok(());
     }
-    index.insert(alias, v.key.as_str().as_bytes())?;
+    tx.index.insert(alias, v.key.as_str().as_bytes())?;
     let earlier: Vec<(i64, String)> = stored
         .get(name)
         .into_iter()
@@ -872,23 +844,24 @@ fn learn_vendor(
         .collect();
     by_name.retain(|(k, _, _)| k != name);
     for (at, id) in earlier {
-        index.remove(vendor_index_key(name, at, &id))?;
-        index.insert(vendor_index_key(&v.key, at, &id), &[] as &[u8])?;
-        if let Some(bytes) = cases.get(id.as_bytes())? {
+        tx.index.remove(vendor_index_key(name, at, &id))?;
+        tx.index
+            .insert(vendor_index_key(&v.key, at, &id), &[] as &[u8])?;
+        if let Some(bytes) = tx.cases.get(id.as_bytes())? {
             let mut r: CaseRecord = decode("cases", &bytes).map_err(abort)?;
             if let Some(rv) = &mut r.vendor
                 && rv.key == *name
             {
                 rv.key = v.key.clone();
-                cases.insert(id.as_bytes(), encode(&r))?;
+                tx.cases.insert(id.as_bytes(), encode(&r))?;
             }
         }
     }
     // A name reported within the window is the id reported then.
-    if let Some(at) = meta.remove(vendor_report_key(name))? {
+    if let Some(at) = tx.meta.remove(vendor_report_key(name))? {
         let to = vendor_report_key(&v.key);
-        let at = read_i64(&at).max(meta.get(&to)?.map_or(i64::MIN, |t| read_i64(&t)));
-        meta.insert(to, &at.to_be_bytes())?;
+        let at = read_i64(&at).max(tx.meta.get(&to)?.map_or(i64::MIN, |t| read_i64(&t)));
+        tx.meta.insert(to, &at.to_be_bytes())?;
     }
     Ok(())
 }
