@@ -249,7 +249,7 @@ mod tests {
     use crate::batch::{Batch, Cursor, Seen, ServerAction};
 
     use super::super::Store;
-    use super::super::fixtures::{item, reopen};
+    use super::super::fixtures::{batch, item, reopen};
     use super::Committed;
 
     #[test]
@@ -261,15 +261,12 @@ mod tests {
             let items = vec![item(&store, 1, 2), item(&store, 2, 1)];
             keys = items.iter().map(|i| i.key.clone()).collect::<Vec<_>>();
             let batch = Batch {
-                mailbox: "ops".into(),
                 cursor: Cursor {
                     uid_validity: 7,
                     last_uid: 2,
                 },
-                items,
                 server: vec![(1, ServerAction::Processed), (2, ServerAction::Quarantine)],
-                now: 100,
-                vendors_reported: vec![],
+                ..batch(items, 100, vec![])
             };
             assert_eq!(
                 store.commit(&batch).unwrap(),
@@ -342,18 +339,7 @@ mod tests {
         let a = item(&store, 1, 1);
         let mut b = item(&store, 2, 1);
         b.key = a.key.clone();
-        let batch = Batch {
-            mailbox: "ops".into(),
-            cursor: Cursor {
-                uid_validity: 7,
-                last_uid: 2,
-            },
-            items: vec![a, b],
-            server: vec![],
-            now: 100,
-            vendors_reported: vec![],
-        };
-        let r = store.commit(&batch).unwrap();
+        let r = store.commit(&batch(vec![a, b], 100, vec![])).unwrap();
         assert_eq!(r[0], Committed::Stored);
         assert!(matches!(r[1], Committed::AlreadySeen(_)));
         assert_eq!(store.cases().count(), 1);

@@ -49,18 +49,28 @@ impl Store {
     /// Cases with a complaint about `vendor` opened at or after `since`,
     /// oldest first.
     pub fn vendor_cases(&self, vendor: &VendorKey, since: i64) -> Result<Vec<String>, StoreError> {
-        let mut prefix = index_key(b'v', vendor.as_str());
-        prefix.push(0);
-        let mut from = prefix.clone();
-        from.extend_from_slice(&(since.max(0) as u64).to_be_bytes());
+        Ok(self
+            .complaints(vendor, since)?
+            .into_iter()
+            .map(|(_, id)| id)
+            .collect())
+    }
+
+    /// The complaints counted under `vendor` opened at or after `since`,
+    /// oldest first.
+    fn complaints(&self, vendor: &VendorKey, since: i64) -> Result<Complaints, StoreError> {
+        let prefix = vendor_prefix(vendor);
         let mut out = Vec::new();
-        for r in self.index.range(from..) {
+        for r in self.index.range(vendor_index_key(vendor, since, "")..) {
             let (k, _) = r?;
             if !k.starts_with(&prefix) {
                 break;
             }
-            if let Some(id) = k.get(prefix.len() + 8..) {
-                out.push(String::from_utf8_lossy(id).into_owned());
+            if let (Some(at), Some(id)) = (
+                k.get(prefix.len()..prefix.len() + 8),
+                k.get(prefix.len() + 8..),
+            ) {
+                out.push((read_i64(at), String::from_utf8_lossy(id).into_owned()));
             }
         }
         Ok(out)
@@ -80,23 +90,6 @@ impl Store {
             .index
             .get(index_key(b'a', name.as_str()))?
             .map(|v| stored_key(&v)))
-    }
-
-    /// Every complaint counted under `vendor`: (opened at, case id).
-    fn vendor_entries(&self, vendor: &VendorKey) -> Result<Vec<(i64, String)>, StoreError> {
-        let mut prefix = index_key(b'v', vendor.as_str());
-        prefix.push(0);
-        let mut out = Vec::new();
-        for r in self.index.scan_prefix(&prefix) {
-            let (k, _) = r?;
-            if let (Some(at), Some(id)) = (
-                k.get(prefix.len()..prefix.len() + 8),
-                k.get(prefix.len() + 8..),
-            ) {
-                out.push((read_i64(at), String::from_utf8_lossy(id).into_owned()));
-            }
-        }
-        Ok(out)
     }
 
     /// The period of the last digest `name` sent.
@@ -154,7 +147,7 @@ impl Store {
                 && !named.contains_key(name)
                 && self.vendor_alias(name)?.is_none()
             {
-                named.insert(name.clone(), self.vendor_entries(name)?);
+                named.insert(name.clone(), self.complaints(name, 0)?);
             }
         }
         Ok(named)
@@ -280,10 +273,16 @@ pub(super) fn mark_vendor_reported(tx: &Tx, vendor: &VendorKey, now: i64) -> TxR
     Ok(())
 }
 
-/// `v` key: the vendor, a NUL, when the case opened, the case id.
-fn vendor_index_key(vendor: &VendorKey, at: i64, case_id: &str) -> Vec<u8> {
+/// The start of every `v` key of `vendor`.
+fn vendor_prefix(vendor: &VendorKey) -> Vec<u8> {
     let mut k = index_key(b'v', vendor.as_str());
     k.push(0);
+    k
+}
+
+/// `v` key: the vendor, a NUL, when the case opened, the case id.
+fn vendor_index_key(vendor: &VendorKey, at: i64, case_id: &str) -> Vec<u8> {
+    let mut k = vendor_prefix(vendor);
     k.extend_from_slice(&(at.max(0) as u64).to_be_bytes());
     k.extend_from_slice(case_id.as_bytes());
     k
@@ -329,7 +328,7 @@ fn read_count(v: &[u8]) -> u32 {
 
 #[cfg(test)]
 mod tests {
-    use crate::batch::{Batch, BatchOutcome, Cursor};
+    use crate::batch::BatchOutcome;
 
     use super::super::Store;
     use super::super::fixtures::{batch, item, vendor_item};
@@ -419,19 +418,7 @@ mod tests {
             if let BatchOutcome::Case { replied_to, .. } = &mut item.outcome {
                 *replied_to = Some(sender.to_string());
             }
-            store
-                .commit(&Batch {
-                    mailbox: "ops".into(),
-                    cursor: Cursor {
-                        uid_validity: 1,
-                        last_uid: uid,
-                    },
-                    items: vec![item],
-                    server: vec![],
-                    now,
-                    vendors_reported: vec![],
-                })
-                .unwrap();
+            store.commit(&batch(vec![item], now, vec![])).unwrap();
         };
         commit("a@example.com", 1_000);
         commit("A@Example.com", 1_000);

@@ -194,33 +194,20 @@ impl Store {
             &self.meta,
             &self.index,
         );
-        let out = trees.transaction(
-            |(
-                cases,
-                seen,
-                cursors,
-                outbox,
-                outbox_raw,
-                outbox_pending,
-                replies,
-                pending,
-                meta,
-                index,
-            )| {
-                f(&Tx {
-                    cases,
-                    seen,
-                    cursors,
-                    outbox,
-                    outbox_raw,
-                    outbox_pending,
-                    replies,
-                    pending,
-                    meta,
-                    index,
-                })
-            },
-        )?;
+        let out = trees.transaction(|t| {
+            f(&Tx {
+                cases: &t.0,
+                seen: &t.1,
+                cursors: &t.2,
+                outbox: &t.3,
+                outbox_raw: &t.4,
+                outbox_pending: &t.5,
+                replies: &t.6,
+                pending: &t.7,
+                meta: &t.8,
+                index: &t.9,
+            })
+        })?;
         self.db.flush()?;
         Ok(out)
     }

@@ -4,7 +4,7 @@
 
 use crate::outbox::{Delivery, NewOutgoing, OutboxItem};
 
-use super::{Store, StoreError, Tx, TxResult, abort, decode, encode, next_seq};
+use super::{Store, StoreError, Tx, TxResult, abort, decode, encode, next_seq, read_i64};
 
 const OUTBOX_SEQ: &[u8] = b"outbox_seq";
 
@@ -22,8 +22,7 @@ impl Store {
         let mut due = Vec::new();
         for r in self.outbox_pending.iter() {
             let (k, v) = r?;
-            let at = i64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8]));
-            if at > now {
+            if read_i64(&v) > now {
                 continue;
             }
             if let Some(item) = self.outbox.get(&k)? {
@@ -44,7 +43,7 @@ impl Store {
         let mut next: Option<i64> = None;
         for r in self.outbox_pending.iter() {
             let (_, v) = r?;
-            let at = i64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8]));
+            let at = read_i64(&v);
             next = Some(next.map_or(at, |n| n.min(at)));
         }
         Ok(next)
