@@ -120,10 +120,8 @@ impl Store {
         now: i64,
     ) -> Result<CaseRecord, StoreError> {
         self.write_outside_batch(Some(record), outgoing, &[], now)?;
-        self.case(&record.id)?.ok_or_else(|| StoreError::Corrupt {
-            tree: "cases",
-            error: format!("{} vanished", record.id),
-        })
+        self.case(&record.id)?
+            .ok_or_else(|| StoreError::CaseVanished(record.id.clone()))
     }
 
     /// Queues a digest and records its period as sent, in one transaction.

@@ -66,8 +66,19 @@ pub use commit::Committed;
 pub enum StoreError {
     #[error("database: {0}")]
     Db(#[from] sled::Error),
-    #[error("corrupt record in {tree}: {error}")]
-    Corrupt { tree: &'static str, error: String },
+    /// A record that does not read as what its tree holds.
+    #[error("corrupt record in {tree}: {source}")]
+    Corrupt {
+        tree: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A counter in `meta` that is not a big-endian u64.
+    #[error("corrupt record in meta: counter {counter} is not 8 bytes")]
+    CorruptCounter { counter: &'static str },
+    /// A case written a moment ago that does not read back.
+    #[error("corrupt record in cases: {0} vanished")]
+    CaseVanished(String),
     #[error("no outbox item {0}")]
     NoSuchItem(u64),
 }
@@ -116,7 +127,7 @@ struct Tx<'a> {
     index: &'a TransactionalTree,
 }
 
-const CASE_SEQ: &[u8] = b"case_seq";
+const CASE_SEQ: &str = "case_seq";
 
 fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     // Serialising these plain structs to JSON cannot fail.
@@ -124,10 +135,7 @@ fn encode<T: Serialize>(v: &T) -> Vec<u8> {
 }
 
 fn decode<T: for<'de> Deserialize<'de>>(tree: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
-        tree,
-        error: e.to_string(),
-    })
+    serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt { tree, source })
 }
 
 fn abort(e: StoreError) -> ConflictableTransactionError<StoreError> {
@@ -136,19 +144,23 @@ fn abort(e: StoreError) -> ConflictableTransactionError<StoreError> {
 
 /// Advances the counter `key` in `meta` and returns its new value (the
 /// first is 1).
-fn next_seq(meta: &TransactionalTree, key: &[u8]) -> TxResult<u64> {
+fn next_seq(meta: &TransactionalTree, key: &'static str) -> TxResult<u64> {
     let current = match meta.get(key)? {
-        Some(v) => u64::from_be_bytes(v.as_ref().try_into().map_err(|_| {
-            abort(StoreError::Corrupt {
-                tree: "meta",
-                error: "counter is not 8 bytes".into(),
-            })
-        })?),
+        Some(v) => u64::from_be_bytes(
+            v.as_ref()
+                .try_into()
+                .map_err(|_| abort(StoreError::CorruptCounter { counter: key }))?,
+        ),
         None => 0,
     };
     let next = current + 1;
     meta.insert(key, &next.to_be_bytes())?;
     Ok(next)
+}
+
+/// A case id, `ESC-<year>-<sequence>`.
+fn case_id(year: i16, seq: u64) -> String {
+    format!("ESC-{year}-{seq:06}")
 }
 
 fn read_i64(v: &[u8]) -> i64 {
@@ -216,11 +228,7 @@ impl Store {
     /// the database's life and durable before this returns. An id reserved
     /// and then not committed (a crash in between) is a gap, never a reuse.
     pub fn reserve_case_id(&self, year: i16) -> Result<String, StoreError> {
-        let mut ids = self.reserve_case_ids(year, 1)?;
-        ids.pop().ok_or(StoreError::Corrupt {
-            tree: "meta",
-            error: "no case id reserved".into(),
-        })
+        Ok(case_id(year, self.reserve_case_seqs(1)?))
     }
 
     /// `n` new case ids in one transaction and one flush (a batch's worth).
@@ -228,20 +236,58 @@ impl Store {
         if n == 0 {
             return Ok(Vec::new());
         }
-        let first = self.meta.transaction(|meta| {
-            let first = next_seq(meta, CASE_SEQ)?;
-            meta.insert(CASE_SEQ, &(first + n as u64 - 1).to_be_bytes())?;
-            Ok(first)
-        })?;
-        self.meta.flush()?;
+        let first = self.reserve_case_seqs(n as u64)?;
         Ok((first..first + n as u64)
-            .map(|seq| format!("ESC-{year}-{seq:06}"))
+            .map(|seq| case_id(year, seq))
             .collect())
+    }
+
+    /// Advances the case sequence by `n` (at least 1) in one transaction,
+    /// flushed; returns the first of the `n` numbers.
+    fn reserve_case_seqs(&self, n: u64) -> Result<u64, StoreError> {
+        self.transact(|tx| {
+            let first = next_seq(tx.meta, CASE_SEQ)?;
+            tx.meta.insert(CASE_SEQ, &(first + n - 1).to_be_bytes())?;
+            Ok(first)
+        })
     }
 
     /// Flushes everything to disk.
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::{Store, StoreError};
+
+    #[test]
+    fn a_corrupt_record_or_counter_is_named_with_its_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        store.cases.insert("ESC-2026-000001", "{not json").unwrap();
+        let e = store.case("ESC-2026-000001").unwrap_err();
+        assert!(
+            matches!(e, StoreError::Corrupt { tree: "cases", .. }),
+            "{e:?}"
+        );
+        assert!(
+            e.to_string().starts_with("corrupt record in cases: "),
+            "{e}"
+        );
+        assert!(e.source().is_some(), "the JSON error is kept");
+
+        store.meta.insert("case_seq", &[1u8, 2, 3]).unwrap();
+        let e = store.reserve_case_id(2026).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "corrupt record in meta: counter case_seq is not 8 bytes"
+        );
+        store.meta.insert("case_seq", &7u64.to_be_bytes()).unwrap();
+        assert_eq!(store.reserve_case_id(2026).unwrap(), "ESC-2026-000008");
     }
 }

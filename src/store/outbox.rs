@@ -6,7 +6,7 @@ use crate::outbox::{Delivery, NewOutgoing, OutboxItem};
 
 use super::{Store, StoreError, Tx, TxResult, abort, decode, encode, next_seq, read_i64};
 
-const OUTBOX_SEQ: &[u8] = b"outbox_seq";
+const OUTBOX_SEQ: &str = "outbox_seq";
 
 impl Store {
     /// One outbox item, without its bytes.
