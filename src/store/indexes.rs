@@ -30,7 +30,7 @@ impl Store {
     pub fn order_case(&self, order_id: &str) -> Result<Option<String>, StoreError> {
         Ok(self
             .index
-            .get(index_key(b'o', &order_id.trim().to_ascii_lowercase()))?
+            .get(order_key(order_id))?
             .map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
 
@@ -162,6 +162,11 @@ fn index_key(kind: u8, rest: &str) -> Vec<u8> {
     k
 }
 
+/// `o` key: the order id trimmed and lowercased (`CK1` and ` ck1` are one order).
+fn order_key(order_id: &str) -> Vec<u8> {
+    index_key(b'o', &order_id.trim().to_ascii_lowercase())
+}
+
 /// Files a Message-ID (as [`thread_key`] makes it) under its case.
 pub(super) fn index_thread(tx: &Tx, message_id: &str, case_id: &str) -> TxResult<()> {
     tx.index
@@ -177,10 +182,7 @@ pub(super) fn index_case(tx: &Tx, record: &CaseRecord, new: bool) -> TxResult<()
     }
     if new {
         if let Some(order) = &record.case.fields.order_id {
-            tx.index.insert(
-                index_key(b'o', &order.trim().to_ascii_lowercase()),
-                record.id.as_bytes(),
-            )?;
+            tx.index.insert(order_key(order), record.id.as_bytes())?;
         }
         if let Some(vendor) = record.vendor_key() {
             tx.index.insert(
