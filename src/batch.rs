@@ -131,3 +131,48 @@ pub struct Batch {
     /// Vendors reported to the vendor manager by this batch.
     pub vendors_reported: Vec<VendorKey>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{MessageKey, Seen};
+
+    #[test]
+    fn message_keys_tell_messages_apart() {
+        let a = MessageKey::new(Some("X@example.com"), b"one");
+        assert_eq!(a, MessageKey::new(Some("x@example.com"), b"one"));
+        assert_ne!(a, MessageKey::new(Some("x@example.com"), b"two"));
+        assert_ne!(a, MessageKey::new(None, b"one"));
+    }
+
+    #[test]
+    fn seen_in_words() {
+        for (seen, words) in [
+            (
+                Seen::Case {
+                    case_id: "ESC-2026-000001".into(),
+                },
+                "opened ESC-2026-000001",
+            ),
+            (
+                Seen::Update {
+                    case_id: "ESC-2026-000002".into(),
+                },
+                "updated ESC-2026-000002",
+            ),
+            (
+                Seen::Ignored {
+                    reason: "not_escalation".into(),
+                },
+                "ignored: not_escalation",
+            ),
+            (
+                Seen::Quarantined {
+                    error: "not an email".into(),
+                },
+                "quarantined: not an email",
+            ),
+        ] {
+            assert_eq!(seen.to_string(), words);
+        }
+    }
+}
