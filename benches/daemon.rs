@@ -57,11 +57,10 @@ use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use mailtriage::batch::{Batch, BatchItem, BatchOutcome, Cursor, MessageKey, ServerAction};
-use mailtriage::config::Config;
+use mailtriage::batch::Cursor;
+use mailtriage::config::{Config, Settings};
 use mailtriage::imap::{Auth, Connection, ImapSettings};
-use mailtriage::outbox::NewOutgoing;
-use mailtriage::record::CaseRecord;
+use mailtriage::intake::{Arrival, Intake, LookupError};
 use mailtriage::route::ActionType;
 use mailtriage::send::{self, Identity};
 use mailtriage::store::Store;
@@ -1164,28 +1163,27 @@ fn split(corpus: &Corpus, d: &Dovecot, dir: &Path, k: usize, observed_period_ms:
     let fresh = dir.join("split-fresh");
     let grown = dir.join("split-grown");
     copy_dir(&dir.join("db"), &grown);
+    let daemon_settings = Settings::load(dir).expect("the bench's mailtriage.toml");
     let stores = [
-        store_steps(corpus, &fresh, &bodies, k),
-        store_steps(corpus, &grown, &bodies, k),
+        store_steps(corpus, &daemon_settings, &fresh, &bodies, k),
+        store_steps(corpus, &daemon_settings, &grown, &bodies, k),
     ];
     let _ = fs::remove_dir_all(&fresh);
     let _ = fs::remove_dir_all(&grown);
 
     let step = |name: &'static str, d: Duration| (name, [d, d]);
     let store_step = |name: &'static str, i: usize| (name, [stores[0][i], stores[1][i]]);
-    let steps: [(&str, [Duration; 2]); 10] = [
+    let steps: [(&str, [Duration; 2]); 8] = [
         step("UID FETCH (RFC822.SIZE)", sizes),
         step("UID FETCH (BODY.PEEK[])", fetch),
-        store_step("store reads: seen, replies_since", 0),
-        store_step("parse + key (SHA-256) + triage + route", 1),
-        store_step("render + compose outgoing mail", 2),
-        store_step("reserve_case_ids, one flush", 3),
-        store_step("commit (one transaction + flush)", 4),
+        store_step("intake: store reads, triage, route, compose", 1),
+        store_step("reserve_case_ids, one flush", 0),
+        store_step("commit (one transaction + flush)", 2),
         step("UID STORE +FLAGS.SILENT (\\Seen)", store_seen),
-        store_step("clear_pending (+ flush)", 5),
+        store_step("clear_pending (+ flush)", 3),
         step("(once per drain: UID SEARCH UID 1:*)", search),
     ];
-    let total = |i: usize| -> Duration { steps[..9].iter().map(|(_, d)| d[i]).sum() };
+    let total = |i: usize| -> Duration { steps[..7].iter().map(|(_, d)| d[i]).sum() };
     println!(
         "== 3. one batch of {k}, step by step with the library (median of {SPLIT_RUNS}; same \
          server and filesystem; the store fresh, and a copy of the daemon's after the drain)"
@@ -1216,72 +1214,88 @@ fn split(corpus: &Corpus, d: &Dovecot, dir: &Path, k: usize, observed_period_ms:
     );
 }
 
-/// The store's steps of one batch (reads, triage, compose, reserve,
-/// commit, clear_pending), median of `SPLIT_RUNS`, on the store at `db`.
-fn store_steps(corpus: &Corpus, db: &Path, bodies: &[(u32, Vec<u8>)], k: usize) -> [Duration; 6] {
+/// The store's steps of one batch with the daemon's own intake (reserve,
+/// intake, commit, clear_pending), median of `SPLIT_RUNS`, on the store at
+/// `db`. Each run's messages get their own Message-IDs and order ids, so
+/// that every run opens new cases.
+fn store_steps(
+    corpus: &Corpus,
+    settings: &Settings,
+    db: &Path,
+    bodies: &[(u32, Vec<u8>)],
+    k: usize,
+) -> [Duration; 4] {
     let store = Store::open(db, 16 << 20).expect("open a store");
-    let identity = Identity {
-        from: FROM.parse().expect("from"),
-        domain: "mailtriage.test".into(),
-    };
+    let identity = Identity::from_config(settings).expect("identity");
     let own = [FROM_ADDRESS.to_string()];
-    let year = jiff::Timestamp::now()
-        .to_zoned(jiff::tz::TimeZone::UTC)
-        .year();
-    let mut times: [Vec<Duration>; 6] = Default::default();
+    let m = settings.mailboxes.first().expect("a mailbox");
+    let mut times: [Vec<Duration>; 4] = Default::default();
     for run in 0..SPLIT_RUNS {
-        let now = jiff::Timestamp::now().as_second();
-        let t = Instant::now();
-        let ids: Vec<String> = store.reserve_case_ids(year, bodies.len()).expect("reserve");
-        times[3].push(t.elapsed());
-
-        let mut items = Vec::with_capacity(bodies.len());
-        let mut server = Vec::with_capacity(bodies.len());
-        let mut spent = [Duration::ZERO; 2];
-        for ((uid, raw), case_id) in bodies.iter().zip(&ids) {
-            let (item, action, t) = process(corpus, &identity, &own, *uid, raw, case_id, now, run);
-            items.push(item);
-            server.push((*uid, action));
-            spent[0] += t[0];
-            spent[1] += t[1];
-        }
-        times[1].push(spent[0]);
-        times[2].push(spent[1]);
-
-        let t = Instant::now();
-        for item in &items {
-            let _ = store.seen(&item.key).expect("seen");
-            if let BatchOutcome::Case {
-                replied_to: Some(sender),
-                ..
-            } = &item.outcome
-            {
-                let _ = store
-                    .replies_since(sender, now - 3600)
-                    .expect("replies_since");
-            }
-        }
-        times[0].push(t.elapsed());
-
-        let batch = Batch {
-            mailbox: "ops".into(),
-            cursor: Cursor {
-                uid_validity: 1,
-                last_uid: k as u32,
-            },
-            items,
-            server,
-            now,
-            vendors_reported: Vec::new(),
+        let fresh: Vec<(u32, Vec<u8>)> = bodies
+            .iter()
+            .map(|(uid, raw)| (*uid, for_run(&corpus.config, raw, run)))
+            .collect();
+        let arrivals: Vec<Arrival<'_>> = fresh
+            .iter()
+            .map(|(uid, raw)| Arrival { uid: *uid, raw })
+            .collect();
+        let now = jiff::Timestamp::now();
+        let year = now.to_zoned(jiff::tz::TimeZone::UTC).year();
+        let ix = Intake {
+            config: &corpus.config,
+            settings,
+            identity: &identity,
+            own: &own,
+            lookup: &store,
+        };
+        let mut reserved = Duration::ZERO;
+        let mut reserve = |n: usize| -> Result<Vec<String>, LookupError> {
+            let t = Instant::now();
+            let ids = store.reserve_case_ids(year, n)?;
+            reserved += t.elapsed();
+            Ok(ids)
+        };
+        let cursor = Cursor {
+            uid_validity: 1,
+            last_uid: 0,
         };
         let t = Instant::now();
-        store.commit(&batch).expect("commit");
-        times[4].push(t.elapsed());
+        let batch =
+            mailtriage::intake::process(&ix, m, cursor, &arrivals, k as u32, now, &mut reserve)
+                .expect("intake");
+        times[1].push(t.elapsed() - reserved);
+        times[0].push(reserved);
+        assert!(
+            batch
+                .items
+                .iter()
+                .all(|i| matches!(i.outcome, mailtriage::batch::BatchOutcome::Case { .. })),
+            "every message of the run opens a case"
+        );
         let t = Instant::now();
-        store.clear_pending("ops").expect("clear_pending");
-        times[5].push(t.elapsed());
+        store.commit(&batch).expect("commit");
+        times[2].push(t.elapsed());
+        let t = Instant::now();
+        store.clear_pending(&m.name).expect("clear_pending");
+        times[3].push(t.elapsed());
     }
     times.map(median_duration)
+}
+
+/// A message of the drain made new for run `run`: its own Message-ID and
+/// order id, so that it opens a case of its own.
+fn for_run(config: &Config, raw: &[u8], run: usize) -> Vec<u8> {
+    let Ok((email, case)) = config.triage.parse(raw) else {
+        return raw.to_vec();
+    };
+    let mut out = raw.to_vec();
+    if let Some(id) = email.message_id {
+        out = replace_all(&out, id.as_bytes(), format!("r{run}.{id}").as_bytes());
+    }
+    if let Some(o) = case.fields.order_id {
+        out = replace_all(&out, o.as_bytes(), format!("{o}R{run}").as_bytes());
+    }
+    out
 }
 
 fn dir_size(dir: &Path) -> u64 {
@@ -1309,112 +1323,4 @@ fn copy_dir(from: &Path, to: &Path) {
             fs::copy(e.path(), dest).expect("copy a database file");
         }
     }
-}
-
-/// What `daemon::process` does for a new escalation, with the case id
-/// already reserved.
-#[allow(clippy::too_many_arguments)]
-fn process(
-    corpus: &Corpus,
-    identity: &Identity,
-    own: &[String],
-    uid: u32,
-    raw: &[u8],
-    case_id: &str,
-    now: i64,
-    run: usize,
-) -> (BatchItem, ServerAction, [Duration; 2]) {
-    let config = &corpus.config;
-    let t = Instant::now();
-    let email = mailtriage::message::parse(raw).expect("parse");
-    // A fresh key each run, so that every commit writes new entries.
-    let id = format!("{}.run{run}", email.message_id.as_deref().unwrap_or(""));
-    let key = MessageKey::new(Some(&id), raw);
-    let from = email.from.clone().unwrap_or_default();
-    assert!(mailtriage::route::sender_matches(ALLOW, &from));
-    let case = config.triage.case(&email);
-    let actions = config.router.route(&case, MAILBOX);
-    let triaged = t.elapsed();
-    let t = Instant::now();
-    let date = SystemTime::now();
-    let mut outgoing: Vec<NewOutgoing> = Vec::new();
-    let mut replied_to = None;
-    let mut digests = Vec::new();
-    let mut tags = Vec::new();
-    for (n, action) in actions.iter().enumerate() {
-        let rendered = config
-            .router
-            .render(
-                action,
-                &mailtriage::letter::Letter::new(case_id, MAILBOX, &case, &email),
-            )
-            .expect("render");
-        let composed = match (action.kind, rendered) {
-            (ActionType::Reply, Some(r)) => {
-                if send::reply_allowed(&email, own).is_err() {
-                    continue;
-                }
-                replied_to = Some(from.to_ascii_lowercase());
-                send::compose_reply(
-                    identity,
-                    case_id,
-                    &n.to_string(),
-                    &from,
-                    None,
-                    &r,
-                    &email,
-                    date,
-                )
-            }
-            (ActionType::Forward, Some(r)) => {
-                let original = send::Original::new(raw);
-                send::compose_forward(
-                    identity,
-                    case_id,
-                    &n.to_string(),
-                    &action.to,
-                    &action.cc,
-                    None,
-                    &r,
-                    &original,
-                    date,
-                )
-            }
-            (ActionType::Digest, _) => {
-                digests.extend(action.digest.clone());
-                continue;
-            }
-            (ActionType::Tag, _) => {
-                tags.extend(action.tags.iter().cloned());
-                continue;
-            }
-            (_, None) => continue,
-        };
-        outgoing.push(composed.expect("compose"));
-    }
-    let mut record = CaseRecord::new(
-        case_id.to_string(),
-        "ops",
-        uid,
-        1,
-        now,
-        case,
-        email.from_name.clone(),
-        email.references.clone(),
-    );
-    record.digests = digests;
-    record.tags = tags;
-    (
-        BatchItem {
-            key,
-            uid,
-            outcome: BatchOutcome::Case {
-                record: Box::new(record),
-                outgoing,
-                replied_to,
-            },
-        },
-        ServerAction::Processed,
-        [triaged, t.elapsed()],
-    )
 }

@@ -126,8 +126,7 @@ pub struct Batch {
     /// What to do on the server once the batch is stored (including for
     /// messages seen before); kept until `Store::clear_pending`.
     pub server: Vec<(u32, ServerAction)>,
-    /// Unix seconds.
-    pub now: i64,
+    pub now: jiff::Timestamp,
     /// Vendors reported to the vendor manager by this batch.
     pub vendors_reported: Vec<VendorKey>,
 }

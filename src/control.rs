@@ -124,8 +124,8 @@ pub struct Changed {
 /// Answers a digest request: `(name, send_now)` to what to print.
 pub type DigestFn = dyn Fn(&str, bool) -> Result<String, String> + Send + Sync;
 
-/// The time now, unix seconds (the daemon's clock, which tests may set).
-pub type NowFn = dyn Fn() -> i64 + Send + Sync;
+/// The time now (the daemon's clock, which tests may set).
+pub type NowFn = dyn Fn() -> jiff::Timestamp + Send + Sync;
 
 /// Who changes cases from the command line, in their history.
 pub const BY: &str = "cli";
@@ -140,7 +140,7 @@ pub const BY: &str = "cli";
 pub fn handle(
     store: &Store,
     req: Request,
-    now: i64,
+    now: jiff::Timestamp,
     lock: &Mutex<()>,
     digest: &dyn Fn(&str, bool) -> Result<String, String>,
 ) -> Response {
@@ -193,7 +193,7 @@ fn list(
         (!open || r.is_open())
             && tier.is_none_or(|t| r.case.tier == t)
             && risk_min.is_none_or(|m| r.case.risk >= m)
-            && since.is_none_or(|s| r.received_at >= s)
+            && since.is_none_or(|s| r.received_at.as_second() >= s)
     };
     let mut out = Vec::new();
     if open {
@@ -233,7 +233,7 @@ fn show(store: &Store, id: &str) -> Result<Option<CaseDetail>, StoreError> {
 fn change(
     store: &Store,
     id: &str,
-    now: i64,
+    now: jiff::Timestamp,
     lock: &Mutex<()>,
     apply: impl FnOnce(&mut CaseRecord) -> (bool, String),
 ) -> Response {

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use jiff::Timestamp;
 use tokio::sync::{Notify, watch};
 
 use crate::backoff::Backoff;
@@ -30,43 +31,7 @@ use crate::outbox::OutgoingKind;
 use crate::send::{self, Identity, Smtp, SmtpSettings};
 use crate::store::{Store, StoreError};
 
-/// The daemon's clock: the system's, or, in tests, one set by hand
-/// ("time is injected, not read from the wall clock"). Setting it wakes
-/// the tasks that act on time (overdue cases, digests, the outbox).
-#[derive(Debug, Default)]
-pub struct Clock {
-    /// Unix seconds; 0: the system clock.
-    fixed: std::sync::atomic::AtomicI64,
-    changed: Notify,
-}
-
-impl Clock {
-    /// The system clock.
-    pub fn system() -> Arc<Clock> {
-        Arc::new(Clock::default())
-    }
-
-    /// A clock that says `at` (unix seconds) until set again.
-    pub fn fixed(at: i64) -> Arc<Clock> {
-        let c = Clock::default();
-        c.set(at);
-        Arc::new(c)
-    }
-
-    pub fn set(&self, at: i64) {
-        self.fixed
-            .store(at.max(1), std::sync::atomic::Ordering::SeqCst);
-        self.changed.notify_waiters();
-    }
-
-    /// Unix seconds now.
-    pub fn now(&self) -> i64 {
-        match self.fixed.load(std::sync::atomic::Ordering::SeqCst) {
-            0 => jiff::Timestamp::now().as_second(),
-            t => t,
-        }
-    }
-}
+pub use crate::clock::Clock;
 
 /// What every task shares.
 struct Shared {
@@ -85,7 +50,7 @@ struct Shared {
 }
 
 impl Shared {
-    fn now(&self) -> i64 {
+    fn now(&self) -> Timestamp {
         self.clock.now()
     }
 
@@ -388,7 +353,7 @@ fn imap_settings(m: &MailboxSection) -> Result<ImapSettings, String> {
 /// Outage bookkeeping for health alerts.
 #[derive(Default)]
 struct Health {
-    down_since: Option<i64>,
+    down_since: Option<Timestamp>,
     alerted: bool,
 }
 
@@ -435,7 +400,8 @@ async fn mailbox_task(
                         | SessionError::Secret(_)
                 );
                 if !health.alerted
-                    && (is_auth || t - since >= sh.settings.daemon.alert_after.0.as_secs() as i64)
+                    && (is_auth
+                        || crate::clock::after(since, sh.settings.daemon.alert_after.0) <= t)
                 {
                     health.alerted = true;
                     alert(
@@ -448,18 +414,12 @@ async fn mailbox_task(
                             m.user,
                             m.host,
                             m.port,
-                            jiff::Timestamp::from_second(since)
-                                .map(|at| crate::text::local_time(
-                                    at,
-                                    &sh.config.router.readers.zone,
-                                    at
-                                ))
-                                .unwrap_or_default()
+                            crate::text::local_time(since, &sh.config.router.readers.zone, since)
                         ),
                         "down",
                     );
                 }
-                let delay = reconnect_delay(failures, index as u64 ^ t as u64);
+                let delay = reconnect_delay(failures, index as u64 ^ t.as_second() as u64);
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = stopped(&mut shutdown) => return,
@@ -469,7 +429,7 @@ async fn mailbox_task(
     }
 }
 
-fn alert(sh: &Shared, m: &MailboxSection, since: i64, text: &str, what: &str) {
+fn alert(sh: &Shared, m: &MailboxSection, since: Timestamp, text: &str, what: &str) {
     if sh.settings.daemon.admin.is_empty() {
         return;
     }
@@ -477,7 +437,7 @@ fn alert(sh: &Shared, m: &MailboxSection, since: i64, text: &str, what: &str) {
         "down" => format!("mailtriage: the {} mailbox is unreachable", m.name),
         _ => format!("mailtriage: the {} mailbox works again", m.name),
     };
-    let key = format!("{}.{}.{}", m.name, since, what);
+    let key = format!("{}.{}.{}", m.name, since.as_second(), what);
     let rendered = crate::route::Rendered {
         subject: subject.clone(),
         body: text.to_string(),
@@ -664,10 +624,7 @@ async fn drain(
         }
         let bodies = conn.fetch(&small).await?;
         let t = sh.now();
-        let year = jiff::Timestamp::from_second(t)
-            .unwrap_or_else(|_| jiff::Timestamp::now())
-            .to_zoned(jiff::tz::TimeZone::UTC)
-            .year();
+        let year = t.to_zoned(jiff::tz::TimeZone::UTC).year();
         let arrivals: Vec<Arrival<'_>> = bodies
             .iter()
             .map(|(uid, raw)| Arrival { uid: *uid, raw })
@@ -700,7 +657,7 @@ async fn clock_task(sh: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
         if *shutdown.borrow() {
             return;
         }
-        let changed = sh.clock.changed.notified();
+        let changed = sh.clock.notified();
         tokio::pin!(changed);
         changed.as_mut().enable();
         clock_pass(&sh, "digests queued", |sh| {
@@ -766,10 +723,10 @@ async fn outbox_task(sh: Arc<Shared>, smtp: Smtp, mut shutdown: watch::Receiver<
         max: sh.settings.smtp.retry_max.0,
         ..Backoff::default()
     };
-    let mut pruned_at = 0;
+    let mut pruned_at = Timestamp::UNIX_EPOCH;
     // SMTP failing for `alert_after`: said once at ERROR (an alert mail
     // would have to go through the same SMTP), and once when it recovers.
-    let mut failing_since: Option<i64> = None;
+    let mut failing_since: Option<Timestamp> = None;
     let mut reported = false;
     loop {
         if *shutdown.borrow() {
@@ -778,14 +735,17 @@ async fn outbox_task(sh: Arc<Shared>, smtp: Smtp, mut shutdown: watch::Receiver<
         }
         // Registered before the pass, so that setting the clock during it
         // is not missed (a held forward may have become due).
-        let clock_set = sh.clock.changed.notified();
+        let clock_set = sh.clock.notified();
         tokio::pin!(clock_set);
         clock_set.as_mut().enable();
         // The reply counts behind the rate limit look back an hour; keep a
         // day of them, pruned hourly.
-        if sh.now() - pruned_at >= 3600 {
+        if crate::clock::after(pruned_at, Duration::from_secs(3600)) <= sh.now() {
             pruned_at = sh.now();
-            if let Err(e) = sh.store.prune_replies(pruned_at - 86_400) {
+            if let Err(e) = sh
+                .store
+                .prune_replies(crate::clock::before(pruned_at, Duration::from_secs(86_400)))
+            {
                 tracing::error!(error = %e, "pruning reply counts");
             }
         }
@@ -801,7 +761,7 @@ async fn outbox_task(sh: Arc<Shared>, smtp: Smtp, mut shutdown: watch::Receiver<
                 if d.sent > 0 {
                     if reported {
                         tracing::warn!(
-                            down_for = %crate::text::age(t - failing_since.unwrap_or(t)),
+                            down_for = %crate::text::age(crate::clock::seconds_between(failing_since.unwrap_or(t), t)),
                             "SMTP delivers again"
                         );
                     }
@@ -809,11 +769,13 @@ async fn outbox_task(sh: Arc<Shared>, smtp: Smtp, mut shutdown: watch::Receiver<
                     reported = false;
                 } else if d.retrying > 0 {
                     let since = *failing_since.get_or_insert(t);
-                    if !reported && t - since >= sh.settings.daemon.alert_after.0.as_secs() as i64 {
+                    if !reported
+                        && crate::clock::after(since, sh.settings.daemon.alert_after.0) <= t
+                    {
                         reported = true;
                         tracing::error!(
                             host = %sh.settings.smtp.host,
-                            failing_for = %crate::text::age(t - since),
+                            failing_for = %crate::text::age(crate::clock::seconds_between(since, t)),
                             "SMTP has been failing: outgoing mail waits in the outbox (no alert mail can go through it)"
                         );
                     }
@@ -825,7 +787,9 @@ async fn outbox_task(sh: Arc<Shared>, smtp: Smtp, mut shutdown: watch::Receiver<
         // Sleep until woken by new mail to send, the next retry, or a
         // minute at most.
         let next = match sh.store.next_due() {
-            Ok(Some(at)) => Duration::from_secs((at - sh.now()).clamp(0, 60) as u64),
+            Ok(Some(at)) => {
+                Duration::from_secs(crate::clock::seconds_between(sh.now(), at).clamp(0, 60) as u64)
+            }
             _ => Duration::from_secs(60),
         };
         tokio::select! {

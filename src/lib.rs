@@ -36,6 +36,7 @@ pub mod calendar;
 pub mod case;
 pub mod classify;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod control;
 pub mod daemon;

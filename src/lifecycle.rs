@@ -6,6 +6,8 @@
 //! the update means and writes it into the case's history, so that `cases
 //! show` can say who changed what and when.
 
+use jiff::Timestamp;
+
 use crate::case::Case;
 use crate::extract::Field;
 use crate::record::{CaseRecord, HistoryEntry, Requested, Status, thread_key};
@@ -47,7 +49,7 @@ pub struct Applied {
 
 /// Applies an update (a reply in the case's thread, or another escalation
 /// of the same order) from `by` at `at`.
-pub fn apply_update(rec: &mut CaseRecord, upd: &Case, by: &str, at: i64) -> Applied {
+pub fn apply_update(rec: &mut CaseRecord, upd: &Case, by: &str, at: Timestamp) -> Applied {
     let mut a = Applied::default();
     let was_open = rec.is_open();
     let new_complaint = upd.is_escalation
@@ -155,7 +157,7 @@ pub fn apply_update(rec: &mut CaseRecord, upd: &Case, by: &str, at: i64) -> Appl
 pub fn record(
     rec: &mut CaseRecord,
     by: &str,
-    at: i64,
+    at: Timestamp,
     message_id: Option<String>,
     changes: Vec<String>,
 ) {
@@ -170,7 +172,7 @@ pub fn record(
 
 /// Resolves a case by hand (`mailtriage cases resolve`). False if it was
 /// already resolved.
-pub fn resolve(rec: &mut CaseRecord, note: Option<&str>, by: &str, at: i64) -> bool {
+pub fn resolve(rec: &mut CaseRecord, note: Option<&str>, by: &str, at: Timestamp) -> bool {
     if !rec.is_open() {
         return false;
     }
@@ -186,7 +188,7 @@ pub fn resolve(rec: &mut CaseRecord, note: Option<&str>, by: &str, at: i64) -> b
 }
 
 /// Reopens a resolved case. False if it was open.
-pub fn reopen(rec: &mut CaseRecord, by: &str, at: i64) -> bool {
+pub fn reopen(rec: &mut CaseRecord, by: &str, at: Timestamp) -> bool {
     if rec.is_open() {
         return false;
     }
@@ -206,9 +208,7 @@ pub fn overdue_context(
     allowed: &str,
     readers: &crate::route::Readers,
 ) -> minijinja::Value {
-    let received = jiff::Timestamp::from_second(rec.received_at)
-        .map(|at| crate::text::local_time(at, &readers.zone, at))
-        .unwrap_or_default();
+    let received = crate::text::local_time(rec.received_at, &readers.zone, rec.received_at);
     let why: Vec<String> = rec
         .case
         .flag_categories()
@@ -234,13 +234,12 @@ pub fn overdue_context(
 
 /// When the agent sent the message that opened the case: its `Date:`,
 /// else (no date, or one later than its arrival: a clock that is wrong)
-/// when the daemon received it. Unix seconds; ages count from here.
-pub fn sent_at(rec: &CaseRecord) -> i64 {
+/// when the daemon received it. Ages count from here.
+pub fn sent_at(rec: &CaseRecord) -> Timestamp {
     rec.case
         .date
         .as_deref()
         .and_then(crate::text::parse_rfc3339)
-        .map(jiff::Timestamp::as_second)
         .filter(|d| *d <= rec.received_at)
         .unwrap_or(rec.received_at)
 }
@@ -274,9 +273,8 @@ pub fn vendor_report_context(
     within_days: u64,
     case_id: &str,
     zone: &jiff::tz::TimeZone,
-    now: i64,
+    now: Timestamp,
 ) -> minijinja::Value {
-    let at = |t: i64| jiff::Timestamp::from_second(t).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
     let listed: Vec<ReportedCase> = cases
         .iter()
         .map(|rec| {
@@ -285,7 +283,7 @@ pub fn vendor_report_context(
                 case_id: rec.id.clone(),
                 order_id: f.order_id.clone(),
                 customer: f.customer_name.clone(),
-                date: crate::text::local_time(at(sent_at(rec)), zone, at(now)),
+                date: crate::text::local_time(sent_at(rec), zone, now),
                 issue: f
                     .issue
                     .as_deref()
@@ -333,7 +331,7 @@ mod tests {
             "ops",
             1,
             1,
-            100,
+            Timestamp::from_second(100).unwrap(),
             case,
             None,
             vec![],
@@ -360,10 +358,15 @@ mod tests {
         let mut rec = record();
         let upd =
             triage("Status: Resolved\r\nResolution: payout done manually\r\n\r\n#payout_fixed");
-        let a = apply_update(&mut rec, &upd, "cx@example.com", 200);
+        let a = apply_update(
+            &mut rec,
+            &upd,
+            "cx@example.com",
+            Timestamp::from_second(200).unwrap(),
+        );
         assert!(a.resolved && !a.reopened && !a.raised, "{a:?}");
         assert_eq!(rec.status, Status::Resolved);
-        assert_eq!(rec.resolved_at, Some(200));
+        assert_eq!(rec.resolved_at, Some(Timestamp::from_second(200).unwrap()));
         assert_eq!(rec.resolution.as_deref(), Some("payout done manually"));
         assert_eq!(rec.tags, ["payout_fixed"]);
         assert_eq!(rec.history.len(), 1);
@@ -382,10 +385,25 @@ mod tests {
     #[test]
     fn new_threats_raise_risk_and_tier_and_reopen() {
         let mut rec = record();
-        assert!(resolve(&mut rec, Some("done"), "cli", 150));
-        assert!(!resolve(&mut rec, None, "cli", 151));
+        assert!(resolve(
+            &mut rec,
+            Some("done"),
+            "cli",
+            Timestamp::from_second(150).unwrap()
+        ));
+        assert!(!resolve(
+            &mut rec,
+            None,
+            "cli",
+            Timestamp::from_second(151).unwrap()
+        ));
         let upd = triage("The customer now says he will call his lawyer and sue us.");
-        let a = apply_update(&mut rec, &upd, "ravi@example.com", 300);
+        let a = apply_update(
+            &mut rec,
+            &upd,
+            "ravi@example.com",
+            Timestamp::from_second(300).unwrap(),
+        );
         assert!(a.raised && a.reopened, "{a:?}");
         assert_eq!(rec.case.tier, 2);
         assert!(rec.case.risk >= 4);
@@ -397,7 +415,12 @@ mod tests {
                 .any(|c| c.starts_with("tier 1 -> 2"))
         );
         // The same threat again changes nothing.
-        let again = apply_update(&mut rec, &upd, "ravi@example.com", 400);
+        let again = apply_update(
+            &mut rec,
+            &upd,
+            "ravi@example.com",
+            Timestamp::from_second(400).unwrap(),
+        );
         assert!(!again.raised && again.changes.is_empty(), "{again:?}");
         assert_eq!(rec.history.len(), 3);
     }
@@ -407,7 +430,12 @@ mod tests {
         let mut rec = record();
         assert!(rec.case.fields.order_id.is_none());
         let upd = triage("Order ID: CK-7781\r\nCustomer Phone Number: 98450 12345");
-        apply_update(&mut rec, &upd, "ravi@example.com", 200);
+        apply_update(
+            &mut rec,
+            &upd,
+            "ravi@example.com",
+            Timestamp::from_second(200).unwrap(),
+        );
         assert_eq!(rec.case.fields.order_id.as_deref(), Some("CK-7781"));
         assert!(!rec.case.missing.contains(&Field::OrderId));
         assert!(rec.is_open());
@@ -416,14 +444,23 @@ mod tests {
     #[test]
     fn reopen_by_hand_and_by_status() {
         let mut rec = record();
-        assert!(!reopen(&mut rec, "cli", 10));
-        resolve(&mut rec, None, "cli", 20);
+        assert!(!reopen(
+            &mut rec,
+            "cli",
+            Timestamp::from_second(10).unwrap()
+        ));
+        resolve(&mut rec, None, "cli", Timestamp::from_second(20).unwrap());
         let upd = triage("Status: Reopened");
-        let a = apply_update(&mut rec, &upd, "ravi@example.com", 30);
+        let a = apply_update(
+            &mut rec,
+            &upd,
+            "ravi@example.com",
+            Timestamp::from_second(30).unwrap(),
+        );
         assert!(a.reopened);
         assert!(rec.is_open());
-        resolve(&mut rec, None, "cli", 40);
-        assert!(reopen(&mut rec, "cli", 50));
+        resolve(&mut rec, None, "cli", Timestamp::from_second(40).unwrap());
+        assert!(reopen(&mut rec, "cli", Timestamp::from_second(50).unwrap()));
         assert_eq!(rec.resolved_at, None);
     }
 }

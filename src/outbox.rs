@@ -2,6 +2,7 @@
 //! bytes when it is queued), and where each stands in its delivery. Plain
 //! data; the store keeps them and the daemon's outbox task delivers them.
 
+use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 /// What an outgoing message is.
@@ -53,9 +54,8 @@ pub struct NewOutgoing {
     pub recipients: Vec<String>,
     /// The whole RFC 5322 message.
     pub raw: Vec<u8>,
-    /// Not to be sent before this (unix seconds): a forward held for
-    /// business hours.
-    pub not_before: Option<i64>,
+    /// Not to be sent before this: a forward held for business hours.
+    pub not_before: Option<Timestamp>,
 }
 
 /// Delivery state of an outbox item.
@@ -79,9 +79,12 @@ pub struct OutboxItem {
     pub recipients: Vec<String>,
     pub state: Delivery,
     pub attempts: u32,
-    /// Unix seconds: when to try next (pending items).
-    pub next_attempt_at: i64,
-    pub queued_at: i64,
-    pub sent_at: Option<i64>,
+    /// When to try next (pending items).
+    #[serde(with = "crate::clock::seconds")]
+    pub next_attempt_at: Timestamp,
+    #[serde(with = "crate::clock::seconds")]
+    pub queued_at: Timestamp,
+    #[serde(with = "crate::clock::seconds::option")]
+    pub sent_at: Option<Timestamp>,
     pub last_error: Option<String>,
 }

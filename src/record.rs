@@ -3,6 +3,7 @@
 //! the keys it is found by. Plain data, no I/O: the store keeps these,
 //! the case rules change them.
 
+use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::case::Case;
@@ -16,8 +17,8 @@ pub struct CaseRecord {
     pub mailbox: String,
     pub uid: u32,
     pub uid_validity: u32,
-    /// Unix seconds.
-    pub received_at: i64,
+    #[serde(with = "crate::clock::seconds")]
+    pub received_at: Timestamp,
     pub case: Case,
     /// The agent's display name, for replies.
     #[serde(default)]
@@ -39,11 +40,11 @@ pub struct CaseRecord {
     /// The resolution note (`Resolution:` / `Remarks:` of an update).
     #[serde(default)]
     pub resolution: Option<String>,
-    #[serde(default)]
-    pub resolved_at: Option<i64>,
-    /// Unix seconds of the last change.
-    #[serde(default)]
-    pub updated_at: i64,
+    #[serde(default, with = "crate::clock::seconds::option")]
+    pub resolved_at: Option<Timestamp>,
+    /// The last change.
+    #[serde(default = "epoch", with = "crate::clock::seconds")]
+    pub updated_at: Timestamp,
     /// Every update after the opening message, oldest first.
     #[serde(default)]
     pub history: Vec<HistoryEntry>,
@@ -52,8 +53,8 @@ pub struct CaseRecord {
     #[serde(default)]
     pub forwarded_to: Vec<String>,
     /// When the case was re-escalated for being open too long.
-    #[serde(default)]
-    pub overdue_at: Option<i64>,
+    #[serde(default, with = "crate::clock::seconds::option")]
+    pub overdue_at: Option<Timestamp>,
     /// The earlier case of the same order this one follows.
     #[serde(default)]
     pub follows: Option<String>,
@@ -65,6 +66,10 @@ pub struct CaseRecord {
     /// together (see `Store::commit`). Kept as stored by updates.
     #[serde(default)]
     pub vendor: Option<CaseVendor>,
+}
+
+fn epoch() -> Timestamp {
+    Timestamp::UNIX_EPOCH
 }
 
 /// Where a case stands.
@@ -133,7 +138,8 @@ pub enum Requested {
 /// One change to a case: who, when, through what, and what changed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryEntry {
-    pub at: i64,
+    #[serde(with = "crate::clock::seconds")]
+    pub at: Timestamp,
     /// The sender's address, or `cli`/`daemon`.
     pub by: String,
     #[serde(default)]
@@ -150,7 +156,7 @@ impl CaseRecord {
         mailbox: &str,
         uid: u32,
         uid_validity: u32,
-        received_at: i64,
+        received_at: Timestamp,
         case: Case,
         from_name: Option<String>,
         references: Vec<String>,

@@ -817,7 +817,7 @@ pub async fn deliver_due(
     store: &Store,
     smtp: &Smtp,
     backoff: &Backoff,
-    now: i64,
+    now: jiff::Timestamp,
 ) -> Result<Delivered, StoreError> {
     let mut done = Delivered::default();
     for item in store.outbox_due(now, 100)? {
@@ -834,7 +834,7 @@ pub async fn deliver_due(
                 done.undeliverable += 1;
             }
             Err(SendError::Transient(e)) => {
-                if now - item.queued_at > backoff.give_up_after.as_secs() as i64 {
+                if crate::clock::after(item.queued_at, backoff.give_up_after) < now {
                     store.mark_undeliverable(
                         item.id,
                         &format!("gave up after {} attempts: {e}", item.attempts + 1),
@@ -842,9 +842,12 @@ pub async fn deliver_due(
                     tracing::error!(outbox = item.id, message_id = %item.message_id, error = %e, "gave up retrying");
                     done.undeliverable += 1;
                 } else {
-                    let retry_at = now + backoff.delay(item.attempts, item.id);
+                    let delay = std::time::Duration::from_secs(
+                        backoff.delay(item.attempts, item.id).max(0) as u64,
+                    );
+                    let retry_at = crate::clock::after(now, delay);
                     store.mark_retry(item.id, &e, retry_at)?;
-                    tracing::warn!(outbox = item.id, message_id = %item.message_id, error = %e, retry_at = jiff::Timestamp::from_second(retry_at).ok().map(tracing::field::display), "will retry");
+                    tracing::warn!(outbox = item.id, message_id = %item.message_id, error = %e, retry_at = %retry_at, "will retry");
                     done.retrying += 1;
                 }
             }

@@ -224,7 +224,7 @@ fn record(case: &Case) -> CaseRecord {
         "ops",
         1,
         1,
-        1_764_000_000,
+        jiff::Timestamp::from_second(1_764_000_000).unwrap_or_default(),
         case.clone(),
         None,
         vec![],
@@ -264,7 +264,7 @@ pub fn vendor_samples(triage: &Triage) -> Vec<Sample> {
             30,
             "ESC-2026-000123",
             &zone,
-            1_764_000_000,
+            jiff::Timestamp::from_second(1_764_000_000).unwrap_or_default(),
         ),
     }]
 }

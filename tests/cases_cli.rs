@@ -78,7 +78,7 @@ fn fill(dir: &Path) -> Cases {
             "ops",
             uid,
             7,
-            received,
+            ts(received),
             triage(uid, fields),
             Some("Priya".into()),
             vec![],
@@ -106,7 +106,7 @@ fn fill(dir: &Path) -> Cases {
         &mut third,
         Some("price honoured"),
         "cx@example.com",
-        FEB_15 + 3600
+        ts(FEB_15 + 3600)
     ));
     let ids = Cases {
         first: first.id.clone(),
@@ -149,13 +149,13 @@ fn fill(dir: &Path) -> Cases {
             },
             items,
             server: vec![],
-            now: JAN_10,
+            now: ts(JAN_10),
             vendors_reported: vec![],
         })
         .expect("commit");
-    store.mark_sent(1, JAN_10 + 5).expect("mark sent");
+    store.mark_sent(1, ts(JAN_10 + 5)).expect("mark sent");
     store
-        .mark_retry(2, "451 4.3.0 try again later", JAN_10 + 60)
+        .mark_retry(2, "451 4.3.0 try again later", ts(JAN_10 + 60))
         .expect("mark retry");
     close(store, &database(dir));
     ids
@@ -549,7 +549,7 @@ impl Server {
         let control = Arc::new(Control {
             store: store.clone(),
             case_lock: Arc::new(Mutex::new(())),
-            now: Arc::new(|| SERVER_NOW),
+            now: Arc::new(|| ts(SERVER_NOW)),
             digest: Arc::new(move |name: &str, send_now: bool| {
                 asked
                     .lock()
@@ -638,10 +638,10 @@ fn through_the_control_socket_while_the_database_is_held() {
         .expect("read")
         .expect("the case");
     assert_eq!(rec.status, Status::Resolved);
-    assert_eq!(rec.resolved_at, Some(SERVER_NOW));
+    assert_eq!(rec.resolved_at, Some(ts(SERVER_NOW)));
     assert_eq!(rec.resolution.as_deref(), Some("called the customer"));
     let last = rec.history.last().expect("history");
-    assert_eq!((last.by.as_str(), last.at), ("cli", SERVER_NOW));
+    assert_eq!((last.by.as_str(), last.at), ("cli", ts(SERVER_NOW)));
 
     let shown = ok(&cli(&["cases", "show", c.second.as_str()]));
     assert!(
@@ -756,7 +756,7 @@ fn without_a_runtime_directory_the_socket_is_next_to_the_database() {
     ));
     assert_eq!(out.trim(), format!("{} resolved", c.first));
     let rec = server.store.case(&c.first).expect("read").expect("case");
-    assert_eq!(rec.resolved_at, Some(SERVER_NOW));
+    assert_eq!(rec.resolved_at, Some(ts(SERVER_NOW)));
     drop(server.stop());
 }
 
@@ -899,4 +899,9 @@ fn root_does_not_open_a_database_that_belongs_to_the_service() {
         let meta = e.expect("entry").metadata().expect("metadata");
         assert_eq!(meta.uid(), 65534);
     }
+}
+
+/// A time given in unix seconds.
+fn ts(seconds: i64) -> jiff::Timestamp {
+    jiff::Timestamp::from_second(seconds).expect("a time")
 }

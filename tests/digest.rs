@@ -25,6 +25,11 @@ const DIGEST: &str = "managers_daily";
 /// A phone held upright, in CSS pixels (an iPhone 14's screen).
 const PHONE: (u32, u32) = (390, 844);
 
+/// A time given in unix seconds.
+fn ts(seconds: i64) -> jiff::Timestamp {
+    jiff::Timestamp::from_second(seconds).expect("a time")
+}
+
 fn at(rfc3339: &str) -> i64 {
     rfc3339
         .parse::<jiff::Timestamp>()
@@ -66,7 +71,7 @@ fn fixture_cases(config: &Config) -> Vec<CaseRecord> {
             "ops",
             n,
             1,
-            sent + 120,
+            ts(sent + 120),
             case,
             None,
             vec![],
@@ -92,7 +97,7 @@ fn fixture_cases(config: &Config) -> Vec<CaseRecord> {
                 &mut rec,
                 Some("payout fixed"),
                 "cx.support@example.com",
-                at(SINCE) + 3600
+                ts(at(SINCE) + 3600)
             ));
         }
         let again = name.starts_with("12-").then(|| rec.clone());
@@ -101,7 +106,7 @@ fn fixture_cases(config: &Config) -> Vec<CaseRecord> {
             let n = out.len() as u32 + 1;
             second.id = format!("ESC-2026-{n:06}");
             second.uid = n;
-            second.received_at = at(SINCE) + 4 * 3600;
+            second.received_at = ts(at(SINCE) + 4 * 3600);
             second.case.date = Some("2026-11-25T11:58:00+05:30".into());
             second.case.fields.order_id = Some("CK790114".into());
             second.case.fields.customer_name = Some("Farhan Qureshi".into());
@@ -125,7 +130,7 @@ fn many_cases(config: &Config, count: usize) -> Vec<CaseRecord> {
             let mut r = base[i % base.len()].clone();
             let round = (i / base.len()) as i64;
             r.id = format!("ESC-2026-{:06}", i + 1);
-            r.received_at -= round * 3600;
+            r.received_at -= jiff::SignedDuration::from_secs(round * 3600);
             r.case.date = None;
             if let Some(o) = &mut r.case.fields.order_id {
                 o.push_str(&format!("-{round}"));
@@ -160,7 +165,7 @@ fn store_of(dir: &Path, cases: Vec<CaseRecord>) -> Store {
             },
             items,
             server: vec![],
-            now: at(SINCE),
+            now: ts(at(SINCE)),
             vendors_reported: vec![],
         })
         .expect("commit");
@@ -173,7 +178,7 @@ fn fixture_digest(config: &Config) -> (RenderedDigest, Vec<CaseRecord>) {
     let cases = fixture_cases(config);
     let store = store_of(dir.path(), cases.clone());
     let (rendered, to) =
-        mailtriage::digest::build_digest(config, &store, DIGEST, Some(at(SINCE)), at(NOW))
+        mailtriage::digest::build_digest(config, &store, DIGEST, Some(ts(at(SINCE))), ts(at(NOW)))
             .expect("the digest builds");
     assert_eq!(to, ["ops.manager@example.com", "cx.manager@example.com"]);
     (rendered, cases)
@@ -203,7 +208,10 @@ fn the_digest_of_the_fixtures_matches_its_goldens() {
             differences.push(format!("{} is listed {times} times, not {want}", c.id));
         }
     }
-    let new = open.iter().filter(|c| c.received_at >= at(SINCE)).count();
+    let new = open
+        .iter()
+        .filter(|c| c.received_at >= ts(at(SINCE)))
+        .count();
     let overdue_head = r
         .text
         .lines()
@@ -322,8 +330,8 @@ fn the_html_stays_under_gmails_clipping_size() {
             &config,
             DIGEST,
             many_cases(&config, count),
-            Some(at(SINCE)),
-            at(NOW),
+            Some(ts(at(SINCE))),
+            ts(at(NOW)),
         )
         .expect("digest data");
         let r = mailtriage::digest::render(&config.digest_templates, &data).expect("renders");

@@ -435,7 +435,7 @@ fn an_overdue_case_is_re_escalated_once() {
     let s = SmtpCapture::start();
     let dir = config_dir(&d, &s, Extra::default());
     let t0 = jiff::Timestamp::now().as_second();
-    let clock = mailtriage::daemon::Clock::fixed(t0);
+    let clock = mailtriage::daemon::Clock::fixed(ts(t0));
     let daemon = InProcess::start_with_clock(dir.path(), clock.clone());
     // Risk 5 (2 hours allowed), opened at t0.
     d.append("ops", "INBOX", &fixture("17-fraud-scam-accusation.eml"));
@@ -445,7 +445,7 @@ fn an_overdue_case_is_re_escalated_once() {
     assert_eq!(director(&s.messages()), 0);
 
     // Three hours later: over its two hours.
-    clock.set(t0 + 3 * 3600);
+    clock.set(ts(t0 + 3 * 3600));
     let got = wait_for_rcpt(&s, "ops.director@example.com", 1);
     assert_eq!(director(&got), 1, "re-escalated");
     let m = MessageParser::default()
@@ -462,8 +462,8 @@ fn an_overdue_case_is_re_escalated_once() {
     // exactly one re-escalation each.
     d.append("ops", "INBOX", &fixture("20-integrity-lying.eml"));
     wait_processed(&d, 2);
-    clock.set(t0 + 4 * 3600);
-    clock.set(t0 + 12 * 3600);
+    clock.set(ts(t0 + 4 * 3600));
+    clock.set(ts(t0 + 12 * 3600));
     wait_until(
         WAIT,
         || director(&s.messages()) >= 2,
@@ -497,6 +497,11 @@ fn shipped_hours_config(d: &Dovecot, s: &SmtpCapture) -> tempfile::TempDir {
     dir
 }
 
+/// A time given in unix seconds.
+fn ts(seconds: i64) -> jiff::Timestamp {
+    jiff::Timestamp::from_second(seconds).expect("a time")
+}
+
 fn at(rfc3339: &str) -> i64 {
     rfc3339.parse::<jiff::Timestamp>().unwrap().as_second()
 }
@@ -507,7 +512,7 @@ fn tier_2_after_hours_goes_to_the_supervisor_now_and_to_tier_2_when_they_open() 
     let s = SmtpCapture::start();
     let dir = shipped_hours_config(&d, &s);
     // Saturday 28 November 2026, 17:00 in New York: Tier 2 closed at 16:30.
-    let clock = mailtriage::daemon::Clock::fixed(at("2026-11-28T22:00:00Z"));
+    let clock = mailtriage::daemon::Clock::fixed(ts(at("2026-11-28T22:00:00Z")));
     let daemon = InProcess::start_with_clock(dir.path(), clock.clone());
     d.append("ops", "INBOX", &fixture("23-review-threat-trustpilot.eml"));
     wait_processed(&d, 1);
@@ -526,8 +531,8 @@ fn tier_2_after_hours_goes_to_the_supervisor_now_and_to_tier_2_when_they_open() 
     );
 
     // Sunday: still closed. Monday 08:00 in New York (13:00 UTC): it goes.
-    clock.set(at("2026-11-29T18:00:00Z"));
-    clock.set(at("2026-11-30T13:00:00Z"));
+    clock.set(ts(at("2026-11-29T18:00:00Z")));
+    clock.set(ts(at("2026-11-30T13:00:00Z")));
     let got = wait_for_rcpt(&s, "tier2@example.com", 1);
     let t2 = by_rcpt(&got, "tier2@example.com");
     assert_eq!(t2.len(), 1);
@@ -538,7 +543,7 @@ fn tier_2_after_hours_goes_to_the_supervisor_now_and_to_tier_2_when_they_open() 
     );
 
     // In hours (Monday 10:00 New York), a Tier-2 case goes to both at once.
-    clock.set(at("2026-11-30T15:00:00Z"));
+    clock.set(ts(at("2026-11-30T15:00:00Z")));
     d.append("ops", "INBOX", &fixture("33-tier2-news-media.eml"));
     wait_processed(&d, 2);
     wait_for_rcpt(&s, "supervisor.oncall@example.com", 2);
@@ -569,7 +574,7 @@ fn the_managers_digest_lists_the_store_and_goes_once_per_period() {
     let dir = shipped_hours_config(&d, &s);
     // Wednesday 25 November 2026, 08:30 in Kolkata: the daily 08:00
     // digest's period has begun; a new installation starts counting here.
-    let clock = mailtriage::daemon::Clock::fixed(at("2026-11-25T03:00:00Z"));
+    let clock = mailtriage::daemon::Clock::fixed(ts(at("2026-11-25T03:00:00Z")));
     let daemon = InProcess::start_with_clock(dir.path(), clock.clone());
     for f in [
         "06-pickup-rude-vendor.eml",
@@ -581,7 +586,7 @@ fn the_managers_digest_lists_the_store_and_goes_once_per_period() {
     }
     wait_processed(&d, 4);
     // One of them is resolved by a reply in its thread.
-    clock.set(at("2026-11-25T09:00:00Z"));
+    clock.set(ts(at("2026-11-25T09:00:00Z")));
     d.append("ops", "INBOX", b"From: CX Support <cx.support@example.com>\r\nTo: ops@example.com\r\nSubject: Re: Pickup complaint\r\nMessage-ID: <res@mail.example.com>\r\nIn-Reply-To: <pickup-rude-vendor.06@mail.example.com>\r\n\r\nStatus: Resolved\r\nResolution: vendor warned\r\n");
     wait_processed(&d, 5);
     let digests = |g: &[Captured]| by_rcpt(g, "cx.manager@example.com").len();
@@ -589,7 +594,7 @@ fn the_managers_digest_lists_the_store_and_goes_once_per_period() {
 
     // Thursday 08:00 in Kolkata.
     let now = at("2026-11-26T02:30:00Z");
-    clock.set(now);
+    clock.set(ts(now));
     wait_until(
         WAIT,
         || digests(&s.messages()) >= 1,
@@ -648,7 +653,7 @@ fn the_managers_digest_lists_the_store_and_goes_once_per_period() {
             "Tier {} · risk {} · {} old",
             rec.case.tier,
             rec.case.risk,
-            mailtriage::text::age(now - sent)
+            mailtriage::text::age(now - sent.as_second())
         );
         assert!(lines[at[0] + 1].starts_with(&facts), "{facts:?} in\n{text}");
         let order = format!(
@@ -681,7 +686,7 @@ fn the_managers_digest_lists_the_store_and_goes_once_per_period() {
     );
     daemon.shutdown();
     assert_eq!(digests(&s.messages()), 1, "not twice in one period");
-    clock.set(at("2026-11-29T05:00:00Z"));
+    clock.set(ts(at("2026-11-29T05:00:00Z")));
     let daemon = InProcess::start_with_clock(dir.path(), clock.clone());
     wait_until(
         WAIT,
@@ -703,7 +708,7 @@ fn an_order_resolved_long_ago_opens_a_new_case_that_follows_the_old_one() {
     let s = SmtpCapture::start();
     let dir = config_dir(&d, &s, Extra::default());
     let t0 = at("2026-11-02T06:00:00Z");
-    let clock = mailtriage::daemon::Clock::fixed(t0);
+    let clock = mailtriage::daemon::Clock::fixed(ts(t0));
     let daemon = InProcess::start_with_clock(dir.path(), clock.clone());
     let escalation = |n: u32| {
         String::from_utf8_lossy(&fixture("06-pickup-rude-vendor.eml"))
@@ -723,14 +728,14 @@ fn an_order_resolved_long_ago_opens_a_new_case_that_follows_the_old_one() {
     d.append("ops", "INBOX", &resolve(1));
     wait_processed(&d, 2);
     // Resolved a day ago: a new escalation of the order reopens the case.
-    clock.set(t0 + 86_400);
+    clock.set(ts(t0 + 86_400));
     d.append("ops", "INBOX", &escalation(2));
     wait_processed(&d, 3);
     d.append("ops", "INBOX", &resolve(2));
     wait_processed(&d, 4);
     // Resolved three weeks ago (more than the shipped 14 days): a new case
     // that follows the old one.
-    clock.set(t0 + 22 * 86_400);
+    clock.set(ts(t0 + 22 * 86_400));
     d.append("ops", "INBOX", &escalation(3));
     wait_processed(&d, 5);
     daemon.shutdown();

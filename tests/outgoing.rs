@@ -22,6 +22,11 @@ use mailtriage_testkit::{
 
 const WAIT: Duration = Duration::from_secs(30);
 
+/// A time given in unix seconds.
+fn ts(seconds: i64) -> jiff::Timestamp {
+    jiff::Timestamp::from_second(seconds).expect("a time")
+}
+
 fn at(rfc3339: &str) -> i64 {
     rfc3339.parse::<jiff::Timestamp>().unwrap().as_second()
 }
@@ -127,7 +132,7 @@ fn what_people_receive_matches_the_golden_files() {
     // Tuesday 24 November 2026, 15:00 UTC: 20:30 in Kolkata, 10:00 in New
     // York (Tier 2 open).
     let t0 = at("2026-11-24T15:00:00Z");
-    let clock = mailtriage::daemon::Clock::fixed(t0);
+    let clock = mailtriage::daemon::Clock::fixed(ts(t0));
     let daemon = InProcess::start_with_clock(dir.path(), clock.clone());
 
     // A review threat (Tier 2, risk 5), an incorrect promise, an escalation
@@ -174,7 +179,7 @@ fn what_people_receive_matches_the_golden_files() {
     d.append("ops", "INBOX", again.as_bytes());
     wait_for("arjun.n@example.com", 1);
     // Three hours on, the risk-5 case is overdue (risk 5 allows 2 h).
-    clock.set(t0 + 3 * 3600);
+    clock.set(ts(t0 + 3 * 3600));
     wait_for("ops.director@example.com", 1);
     daemon.shutdown();
 

@@ -40,7 +40,7 @@ fn the_report_names_each_case_by_order_date_and_issue() {
         .parse::<jiff::Timestamp>()
         .expect("time")
         .as_second();
-    let clock = mailtriage::daemon::Clock::fixed(now);
+    let clock = mailtriage::daemon::Clock::fixed(ts(now));
     let daemon = InProcess::start_with_clock(dir.path(), clock);
     d.append("ops", "INBOX", &fixture("12-pickup-no-show.eml"));
     d.append(
@@ -114,4 +114,9 @@ fn the_report_names_each_case_by_order_date_and_issue() {
     if let Some(diff) = golden("outgoing/repeat_vendor.txt", &shown) {
         panic!("{diff}");
     }
+}
+
+/// A time given in unix seconds.
+fn ts(seconds: i64) -> jiff::Timestamp {
+    jiff::Timestamp::from_second(seconds).expect("a time")
 }

@@ -85,8 +85,8 @@ pub(super) fn digest(
 }
 
 /// Unix seconds now.
-fn now() -> i64 {
-    jiff::Timestamp::now().as_second()
+fn now() -> jiff::Timestamp {
+    jiff::Timestamp::now()
 }
 
 /// Asks the daemon through its control socket; when none answers, answers
@@ -180,7 +180,7 @@ fn direct_digest<'a>(
             store,
             name,
             send_now,
-            jiff::Timestamp::now().as_second(),
+            jiff::Timestamp::now(),
         )
         .map_err(|e| e.to_string())
     }
@@ -206,10 +206,8 @@ fn print_json(value: &serde_json::Value, out: &mut dyn Write) -> Result<Outcome,
 }
 
 /// `2026-11-23 14:02 UTC`.
-fn utc(at: i64) -> String {
-    jiff::Timestamp::from_second(at)
-        .map(|t| t.strftime("%Y-%m-%d %H:%M UTC").to_string())
-        .unwrap_or_else(|_| format!("@{at}"))
+fn utc(at: jiff::Timestamp) -> String {
+    at.strftime("%Y-%m-%d %H:%M UTC").to_string()
 }
 
 /// Columns of `cases list`.
@@ -217,7 +215,7 @@ const LIST_HEADER: [&str; 8] = [
     "CASE", "STATUS", "TIER", "RISK", "AGE", "ORDER", "CUSTOMER", "ISSUE",
 ];
 
-fn print_table(cases: &[CaseRecord], now: i64, out: &mut dyn Write) -> io::Result<()> {
+fn print_table(cases: &[CaseRecord], now: jiff::Timestamp, out: &mut dyn Write) -> io::Result<()> {
     if cases.is_empty() {
         return writeln!(out, "no cases");
     }
@@ -236,7 +234,7 @@ fn print_table(cases: &[CaseRecord], now: i64, out: &mut dyn Write) -> io::Resul
                 r.status.to_string(),
                 r.case.tier.to_string(),
                 r.case.risk.to_string(),
-                crate::text::age(now - r.received_at),
+                crate::text::age(crate::clock::seconds_between(r.received_at, now)),
                 dash(f.order_id.as_deref(), 20),
                 dash(f.customer_name.as_deref(), 24),
                 dash(issue, 60),
@@ -270,7 +268,7 @@ fn print_table(cases: &[CaseRecord], now: i64, out: &mut dyn Write) -> io::Resul
     Ok(())
 }
 
-fn print_case(d: &CaseDetail, now: i64, out: &mut dyn Write) -> io::Result<()> {
+fn print_case(d: &CaseDetail, now: jiff::Timestamp, out: &mut dyn Write) -> io::Result<()> {
     let r = &d.case;
     let c = &r.case;
     writeln!(
@@ -285,7 +283,7 @@ fn print_case(d: &CaseDetail, now: i64, out: &mut dyn Write) -> io::Result<()> {
         &format!(
             "{} ({} ago), mailbox {}, uid {}",
             utc(r.received_at),
-            crate::text::age(now - r.received_at),
+            crate::text::age(crate::clock::seconds_between(r.received_at, now)),
             r.mailbox,
             r.uid
         ),

@@ -27,12 +27,14 @@ pub struct DigestRow {
     pub tier: u8,
     /// `open`, `escalated` or `high_priority`.
     pub status: String,
-    /// When the agent sent it (see [`crate::lifecycle::sent_at`]), Unix
-    /// seconds: ages count from here.
-    pub sent_at: i64,
-    /// When the daemon received it, Unix seconds: whether it is new since
-    /// the last digest.
-    pub received_at: i64,
+    /// When the agent sent it (see [`crate::lifecycle::sent_at`]): ages
+    /// count from here.
+    #[serde(with = "crate::clock::seconds")]
+    pub sent_at: Timestamp,
+    /// When the daemon received it: whether it is new since the last
+    /// digest.
+    #[serde(with = "crate::clock::seconds")]
+    pub received_at: Timestamp,
     pub overdue: bool,
     /// The vendor, named alike in every case of it.
     pub vendor: Option<String>,
@@ -59,10 +61,11 @@ pub struct DigestData {
     pub title: String,
     pub description: Option<String>,
     pub time_zone: String,
-    /// Unix seconds.
-    pub now: i64,
-    /// Unix seconds: the previous period (None on the first digest).
-    pub since: Option<i64>,
+    #[serde(with = "crate::clock::seconds")]
+    pub now: Timestamp,
+    /// The previous period (None on the first digest).
+    #[serde(with = "crate::clock::seconds::option")]
+    pub since: Option<Timestamp>,
     /// Every open case of the digest, each once, most urgent first (see
     /// `urgency`).
     pub cases: Vec<DigestRow>,
@@ -123,7 +126,7 @@ pub fn rows(
     config: &Config,
     digest: &str,
     cases: impl IntoIterator<Item = CaseRecord>,
-    now: i64,
+    now: Timestamp,
 ) -> Vec<DigestRow> {
     let overdue_after = config.lifecycle.overdue.as_ref().map(|o| o.after);
     let owners: Vec<&crate::route::ForwardSpec> = config
@@ -144,7 +147,7 @@ pub fn rows(
     for rec in &cases {
         let f = &rec.case.fields;
         let sent_at = crate::lifecycle::sent_at(rec);
-        let age = now.saturating_sub(sent_at);
+        let age = crate::clock::seconds_between(sent_at, now);
         let allowed = overdue_after
             .as_ref()
             .and_then(|a| a.get(usize::from(rec.case.risk)).copied().flatten());
@@ -228,18 +231,17 @@ impl DigestData {
         config: &Config,
         name: &str,
         cases: impl IntoIterator<Item = CaseRecord>,
-        since: Option<i64>,
-        now: i64,
+        since: Option<Timestamp>,
+        now: Timestamp,
     ) -> Result<DigestData, DigestError> {
         let d = super::spec_of(config, name)?;
-        let ts = Timestamp::from_second;
         Ok(DigestData::assemble(
             name,
             &d.title,
             d.description.as_deref(),
             &d.time_zone,
-            ts(now)?,
-            since.map(ts).transpose()?,
+            now,
+            since,
             rows(config, name, cases, now),
         ))
     }
@@ -284,8 +286,8 @@ impl DigestData {
             name: name.to_string(),
             title: title.to_string(),
             description: description.map(str::to_string),
-            now: now.as_second(),
-            since: since.map(Timestamp::as_second),
+            now,
+            since,
             time_zone: time_zone.to_string(),
             cases,
             repeat_vendors: vendors,
@@ -369,7 +371,7 @@ pub(super) mod tests {
             "ops",
             n,
             1,
-            received.as_second(),
+            received,
             case,
             None,
             vec![],
@@ -420,12 +422,7 @@ pub(super) mod tests {
             &["cx@example.com"],
         );
         let mut d = stored(&config, 4, "", full, ago(60), &[]);
-        assert!(crate::lifecycle::resolve(
-            &mut d,
-            None,
-            "cli",
-            now.as_second()
-        ));
+        assert!(crate::lifecycle::resolve(&mut d, None, "cli", now));
         let mut e = stored(&config, 5, "", full, ago(60), &[]);
         e.digests.clear();
         // Young, but re-escalated already: overdue.
@@ -437,14 +434,9 @@ pub(super) mod tests {
             ago(60),
             &["supervisor.oncall@example.com"],
         );
-        f.overdue_at = Some(now.as_second());
+        f.overdue_at = Some(now);
 
-        let rows = rows(
-            &config,
-            "managers_daily",
-            [f, e, d, c, b, a],
-            now.as_second(),
-        );
+        let rows = rows(&config, "managers_daily", [f, e, d, c, b, a], now);
         let ids: Vec<&str> = rows.iter().map(|r| r.case_id.as_str()).collect();
         // Open cases of this digest only, oldest received first.
         assert_eq!(
@@ -460,12 +452,12 @@ pub(super) mod tests {
 
         assert_eq!(
             a.sent_at,
-            "2026-11-24T14:39:00Z"
-                .parse::<Timestamp>()
-                .expect("t")
-                .as_second()
+            "2026-11-24T14:39:00Z".parse::<Timestamp>().expect("t")
         );
-        assert_eq!(a.received_at, a.sent_at + 120);
+        assert_eq!(
+            a.received_at,
+            crate::clock::after(a.sent_at, std::time::Duration::from_secs(120))
+        );
         assert!(
             a.flags.contains(&"Review threat".to_string()),
             "{:?}",
@@ -514,8 +506,8 @@ pub(super) mod tests {
             risk,
             tier,
             status: "open".into(),
-            sent_at: sent,
-            received_at: sent + 120,
+            sent_at: jiff::Timestamp::from_second(sent).expect("a time"),
+            received_at: jiff::Timestamp::from_second(sent + 120).expect("a time"),
             overdue: false,
             vendor: None,
             owner: None,
@@ -570,7 +562,7 @@ pub(super) mod tests {
         a.status = crate::record::Status::HighPriority.to_string();
         a.overdue = true;
         // Received long after it was sent (the daemon was down): new.
-        a.received_at = et("2026-11-23T09:00").as_second();
+        a.received_at = et("2026-11-23T09:00");
         let mut b = row("ESC-2026-000102", 1, 3, "2026-11-22T14:00");
         b.vendor = Some("quickpick ".into());
         b.flags = vec!["Legal threat".into()];
@@ -599,6 +591,6 @@ pub(super) mod tests {
                 count: 2
             }]
         );
-        assert_eq!(d.since, Some(et("2026-11-23T08:00").as_second()));
+        assert_eq!(d.since, Some(et("2026-11-23T08:00")));
     }
 }

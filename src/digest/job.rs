@@ -8,9 +8,10 @@
 //! line calls [`digest_command`] itself.
 
 use std::sync::MutexGuard;
-use std::time::SystemTime;
 
 use super::DigestError;
+use jiff::Timestamp;
+
 use crate::config::{Config, Settings};
 use crate::send::{self, Identity};
 use crate::store::{Store, StoreError};
@@ -24,31 +25,27 @@ pub(crate) fn queue_due<'a>(
     config: &Config,
     store: &Store,
     identity: &Identity,
-    t: i64,
+    now: Timestamp,
     lock_cases: impl Fn() -> MutexGuard<'a, ()>,
 ) -> Result<usize, StoreError> {
-    let Ok(now) = jiff::Timestamp::from_second(t) else {
-        return Ok(0);
-    };
     let mut n = 0;
     for (name, d) in &config.router.digests {
         let Some(schedule) = &d.schedule else {
             continue;
         };
         let last = store.digest_sent(name)?;
-        let last_ts = last.and_then(|l| jiff::Timestamp::from_second(l).ok());
-        let Some(period) = crate::calendar::due(schedule, last_ts, now) else {
+        let Some(period) = crate::calendar::due(schedule, last, now) else {
             continue;
         };
         if last.is_none() {
             // A new installation (or a new digest) starts counting here
             // rather than mailing managers the moment it starts.
-            store.queue_digest(name, period.as_second(), &[], t)?;
+            store.queue_digest(name, period, &[], now)?;
             tracing::info!(digest = %name, next = schedule.next_after(now).map(tracing::field::display), "digest scheduled: the first goes at the next period");
             continue;
         }
         let _guard = lock_cases();
-        match queue_digest(config, store, identity, name, last, period.as_second(), t) {
+        match queue_digest(config, store, identity, name, last, period, now) {
             Ok(summary) => {
                 tracing::info!(digest = %name, period = %period, "{summary}");
                 n += 1;
@@ -66,8 +63,8 @@ pub fn build_digest(
     config: &Config,
     store: &Store,
     name: &str,
-    since: Option<i64>,
-    now: i64,
+    since: Option<Timestamp>,
+    now: Timestamp,
 ) -> Result<(super::RenderedDigest, Vec<String>), DigestError> {
     let d = super::spec_of(config, name)?;
     let mut open = Vec::new();
@@ -86,20 +83,20 @@ fn queue_digest(
     store: &Store,
     identity: &Identity,
     name: &str,
-    since: Option<i64>,
-    period: i64,
-    now: i64,
+    since: Option<Timestamp>,
+    period: Timestamp,
+    now: Timestamp,
 ) -> Result<String, DigestError> {
     let (r, to) = build_digest(config, store, name, since, now)?;
     let out = send::compose_digest(
         identity,
         name,
-        period,
+        period.as_second(),
         &to,
         &r.subject,
         &r.text,
         &r.html,
-        SystemTime::now(),
+        crate::clock::system_time(now),
     )?;
     store.queue_digest(name, period, &[out], now)?;
     Ok(format!("digest {name:?} queued for {}", to.join(", ")))
@@ -114,7 +111,7 @@ pub(crate) fn digest_command(
     store: &Store,
     name: &str,
     send_now: bool,
-    now: i64,
+    now: Timestamp,
 ) -> Result<String, DigestError> {
     let since = store.digest_sent(name)?;
     if send_now {

@@ -171,7 +171,7 @@ fn summary(data: &DigestData) -> Summary {
 }
 
 fn row_context(data: &DigestData, row: &DigestRow, tz: &TimeZone) -> RowContext {
-    let now = at(data.now);
+    let now = data.now;
     RowContext {
         case_id: row.case_id.clone(),
         order_id: one_line(row.order_id.as_deref()),
@@ -181,8 +181,8 @@ fn row_context(data: &DigestData, row: &DigestRow, tz: &TimeZone) -> RowContext 
         risk: row.risk,
         tier: row.tier,
         status: (row.status != "open").then(|| row.status.replace('_', " ")),
-        age: crate::text::age(data.now.saturating_sub(row.sent_at)),
-        sent_local: crate::text::local_time(at(row.sent_at), tz, now),
+        age: crate::text::age(crate::clock::seconds_between(row.sent_at, data.now)),
+        sent_local: crate::text::local_time(row.sent_at, tz, now),
         overdue: row.overdue,
         new: data.is_new(row),
         vendor: one_line(row.vendor.as_deref()),
@@ -207,12 +207,12 @@ impl<'a> Prepared<'a> {
             digest: data.name.clone(),
             source,
         })?;
-        let now = at(data.now);
+        let now = data.now;
         Ok(Prepared {
             data,
             now_local: crate::text::local_time(now, &tz, now),
             date_local: now.to_zoned(tz.clone()).strftime("%a %-d %b").to_string(),
-            since_local: data.since.map(|s| crate::text::local_time(at(s), &tz, now)),
+            since_local: data.since.map(|s| crate::text::local_time(s, &tz, now)),
             summary: summary(data),
             rows: data
                 .cases
@@ -386,8 +386,8 @@ pub fn sample_contexts() -> Vec<(String, minijinja::Value)> {
         risk: if full { 5 } else { 1 },
         tier: if full { 2 } else { 1 },
         status: if full { "high_priority" } else { "open" }.into(),
-        sent_at: now - 3600 * n,
-        received_at: now - 3600 * n + 60,
+        sent_at: at(now - 3600 * n),
+        received_at: at(now - 3600 * n + 60),
         overdue: full,
         vendor: full.then(|| "QuickPick Logistics (VND-1044)".to_string()),
         owner: full.then(|| "Tier 2".to_string()),

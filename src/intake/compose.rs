@@ -6,7 +6,7 @@
 //! (its after-hours readers get it at once), and every message of a case
 //! has a Message-ID of its own, named by when in the case's life it went.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use jiff::Timestamp;
 
@@ -51,7 +51,7 @@ pub(crate) struct About<'a> {
     pub origin: Option<Origin<'a>>,
     /// When the case came in (unix seconds): its answer is due by its
     /// risk's allowance later.
-    pub received_at: i64,
+    pub received_at: Timestamp,
     pub occasion: Occasion,
     /// Addresses that already had a forward of this case.
     pub skip: &'a [String],
@@ -90,11 +90,6 @@ pub(crate) enum ComposeFailed {
     Lookup(#[from] LookupError),
 }
 
-/// A `SystemTime` for a Date header, from the injected clock.
-pub(crate) fn date(t: i64) -> SystemTime {
-    SystemTime::UNIX_EPOCH + Duration::from_secs(t.max(0) as u64)
-}
-
 fn not_served(list: &[String], skip: &[String]) -> Vec<String> {
     list.iter()
         .filter(|a| !skip.iter().any(|s| s.eq_ignore_ascii_case(a)))
@@ -113,12 +108,12 @@ pub(crate) fn compose(
     case: &crate::case::Case,
     email: &crate::message::Email,
     raw: &[u8],
-    t: i64,
+    t: Timestamp,
     work: &mut Working,
 ) -> Result<Composed, ComposeFailed> {
     let case_id = about.case_id;
     let from = email.from.clone().unwrap_or_default();
-    let date = date(t);
+    let date = crate::clock::system_time(t);
     let mut c = Composed::default();
     let mut original: Option<Original> = None;
     // Who has the case once this message's forwards go (a reply names
@@ -150,8 +145,8 @@ pub(crate) fn compose(
         let mut letter = Letter::new(case_id, Some(about.mailbox), case, email);
         letter.origin = about.origin;
         letter.attached = attached;
-        letter.received_at = Timestamp::from_second(about.received_at).ok();
-        letter.now = Timestamp::from_second(t).ok();
+        letter.received_at = Some(about.received_at);
+        letter.now = Some(t);
         letter.respond_within = ix.config.lifecycle.respond_within(case.risk);
         letter.owners = owners.clone();
         let rendered = ix
@@ -231,7 +226,7 @@ pub(crate) fn compose(
                         }
                         tracing::info!(hours = %name, opens_at = opens.map(tracing::field::display), "outside business hours: forward held until they open");
                         let mut out = mime(forward(&sequence(false), &to, &cc))?;
-                        out.not_before = opens.map(Timestamp::as_second);
+                        out.not_before = opens;
                         c.outgoing.push(out);
                         c.forwarded.extend(to);
                         c.forwarded.extend(cc);
@@ -260,12 +255,13 @@ pub(crate) fn compose(
 fn reply_within_limit(
     ix: &Intake<'_>,
     sender: &str,
-    t: i64,
+    t: Timestamp,
     work: &mut Working,
 ) -> Result<bool, LookupError> {
     let limit = ix.settings.daemon.replies_per_sender_per_hour as usize;
+    let hour_ago = crate::clock::before(t, Duration::from_secs(3600));
     let earlier =
-        ix.lookup.replies_since(sender, t - 3600)? + work.replies.get(sender).copied().unwrap_or(0);
+        ix.lookup.replies_since(sender, hour_ago)? + work.replies.get(sender).copied().unwrap_or(0);
     if earlier >= limit {
         tracing::warn!(sender = %sender, limit, "reply rate limit reached: no automatic reply");
         return Ok(false);
@@ -276,12 +272,15 @@ fn reply_within_limit(
 
 /// The business hours a forward waits for, when they are closed at `t`:
 /// their name, and when they next open.
-fn closed_hours(ix: &Intake<'_>, action: &Action, t: i64) -> Option<(String, Option<Timestamp>)> {
+fn closed_hours(
+    ix: &Intake<'_>,
+    action: &Action,
+    t: Timestamp,
+) -> Option<(String, Option<Timestamp>)> {
     let name = action.hours.as_ref()?;
     let hours = ix.config.router.hours.get(name)?;
-    let at = Timestamp::from_second(t).ok()?;
-    if hours.is_open(at) {
+    if hours.is_open(t) {
         return None;
     }
-    Some((name.clone(), hours.next_open(at)))
+    Some((name.clone(), hours.next_open(t)))
 }

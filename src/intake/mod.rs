@@ -12,6 +12,8 @@
 
 use std::collections::HashMap;
 
+use jiff::Timestamp;
+
 use crate::batch::{Batch, BatchItem, BatchOutcome, Cursor, MessageKey, Seen, ServerAction};
 use crate::config::{Config, MailboxSection, Settings};
 use crate::record::CaseRecord;
@@ -37,14 +39,18 @@ pub trait CaseLookup {
     fn thread_case(&self, message_ids: &[String]) -> Result<Option<String>, LookupError>;
     /// The latest case of an order (the id lowercased).
     fn order_case(&self, order_id: &str) -> Result<Option<String>, LookupError>;
-    /// Automatic replies `sender` got since `since` (unix seconds).
-    fn replies_since(&self, sender: &str, since: i64) -> Result<usize, LookupError>;
+    /// Automatic replies `sender` got since `since`.
+    fn replies_since(&self, sender: &str, since: Timestamp) -> Result<usize, LookupError>;
     /// The vendor id a vendor name was first given with.
     fn vendor_alias(&self, name: &VendorKey) -> Result<Option<VendorKey>, LookupError>;
     /// The cases that complained about `vendor` since `since`.
-    fn vendor_cases(&self, vendor: &VendorKey, since: i64) -> Result<Vec<String>, LookupError>;
+    fn vendor_cases(
+        &self,
+        vendor: &VendorKey,
+        since: Timestamp,
+    ) -> Result<Vec<String>, LookupError>;
     /// When `vendor` was last reported to the vendor manager.
-    fn vendor_reported_at(&self, vendor: &VendorKey) -> Result<Option<i64>, LookupError>;
+    fn vendor_reported_at(&self, vendor: &VendorKey) -> Result<Option<Timestamp>, LookupError>;
 }
 
 /// The cases could not be read: the batch stops before anything is stored,
@@ -109,8 +115,8 @@ pub struct Arrival<'a> {
     pub raw: &'a [u8],
 }
 
-/// What becomes of `arrivals`, fetched from mailbox `m` at `t` (unix
-/// seconds), above `cursor`. New cases take their ids from `reserve` (the
+/// What becomes of `arrivals`, fetched from mailbox `m` at `t`, above
+/// `cursor`. New cases take their ids from `reserve` (the
 /// store reserves them durably, all of a batch at once).
 pub fn process(
     ix: &Intake<'_>,
@@ -118,7 +124,7 @@ pub fn process(
     cursor: Cursor,
     arrivals: &[Arrival<'_>],
     last_uid: u32,
-    t: i64,
+    t: Timestamp,
     reserve: &mut dyn FnMut(usize) -> Result<Vec<String>, LookupError>,
 ) -> Result<Batch, LookupError> {
     let steps: Vec<Step> = arrivals

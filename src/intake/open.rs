@@ -3,6 +3,8 @@
 //! through the aliases learned so far), and the vendor's complaints are
 //! counted for the repeat-vendor report.
 
+use jiff::Timestamp;
+
 use super::compose::{About, ComposeFailed, Occasion, compose};
 use super::policy::{repeat_vendor, vendor_of};
 use super::{Intake, LookupError, Settled, Triaged, Working, quarantined};
@@ -25,7 +27,7 @@ pub(crate) fn open_case(
     tri: Triaged,
     opening: Opening,
     raw: &[u8],
-    t: i64,
+    t: Timestamp,
     work: &mut Working,
 ) -> Result<Settled, LookupError> {
     let Triaged {

@@ -9,6 +9,8 @@
 
 use std::collections::HashMap;
 
+use jiff::Timestamp;
+
 use super::{Intake, LookupError, Triaged};
 use crate::record::thread_key;
 
@@ -37,7 +39,7 @@ pub(crate) enum Target {
 pub(crate) fn plan(
     ix: &Intake<'_>,
     messages: &[Option<&Triaged>],
-    t: i64,
+    t: Timestamp,
 ) -> Result<Vec<Option<Decision>>, LookupError> {
     let mut threads: HashMap<String, Target> = HashMap::new();
     let mut orders: HashMap<String, Target> = HashMap::new();
@@ -80,7 +82,7 @@ pub(crate) fn order_key(order: &str) -> String {
 fn decide(
     ix: &Intake<'_>,
     tri: &Triaged,
-    t: i64,
+    t: Timestamp,
     threads: &HashMap<String, Target>,
     orders: &HashMap<String, Target>,
 ) -> Result<Option<Decision>, LookupError> {
@@ -130,8 +132,10 @@ fn decide(
     if let Some(id) = ix.lookup.order_case(&order)?
         && let Some(rec) = ix.lookup.case(&id)?
     {
-        let reopen_within = ix.config.lifecycle.reopen_within.as_secs() as i64;
-        let long_resolved = rec.resolved_at.is_some_and(|at| t - at > reopen_within);
+        let reopen_within = ix.config.lifecycle.reopen_within;
+        let long_resolved = rec
+            .resolved_at
+            .is_some_and(|at| crate::clock::after(at, reopen_within) < t);
         if !long_resolved {
             return Ok(Some(Decision::Update {
                 target: Target::Stored(id),

@@ -6,6 +6,8 @@
 
 use std::collections::HashMap;
 
+use jiff::Timestamp;
+
 use super::{Intake, LookupError, Working};
 use crate::outbox::{NewOutgoing, OutgoingKind};
 use crate::record::CaseRecord;
@@ -112,13 +114,13 @@ fn vendor_name(
 pub(crate) fn repeat_vendor(
     ix: &Intake<'_>,
     record: &CaseRecord,
-    t: i64,
+    t: Timestamp,
     work: &mut Working,
 ) -> Result<Option<NewOutgoing>, LookupError> {
     let (Some(rv), Some(vendor)) = (&ix.config.lifecycle.repeat_vendor, record.vendor_key()) else {
         return Ok(None);
     };
-    let since = t - rv.within.as_secs() as i64;
+    let since = crate::clock::before(t, rv.within);
     let group = vendor_group(ix, vendor, record, &work.cases)?;
     for k in &group {
         if work.vendors_reported.contains(k)
@@ -188,7 +190,7 @@ pub(crate) fn repeat_vendor(
         &rv.to,
         None,
         &rendered,
-        super::compose::date(t),
+        crate::clock::system_time(t),
     ) {
         Ok(out) => {
             tracing::warn!(vendor = %vendor, complaints = cases.len(), "repeat vendor reported");
@@ -206,10 +208,14 @@ pub(crate) fn repeat_vendor(
 /// case marked (its `overdue_at` and a history entry), for the caller to
 /// store together. `None` when the case is not overdue, was re-escalated
 /// before, or its risk has no allowance.
-pub fn overdue(ix: &Intake<'_>, rec: &CaseRecord, t: i64) -> Option<(CaseRecord, NewOutgoing)> {
+pub fn overdue(
+    ix: &Intake<'_>,
+    rec: &CaseRecord,
+    t: Timestamp,
+) -> Option<(CaseRecord, NewOutgoing)> {
     let od = ix.config.lifecycle.overdue.as_ref()?;
     let allowed = ix.config.lifecycle.respond_within(rec.case.risk)?;
-    let age = t - rec.received_at;
+    let age = crate::clock::seconds_between(rec.received_at, t);
     if rec.overdue_at.is_some() || !rec.is_open() || age <= allowed.as_secs() as i64 {
         return None;
     }
@@ -231,7 +237,7 @@ pub fn overdue(ix: &Intake<'_>, rec: &CaseRecord, t: i64) -> Option<(CaseRecord,
                 &od.to,
                 ix.reply_address(&rec.mailbox),
                 &r,
-                super::compose::date(t),
+                crate::clock::system_time(t),
             )
             .map_err(|e| e.to_string())
         }

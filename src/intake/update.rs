@@ -5,6 +5,8 @@
 //! the case. A second escalation of the same order is told which case it
 //! joined.
 
+use jiff::Timestamp;
+
 use super::compose::{About, ComposeFailed, Occasion, compose};
 use super::{Intake, LookupError, Settled, Triaged, Working, quarantined};
 use crate::batch::{BatchItem, BatchOutcome, ServerAction};
@@ -22,7 +24,7 @@ pub(crate) fn update_case(
     case_id: &str,
     joined: bool,
     raw: &[u8],
-    t: i64,
+    t: Timestamp,
     work: &mut Working,
 ) -> Result<Settled, LookupError> {
     let Triaged {

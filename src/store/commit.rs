@@ -2,6 +2,8 @@
 //! seen messages, cursors and pending server actions it writes; the case
 //! writes outside a batch (a command, an overdue case, a digest's mark).
 
+use jiff::Timestamp;
+
 use crate::batch::{Batch, BatchOutcome, Cursor, MessageKey, Pending, Seen};
 use crate::outbox::NewOutgoing;
 use crate::record::{CaseRecord, thread_key};
@@ -62,7 +64,7 @@ impl Store {
                             learn_vendor(tx, record, &named, &mut by_name)?;
                         }
                         if let Some(sender) = replied_to {
-                            count_reply(tx, sender, batch.now)?;
+                            count_reply(tx, sender, batch.now.as_second())?;
                         }
                         let case_id = record.id.clone();
                         if new {
@@ -82,7 +84,7 @@ impl Store {
                 committed.push(Committed::Stored);
             }
             for vendor in &batch.vendors_reported {
-                mark_vendor_reported(tx, vendor, batch.now)?;
+                mark_vendor_reported(tx, vendor, batch.now.as_second())?;
             }
             tx.cursors
                 .insert(batch.mailbox.as_bytes(), encode(&batch.cursor))?;
@@ -117,7 +119,7 @@ impl Store {
         &self,
         record: &CaseRecord,
         outgoing: &[NewOutgoing],
-        now: i64,
+        now: Timestamp,
     ) -> Result<CaseRecord, StoreError> {
         self.write_outside_batch(Some(record), outgoing, &[], now)?;
         self.case(&record.id)?
@@ -128,11 +130,16 @@ impl Store {
     pub fn queue_digest(
         &self,
         name: &str,
-        period: i64,
+        period: Timestamp,
         outgoing: &[NewOutgoing],
-        now: i64,
+        now: Timestamp,
     ) -> Result<(), StoreError> {
-        self.write_outside_batch(None, outgoing, &[(digest_key(name), period)], now)
+        self.write_outside_batch(
+            None,
+            outgoing,
+            &[(digest_key(name), period.as_second())],
+            now,
+        )
     }
 
     /// Writes a case (if any) with its outgoing mail, or the mail alone,
@@ -142,7 +149,7 @@ impl Store {
         record: Option<&CaseRecord>,
         outgoing: &[NewOutgoing],
         marks: &[(Vec<u8>, i64)],
-        now: i64,
+        now: Timestamp,
     ) -> Result<(), StoreError> {
         self.transact(|tx| {
             match record {
@@ -218,7 +225,7 @@ fn write_case(
     record: &CaseRecord,
     outgoing: &[NewOutgoing],
     new: bool,
-    now: i64,
+    now: Timestamp,
 ) -> TxResult<()> {
     let mut record = record.clone();
     if let Some(prev) = tx.cases.get(record.id.as_bytes())? {
@@ -303,8 +310,17 @@ mod tests {
         store.clear_pending("ops").unwrap();
         assert_eq!(store.pending("ops").unwrap(), None);
         // Three items queued by the batch, all due at its time.
-        assert_eq!(store.next_due().unwrap(), Some(100));
-        assert_eq!(store.outbox_due(100, 10).unwrap().len(), 3);
+        assert_eq!(
+            store.next_due().unwrap(),
+            Some(crate::store::fixtures::ts(100))
+        );
+        assert_eq!(
+            store
+                .outbox_due(jiff::Timestamp::from_second(100).expect("a time"), 10)
+                .unwrap()
+                .len(),
+            3
+        );
         let seen = store.seen(&keys[0]).unwrap().unwrap();
         let Seen::Case { case_id } = seen else {
             panic!("{seen:?}")
@@ -317,8 +333,24 @@ mod tests {
             store.outbox_raw(2).unwrap(),
             b"Subject: ESC-2026-000001 1\r\n\r\nbody"
         );
-        assert_eq!(store.replies_since("a@EXAMPLE.com", 0).unwrap(), 2);
-        assert_eq!(store.replies_since("a@example.com", 101).unwrap(), 0);
+        assert_eq!(
+            store
+                .replies_since(
+                    "a@EXAMPLE.com",
+                    jiff::Timestamp::from_second(0).expect("a time")
+                )
+                .unwrap(),
+            2
+        );
+        assert_eq!(
+            store
+                .replies_since(
+                    "a@example.com",
+                    jiff::Timestamp::from_second(101).expect("a time")
+                )
+                .unwrap(),
+            0
+        );
         // Ids go on after reopening, one at a time or a batch's worth.
         assert_eq!(store.reserve_case_id(2027).unwrap(), "ESC-2027-000003");
         assert_eq!(

@@ -23,7 +23,7 @@ pub(super) fn case_record(store: &Store, uid: u32) -> CaseRecord {
         "ops",
         uid,
         7,
-        1_700_000_000,
+        jiff::Timestamp::from_second(1_700_000_000).expect("a time"),
         case,
         None,
         vec![],
@@ -76,7 +76,7 @@ pub(super) fn vendor_item(store: &Store, uid: u32, at: i64, vendor: &str) -> Bat
             (None, Some(n)) => store.vendor_alias(n).unwrap(),
             _ => None,
         };
-        record.received_at = at;
+        record.received_at = jiff::Timestamp::from_second(at).expect("a time");
         record.case.fields.vendor = Some(vendor.to_string());
         record.vendor = v.resolve(alias);
     }
@@ -93,7 +93,7 @@ pub(super) fn batch(items: Vec<BatchItem>, now: i64, reported: Vec<VendorKey>) -
         },
         items,
         server: vec![],
-        now,
+        now: ts(now),
         vendors_reported: reported,
     }
 }
@@ -107,4 +107,9 @@ pub(super) fn reopen(dir: &Path) -> Store {
         std::thread::sleep(Duration::from_millis(20));
     }
     Store::open(dir, 1 << 20).unwrap()
+}
+
+/// A time in the tests' shorthand, unix seconds.
+pub(super) fn ts(n: i64) -> jiff::Timestamp {
+    jiff::Timestamp::from_second(n).expect("a test time")
 }

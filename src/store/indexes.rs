@@ -5,11 +5,13 @@
 
 use std::collections::HashMap;
 
+use jiff::Timestamp;
+
 use crate::batch::{Batch, BatchOutcome};
 use crate::record::{CaseRecord, thread_key};
 use crate::vendor::{CaseVendor, VendorKey};
 
-use super::{Store, StoreError, Tx, TxResult, abort, decode, encode, read_i64};
+use super::{Store, StoreError, Tx, TxResult, abort, decode, encode, read_i64, seconds};
 
 /// Complaints about one vendor: (case opened at, case id).
 pub(super) type Complaints = Vec<(i64, String)>;
@@ -48,9 +50,13 @@ impl Store {
 
     /// Cases with a complaint about `vendor` opened at or after `since`,
     /// oldest first.
-    pub fn vendor_cases(&self, vendor: &VendorKey, since: i64) -> Result<Vec<String>, StoreError> {
+    pub fn vendor_cases(
+        &self,
+        vendor: &VendorKey,
+        since: Timestamp,
+    ) -> Result<Vec<String>, StoreError> {
         Ok(self
-            .complaints(vendor, since)?
+            .complaints(vendor, since.as_second())?
             .into_iter()
             .map(|(_, id)| id)
             .collect())
@@ -77,11 +83,11 @@ impl Store {
     }
 
     /// When `vendor` was last reported to the vendor manager.
-    pub fn vendor_reported_at(&self, vendor: &VendorKey) -> Result<Option<i64>, StoreError> {
+    pub fn vendor_reported_at(&self, vendor: &VendorKey) -> Result<Option<Timestamp>, StoreError> {
         Ok(self
             .meta
             .get(vendor_report_key(vendor))?
-            .map(|v| read_i64(&v)))
+            .map(|v| seconds(read_i64(&v))))
     }
 
     /// The id a vendor name was first given with, if it was.
@@ -93,13 +99,16 @@ impl Store {
     }
 
     /// The period of the last digest `name` sent.
-    pub fn digest_sent(&self, name: &str) -> Result<Option<i64>, StoreError> {
-        Ok(self.meta.get(digest_key(name))?.map(|v| read_i64(&v)))
+    pub fn digest_sent(&self, name: &str) -> Result<Option<Timestamp>, StoreError> {
+        Ok(self
+            .meta
+            .get(digest_key(name))?
+            .map(|v| seconds(read_i64(&v))))
     }
 
-    /// Automatic replies sent to `sender` since `since` (unix seconds).
-    pub fn replies_since(&self, sender: &str, since: i64) -> Result<usize, StoreError> {
-        let from = reply_key(sender, since);
+    /// Automatic replies sent to `sender` since `since`.
+    pub fn replies_since(&self, sender: &str, since: Timestamp) -> Result<usize, StoreError> {
+        let from = reply_key(sender, since.as_second());
         let to = reply_key(sender, i64::MAX);
         let mut n = 0usize;
         for r in self.replies.range(from..=to) {
@@ -111,7 +120,7 @@ impl Store {
 
     /// Forgets reply counts older than `before`: the rate limit looks back
     /// an hour, so a day is plenty.
-    pub fn prune_replies(&self, before: i64) -> Result<usize, StoreError> {
+    pub fn prune_replies(&self, before: Timestamp) -> Result<usize, StoreError> {
         let mut stale = Vec::new();
         for r in self.replies.iter() {
             let (k, _) = r?;
@@ -119,7 +128,7 @@ impl Store {
                 continue;
             };
             let at = u64::from_be_bytes(at.try_into().unwrap_or([0xff; 8]));
-            if (at as i64) < before {
+            if (at as i64) < before.as_second() {
                 stale.push(k);
             }
         }
@@ -186,7 +195,7 @@ pub(super) fn index_case(tx: &Tx, record: &CaseRecord, new: bool) -> TxResult<()
         }
         if let Some(vendor) = record.vendor_key() {
             tx.index.insert(
-                vendor_index_key(vendor, record.received_at, &record.id),
+                vendor_index_key(vendor, record.received_at.as_second(), &record.id),
                 &[] as &[u8],
             )?;
         }
@@ -213,7 +222,11 @@ pub(super) fn learn_vendor(
         return Ok(());
     };
     if !v.key.is_id() {
-        by_name.push((v.key.clone(), record.received_at, record.id.clone()));
+        by_name.push((
+            v.key.clone(),
+            record.received_at.as_second(),
+            record.id.clone(),
+        ));
         return Ok(());
     }
     let Some(name) = &v.name else {
@@ -350,7 +363,12 @@ mod tests {
         store
             .commit(&batch(vec![a, other], 1_000, vec![name.clone()]))
             .unwrap();
-        assert_eq!(store.vendor_cases(&name, 0).unwrap(), ["ESC-2026-000001"]);
+        assert_eq!(
+            store
+                .vendor_cases(&name, jiff::Timestamp::from_second(0).expect("a time"))
+                .unwrap(),
+            ["ESC-2026-000001"]
+        );
 
         // A batch with one more name-only complaint, then the id with the
         // name, then an update of the name-only one.
@@ -374,10 +392,17 @@ mod tests {
 
         assert_eq!(store.vendor_alias(&name).unwrap(), Some(id.clone()));
         assert_eq!(
-            store.vendor_cases(&id, 0).unwrap(),
+            store
+                .vendor_cases(&id, jiff::Timestamp::from_second(0).expect("a time"))
+                .unwrap(),
             ["ESC-2026-000001", "ESC-2026-000003", "ESC-2026-000004"]
         );
-        assert!(store.vendor_cases(&name, 0).unwrap().is_empty());
+        assert!(
+            store
+                .vendor_cases(&name, jiff::Timestamp::from_second(0).expect("a time"))
+                .unwrap()
+                .is_empty()
+        );
         for case in ["ESC-2026-000001", "ESC-2026-000003", "ESC-2026-000004"] {
             assert_eq!(case_key(case), id, "{case}");
         }
@@ -390,7 +415,10 @@ mod tests {
         assert_eq!(d_now.vendor_key(), Some(&id), "...with the vendor moved");
         assert_eq!(case_key("ESC-2026-000002"), key("QuickPick Couriers"));
         // The name's report is the id's: not reported again in its window.
-        assert_eq!(store.vendor_reported_at(&id).unwrap(), Some(1_000));
+        assert_eq!(
+            store.vendor_reported_at(&id).unwrap(),
+            Some(crate::store::fixtures::ts(1_000))
+        );
         assert_eq!(store.vendor_reported_at(&name).unwrap(), None);
 
         // The first id a name was given with keeps it.
@@ -401,12 +429,20 @@ mod tests {
             .unwrap();
         assert_eq!(store.vendor_alias(&name).unwrap(), Some(id.clone()));
         assert_eq!(
-            store.vendor_cases(&key("VND-2000"), 0).unwrap(),
+            store
+                .vendor_cases(
+                    &key("VND-2000"),
+                    jiff::Timestamp::from_second(0).expect("a time")
+                )
+                .unwrap(),
             ["ESC-2026-000006"]
         );
         assert_eq!(case_key("ESC-2026-000007"), id);
         // A name reported is marked under the id it is an alias of.
-        assert_eq!(store.vendor_reported_at(&id).unwrap(), Some(3_000));
+        assert_eq!(
+            store.vendor_reported_at(&id).unwrap(),
+            Some(crate::store::fixtures::ts(3_000))
+        );
     }
 
     #[test]
@@ -426,12 +462,65 @@ mod tests {
         commit("A@Example.com", 1_000);
         commit("a@example.com", 4_000);
         commit("a@example.co", 4_000);
-        assert_eq!(store.replies_since("a@example.com", 0).unwrap(), 3);
-        assert_eq!(store.replies_since("a@example.com", 1_000).unwrap(), 3);
-        assert_eq!(store.replies_since("a@example.com", 1_001).unwrap(), 1);
-        assert_eq!(store.replies_since("a@example.co", 0).unwrap(), 1);
-        assert_eq!(store.replies_since("b@example.com", 0).unwrap(), 0);
-        assert_eq!(store.prune_replies(2_000).unwrap(), 1);
-        assert_eq!(store.replies_since("a@example.com", 0).unwrap(), 1);
+        assert_eq!(
+            store
+                .replies_since(
+                    "a@example.com",
+                    jiff::Timestamp::from_second(0).expect("a time")
+                )
+                .unwrap(),
+            3
+        );
+        assert_eq!(
+            store
+                .replies_since(
+                    "a@example.com",
+                    jiff::Timestamp::from_second(1_000).expect("a time")
+                )
+                .unwrap(),
+            3
+        );
+        assert_eq!(
+            store
+                .replies_since(
+                    "a@example.com",
+                    jiff::Timestamp::from_second(1_001).expect("a time")
+                )
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            store
+                .replies_since(
+                    "a@example.co",
+                    jiff::Timestamp::from_second(0).expect("a time")
+                )
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            store
+                .replies_since(
+                    "b@example.com",
+                    jiff::Timestamp::from_second(0).expect("a time")
+                )
+                .unwrap(),
+            0
+        );
+        assert_eq!(
+            store
+                .prune_replies(jiff::Timestamp::from_second(2_000).expect("a time"))
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            store
+                .replies_since(
+                    "a@example.com",
+                    jiff::Timestamp::from_second(0).expect("a time")
+                )
+                .unwrap(),
+            1
+        );
     }
 }

@@ -1,5 +1,7 @@
 //! The store as intake reads it: the cases and messages stored so far.
 
+use jiff::Timestamp;
+
 use super::{Store, StoreError};
 use crate::batch::{MessageKey, Seen};
 use crate::intake::{CaseLookup, LookupError};
@@ -29,7 +31,7 @@ impl CaseLookup for Store {
         Ok(Store::order_case(self, order_id)?)
     }
 
-    fn replies_since(&self, sender: &str, since: i64) -> Result<usize, LookupError> {
+    fn replies_since(&self, sender: &str, since: Timestamp) -> Result<usize, LookupError> {
         Ok(Store::replies_since(self, sender, since)?)
     }
 
@@ -37,11 +39,15 @@ impl CaseLookup for Store {
         Ok(Store::vendor_alias(self, name)?)
     }
 
-    fn vendor_cases(&self, vendor: &VendorKey, since: i64) -> Result<Vec<String>, LookupError> {
+    fn vendor_cases(
+        &self,
+        vendor: &VendorKey,
+        since: Timestamp,
+    ) -> Result<Vec<String>, LookupError> {
         Ok(Store::vendor_cases(self, vendor, since)?)
     }
 
-    fn vendor_reported_at(&self, vendor: &VendorKey) -> Result<Option<i64>, LookupError> {
+    fn vendor_reported_at(&self, vendor: &VendorKey) -> Result<Option<Timestamp>, LookupError> {
         Ok(Store::vendor_reported_at(self, vendor)?)
     }
 }

@@ -164,6 +164,11 @@ fn case_id(year: i16, seq: u64) -> String {
     format!("ESC-{year}-{seq:06}")
 }
 
+/// A time read back from a key or a counter (unix seconds).
+fn seconds(n: i64) -> jiff::Timestamp {
+    jiff::Timestamp::from_second(n).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+}
+
 fn read_i64(v: &[u8]) -> i64 {
     v.try_into().map_or(0, i64::from_be_bytes)
 }

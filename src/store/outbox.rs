@@ -2,9 +2,11 @@
 //! transaction or alone), what is due, and each item's delivery (sent,
 //! retried, undeliverable), with `outbox_pending` kept in step.
 
+use jiff::Timestamp;
+
 use crate::outbox::{Delivery, NewOutgoing, OutboxItem};
 
-use super::{Store, StoreError, Tx, TxResult, abort, decode, encode, next_seq, read_i64};
+use super::{Store, StoreError, Tx, TxResult, abort, decode, encode, next_seq, read_i64, seconds};
 
 const OUTBOX_SEQ: &str = "outbox_seq";
 
@@ -18,11 +20,11 @@ impl Store {
     }
 
     /// Pending outbox items due at `now`, oldest first, at most `limit`.
-    pub fn outbox_due(&self, now: i64, limit: usize) -> Result<Vec<OutboxItem>, StoreError> {
+    pub fn outbox_due(&self, now: Timestamp, limit: usize) -> Result<Vec<OutboxItem>, StoreError> {
         let mut due = Vec::new();
         for r in self.outbox_pending.iter() {
             let (k, v) = r?;
-            if read_i64(&v) > now {
+            if read_i64(&v) > now.as_second() {
                 continue;
             }
             if let Some(item) = self.outbox.get(&k)? {
@@ -39,14 +41,14 @@ impl Store {
     }
 
     /// When the earliest pending item is due, if any is pending.
-    pub fn next_due(&self) -> Result<Option<i64>, StoreError> {
+    pub fn next_due(&self) -> Result<Option<Timestamp>, StoreError> {
         let mut next: Option<i64> = None;
         for r in self.outbox_pending.iter() {
             let (_, v) = r?;
             let at = read_i64(&v);
             next = Some(next.map_or(at, |n| n.min(at)));
         }
-        Ok(next)
+        Ok(next.map(seconds))
     }
 
     /// All outbox items (without bytes), oldest first.
@@ -81,7 +83,7 @@ impl Store {
             tx.outbox.insert(&key, encode(&item))?;
             if item.state == Delivery::Pending {
                 tx.outbox_pending
-                    .insert(&key, &item.next_attempt_at.to_be_bytes())?;
+                    .insert(&key, &item.next_attempt_at.as_second().to_be_bytes())?;
             } else {
                 tx.outbox_pending.remove(&key)?;
             }
@@ -90,7 +92,7 @@ impl Store {
     }
 
     /// The server accepted the item.
-    pub fn mark_sent(&self, id: u64, now: i64) -> Result<OutboxItem, StoreError> {
+    pub fn mark_sent(&self, id: u64, now: Timestamp) -> Result<OutboxItem, StoreError> {
         self.update_item(id, |i| {
             i.state = Delivery::Sent;
             i.attempts += 1;
@@ -104,7 +106,7 @@ impl Store {
         &self,
         id: u64,
         error: &str,
-        retry_at: i64,
+        retry_at: Timestamp,
     ) -> Result<OutboxItem, StoreError> {
         self.update_item(id, |i| {
             i.attempts += 1;
@@ -124,7 +126,11 @@ impl Store {
 
     /// Queues messages that belong to no batch (health alerts), in one
     /// transaction, flushed.
-    pub fn enqueue(&self, messages: &[NewOutgoing], now: i64) -> Result<Vec<u64>, StoreError> {
+    pub fn enqueue(
+        &self,
+        messages: &[NewOutgoing],
+        now: Timestamp,
+    ) -> Result<Vec<u64>, StoreError> {
         self.transact(|tx| {
             messages
                 .iter()
@@ -136,7 +142,7 @@ impl Store {
 
 /// Adds one message to the outbox inside a transaction: its record, its
 /// bytes, and its entry in the pending index.
-pub(super) fn queue(tx: &Tx, out: &NewOutgoing, now: i64) -> TxResult<u64> {
+pub(super) fn queue(tx: &Tx, out: &NewOutgoing, now: Timestamp) -> TxResult<u64> {
     let id = next_seq(tx.meta, OUTBOX_SEQ)?;
     let due = out.not_before.map_or(now, |t| t.max(now));
     let item = OutboxItem {
@@ -156,7 +162,8 @@ pub(super) fn queue(tx: &Tx, out: &NewOutgoing, now: i64) -> TxResult<u64> {
     let key = id.to_be_bytes();
     tx.outbox.insert(&key, encode(&item))?;
     tx.outbox_raw.insert(&key, out.raw.as_slice())?;
-    tx.outbox_pending.insert(&key, &due.to_be_bytes())?;
+    tx.outbox_pending
+        .insert(&key, &due.as_second().to_be_bytes())?;
     Ok(id)
 }
 
@@ -164,38 +171,40 @@ pub(super) fn queue(tx: &Tx, out: &NewOutgoing, now: i64) -> TxResult<u64> {
 mod tests {
     use crate::outbox::Delivery;
 
-    use super::super::fixtures::outgoing;
+    use super::super::fixtures::{outgoing, ts};
     use super::super::{Store, StoreError};
 
     #[test]
     fn outbox_lifecycle() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), 1 << 20).unwrap();
-        let ids = store.enqueue(&outgoing("ESC-2026-000009", 3), 50).unwrap();
+        let ids = store
+            .enqueue(&outgoing("ESC-2026-000009", 3), ts(50))
+            .unwrap();
         assert_eq!(ids, [1, 2, 3]);
-        assert_eq!(store.outbox_due(49, 10).unwrap().len(), 0);
-        assert_eq!(store.outbox_due(50, 2).unwrap().len(), 2);
-        store.mark_sent(1, 51).unwrap();
-        let retried = store.mark_retry(2, "451 try later", 80).unwrap();
-        assert_eq!((retried.attempts, retried.next_attempt_at), (1, 80));
+        assert_eq!(store.outbox_due(ts(49), 10).unwrap().len(), 0);
+        assert_eq!(store.outbox_due(ts(50), 2).unwrap().len(), 2);
+        store.mark_sent(1, ts(51)).unwrap();
+        let retried = store.mark_retry(2, "451 try later", ts(80)).unwrap();
+        assert_eq!((retried.attempts, retried.next_attempt_at), (1, ts(80)));
         store.mark_undeliverable(3, "550 no such user").unwrap();
-        assert!(store.outbox_due(79, 10).unwrap().is_empty());
+        assert!(store.outbox_due(ts(79), 10).unwrap().is_empty());
         let due: Vec<u64> = store
-            .outbox_due(80, 10)
+            .outbox_due(ts(80), 10)
             .unwrap()
             .iter()
             .map(|i| i.id)
             .collect();
         assert_eq!(due, [2]);
-        assert_eq!(store.next_due().unwrap(), Some(80));
-        store.mark_sent(2, 81).unwrap();
+        assert_eq!(store.next_due().unwrap(), Some(ts(80)));
+        store.mark_sent(2, ts(81)).unwrap();
         assert_eq!(store.next_due().unwrap(), None);
         let items = store.outbox_items().unwrap();
         assert_eq!(items[0].state, Delivery::Sent);
         assert_eq!(items[2].state, Delivery::Undeliverable);
         assert_eq!(items[2].last_error.as_deref(), Some("550 no such user"));
         assert!(matches!(
-            store.mark_sent(99, 1),
+            store.mark_sent(99, ts(1)),
             Err(StoreError::NoSuchItem(99))
         ));
     }
