@@ -60,10 +60,11 @@ use std::time::{Duration, Instant, SystemTime};
 use mailtriage::batch::{Batch, BatchItem, BatchOutcome, Cursor, MessageKey, ServerAction};
 use mailtriage::config::Config;
 use mailtriage::imap::{Auth, Connection, ImapSettings};
+use mailtriage::mail::{self, Identity};
 use mailtriage::outbox::NewOutgoing;
 use mailtriage::record::CaseRecord;
 use mailtriage::route::ActionType;
-use mailtriage::send::{self, Identity};
+use mailtriage::send;
 use mailtriage::store::Store;
 use mailtriage::tls::Tls;
 use mailtriage_testkit::{
@@ -1355,7 +1356,7 @@ fn process(
                     continue;
                 }
                 replied_to = Some(from.to_ascii_lowercase());
-                send::compose_reply(
+                mail::compose_reply(
                     identity,
                     case_id,
                     &n.to_string(),
@@ -1367,8 +1368,8 @@ fn process(
                 )
             }
             (ActionType::Forward, Some(r)) => {
-                let original = send::Original::new(raw);
-                send::compose_forward(
+                let original = mail::Original::new(raw);
+                mail::compose_forward(
                     identity,
                     case_id,
                     &n.to_string(),

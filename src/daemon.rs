@@ -26,8 +26,9 @@ use crate::batch::{Cursor, ServerAction};
 use crate::config::{Config, ConfigError, MailboxSection, Settings};
 use crate::imap::{Auth, Connection, Idled, ImapError, ImapSettings};
 use crate::intake::{self, Arrival, LookupError};
+use crate::mail::{self, Identity};
 use crate::outbox::OutgoingKind;
-use crate::send::{self, Identity, Smtp, SmtpSettings};
+use crate::send::{self, Smtp, SmtpSettings};
 use crate::store::{Store, StoreError};
 
 /// The daemon's clock: the system's, or, in tests, one set by hand
@@ -483,7 +484,7 @@ fn alert(sh: &Shared, m: &MailboxSection, since: i64, text: &str, what: &str) {
         body: text.to_string(),
         high_importance: what == "down",
     };
-    match send::compose_notice(
+    match mail::compose_notice(
         &sh.identity,
         OutgoingKind::Health,
         &key,

@@ -46,6 +46,7 @@ pub mod imap;
 pub mod intake;
 pub mod letter;
 pub mod lifecycle;
+pub mod mail;
 pub mod message;
 pub mod outbox;
 pub mod record;

@@ -12,7 +12,7 @@ use std::time::SystemTime;
 
 use super::DigestError;
 use crate::config::{Config, Settings};
-use crate::send::{self, Identity};
+use crate::mail::{self, Identity};
 use crate::store::{Store, StoreError};
 
 /// Queues every scheduled digest whose period has come and was not sent,
@@ -91,7 +91,7 @@ fn queue_digest(
     now: i64,
 ) -> Result<String, DigestError> {
     let (r, to) = build_digest(config, store, name, since, now)?;
-    let out = send::compose_digest(
+    let out = mail::compose_digest(
         identity,
         name,
         period,

@@ -14,8 +14,8 @@ use std::collections::HashMap;
 
 use crate::batch::{Batch, BatchItem, BatchOutcome, Cursor, MessageKey, Seen, ServerAction};
 use crate::config::{Config, MailboxSection, Settings};
+use crate::mail::Identity;
 use crate::record::CaseRecord;
-use crate::send::Identity;
 use crate::vendor::VendorKey;
 
 mod compose;
