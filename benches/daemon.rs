@@ -60,11 +60,11 @@ use std::time::{Duration, Instant, SystemTime};
 use mailtriage::batch::{Batch, BatchItem, BatchOutcome, Cursor, MessageKey, ServerAction};
 use mailtriage::config::Config;
 use mailtriage::imap::{Auth, Connection, ImapSettings};
+use mailtriage::intake;
 use mailtriage::mail::{self, Identity};
 use mailtriage::outbox::NewOutgoing;
 use mailtriage::record::CaseRecord;
 use mailtriage::route::ActionType;
-use mailtriage::send;
 use mailtriage::store::Store;
 use mailtriage::tls::Tls;
 use mailtriage_testkit::{
@@ -226,7 +226,7 @@ impl Corpus {
                 .iter()
                 .filter(|a| a.kind == ActionType::Forward)
                 .count();
-            if replies != 1 || send::reply_allowed(&email, &own).is_err() {
+            if replies != 1 || intake::reply_allowed(&email, &own).is_err() {
                 continue;
             }
             let order = case.fields.order_id.clone();
@@ -1352,7 +1352,7 @@ fn process(
             .expect("render");
         let composed = match (action.kind, rendered) {
             (ActionType::Reply, Some(r)) => {
-                if send::reply_allowed(&email, own).is_err() {
+                if intake::reply_allowed(&email, own).is_err() {
                     continue;
                 }
                 replied_to = Some(from.to_ascii_lowercase());

@@ -1,5 +1,5 @@
-//! Guarding against loops, and delivering the outbox over SMTP. What is
-//! sent is composed in [`crate::mail`].
+//! Delivering the outbox over SMTP. What is sent is composed in
+//! [`crate::mail`].
 
 use std::io;
 use std::net::SocketAddr;
@@ -22,48 +22,9 @@ use tokio_rustls::rustls::pki_types::ServerName;
 
 use crate::backoff::Backoff;
 use crate::mail::seven_bit;
-use crate::message::Email;
 use crate::outbox::OutboxItem;
 use crate::store::{Store, StoreError};
 use crate::tls::Tls;
-
-/// Local parts of senders that are machines.
-const MACHINE_SENDERS: &[&str] = &[
-    "mailer-daemon",
-    "postmaster",
-    "no-reply",
-    "noreply",
-    "do-not-reply",
-    "donotreply",
-    "bounce",
-    "bounces",
-    "auto-reply",
-    "autoreply",
-];
-
-/// Whether the daemon may send an automatic reply to this message (RFC
-/// 3834 section 2): `Err` says why not.
-pub fn reply_allowed(email: &Email, own_addresses: &[String]) -> Result<(), &'static str> {
-    if email.automatic().is_some() {
-        return Err("the message is automatic (Auto-Submitted, Precedence or List-Id)");
-    }
-    if email.return_path.as_deref() == Some("") {
-        return Err("the message has a null return path (a bounce)");
-    }
-    let Some(from) = email.from.as_deref() else {
-        return Err("the message has no sender");
-    };
-    let local = from.split('@').next().unwrap_or("").to_ascii_lowercase();
-    if MACHINE_SENDERS.iter().any(|m| {
-        local == *m || local.starts_with(&format!("{m}+")) || local.starts_with(&format!("{m}-"))
-    }) {
-        return Err("the sender is a machine (mailer-daemon, no-reply, ...)");
-    }
-    if own_addresses.iter().any(|a| a.eq_ignore_ascii_case(from)) {
-        return Err("the sender is one of the daemon's own addresses");
-    }
-    Ok(())
-}
 
 /// Where and how to deliver.
 #[derive(Debug, Clone)]
@@ -390,52 +351,4 @@ pub async fn deliver_due(
         }
     }
     Ok(done)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn loops_are_refused() {
-        let own = vec!["ops@example.com".to_string()];
-        let cases: &[(&str, bool)] = &[
-            ("From: priya@example.com\r\nSubject: x\r\n\r\nb", true),
-            (
-                "From: priya@example.com\r\nAuto-Submitted: auto-replied\r\nSubject: x\r\n\r\nb",
-                false,
-            ),
-            (
-                "From: priya@example.com\r\nAuto-Submitted: no\r\nSubject: x\r\n\r\nb",
-                true,
-            ),
-            (
-                "From: priya@example.com\r\nPrecedence: bulk\r\nSubject: x\r\n\r\nb",
-                false,
-            ),
-            (
-                "From: priya@example.com\r\nList-Id: <l.example.com>\r\nSubject: x\r\n\r\nb",
-                false,
-            ),
-            (
-                "Return-Path: <>\r\nFrom: priya@example.com\r\nSubject: x\r\n\r\nb",
-                false,
-            ),
-            (
-                "From: MAILER-DAEMON@example.com\r\nSubject: x\r\n\r\nb",
-                false,
-            ),
-            ("From: no-reply@example.com\r\nSubject: x\r\n\r\nb", false),
-            (
-                "From: bounces+123@example.com\r\nSubject: x\r\n\r\nb",
-                false,
-            ),
-            ("From: OPS@example.com\r\nSubject: x\r\n\r\nb", false),
-            ("Subject: x\r\n\r\nb", false),
-        ];
-        for (raw, allowed) in cases {
-            let e = crate::message::parse(raw.as_bytes()).unwrap();
-            assert_eq!(reply_allowed(&e, &own).is_ok(), *allowed, "{raw:?}");
-        }
-    }
 }

@@ -10,12 +10,12 @@ use std::time::{Duration, SystemTime};
 
 use jiff::Timestamp;
 
+use super::loop_guard::reply_allowed;
 use super::{Intake, LookupError, Working};
 use crate::letter::{Attached, Letter, Origin};
 use crate::mail::{self, Original, OriginalPart};
 use crate::outbox::{NewOutgoing, OutgoingKind};
 use crate::route::{Action, ActionType, RenderError};
-use crate::send;
 
 /// When in a case's life mail is composed; it names the Message-IDs, so
 /// that every message of a case has its own, and composing the same
@@ -172,7 +172,7 @@ pub(crate) fn compose(
         let sequence = |now: bool| about.occasion.sequence(i, now);
         match (action.kind, rendered, original.as_ref()) {
             (ActionType::Reply, Some(r), _) => {
-                if let Err(why) = send::reply_allowed(email, ix.own) {
+                if let Err(why) = reply_allowed(email, ix.own) {
                     tracing::info!(why, "no automatic reply");
                     continue;
                 }

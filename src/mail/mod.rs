@@ -8,7 +8,7 @@
 //! `Auto-Submitted` (RFC 3834: `auto-replied` for replies to agents,
 //! `auto-generated` for forwards, alerts and digests) and
 //! `X-Auto-Response-Suppress: All`, so that well-behaved software never
-//! answers it; [`reply_allowed`](crate::send::reply_allowed) is the other
+//! answers it; [`reply_allowed`](crate::intake::reply_allowed) is the other
 //! half, refusing to answer automatic mail.
 
 use std::time::SystemTime;
