@@ -28,7 +28,7 @@ use crate::imap::{Auth, Connection, Idled, ImapError, ImapSettings};
 use crate::intake::{self, Arrival, LookupError};
 use crate::mail::{self, Identity};
 use crate::outbox::OutgoingKind;
-use crate::send::{self, Smtp, SmtpSettings};
+use crate::smtp::{self, Smtp, SmtpSettings};
 use crate::store::{Store, StoreError};
 
 /// The daemon's clock: the system's, or, in tests, one set by hand
@@ -790,7 +790,7 @@ async fn outbox_task(sh: Arc<Shared>, smtp: Smtp, mut shutdown: watch::Receiver<
                 tracing::error!(error = %e, "pruning reply counts");
             }
         }
-        match send::deliver_due(&sh.store, &smtp, &backoff, sh.now()).await {
+        match smtp::deliver_due(&sh.store, &smtp, &backoff, sh.now()).await {
             Ok(d) if d.sent + d.retrying + d.undeliverable > 0 => {
                 tracing::debug!(
                     sent = d.sent,

@@ -51,7 +51,7 @@ pub mod message;
 pub mod outbox;
 pub mod record;
 pub mod route;
-pub mod send;
+pub(crate) mod smtp;
 pub mod store;
 pub mod template_check;
 pub mod text;

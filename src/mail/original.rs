@@ -40,8 +40,8 @@ pub enum OriginalPart {
     /// message/rfc822, 7bit: ASCII with lines of at most 998 octets.
     SevenBit,
     /// message/rfc822, 8bit: the same with octets over 127, which needs
-    /// the SMTP server's 8BITMIME (see
-    /// [`Smtp::send`](crate::send::Smtp::send) for a server without it).
+    /// the SMTP server's 8BITMIME; a server without it gets the file form
+    /// instead (see `Smtp::send`).
     EightBit,
     /// application/octet-stream named `original.eml`, base64.
     File(Unfit),

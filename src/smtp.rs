@@ -1,5 +1,12 @@
-//! Delivering the outbox over SMTP. What is sent is composed in
+//! The SMTP transport: one connection of our own, kept open between
+//! messages, over implicit TLS, STARTTLS or (for loopback tests) plain
+//! TCP, and each message delivered as it was stored, or in its 7-bit form
+//! to a server without 8BITMIME. What is sent is composed in
 //! [`crate::mail`].
+//!
+//! Apart, at the bottom: the outbox pass, [`deliver_due`], which the
+//! daemon's outbox task runs: the due items through the transport, each
+//! outcome recorded in the store.
 
 use std::io;
 use std::net::SocketAddr;
@@ -302,6 +309,9 @@ impl Smtp {
         }
     }
 }
+
+// The outbox pass: the store's due items through the transport, each
+// outcome recorded. It belongs with the daemon's outbox task.
 
 /// What one pass over the due items did.
 #[derive(Debug, Default, PartialEq, Eq)]
