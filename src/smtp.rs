@@ -31,7 +31,7 @@ use crate::backoff::Backoff;
 use crate::mail::seven_bit;
 use crate::outbox::OutboxItem;
 use crate::store::{Store, StoreError};
-use crate::tls::Tls;
+use crate::tls::{ClientConfigError, Tls, client_config};
 
 /// Where and how to deliver.
 #[derive(Debug, Clone)]
@@ -57,6 +57,32 @@ pub enum SendError {
     /// Do not retry: the server answered 5xx to this message.
     #[error("permanent: {0}")]
     Permanent(String),
+}
+
+/// Why the SMTP settings cannot be used, found at startup: mostly the CA
+/// file to trust besides the system's. (The text starts "permanent:", as
+/// it did when this was a [`SendError`]: the daemon's config error quotes
+/// it.)
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("permanent: SMTP settings: {0}")]
+    Tls(#[from] ClientConfigError),
+    #[error("permanent: SMTP settings: {}: {source}", .path.display())]
+    CaFile {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// The CA file is not PEM, as lettre reads it.
+    #[error("permanent: SMTP settings: {}: {source}", .path.display())]
+    Certificate {
+        path: PathBuf,
+        #[source]
+        source: lettre::transport::smtp::Error,
+    },
+    /// lettre cannot build the STARTTLS parameters.
+    #[error("permanent: SMTP settings: {0}")]
+    Starttls(#[source] lettre::transport::smtp::Error),
 }
 
 /// A connection that sat unused this long is closed instead of reused:
@@ -127,24 +153,29 @@ impl AsyncTokioStream for TlsSocket {
 }
 
 impl Smtp {
-    pub fn new(s: &SmtpSettings) -> Result<Smtp, SendError> {
-        let setup = |e: String| SendError::Permanent(format!("SMTP settings: {e}"));
+    pub fn new(s: &SmtpSettings) -> Result<Smtp, SettingsError> {
         let tls = match s.tls {
             Tls::Plain => None,
-            Tls::Implicit => Some(TlsSetup::Implicit(Arc::new(
-                crate::tls::client_config(s.ca_file.as_deref()).map_err(setup)?,
-            ))),
+            Tls::Implicit => Some(TlsSetup::Implicit(Arc::new(client_config(
+                s.ca_file.as_deref(),
+            )?))),
             Tls::Starttls => {
                 let mut b = TlsParameters::builder(s.host.clone());
                 if let Some(path) = &s.ca_file {
-                    let pem = std::fs::read(path)
-                        .map_err(|e| setup(format!("{}: {e}", path.display())))?;
-                    let cert = Certificate::from_pem(&pem)
-                        .map_err(|e| setup(format!("{}: {e}", path.display())))?;
+                    let pem = std::fs::read(path).map_err(|source| SettingsError::CaFile {
+                        path: path.clone(),
+                        source,
+                    })?;
+                    let cert = Certificate::from_pem(&pem).map_err(|source| {
+                        SettingsError::Certificate {
+                            path: path.clone(),
+                            source,
+                        }
+                    })?;
                     b = b.add_root_certificate(cert);
                 }
                 Some(TlsSetup::Starttls(
-                    b.build_rustls().map_err(|e| setup(e.to_string()))?,
+                    b.build_rustls().map_err(SettingsError::Starttls)?,
                 ))
             }
         };
@@ -361,4 +392,60 @@ pub async fn deliver_due(
         }
     }
     Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error;
+    use std::path::Path;
+
+    use super::*;
+
+    #[test]
+    fn unusable_settings_name_the_ca_file_and_keep_the_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.pem");
+        let garbage = dir.path().join("garbage.pem");
+        std::fs::write(
+            &garbage,
+            "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let settings = |tls, ca_file: &Path| SmtpSettings {
+            host: "127.0.0.1".into(),
+            port: 25,
+            tls,
+            credentials: None,
+            timeout: Duration::from_secs(5),
+            ca_file: Some(ca_file.to_owned()),
+        };
+        let cases: &[(Tls, &Path, &str)] = &[
+            (Tls::Implicit, &missing, "Tls"),
+            (Tls::Implicit, &garbage, "Tls"),
+            (Tls::Starttls, &missing, "CaFile"),
+            (Tls::Starttls, &garbage, "Certificate"),
+        ];
+        for (tls, path, expected) in cases {
+            let Err(e) = Smtp::new(&settings(*tls, path)) else {
+                panic!("{tls:?} {}: accepted", path.display());
+            };
+            let variant = match &e {
+                SettingsError::Tls(_) => "Tls",
+                SettingsError::CaFile { .. } => "CaFile",
+                SettingsError::Certificate { .. } => "Certificate",
+                SettingsError::Starttls(_) => "Starttls",
+            };
+            assert_eq!(variant, *expected, "{tls:?}: {e}");
+            assert!(
+                e.to_string()
+                    .starts_with(&format!("permanent: SMTP settings: {}: ", path.display())),
+                "{tls:?}: {e}"
+            );
+            assert!(e.source().is_some(), "{tls:?}: {e}: the cause is kept");
+        }
+        assert!(
+            Smtp::new(&settings(Tls::Plain, &missing)).is_ok(),
+            "plain SMTP reads no CA file"
+        );
+    }
 }
