@@ -13,7 +13,7 @@
 
 use std::time::SystemTime;
 
-use lettre::message::header::{ContentType, HeaderName, HeaderValue};
+use lettre::message::header::{ContentType, ContentTypeErr, HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::{Address, Message};
 
@@ -65,21 +65,31 @@ pub struct FromError {
 /// Why a message could not be composed.
 #[derive(Debug, thiserror::Error)]
 pub enum ComposeError {
-    #[error("invalid address {0:?}: {1}")]
-    Address(String, lettre::address::AddressError),
+    #[error("invalid address {address:?}: {source}")]
+    Address {
+        address: String,
+        #[source]
+        source: lettre::address::AddressError,
+    },
     #[error("building the message: {0}")]
     Build(#[from] lettre::error::Error),
     #[error("message has no recipient")]
     NoRecipient,
     #[error("content type: {0}")]
-    ContentType(String),
+    ContentType(#[from] ContentTypeErr),
+    /// lettre would not base64-encode the original.
+    #[error("content type: base64 refused")]
+    Base64Refused,
 }
 
 fn mailbox(addr: &str) -> Result<Mailbox, ComposeError> {
     addr.trim()
         .parse::<Address>()
         .map(|a| Mailbox::new(None, a))
-        .map_err(|e| ComposeError::Address(addr.to_string(), e))
+        .map_err(|source| ComposeError::Address {
+            address: addr.to_string(),
+            source,
+        })
 }
 
 fn header(name: &'static str, value: &str) -> HeaderValue {
@@ -288,8 +298,7 @@ pub fn compose_notice(
 /// goes: lettre ends a part with one of its own.
 fn text_part(text: &str) -> Result<SinglePart, ComposeError> {
     let flowed = crate::text::flowed(text, crate::text::WIDTH);
-    let ct = ContentType::parse("text/plain; charset=utf-8; format=flowed")
-        .map_err(|e| ComposeError::ContentType(e.to_string()))?;
+    let ct = ContentType::parse("text/plain; charset=utf-8; format=flowed")?;
     Ok(SinglePart::builder()
         .header(ct)
         .body(flowed.strip_suffix('\n').unwrap_or(&flowed).to_string()))

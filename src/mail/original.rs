@@ -89,8 +89,7 @@ impl Original {
     }
 
     pub(super) fn mime_part(&self) -> Result<SinglePart, ComposeError> {
-        let content_type =
-            |s: &str| ContentType::parse(s).map_err(|e| ComposeError::ContentType(e.to_string()));
+        let content_type = |s: &str| ContentType::parse(s).map_err(ComposeError::ContentType);
         let disposition = ContentDisposition::attachment("original.eml");
         // `Body::new_with_encoding` would check again, but it takes 8bit to
         // mean UTF-8 only, and an ISO-8859-1 original is 8bit too (RFC 2045
@@ -107,7 +106,7 @@ impl Original {
             OriginalPart::File(_) => (
                 content_type("application/octet-stream")?,
                 Body::new_with_encoding(self.bytes.clone(), ContentTransferEncoding::Base64)
-                    .map_err(|_| ComposeError::ContentType("base64 refused".into()))?,
+                    .map_err(|_| ComposeError::Base64Refused)?,
             ),
         };
         Ok(SinglePart::builder()
