@@ -98,7 +98,7 @@ fn header(name: &'static str, value: &str) -> HeaderValue {
 
 /// The Message-ID of a case's message of `kind`, `seq` saying which (see
 /// the intake's occasions: `0`, `u3.1`, `1.now`).
-pub fn message_id(identity: &Identity, case_id: &str, kind: &str, seq: &str) -> String {
+fn message_id(identity: &Identity, case_id: &str, kind: &str, seq: &str) -> String {
     format!("{case_id}.{kind}.{seq}@{}", identity.domain)
 }
 
