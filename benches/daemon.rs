@@ -60,9 +60,9 @@ use std::time::{Duration, Instant, SystemTime};
 use mailtriage::batch::Cursor;
 use mailtriage::config::{Config, Settings};
 use mailtriage::imap::{Auth, Connection, ImapSettings};
-use mailtriage::intake::{Arrival, Intake, LookupError};
+use mailtriage::intake::{self, Arrival, Intake, LookupError};
+use mailtriage::mail::Identity;
 use mailtriage::route::ActionType;
-use mailtriage::send::{self, Identity};
 use mailtriage::store::Store;
 use mailtriage::tls::Tls;
 use mailtriage_testkit::{
@@ -224,7 +224,7 @@ impl Corpus {
                 .iter()
                 .filter(|a| a.kind == ActionType::Forward)
                 .count();
-            if replies != 1 || send::reply_allowed(&email, &own).is_err() {
+            if replies != 1 || intake::reply_allowed(&email, &own).is_err() {
                 continue;
             }
             let order = case.fields.order_id.clone();

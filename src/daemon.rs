@@ -27,8 +27,9 @@ use crate::batch::{Cursor, ServerAction};
 use crate::config::{Config, ConfigError, MailboxSection, Settings};
 use crate::imap::{Auth, Connection, Idled, ImapError, ImapSettings};
 use crate::intake::{self, Arrival, LookupError};
+use crate::mail::{self, Identity};
 use crate::outbox::OutgoingKind;
-use crate::send::{self, Identity, Smtp, SmtpSettings};
+use crate::smtp::{self, Smtp, SmtpSettings};
 use crate::store::{Store, StoreError};
 
 pub use crate::clock::Clock;
@@ -443,7 +444,7 @@ fn alert(sh: &Shared, m: &MailboxSection, since: Timestamp, text: &str, what: &s
         body: text.to_string(),
         high_importance: what == "down",
     };
-    match send::compose_notice(
+    match mail::compose_notice(
         &sh.identity,
         OutgoingKind::Health,
         &key,
@@ -749,7 +750,7 @@ async fn outbox_task(sh: Arc<Shared>, smtp: Smtp, mut shutdown: watch::Receiver<
                 tracing::error!(error = %e, "pruning reply counts");
             }
         }
-        match send::deliver_due(&sh.store, &smtp, &backoff, sh.now()).await {
+        match smtp::deliver_due(&sh.store, &smtp, &backoff, sh.now()).await {
             Ok(d) if d.sent + d.retrying + d.undeliverable > 0 => {
                 tracing::debug!(
                     sent = d.sent,

@@ -279,13 +279,13 @@ fn the_digest_of_the_fixtures_matches_its_goldens() {
 
     // As composed for sending, Python's strict reader finds a text and an
     // HTML part, without defects; the HTML goes as it was measured.
-    let identity = mailtriage::send::Identity {
+    let identity = mailtriage::mail::Identity {
         from: "Escalations <mailtriage@example.com>"
             .parse()
             .expect("from"),
         domain: "mailtriage.test".into(),
     };
-    let out = mailtriage::send::compose_digest(
+    let out = mailtriage::mail::compose_digest(
         &identity,
         DIGEST,
         at(NOW),

@@ -212,8 +212,8 @@ fn golden_json_agrees_with_intent() {
 #[test]
 fn forwards_attach_each_original_in_the_part_it_fits() {
     use mail_parser::{MessageParser, MimeHeaders};
+    use mailtriage::mail::{Identity, Original, compose_forward};
     use mailtriage::route::Rendered;
-    use mailtriage::send::{Identity, Original, compose_forward};
 
     let update = std::env::var_os("UPDATE_GOLDEN").is_some_and(|v| v == "1");
     let dir = fixtures_dir().join("attach");

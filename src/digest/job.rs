@@ -13,7 +13,7 @@ use super::DigestError;
 use jiff::Timestamp;
 
 use crate::config::{Config, Settings};
-use crate::send::{self, Identity};
+use crate::mail::{self, Identity};
 use crate::store::{Store, StoreError};
 
 /// Queues every scheduled digest whose period has come and was not sent,
@@ -88,7 +88,7 @@ fn queue_digest(
     now: Timestamp,
 ) -> Result<String, DigestError> {
     let (r, to) = build_digest(config, store, name, since, now)?;
-    let out = send::compose_digest(
+    let out = mail::compose_digest(
         identity,
         name,
         period.as_second(),

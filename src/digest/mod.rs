@@ -31,7 +31,7 @@ pub(crate) use spec::DigestSpec;
 
 use crate::calendar::ZoneError;
 use crate::config::Config;
-use crate::send::{ComposeError, FromError};
+use crate::mail::{ComposeError, FromError};
 use crate::store::StoreError;
 
 /// Why a digest could not be made or queued: said to the operator who

@@ -10,11 +10,12 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
+use super::loop_guard::reply_allowed;
 use super::{Intake, LookupError, Working};
 use crate::letter::{Attached, Letter, Origin};
+use crate::mail::{self, Original, OriginalPart};
 use crate::outbox::{NewOutgoing, OutgoingKind};
 use crate::route::{Action, ActionType, RenderError};
-use crate::send::{self, Original, OriginalPart};
 
 /// When in a case's life mail is composed; it names the Message-IDs, so
 /// that every message of a case has its own, and composing the same
@@ -83,7 +84,7 @@ pub(crate) enum ComposeFailed {
     Mime {
         rule: String,
         #[source]
-        source: send::ComposeError,
+        source: mail::ComposeError,
     },
     /// The store could not be read: the batch stops, nothing is lost.
     #[error(transparent)]
@@ -157,7 +158,7 @@ pub(crate) fn compose(
                 rule: action.rule.clone(),
                 source,
             })?;
-        let mime = |r: Result<NewOutgoing, send::ComposeError>| {
+        let mime = |r: Result<NewOutgoing, mail::ComposeError>| {
             r.map_err(|source| ComposeFailed::Mime {
                 rule: action.rule.clone(),
                 source,
@@ -166,7 +167,7 @@ pub(crate) fn compose(
         let sequence = |now: bool| about.occasion.sequence(i, now);
         match (action.kind, rendered, original.as_ref()) {
             (ActionType::Reply, Some(r), _) => {
-                if let Err(why) = send::reply_allowed(email, ix.own) {
+                if let Err(why) = reply_allowed(email, ix.own) {
                     tracing::info!(why, "no automatic reply");
                     continue;
                 }
@@ -175,7 +176,7 @@ pub(crate) fn compose(
                     continue;
                 }
                 c.replied_to = Some(sender);
-                c.outgoing.push(mime(send::compose_reply(
+                c.outgoing.push(mime(mail::compose_reply(
                     ix.identity,
                     case_id,
                     &sequence(false),
@@ -194,7 +195,7 @@ pub(crate) fn compose(
                     );
                 }
                 let forward = |seq: &str, to: &[String], cc: &[String]| {
-                    send::compose_forward(
+                    mail::compose_forward(
                         ix.identity,
                         case_id,
                         seq,

@@ -2,8 +2,9 @@
 //! batch. Triage says what a message is; intake decides what the
 //! organisation does about it: whether it opens a case, updates one
 //! (`plan`), or is left alone; what the case's record becomes (`open`,
-//! `update`); what mail goes out and when (`compose`); and the policies
-//! beyond a single message (`policy`: repeat vendors, overdue cases).
+//! `update`); what mail goes out and when (`compose`), never an automatic
+//! reply to automatic mail (`loop_guard`); and the policies beyond a
+//! single message (`policy`: repeat vendors, overdue cases).
 //!
 //! Pure: the cases stored so far are read through [`CaseLookup`], which
 //! the store implements (and a map, in the tests); time is a value passed
@@ -16,11 +17,12 @@ use jiff::Timestamp;
 
 use crate::batch::{Batch, BatchItem, BatchOutcome, Cursor, MessageKey, Seen, ServerAction};
 use crate::config::{Config, MailboxSection, Settings};
+use crate::mail::Identity;
 use crate::record::CaseRecord;
-use crate::send::Identity;
 use crate::vendor::VendorKey;
 
 mod compose;
+mod loop_guard;
 mod open;
 mod plan;
 mod policy;
@@ -28,6 +30,7 @@ mod policy;
 mod tests;
 mod update;
 
+pub use loop_guard::reply_allowed;
 pub use policy::overdue;
 
 /// What intake reads of the cases and messages stored so far.

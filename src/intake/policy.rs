@@ -9,9 +9,9 @@ use std::collections::HashMap;
 use jiff::Timestamp;
 
 use super::{Intake, LookupError, Working};
+use crate::mail;
 use crate::outbox::{NewOutgoing, OutgoingKind};
 use crate::record::CaseRecord;
-use crate::send;
 use crate::vendor::{CaseVendor, VendorKey};
 
 /// The vendor of a new case: what its field says, a name alone resolved
@@ -182,7 +182,7 @@ pub(crate) fn repeat_vendor(
             return Ok(None);
         }
     };
-    match send::compose_notice(
+    match mail::compose_notice(
         ix.identity,
         OutgoingKind::Vendor,
         &record.id,
@@ -229,7 +229,7 @@ pub fn overdue(
     let out = match ix.config.router.templates.render(&od.template, &ctx) {
         Ok(mut r) => {
             r.high_importance = rec.case.risk >= 4;
-            send::compose_notice(
+            mail::compose_notice(
                 ix.identity,
                 OutgoingKind::Overdue,
                 &rec.id,
