@@ -12,6 +12,58 @@ use crate::case::Case;
 use crate::extract::Field;
 use crate::record::{CaseRecord, HistoryEntry, Requested, Status, thread_key};
 
+/// What happens to a case after the message that opened it
+/// (`[lifecycle]` in routing.toml).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lifecycle {
+    /// A new escalation of an order whose case was resolved longer ago than
+    /// this opens a new case (linked to the old one); sooner, it reopens it.
+    pub reopen_within: std::time::Duration,
+    /// The reply telling an agent their escalation joined an open case.
+    pub joined_reply: Option<String>,
+    pub repeat_vendor: Option<RepeatVendor>,
+    pub overdue: Option<Overdue>,
+}
+
+impl Lifecycle {
+    /// How long a case of `risk` has for an answer before it is overdue.
+    pub fn respond_within(&self, risk: u8) -> Option<std::time::Duration> {
+        self.overdue
+            .as_ref()
+            .and_then(|o| o.after.get(usize::from(risk)).copied().flatten())
+    }
+}
+
+impl Default for Lifecycle {
+    fn default() -> Self {
+        Lifecycle {
+            reopen_within: std::time::Duration::from_secs(14 * 86_400),
+            joined_reply: None,
+            repeat_vendor: None,
+            overdue: None,
+        }
+    }
+}
+
+/// The vendor manager hears of a vendor with `complaints` cases within
+/// `within`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepeatVendor {
+    pub complaints: usize,
+    pub within: std::time::Duration,
+    pub to: Vec<String>,
+    pub template: String,
+}
+
+/// Cases open longer than their risk allows are re-escalated once to `to`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Overdue {
+    /// Indexed by risk 0-5; `None`: that risk is never overdue.
+    pub after: [Option<std::time::Duration>; 6],
+    pub to: Vec<String>,
+    pub template: String,
+}
+
 /// The case id a subject carries, as in `Re: [ESC-2026-000123] ...`.
 pub fn case_id_in_subject(subject: &str) -> Option<String> {
     let mut rest = subject;

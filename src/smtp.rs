@@ -3,10 +3,6 @@
 //! TCP, and each message delivered as it was stored, or in its 7-bit form
 //! to a server without 8BITMIME. What is sent is composed in
 //! [`crate::mail`].
-//!
-//! Apart, at the bottom: the outbox pass, [`deliver_due`], which the
-//! daemon's outbox task runs: the due items through the transport, each
-//! outcome recorded in the store.
 
 use std::io;
 use std::net::SocketAddr;
@@ -27,10 +23,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::pki_types::ServerName;
 
-use crate::backoff::Backoff;
 use crate::mail::seven_bit;
 use crate::outbox::OutboxItem;
-use crate::store::{Store, StoreError};
 use crate::tls::{ClientConfigError, Tls, client_config};
 
 /// Where and how to deliver.
@@ -339,62 +333,6 @@ impl Smtp {
             let _ = tokio::time::timeout(Duration::from_secs(2), p.conn.quit()).await;
         }
     }
-}
-
-// The outbox pass: the store's due items through the transport, each
-// outcome recorded. It belongs with the daemon's outbox task.
-
-/// What one pass over the due items did.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Delivered {
-    pub sent: usize,
-    pub retrying: usize,
-    pub undeliverable: usize,
-}
-
-/// Sends every item due at `now`, recording each outcome in the store
-/// before going on.
-pub async fn deliver_due(
-    store: &Store,
-    smtp: &Smtp,
-    backoff: &Backoff,
-    now: jiff::Timestamp,
-) -> Result<Delivered, StoreError> {
-    let mut done = Delivered::default();
-    for item in store.outbox_due(now, 100)? {
-        let raw = store.outbox_raw(item.id)?;
-        match smtp.send(&item, &raw).await {
-            Ok(()) => {
-                store.mark_sent(item.id, now)?;
-                tracing::info!(outbox = item.id, message_id = %item.message_id, case = item.case_id.as_deref().unwrap_or("-"), kind = %item.kind, "sent");
-                done.sent += 1;
-            }
-            Err(SendError::Permanent(e)) => {
-                store.mark_undeliverable(item.id, &e)?;
-                tracing::error!(outbox = item.id, message_id = %item.message_id, case = item.case_id.as_deref().unwrap_or("-"), error = %e, "undeliverable, kept for a human");
-                done.undeliverable += 1;
-            }
-            Err(SendError::Transient(e)) => {
-                if crate::clock::after(item.queued_at, backoff.give_up_after) < now {
-                    store.mark_undeliverable(
-                        item.id,
-                        &format!("gave up after {} attempts: {e}", item.attempts + 1),
-                    )?;
-                    tracing::error!(outbox = item.id, message_id = %item.message_id, error = %e, "gave up retrying");
-                    done.undeliverable += 1;
-                } else {
-                    let delay = std::time::Duration::from_secs(
-                        backoff.delay(item.attempts, item.id).max(0) as u64,
-                    );
-                    let retry_at = crate::clock::after(now, delay);
-                    store.mark_retry(item.id, &e, retry_at)?;
-                    tracing::warn!(outbox = item.id, message_id = %item.message_id, error = %e, retry_at = %retry_at, "will retry");
-                    done.retrying += 1;
-                }
-            }
-        }
-    }
-    Ok(done)
 }
 
 #[cfg(test)]

@@ -178,7 +178,7 @@ fn fixture_digest(config: &Config) -> (RenderedDigest, Vec<CaseRecord>) {
     let cases = fixture_cases(config);
     let store = store_of(dir.path(), cases.clone());
     let (rendered, to) =
-        mailtriage::digest::build_digest(config, &store, DIGEST, Some(ts(at(SINCE))), ts(at(NOW)))
+        mailtriage::daemon::build_digest(config, &store, DIGEST, Some(ts(at(SINCE))), ts(at(NOW)))
             .expect("the digest builds");
     assert_eq!(to, ["ops.manager@example.com", "cx.manager@example.com"]);
     (rendered, cases)
@@ -327,7 +327,7 @@ fn the_html_stays_under_gmails_clipping_size() {
     let config = Config::builtin().expect("shipped config");
     let render = |count: usize| {
         let data = DigestData::from_cases(
-            &config,
+            config.digest_sources(),
             DIGEST,
             many_cases(&config, count),
             Some(ts(at(SINCE))),

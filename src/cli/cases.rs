@@ -174,7 +174,7 @@ fn direct_digest<'a>(
     move |name: &str, send_now: bool| {
         let config = Config::load(dir).map_err(|e| e.to_string())?;
         let settings = Settings::load(dir).map_err(|e| e.to_string())?;
-        crate::digest::digest_command(
+        crate::daemon::digest_command(
             &config,
             &settings,
             store,

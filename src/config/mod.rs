@@ -27,10 +27,10 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use crate::case::Triage;
+use crate::lifecycle::Lifecycle;
 use crate::route::Router;
 use templates::TemplateFiles;
 
-pub use routing::{Lifecycle, Overdue, RepeatVendor};
 pub use settings::{DaemonSection, MailboxSection, Settings, SmtpSection};
 pub use values::{HumanDuration, Secret, SecretError, Size};
 
@@ -131,6 +131,18 @@ mod builtin {
     pub const HTML: &[(&str, &str)] =
         &[("digest", include_str!("../../config/templates/digest.html"))];
     pub const DAEMON: &str = include_str!("../../config/mailtriage.toml");
+}
+
+impl Config {
+    /// What the digests are made from.
+    pub fn digest_sources(&self) -> crate::digest::Sources<'_> {
+        crate::digest::Sources {
+            router: &self.router,
+            lifecycle: &self.lifecycle,
+            vendors: &self.vendors,
+            templates: &self.digest_templates,
+        }
+    }
 }
 
 impl Config {

@@ -3,7 +3,6 @@
 //! first message, how vendor fields are read, and the readers' time zones.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -12,6 +11,7 @@ use super::values::HumanDuration;
 use super::{ConfigError, Source, looks_like_address};
 use crate::classify::Keywords;
 use crate::extract::{Field, Kind};
+use crate::lifecycle::{Lifecycle, Overdue, RepeatVendor};
 use crate::route::{Digest, ForwardSpec, Matcher, Readers, Router, Rule, Templates};
 use crate::vendor::VendorRules;
 
@@ -88,58 +88,6 @@ struct OverdueDef {
 
 fn overdue_template() -> Spanned<String> {
     Spanned::new(0..0, "overdue".to_string())
-}
-
-/// What happens to a case after the message that opened it
-/// (`[lifecycle]` in routing.toml).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Lifecycle {
-    /// A new escalation of an order whose case was resolved longer ago than
-    /// this opens a new case (linked to the old one); sooner, it reopens it.
-    pub reopen_within: Duration,
-    /// The reply telling an agent their escalation joined an open case.
-    pub joined_reply: Option<String>,
-    pub repeat_vendor: Option<RepeatVendor>,
-    pub overdue: Option<Overdue>,
-}
-
-impl Lifecycle {
-    /// How long a case of `risk` has for an answer before it is overdue.
-    pub fn respond_within(&self, risk: u8) -> Option<Duration> {
-        self.overdue
-            .as_ref()
-            .and_then(|o| o.after.get(usize::from(risk)).copied().flatten())
-    }
-}
-
-impl Default for Lifecycle {
-    fn default() -> Self {
-        Lifecycle {
-            reopen_within: Duration::from_secs(14 * 86_400),
-            joined_reply: None,
-            repeat_vendor: None,
-            overdue: None,
-        }
-    }
-}
-
-/// The vendor manager hears of a vendor with `complaints` cases within
-/// `within`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RepeatVendor {
-    pub complaints: usize,
-    pub within: Duration,
-    pub to: Vec<String>,
-    pub template: String,
-}
-
-/// Cases open longer than their risk allows are re-escalated once to `to`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Overdue {
-    /// Indexed by risk 0-5; `None`: that risk is never overdue.
-    pub after: [Option<Duration>; 6],
-    pub to: Vec<String>,
-    pub template: String,
 }
 
 #[derive(Deserialize)]

@@ -8,7 +8,7 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use super::DigestError;
-use crate::config::Config;
+use super::Sources;
 use crate::extract::Field;
 use crate::record::CaseRecord;
 use crate::vendor::VendorKey;
@@ -123,7 +123,7 @@ fn detail_in_words(field: Field) -> &'static str {
 ///   A case stored before vendors were resolved is read with today's
 ///   rules.
 pub fn rows(
-    config: &Config,
+    config: Sources<'_>,
     digest: &str,
     cases: impl IntoIterator<Item = CaseRecord>,
     now: Timestamp,
@@ -228,13 +228,13 @@ impl DigestData {
     /// only the open ones: see `rows`), covering `since` (the previous
     /// period; None for the first digest).
     pub fn from_cases(
-        config: &Config,
+        config: Sources<'_>,
         name: &str,
         cases: impl IntoIterator<Item = CaseRecord>,
         since: Option<Timestamp>,
         now: Timestamp,
     ) -> Result<DigestData, DigestError> {
-        let d = super::spec_of(config, name)?;
+        let d = super::spec_of(config.router, name)?;
         Ok(DigestData::assemble(
             name,
             &d.title,
@@ -355,7 +355,7 @@ pub(super) mod tests {
     /// message, received at `received`, added to the managers' digest and
     /// forwarded to `forwarded_to`.
     fn stored(
-        config: &Config,
+        config: &crate::config::Config,
         n: u32,
         headers: &str,
         body: &str,
@@ -390,7 +390,7 @@ pub(super) mod tests {
 
     #[test]
     fn rows_read_stored_cases_for_the_digest() {
-        let config = Config::builtin().expect("shipped config");
+        let config = crate::config::Config::builtin().expect("shipped config");
         let now: Timestamp = "2026-11-26T02:30:00Z".parse().expect("now");
         let ago = |s: i64| Timestamp::from_second(now.as_second() - s).expect("time");
         let full = "Customer Name: Asha Verma\r\nOrder ID: CK1\r\nCustomer Phone Number: 98450 12345\r\nDevice: iPhone 12\r\nPickup Slot: 24 Nov, 4-6 PM\r\nVendor Name: QuickPick Logistics (VND-1044)\r\nIssue: She will post a one-star review on Trustpilot.\r\n";
@@ -436,7 +436,12 @@ pub(super) mod tests {
         );
         f.overdue_at = Some(now);
 
-        let rows = rows(&config, "managers_daily", [f, e, d, c, b, a], now);
+        let rows = rows(
+            config.digest_sources(),
+            "managers_daily",
+            [f, e, d, c, b, a],
+            now,
+        );
         let ids: Vec<&str> = rows.iter().map(|r| r.case_id.as_str()).collect();
         // Open cases of this digest only, oldest received first.
         assert_eq!(

@@ -1,4 +1,5 @@
-//! Digests: what the managers' digests say, and the job that sends them.
+//! Digests: what the managers' digests say. Pure; the job that builds
+//! them from the store and queues them is the daemon's (`daemon::digest`).
 //!
 //! - Config (`DigestSpec`): a `[digests.NAME]` section as it is read.
 //! - Content ([`DigestData::from_cases`]): the stored cases of a digest as
@@ -8,9 +9,6 @@
 //!   body and an HTML body, read on phones: a summary a manager reads
 //!   without scrolling, then the cases; the HTML kept under the size at
 //!   which Gmail clips a message ([`HTML_MAX_BYTES`]).
-//! - The job ([`build_digest`], and what the daemon's clock and the
-//!   `digest` command call): the one part that reads the store and queues
-//!   mail.
 //!
 //! Content and rendering are pure, so that they can be tested at any
 //! instant without a clock, a store or a mail server: time is passed in,
@@ -18,21 +16,30 @@
 //! ([`crate::calendar::Schedule`]).
 
 mod data;
-mod job;
 mod render;
 mod spec;
 
 pub use data::{DigestData, DigestRow, VendorRow};
-pub use job::build_digest;
-pub(crate) use job::{digest_command, queue_due};
 pub use render::{HTML_MAX_BYTES, RenderedDigest, render, render_template, sent_size};
 pub(crate) use render::{add_templates, sample_contexts};
 pub(crate) use spec::DigestSpec;
 
 use crate::calendar::ZoneError;
-use crate::config::Config;
-use crate::mail::{ComposeError, FromError};
-use crate::store::StoreError;
+use crate::lifecycle::Lifecycle;
+use crate::route::Router;
+use crate::vendor::VendorRules;
+
+/// What digests are made from, out of the compiled config: the routing
+/// table (the digests, their readers' zones and words, the forwards'
+/// owners), the overdue allowances, how vendors are told apart, and the
+/// digests' templates.
+#[derive(Clone, Copy)]
+pub struct Sources<'a> {
+    pub router: &'a Router,
+    pub lifecycle: &'a Lifecycle,
+    pub vendors: &'a VendorRules,
+    pub templates: &'a minijinja::Environment<'static>,
+}
 
 /// Why a digest could not be made or queued: said to the operator who
 /// asked for it, or logged by the daemon.
@@ -58,23 +65,18 @@ pub enum DigestError {
     },
     #[error("template {template:?}: expected the first line to be `Subject: ...`")]
     NoSubject { template: String },
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Compose(#[from] ComposeError),
-    /// Who the digest is from (`[smtp] from`).
-    #[error(transparent)]
-    Identity(#[from] FromError),
 }
 
 /// Digest `name` of the routing table.
-fn spec_of<'a>(config: &'a Config, name: &str) -> Result<&'a crate::route::Digest, DigestError> {
-    config
-        .router
+pub fn spec_of<'a>(
+    router: &'a Router,
+    name: &str,
+) -> Result<&'a crate::route::Digest, DigestError> {
+    router
         .digests
         .get(name)
         .ok_or_else(|| DigestError::UnknownDigest {
             name: name.to_string(),
-            known: config.router.digests.keys().cloned().collect(),
+            known: router.digests.keys().cloned().collect(),
         })
 }

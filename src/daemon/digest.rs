@@ -9,12 +9,26 @@
 
 use std::sync::MutexGuard;
 
-use super::DigestError;
 use jiff::Timestamp;
 
 use crate::config::{Config, Settings};
-use crate::mail::{self, Identity};
+use crate::digest::{DigestData, DigestError, RenderedDigest, render_template, spec_of};
+use crate::mail::{self, ComposeError, FromError, Identity};
 use crate::store::{Store, StoreError};
+
+/// Why a digest was not built or queued.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error(transparent)]
+    Digest(#[from] DigestError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Compose(#[from] ComposeError),
+    /// Who the digest is from (`[smtp] from`).
+    #[error(transparent)]
+    Identity(#[from] FromError),
+}
 
 /// Queues every scheduled digest whose period has come and was not sent,
 /// at `t` (unix seconds); says how many it queued. A period the daemon was
@@ -58,21 +72,21 @@ pub(crate) fn queue_due<'a>(
 
 /// What digest `name` says at `now`, covering cases since `since`: the
 /// rendered digest and its recipients. Reads the open cases; what they
-/// mean for the digest is [`super::DigestData::from_cases`].
+/// mean for the digest is [`DigestData::from_cases`].
 pub fn build_digest(
     config: &Config,
     store: &Store,
     name: &str,
     since: Option<Timestamp>,
     now: Timestamp,
-) -> Result<(super::RenderedDigest, Vec<String>), DigestError> {
-    let d = super::spec_of(config, name)?;
+) -> Result<(RenderedDigest, Vec<String>), JobError> {
+    let d = spec_of(&config.router, name)?;
     let mut open = Vec::new();
     for id in store.open_case_ids()? {
         open.extend(store.case(&id)?);
     }
-    let data = super::DigestData::from_cases(config, name, open, since, now)?;
-    let rendered = super::render_template(&config.digest_templates, &d.template, &data)?;
+    let data = DigestData::from_cases(config.digest_sources(), name, open, since, now)?;
+    let rendered = render_template(&config.digest_templates, &d.template, &data)?;
     Ok((rendered, d.to.clone()))
 }
 
@@ -86,7 +100,7 @@ fn queue_digest(
     since: Option<Timestamp>,
     period: Timestamp,
     now: Timestamp,
-) -> Result<String, DigestError> {
+) -> Result<String, JobError> {
     let (r, to) = build_digest(config, store, name, since, now)?;
     let out = mail::compose_digest(
         identity,
@@ -112,7 +126,7 @@ pub(crate) fn digest_command(
     name: &str,
     send_now: bool,
     now: Timestamp,
-) -> Result<String, DigestError> {
+) -> Result<String, JobError> {
     let since = store.digest_sent(name)?;
     if send_now {
         let identity = Identity::from_config(daemon)?;

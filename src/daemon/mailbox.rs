@@ -1,0 +1,353 @@
+//! A mailbox task: one IMAP connection's life, again and again. It
+//! connects (jittered exponential backoff after any failure; a mailbox
+//! that is down never stops the others), replays the server actions a
+//! crash may have left pending, reconciles UIDVALIDITY with its stored
+//! cursor, and drains new mail in batches: sizes first (a message over the
+//! limit is left for a human), bodies with `BODY.PEEK[]`, then
+//! [`crate::intake::process`] under the case lock, the batch committed in
+//! one transaction, and only then the messages marked or moved on the
+//! server. Between batches it waits in IDLE, or polls. A mailbox that
+//! cannot log in, or stays down for `alert_after`, alerts the admins once,
+//! and once more when it works again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use tokio::sync::watch;
+
+use super::{Shared, stopped};
+use crate::backoff::Backoff;
+use crate::batch::{Cursor, ServerAction};
+use crate::config::MailboxSection;
+use crate::imap::{Auth, Connection, Idled, ImapError, ImapSettings};
+use crate::intake::{self, Arrival, LookupError};
+use crate::outbox::OutgoingKind;
+use crate::store::StoreError;
+
+/// Jittered exponential backoff for reconnecting: 1 s doubling to 5 min.
+fn reconnect_delay(failures: u32, salt: u64) -> Duration {
+    let b = Backoff {
+        first: Duration::from_secs(1),
+        max: Duration::from_secs(300),
+        give_up_after: Duration::MAX,
+    };
+    Duration::from_secs(b.delay(failures.saturating_sub(1), salt).max(1) as u64)
+}
+
+fn imap_settings(m: &MailboxSection) -> Result<ImapSettings, String> {
+    let auth = match (&m.password, &m.oauth2_token) {
+        (Some(p), _) => Auth::Password(p.read().map_err(|e| e.to_string())?),
+        (None, Some(t)) => Auth::XOAuth2(t.read().map_err(|e| e.to_string())?),
+        (None, None) => return Err("no password or oauth2_token".into()),
+    };
+    Ok(ImapSettings {
+        host: m.host.clone(),
+        port: m.port,
+        tls: m.tls,
+        user: m.user.clone(),
+        auth,
+        timeout: m.timeout.0,
+        ca_file: m.ca_file.clone(),
+    })
+}
+
+/// Outage bookkeeping for health alerts.
+#[derive(Default)]
+struct Health {
+    down_since: Option<Timestamp>,
+    alerted: bool,
+}
+
+pub(super) async fn mailbox_task(
+    sh: Arc<Shared>,
+    index: usize,
+    mut shutdown: watch::Receiver<bool>,
+    ready: tokio::sync::mpsc::Sender<String>,
+) {
+    let m = &sh.settings.mailboxes[index];
+    let mut failures: u32 = 0;
+    let mut health = Health::default();
+    let mut ready = Some(ready);
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let result = session(
+            &sh,
+            m,
+            &mut shutdown,
+            &mut ready,
+            &mut health,
+            &mut failures,
+        )
+        .await;
+        if let Err(e) = &result {
+            // Logged before READY, so that the journal says why a mailbox
+            // is not working by the time systemd calls the service started.
+            tracing::error!(mailbox = %m.name, error = %e, failures = failures + 1, "mailbox session failed");
+        }
+        if let Some(r) = ready.take() {
+            let _ = r.send(m.name.clone()).await;
+        }
+        match result {
+            Ok(()) => return,
+            Err(e) => {
+                failures += 1;
+                let t = sh.now();
+                let since = *health.down_since.get_or_insert(t);
+                let is_auth = matches!(
+                    e,
+                    SessionError::Imap(ImapError::Auth { .. } | ImapError::Certificate(_))
+                        | SessionError::Secret(_)
+                );
+                if !health.alerted
+                    && (is_auth
+                        || crate::clock::after(since, sh.settings.daemon.alert_after.0) <= t)
+                {
+                    health.alerted = true;
+                    alert(
+                        &sh,
+                        m,
+                        since,
+                        &format!(
+                            "mailtriage cannot read the {} mailbox ({}@{}:{}) since {}.\n\nLast error: {e}\n\nEscalations sent there are not being triaged. You will get one more message when it works again.\n",
+                            m.name,
+                            m.user,
+                            m.host,
+                            m.port,
+                            crate::text::local_time(since, &sh.config.router.readers.zone, since)
+                        ),
+                        "down",
+                    );
+                }
+                let delay = reconnect_delay(failures, index as u64 ^ t.as_second() as u64);
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stopped(&mut shutdown) => return,
+                }
+            }
+        }
+    }
+}
+
+fn alert(sh: &Shared, m: &MailboxSection, since: Timestamp, text: &str, what: &str) {
+    if sh.settings.daemon.admin.is_empty() {
+        return;
+    }
+    let subject = match what {
+        "down" => format!("mailtriage: the {} mailbox is unreachable", m.name),
+        _ => format!("mailtriage: the {} mailbox works again", m.name),
+    };
+    let key = format!("{}.{}.{}", m.name, since.as_second(), what);
+    let rendered = crate::route::Rendered {
+        subject: subject.clone(),
+        body: text.to_string(),
+        high_importance: what == "down",
+    };
+    match crate::mail::compose_notice(
+        &sh.identity,
+        OutgoingKind::Health,
+        &key,
+        None,
+        &sh.settings.daemon.admin,
+        None,
+        &rendered,
+        crate::clock::system_time(sh.now()),
+    ) {
+        Ok(msg) => match sh.store.enqueue(&[msg], sh.now()) {
+            Ok(_) => {
+                tracing::warn!(mailbox = %m.name, "health alert queued: {subject}");
+                sh.outbox_wake.notify_one();
+            }
+            Err(e) => {
+                tracing::error!(mailbox = %m.name, error = %e, "could not queue a health alert")
+            }
+        },
+        Err(e) => {
+            tracing::error!(mailbox = %m.name, error = %e, "could not compose a health alert")
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error("{0}")]
+    Imap(#[from] ImapError),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Lookup(#[from] LookupError),
+    #[error("secret: {0}")]
+    Secret(String),
+}
+
+/// One connection's life: returns Ok on shutdown, Err on any failure.
+async fn session(
+    sh: &Shared,
+    m: &MailboxSection,
+    shutdown: &mut watch::Receiver<bool>,
+    ready: &mut Option<tokio::sync::mpsc::Sender<String>>,
+    health: &mut Health,
+    failures: &mut u32,
+) -> Result<(), SessionError> {
+    let settings = imap_settings(m).map_err(SessionError::Secret)?;
+    let mut conn = Connection::connect(&settings).await?;
+    for folder in std::iter::once(&m.quarantine).chain(m.move_to.iter()) {
+        conn.ensure_folder(folder).await?;
+    }
+    let sel = conn.select(&m.folder).await?;
+    tracing::info!(mailbox = %m.name, folder = %m.folder, uid_validity = sel.uid_validity, exists = sel.exists, idle = conn.can_idle(), "connected");
+    if let Some(r) = ready.take() {
+        let _ = r.send(m.name.clone()).await;
+    }
+    if health.alerted {
+        let since = health.down_since.unwrap_or_else(|| sh.now());
+        alert(
+            sh,
+            m,
+            since,
+            &format!("mailtriage reads the {} mailbox again.\n", m.name),
+            "up",
+        );
+    }
+    *health = Health::default();
+    *failures = 0;
+
+    // Server actions a crash left pending (idempotent: marking twice or
+    // moving what is gone is harmless).
+    if let Some(p) = sh.store.pending(&m.name)? {
+        if p.uid_validity == sel.uid_validity {
+            apply_server_actions(&mut conn, m, &p.actions).await?;
+        }
+        sh.store.clear_pending(&m.name)?;
+    }
+
+    let mut cursor = match sh.store.cursor(&m.name)? {
+        Some(c) if c.uid_validity == sel.uid_validity => c,
+        Some(c) => {
+            tracing::warn!(mailbox = %m.name, old = c.uid_validity, new = sel.uid_validity, "UIDVALIDITY changed: rescanning; messages already processed are recognised and skipped");
+            let c = Cursor {
+                uid_validity: sel.uid_validity,
+                last_uid: 0,
+            };
+            sh.store.set_cursor(&m.name, c)?;
+            c
+        }
+        None => Cursor {
+            uid_validity: sel.uid_validity,
+            last_uid: 0,
+        },
+    };
+
+    loop {
+        // Forget what earlier commands announced: the search below sees it.
+        conn.drain_unsolicited();
+        let found = drain(sh, m, &mut conn, &mut cursor, shutdown).await?;
+        if *shutdown.borrow() {
+            conn.logout().await;
+            return Ok(());
+        }
+        // Mail that arrives while a batch is processed is announced with
+        // the answer to one of its commands, not again in IDLE: look again
+        // until a search finds nothing and no EXISTS came with it.
+        if found > 0 || conn.saw_new_mail() {
+            continue;
+        }
+        if conn.can_idle() {
+            let outcome = {
+                let stop = stopped(shutdown);
+                conn.idle(m.idle_timeout.0, stop).await?
+            };
+            if outcome == Idled::Stopped {
+                conn.logout().await;
+                return Ok(());
+            }
+        } else {
+            tokio::select! {
+                _ = tokio::time::sleep(m.poll_interval.0) => {}
+                _ = stopped(shutdown) => {
+                    conn.logout().await;
+                    return Ok(());
+                }
+            }
+            conn.noop().await?;
+        }
+    }
+}
+
+async fn apply_server_actions(
+    conn: &mut Connection,
+    m: &MailboxSection,
+    actions: &[(u32, ServerAction)],
+) -> Result<(), ImapError> {
+    let processed: Vec<u32> = actions
+        .iter()
+        .filter(|(_, a)| *a == ServerAction::Processed)
+        .map(|(u, _)| *u)
+        .collect();
+    let quarantine: Vec<u32> = actions
+        .iter()
+        .filter(|(_, a)| *a == ServerAction::Quarantine)
+        .map(|(u, _)| *u)
+        .collect();
+    if m.mark_seen {
+        conn.mark_seen(&processed).await?;
+    }
+    if let Some(folder) = &m.move_to {
+        conn.move_to(&processed, folder).await?;
+    }
+    conn.move_to(&quarantine, &m.quarantine).await?;
+    Ok(())
+}
+
+/// Processes every message above the cursor, a batch at a time; says how
+/// many there were.
+async fn drain(
+    sh: &Shared,
+    m: &MailboxSection,
+    conn: &mut Connection,
+    cursor: &mut Cursor,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<usize, SessionError> {
+    let uids = conn.uids_after(cursor.last_uid).await?;
+    for chunk in uids.chunks(m.batch_size) {
+        if *shutdown.borrow() {
+            break;
+        }
+        let sizes = conn.sizes(chunk).await?;
+        let mut small = Vec::with_capacity(chunk.len());
+        for (uid, size) in &sizes {
+            if u64::from(*size) > m.max_message_size.0 {
+                tracing::warn!(mailbox = %m.name, uid, size, limit = m.max_message_size.0, "message over the size limit: not downloaded, left for a human");
+            } else {
+                small.push(*uid);
+            }
+        }
+        let bodies = conn.fetch(&small).await?;
+        let t = sh.now();
+        let year = t.to_zoned(jiff::tz::TimeZone::UTC).year();
+        let arrivals: Vec<Arrival<'_>> = bodies
+            .iter()
+            .map(|(uid, raw)| Arrival { uid: *uid, raw })
+            .collect();
+        let last = chunk.iter().copied().max().unwrap_or(cursor.last_uid);
+        // Decided and committed under the case lock, so that two mailboxes
+        // (or a mailbox and the command line) updating one case do not
+        // overwrite each other; the batch's new cases get their ids in one
+        // flush, without gaps.
+        let guard = sh.lock_cases();
+        let mut reserve = |n: usize| -> Result<Vec<String>, LookupError> {
+            Ok(sh.store.reserve_case_ids(year, n)?)
+        };
+        let batch = intake::process(&sh.intake(), m, *cursor, &arrivals, last, t, &mut reserve)?;
+        let server = batch.server.clone();
+        sh.store.commit(&batch)?;
+        drop(guard);
+        *cursor = batch.cursor;
+        sh.outbox_wake.notify_one();
+        apply_server_actions(conn, m, &server).await?;
+        sh.store.clear_pending(&m.name)?;
+    }
+    Ok(uids.len())
+}
