@@ -294,7 +294,8 @@ fn main() {
         match config.triage.parse(raw) {
             Ok((email, case)) => {
                 for action in config.router.route(&case, MAILBOX) {
-                    if let Err(e) = config.router.render(
+                    if let Err(e) = mailtriage::letter::render(
+                        &config.router,
                         &action,
                         &mailtriage::letter::Letter::new(CASE_ID, MAILBOX, &case, &email),
                     ) {
@@ -387,7 +388,8 @@ fn main() {
             };
             let actions = config.router.route(&case, MAILBOX);
             for action in &actions {
-                if let Ok(Some(r)) = config.router.render(
+                if let Ok(Some(r)) = mailtriage::letter::render(
+                    &config.router,
                     action,
                     &mailtriage::letter::Letter::new(CASE_ID, MAILBOX, &case, &email),
                 ) {
@@ -525,10 +527,11 @@ fn split(
         let mut acc = 0u64;
         for ((e, c), acts) in emails.iter().zip(&cases).zip(&actions) {
             for a in acts {
-                if let Ok(Some(r)) = config
-                    .router
-                    .render(a, &mailtriage::letter::Letter::new(CASE_ID, MAILBOX, c, e))
-                {
+                if let Ok(Some(r)) = mailtriage::letter::render(
+                    &config.router,
+                    a,
+                    &mailtriage::letter::Letter::new(CASE_ID, MAILBOX, c, e),
+                ) {
                     acc += r.body.len() as u64;
                     black_box(&r);
                 }

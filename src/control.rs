@@ -299,16 +299,6 @@ fn first_dir(var: &str) -> Option<PathBuf> {
     (!first.is_empty()).then(|| PathBuf::from(first))
 }
 
-/// Whether another process holds the database at `db` (sled's exclusive
-/// lock on its `db` file). Used to tell "in use" from other failures to
-/// open it.
-pub fn database_in_use(db: &Path) -> bool {
-    match std::fs::File::open(db.join("db")) {
-        Ok(f) => matches!(f.try_lock(), Err(std::fs::TryLockError::WouldBlock)),
-        Err(_) => false,
-    }
-}
-
 /// Why [`request`] got no answer.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {

@@ -12,7 +12,7 @@ use jiff::tz::TimeZone;
 use serde::Serialize;
 
 use crate::case::Case;
-use crate::route::Router;
+use crate::route::{Action, ActionType, RenderError, Rendered, Router};
 
 /// The case's first message, as a template cites it.
 ///
@@ -117,7 +117,7 @@ impl<'a> Letter<'a> {
 }
 
 /// The owners of the forwards among `actions`, each once, in order.
-pub fn owners(actions: &[crate::route::Action]) -> Vec<String> {
+pub fn owners(actions: &[Action]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for a in actions {
         if let Some(o) = &a.owner
@@ -317,6 +317,34 @@ fn joined(names: &[String]) -> Option<String> {
         [one] => Some(one.clone()),
         [init @ .., last] => Some(format!("{} and {last}", init.join(", "))),
     }
+}
+
+/// Renders `action`'s template for a letter: in the zone of the action's
+/// first reader (unless the letter says), with the forward's owner, and
+/// marked high importance for a risk 4 or 5 case. `None` for an action
+/// without a template (a digest, a tag).
+pub fn render(
+    router: &Router,
+    action: &Action,
+    letter: &Letter<'_>,
+) -> Result<Option<Rendered>, RenderError> {
+    let Some(template) = &action.template else {
+        return Ok(None);
+    };
+    let mut letter = letter.clone();
+    if letter.zone.is_none()
+        && let Some(reader) = action.to.first()
+    {
+        letter.zone = Some(router.readers.zone_of(reader).clone());
+    }
+    if action.kind == ActionType::Forward {
+        letter.owners = action.owner.iter().cloned().collect();
+    }
+    let mut rendered = router
+        .templates
+        .render(template, &context(&action.rule, &letter, router))?;
+    rendered.high_importance = letter.case.risk >= 4;
+    Ok(Some(rendered))
 }
 
 /// What a letter's template sees, for the rule `rule`, with `router`'s

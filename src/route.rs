@@ -474,32 +474,6 @@ impl Router {
         }
         actions
     }
-
-    /// Renders an action's template for a letter.
-    pub fn render(
-        &self,
-        action: &Action,
-        letter: &crate::letter::Letter<'_>,
-    ) -> Result<Option<Rendered>, RenderError> {
-        let Some(template) = &action.template else {
-            return Ok(None);
-        };
-        let mut letter = letter.clone();
-        if letter.zone.is_none()
-            && let Some(reader) = action.to.first()
-        {
-            letter.zone = Some(self.readers.zone_of(reader).clone());
-        }
-        if action.kind == ActionType::Forward {
-            letter.owners = action.owner.iter().cloned().collect();
-        }
-        let mut rendered = self.templates.render(
-            template,
-            &crate::letter::context(&action.rule, &letter, self),
-        )?;
-        rendered.high_importance = letter.case.risk >= 4;
-        Ok(Some(rendered))
-    }
 }
 
 #[cfg(test)]

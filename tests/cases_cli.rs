@@ -167,7 +167,7 @@ fn fill(dir: &Path) -> Cases {
 fn close(store: Store, db: &Path) {
     drop(store);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while control::database_in_use(db) {
+    while Store::in_use(db) {
         assert!(
             Instant::now() < deadline,
             "{} still locked after 10 s",
@@ -601,7 +601,7 @@ fn through_the_control_socket_while_the_database_is_held() {
     assert_eq!(mode(&run_dir), 0o700);
     // The database cannot be opened a second time.
     assert!(Store::open(&database(dir.path()), 1 << 20).is_err());
-    assert!(control::database_in_use(&database(dir.path())));
+    assert!(Store::in_use(&database(dir.path())));
 
     let config = dir.path().to_str().expect("utf-8");
     let env = [("RUNTIME_DIRECTORY", run_dir.as_path())];

@@ -238,7 +238,8 @@ fn mutated_fixtures_never_panic() {
                     }
                     if let Ok((email, case)) = config.triage.parse(&m) {
                         for a in config.router.route(&case, None) {
-                            let _ = config.router.render(
+                            let _ = mailtriage::letter::render(
+                                &config.router,
                                 &a,
                                 &mailtriage::letter::Letter::new("ESC-1", None, &case, &email),
                             );

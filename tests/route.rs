@@ -22,7 +22,7 @@ fn route(fixture: &str) -> (mailtriage::case::Case, Vec<Action>, Config) {
     letter.respond_within = config.lifecycle.respond_within(case.risk);
     letter.owners = mailtriage::letter::owners(&actions);
     for a in &mut actions {
-        if let Some(r) = config.router.render(a, &letter).expect("renders") {
+        if let Some(r) = mailtriage::letter::render(&config.router, a, &letter).expect("renders") {
             a.subject = Some(r.subject);
             a.body = Some(r.body);
         }

@@ -130,7 +130,7 @@ fn ask(dir: &Path, req: Request) -> Result<serde_json::Value, CliError> {
     refuse_foreign_database(&db)?;
     let store = match Store::open(&db, settings.daemon.cache.0) {
         Ok(s) => s,
-        Err(e) if control::database_in_use(&db) => {
+        Err(e) if Store::in_use(&db) => {
             let socket = socket
                 .map(|p| p.display().to_string())
                 .unwrap_or_else(|| "(unknown)".into());

@@ -158,7 +158,7 @@ pub(super) fn route(
         letter.respond_within = config.lifecycle.respond_within(case.risk);
         letter.owners = crate::letter::owners(&actions);
         for a in &mut actions {
-            let rendered = config.router.render(a, &letter)?;
+            let rendered = crate::letter::render(&config.router, a, &letter)?;
             if let Some(r) = rendered {
                 a.subject = Some(r.subject);
                 if with_body {

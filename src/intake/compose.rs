@@ -150,13 +150,12 @@ pub(crate) fn compose(
         letter.now = Some(t);
         letter.respond_within = ix.config.lifecycle.respond_within(case.risk);
         letter.owners = owners.clone();
-        let rendered = ix
-            .config
-            .router
-            .render(&action, &letter)
-            .map_err(|source| ComposeFailed::Template {
-                rule: action.rule.clone(),
-                source,
+        let rendered =
+            crate::letter::render(&ix.config.router, &action, &letter).map_err(|source| {
+                ComposeFailed::Template {
+                    rule: action.rule.clone(),
+                    source,
+                }
             })?;
         let mime = |r: Result<NewOutgoing, mail::ComposeError>| {
             r.map_err(|source| ComposeFailed::Mime {

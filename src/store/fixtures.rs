@@ -102,7 +102,7 @@ pub(super) fn batch(items: Vec<BatchItem>, now: i64, reported: Vec<VendorKey>) -
 /// sled's background threads may hold it a moment after the drop.
 pub(super) fn reopen(dir: &Path) -> Store {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while crate::control::database_in_use(dir) {
+    while super::Store::in_use(dir) {
         assert!(Instant::now() < deadline, "the database stays locked");
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -174,6 +174,16 @@ fn read_i64(v: &[u8]) -> i64 {
 }
 
 impl Store {
+    /// Whether another process holds the database at `db` (sled's
+    /// exclusive lock on its `db` file): tells "in use" from other failures
+    /// to open it.
+    pub fn in_use(db: &Path) -> bool {
+        match std::fs::File::open(db.join("db")) {
+            Ok(f) => matches!(f.try_lock(), Err(std::fs::TryLockError::WouldBlock)),
+            Err(_) => false,
+        }
+    }
+
     /// Opens (or creates) the database at `path`, with a page cache of
     /// `cache_bytes`.
     pub fn open(path: &Path, cache_bytes: u64) -> Result<Store, StoreError> {

@@ -8,8 +8,15 @@ use std::net::{Ipv4Addr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::dovecot::ImapMessage;
 use crate::server::{read_lossy, tail};
+
+/// One message read back over IMAP by `Dovecot::fetch` or [`ImapClient::uid_fetch`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImapMessage {
+    pub uid: u32,
+    pub flags: Vec<String>,
+    pub raw: Vec<u8>,
+}
 
 /// Read timeout of the harness's own IMAP and SMTP clients.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);

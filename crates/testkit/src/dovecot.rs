@@ -20,6 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tempfile::TempDir;
 
 use crate::TestCa;
+use crate::client::ImapMessage;
 use crate::client::{ImapClient, quote};
 use crate::server::{
     LOG_TAIL_LINES, Launch, START_TIMEOUT, ServerProcess, free_port, launch_on_free_ports,
@@ -151,14 +152,6 @@ fn dovecot_binary() -> &'static str {
              (scripts/test does), or set MAILTRIAGE_TEST_DOVECOT"
         )
     })
-}
-
-/// One message read back over IMAP by [`Dovecot::fetch`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ImapMessage {
-    pub uid: u32,
-    pub flags: Vec<String>,
-    pub raw: Vec<u8>,
 }
 
 /// A private Dovecot IMAP server (plain IMAP on 127.0.0.1, TLS too with

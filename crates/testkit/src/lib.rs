@@ -47,13 +47,13 @@ pub mod smtp;
 mod wait;
 
 pub use ca::TestCa;
-pub use client::{ImapClient, SmtpClient, base64};
+pub use client::{ImapClient, ImapMessage, SmtpClient, base64};
 pub use config::{
     Extra, MailtriageToml, Secret, TlsMode, Via, config_dir, copy_clock_free_config,
     copy_shipped_config, database, password_file,
 };
 pub use daemon::{Daemon, DaemonCommand, InProcess, LogFormat, log_tail, outbox};
-pub use dovecot::{Dovecot, ImapMessage};
+pub use dovecot::Dovecot;
 pub use fixtures::{fixture, golden};
 pub use python_email::python_read;
 pub use smtp::{Captured, RejectAt, SmtpCapture, SmtpTls, by_rcpt, subject};
