@@ -15,7 +15,7 @@
 //! This module owns the protocol, the server ([`bind`], [`ControlSocket::serve`],
 //! [`serve`]), the client ([`request`]) and where the socket lives
 //! ([`socket_path`]). It reads and changes cases only through
-//! [`Store`] and [`lifecycle`](crate::lifecycle); digests are answered by a
+//! [`Store`] and [`lifecycle`]; digests are answered by a
 //! function the caller gives, so that this module does not depend on how
 //! digests are made.
 
@@ -121,8 +121,11 @@ pub struct Changed {
     pub case: CaseRecord,
 }
 
+/// Why a digest request failed, as the digest job says it.
+pub type DigestFailure = Box<dyn std::error::Error + Send + Sync>;
+
 /// Answers a digest request: `(name, send_now)` to what to print.
-pub type DigestFn = dyn Fn(&str, bool) -> Result<String, String> + Send + Sync;
+pub type DigestFn = dyn Fn(&str, bool) -> Result<String, DigestFailure> + Send + Sync;
 
 /// The time now (the daemon's clock, which tests may set).
 pub type NowFn = dyn Fn() -> jiff::Timestamp + Send + Sync;
@@ -142,7 +145,7 @@ pub fn handle(
     req: Request,
     now: jiff::Timestamp,
     lock: &Mutex<()>,
-    digest: &dyn Fn(&str, bool) -> Result<String, String>,
+    digest: &dyn Fn(&str, bool) -> Result<String, DigestFailure>,
 ) -> Response {
     match req {
         Request::List {
@@ -177,7 +180,9 @@ pub fn handle(
             Ok(text) => Response::Ok {
                 value: serde_json::Value::String(text),
             },
-            Err(error) => Response::Err { error },
+            Err(error) => Response::Err {
+                error: error.to_string(),
+            },
         },
     }
 }

@@ -10,13 +10,24 @@
 //!    the labelled fields of the standard formats, hashtags, and the kind.
 //! 3. [`classify`]: keyword flags (one Aho-Corasick automaton), risk 1-5 and
 //!    tier 1-2.
-//! 4. [`route`]: the routing table's actions for the case, and rendering of
-//!    their templates.
+//! 4. [`route`]: the routing table's actions for the case; [`letter`] says
+//!    what each reply or forward tells its reader, rendered from its template.
 //!
 //! [`case::Triage`] runs steps 1-3 and yields a [`Case`](case::Case), the JSON
 //! contract of `mailtriage parse`. [`config`] loads everything an operator
 //! changes (keywords, required fields, routing, templates) and checks it.
-//! All four steps are pure: no I/O, no clock, no global state.
+//!
+//! Above the steps, [`intake`] decides what becomes of each message of a
+//! mailbox's batch: a new case, an update to one ([`lifecycle`] holds the case
+//! rules), or nothing; and the mail that sends, composed by [`mail`]. It
+//! returns a [`Batch`](batch::Batch) of plain data. [`digest`] turns stored
+//! cases into the managers' digests. All of these are pure: no I/O, no clock
+//! (time is a value passed in), no global state.
+//!
+//! The I/O sits around them: [`store`] (the only module that knows sled)
+//! commits a batch in one transaction, [`daemon`] runs the IMAP, outbox and
+//! clock tasks that carry batches between the servers and the store, and
+//! [`cli`] is the command line, over [`control`] when a daemon runs.
 //!
 //! ```
 //! let config = mailtriage::config::Config::builtin().unwrap();

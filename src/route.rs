@@ -3,7 +3,7 @@
 //! The routing table is an ordered list of rules; the first rule that matches
 //! ends the walk unless it says `continue = true`. Deciding is pure and cheap
 //! ([`Router::route`]); rendering a template into a subject and body is a
-//! separate step ([`Router::render`]) done once an action is really taken,
+//! separate step ([`letter::render`](crate::letter::render)) done once an action is really taken,
 //! because the case id exists only when the case is stored.
 //!
 //! Two guarantees hold whatever the table says: the sender gets at most one

@@ -558,7 +558,7 @@ impl Server {
                 match (name, send_now) {
                     ("daily", false) => Ok("Daily digest: 2 open cases\n".into()),
                     ("daily", true) => Ok("daily digest queued".into()),
-                    (other, _) => Err(format!("no digest {other}")),
+                    (other, _) => Err(format!("no digest {other}").into()),
                 }
             }),
         });

@@ -170,19 +170,18 @@ fn refuse_foreign_database(db: &Path) -> Result<(), CliError> {
 fn direct_digest<'a>(
     dir: &'a Path,
     store: &'a Store,
-) -> impl Fn(&str, bool) -> Result<String, String> + 'a {
+) -> impl Fn(&str, bool) -> Result<String, control::DigestFailure> + 'a {
     move |name: &str, send_now: bool| {
-        let config = Config::load(dir).map_err(|e| e.to_string())?;
-        let settings = Settings::load(dir).map_err(|e| e.to_string())?;
-        crate::daemon::digest_command(
+        let config = Config::load(dir)?;
+        let settings = Settings::load(dir)?;
+        Ok(crate::daemon::digest_command(
             &config,
             &settings,
             store,
             name,
             send_now,
             jiff::Timestamp::now(),
-        )
-        .map_err(|e| e.to_string())
+        )?)
     }
 }
 

@@ -26,13 +26,9 @@ pub(super) async fn clock_task(sh: Arc<Shared>, mut shutdown: watch::Receiver<bo
             super::digest::queue_due(&sh.config, &sh.store, &sh.identity, sh.now(), || {
                 sh.lock_cases()
             })
-            .map_err(|e| e.to_string())
         })
         .await;
-        clock_pass(&sh, "overdue cases re-escalated", |sh| {
-            overdue_pass(sh).map_err(|e| e.to_string())
-        })
-        .await;
+        clock_pass(&sh, "overdue cases re-escalated", overdue_pass).await;
         tokio::select! {
             _ = changed => {}
             _ = tokio::time::sleep(Duration::from_secs(60)) => {}
@@ -43,10 +39,10 @@ pub(super) async fn clock_task(sh: Arc<Shared>, mut shutdown: watch::Receiver<bo
 
 /// Runs one of the clock's passes off the async threads (they read and
 /// write the store) and wakes the outbox when it queued mail.
-async fn clock_pass(
+async fn clock_pass<E: std::fmt::Display + Send + 'static>(
     sh: &Arc<Shared>,
     done: &'static str,
-    pass: impl FnOnce(&Shared) -> Result<usize, String> + Send + 'static,
+    pass: impl FnOnce(&Shared) -> Result<usize, E> + Send + 'static,
 ) {
     let sh2 = sh.clone();
     match tokio::task::spawn_blocking(move || pass(&sh2)).await {

@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use super::{Shared, stopped};
 use crate::backoff::Backoff;
 use crate::batch::{Cursor, ServerAction};
-use crate::config::MailboxSection;
+use crate::config::{MailboxSection, SecretError};
 use crate::imap::{Auth, Connection, Idled, ImapError, ImapSettings};
 use crate::intake::{self, Arrival, LookupError};
 use crate::outbox::OutgoingKind;
@@ -35,11 +35,14 @@ fn reconnect_delay(failures: u32, salt: u64) -> Duration {
     Duration::from_secs(b.delay(failures.saturating_sub(1), salt).max(1) as u64)
 }
 
-fn imap_settings(m: &MailboxSection) -> Result<ImapSettings, String> {
+/// How to reach mailbox `m`, its secret read now (a token command gives a
+/// fresh token at each connect). The config guarantees a password or a
+/// token.
+fn imap_settings(m: &MailboxSection) -> Result<ImapSettings, SecretError> {
     let auth = match (&m.password, &m.oauth2_token) {
-        (Some(p), _) => Auth::Password(p.read().map_err(|e| e.to_string())?),
-        (None, Some(t)) => Auth::XOAuth2(t.read().map_err(|e| e.to_string())?),
-        (None, None) => return Err("no password or oauth2_token".into()),
+        (Some(p), _) => Auth::Password(p.read()?),
+        (_, Some(t)) => Auth::XOAuth2(t.read()?),
+        (None, None) => Auth::Password(String::new()),
     };
     Ok(ImapSettings {
         host: m.host.clone(),
@@ -179,7 +182,7 @@ enum SessionError {
     #[error("{0}")]
     Lookup(#[from] LookupError),
     #[error("secret: {0}")]
-    Secret(String),
+    Secret(#[from] SecretError),
 }
 
 /// One connection's life: returns Ok on shutdown, Err on any failure.
@@ -191,7 +194,7 @@ async fn session(
     health: &mut Health,
     failures: &mut u32,
 ) -> Result<(), SessionError> {
-    let settings = imap_settings(m).map_err(SessionError::Secret)?;
+    let settings = imap_settings(m)?;
     let mut conn = Connection::connect(&settings).await?;
     for folder in std::iter::once(&m.quarantine).chain(m.move_to.iter()) {
         conn.ensure_folder(folder).await?;

@@ -225,7 +225,7 @@ pub async fn run_with_clock(
                         send_now,
                         sh.now(),
                     )
-                    .map_err(|e| e.to_string())
+                    .map_err(crate::control::DigestFailure::from)
                 };
                 if send_now && r.is_ok() {
                     sh.outbox_wake.notify_one();
