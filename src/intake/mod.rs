@@ -110,6 +110,9 @@ pub(crate) struct Triaged {
 enum Step {
     Done(Settled),
     Triaged(Box<Triaged>),
+    /// The same message as the batch's arrival at this index (a server can
+    /// hold two copies): it is settled as that one is, and counts nothing.
+    Copy(usize),
 }
 
 /// A message fetched from a mailbox: its UID and bytes.
@@ -130,15 +133,17 @@ pub fn process(
     t: Timestamp,
     reserve: &mut dyn FnMut(usize) -> Result<Vec<String>, LookupError>,
 ) -> Result<Batch, LookupError> {
+    let mut first_of: HashMap<MessageKey, usize> = HashMap::new();
     let steps: Vec<Step> = arrivals
         .iter()
-        .map(|a| first_look(ix, m, a.uid, a.raw))
+        .enumerate()
+        .map(|(i, a)| first_look(ix, m, a.uid, a.raw, i, &mut first_of))
         .collect::<Result<_, _>>()?;
     let triaged: Vec<Option<&Triaged>> = steps
         .iter()
         .map(|s| match s {
             Step::Triaged(t) => Some(&**t),
-            Step::Done(_) => None,
+            Step::Done(_) | Step::Copy(_) => None,
         })
         .collect();
     let decisions = plan::plan(ix, &triaged, t)?;
@@ -151,9 +156,12 @@ pub fn process(
     let mut work = Working::default();
     let mut items = Vec::with_capacity(arrivals.len());
     let mut server = Vec::new();
+    // What was done on the server with each arrival, for its copies.
+    let mut actions: Vec<Option<ServerAction>> = Vec::with_capacity(arrivals.len());
     for ((step, decision), a) in steps.into_iter().zip(decisions).zip(arrivals) {
         let (item, action) = match (step, decision) {
             (Step::Done(settled), _) => settled,
+            (Step::Copy(first), _) => (None, actions.get(first).copied().flatten()),
             (Step::Triaged(tri), Some(plan::Decision::New { follows })) => {
                 // One per new case was reserved; should they run out,
                 // another is reserved rather than lose the message.
@@ -181,6 +189,7 @@ pub fn process(
                                 uid = a.uid,
                                 "update of a case not opened: left for a human"
                             );
+                            actions.push(None);
                             continue;
                         }
                     },
@@ -208,6 +217,7 @@ pub fn process(
             }
         };
         items.extend(item);
+        actions.push(action);
         if let Some(action) = action {
             server.push((a.uid, action));
         }
@@ -225,20 +235,32 @@ pub fn process(
     })
 }
 
-/// Looks at one message: whether it was seen before, is unreadable, comes
-/// from a stranger; else triages it, for `plan` to place with the other
-/// messages of the batch.
+/// Looks at one message, the batch's `index`th: whether it was seen before
+/// (in an earlier batch or earlier in this one), is unreadable, comes from a
+/// stranger; else triages it, for `plan` to place with the other messages
+/// of the batch.
 fn first_look(
     ix: &Intake<'_>,
     m: &MailboxSection,
     uid: u32,
     raw: &[u8],
+    index: usize,
+    first_of: &mut HashMap<MessageKey, usize>,
 ) -> Result<Step, LookupError> {
     let parsed = crate::message::parse(raw);
     let message_id = parsed.as_ref().ok().and_then(|e| e.message_id.clone());
     let key = MessageKey::new(message_id.as_deref(), raw);
     let span = tracing::info_span!("message", mailbox = %m.name, uid, message_id = message_id.as_deref().unwrap_or("-"));
     let _enter = span.enter();
+
+    // Without this, the copy would be a message of its own until the store
+    // dropped it at commit, and what it counted (a reply against the rate
+    // limit, a vendor's complaint) would stay counted.
+    if let Some(&first) = first_of.get(&key) {
+        tracing::info!("a copy of a message earlier in this batch: settled as that one");
+        return Ok(Step::Copy(first));
+    }
+    first_of.insert(key.clone(), index);
 
     if let Some(seen) = ix.lookup.seen(&key)? {
         tracing::info!(seen = %seen, "seen before: not processed again");
