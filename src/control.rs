@@ -19,6 +19,7 @@
 //! function the caller gives, so that this module does not depend on how
 //! digests are made.
 
+use crate::shutdown::stopped;
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -509,18 +510,6 @@ impl ControlSocket {
             conns.shutdown().await;
         }
         tracing::info!("control socket closed");
-    }
-}
-
-/// Resolves when `shutdown` is (or turns) true, or its sender is gone.
-async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    loop {
-        if *shutdown.borrow() {
-            return;
-        }
-        if shutdown.changed().await.is_err() {
-            return;
-        }
     }
 }
 

@@ -63,6 +63,7 @@ pub mod message;
 pub mod outbox;
 pub mod record;
 pub mod route;
+pub(crate) mod shutdown;
 pub(crate) mod smtp;
 pub mod store;
 pub mod template_check;

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::{Shared, stopped};
+use super::Shared;
 use crate::intake;
+use crate::shutdown::stopped;
 use crate::store::StoreError;
 
 /// What runs on the clock: digests and overdue re-escalations. Every minute, and at

@@ -16,13 +16,14 @@ use std::time::Duration;
 use jiff::Timestamp;
 use tokio::sync::watch;
 
-use super::{Shared, stopped};
+use super::Shared;
 use crate::backoff::Backoff;
 use crate::batch::{Cursor, ServerAction};
 use crate::config::{MailboxSection, SecretError};
 use crate::imap::{Auth, Connection, Idled, ImapError, ImapSettings};
 use crate::intake::{self, Arrival, LookupError};
 use crate::outbox::OutgoingKind;
+use crate::shutdown::stopped;
 use crate::store::StoreError;
 
 /// Jittered exponential backoff for reconnecting: 1 s doubling to 5 min.

@@ -306,15 +306,3 @@ pub async fn run_with_clock(
 fn database_path(d: &Settings) -> Option<PathBuf> {
     crate::control::database_path(d)
 }
-
-/// Resolves when `shutdown` is (or turns) true.
-async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    loop {
-        if *shutdown.borrow() {
-            return;
-        }
-        if shutdown.changed().await.is_err() {
-            return;
-        }
-    }
-}

@@ -12,8 +12,9 @@ use std::time::Duration;
 use jiff::Timestamp;
 use tokio::sync::watch;
 
-use super::{Shared, stopped};
+use super::Shared;
 use crate::backoff::Backoff;
+use crate::shutdown::stopped;
 use crate::smtp::{SendError, Smtp};
 use crate::store::{Store, StoreError};
 

@@ -14,7 +14,7 @@
 use std::time::SystemTime;
 
 use lettre::message::header::{ContentType, ContentTypeErr, HeaderName, HeaderValue};
-use lettre::message::{Mailbox, MultiPart, SinglePart};
+use lettre::message::{Mailbox, MessageBuilder, MultiPart, SinglePart};
 use lettre::{Address, Message};
 
 use crate::message::Email;
@@ -155,6 +155,25 @@ fn base(
     }
 }
 
+/// `b` addressed: To, Cc and Reply-To, each address checked.
+fn addressed(
+    mut b: MessageBuilder,
+    to: &[String],
+    cc: &[String],
+    reply_to: Option<&str>,
+) -> Result<MessageBuilder, ComposeError> {
+    for a in to {
+        b = b.to(mailbox(a)?);
+    }
+    for a in cc {
+        b = b.cc(mailbox(a)?);
+    }
+    if let Some(r) = reply_to {
+        b = b.reply_to(mailbox(r)?);
+    }
+    Ok(b)
+}
+
 /// A reply to the agent, threaded to the agent's message.
 #[allow(clippy::too_many_arguments)]
 pub fn compose_reply(
@@ -168,18 +187,15 @@ pub fn compose_reply(
     date: SystemTime,
 ) -> Result<NewOutgoing, ComposeError> {
     let id = message_id(identity, case_id, "reply", seq);
-    let mut b = base(
+    let b = base(
         identity,
         &id,
         &rendered.subject,
         date,
         "auto-replied",
         rendered.high_importance,
-    )
-    .to(mailbox(to)?);
-    if let Some(r) = reply_to {
-        b = b.reply_to(mailbox(r)?);
-    }
+    );
+    let mut b = addressed(b, &[to.to_string()], &[], reply_to)?;
     if let Some(parent) = &original.message_id {
         let mut refs: Vec<String> = original
             .references
@@ -218,15 +234,7 @@ pub fn compose_forward(
         "auto-generated",
         rendered.high_importance,
     );
-    if let Some(r) = reply_to {
-        b = b.reply_to(mailbox(r)?);
-    }
-    for a in to {
-        b = b.to(mailbox(a)?);
-    }
-    for a in cc {
-        b = b.cc(mailbox(a)?);
-    }
+    b = addressed(b, to, cc, reply_to)?;
     let body = b.multipart(
         MultiPart::mixed()
             .singlepart(text_part(&rendered.body)?)
@@ -248,10 +256,8 @@ pub fn compose_digest(
     date: SystemTime,
 ) -> Result<NewOutgoing, ComposeError> {
     let id = format!("digest.{name}.{period}@{}", identity.domain);
-    let mut b = base(identity, &id, subject, date, "auto-generated", false);
-    for a in to {
-        b = b.to(mailbox(a)?);
-    }
+    let b = base(identity, &id, subject, date, "auto-generated", false);
+    let b = addressed(b, to, &[], None)?;
     let body = b.multipart(MultiPart::alternative_plain_html(
         text.to_string(),
         html.to_string(),
@@ -282,12 +288,7 @@ pub fn compose_notice(
         "auto-generated",
         rendered.high_importance,
     );
-    if let Some(r) = reply_to {
-        b = b.reply_to(mailbox(r)?);
-    }
-    for a in to {
-        b = b.to(mailbox(a)?);
-    }
+    b = addressed(b, to, &[], reply_to)?;
     let body = b.singlepart(text_part(&rendered.body)?);
     finish(body, kind, case_id, id, identity)
 }

@@ -254,7 +254,7 @@ mod tests {
     use crate::batch::{Batch, Cursor, Seen, ServerAction};
 
     use super::super::Store;
-    use super::super::fixtures::{batch, item, reopen};
+    use super::super::fixtures::{batch, item, reopen, ts};
     use super::Committed;
 
     #[test]
@@ -310,17 +310,8 @@ mod tests {
         store.clear_pending("ops").unwrap();
         assert_eq!(store.pending("ops").unwrap(), None);
         // Three items queued by the batch, all due at its time.
-        assert_eq!(
-            store.next_due().unwrap(),
-            Some(crate::store::fixtures::ts(100))
-        );
-        assert_eq!(
-            store
-                .outbox_due(jiff::Timestamp::from_second(100).expect("a time"), 10)
-                .unwrap()
-                .len(),
-            3
-        );
+        assert_eq!(store.next_due().unwrap(), Some(ts(100)));
+        assert_eq!(store.outbox_due(ts(100), 10).unwrap().len(), 3);
         let seen = store.seen(&keys[0]).unwrap().unwrap();
         let Seen::Case { case_id } = seen else {
             panic!("{seen:?}")
@@ -333,24 +324,8 @@ mod tests {
             store.outbox_raw(2).unwrap(),
             b"Subject: ESC-2026-000001 1\r\n\r\nbody"
         );
-        assert_eq!(
-            store
-                .replies_since(
-                    "a@EXAMPLE.com",
-                    jiff::Timestamp::from_second(0).expect("a time")
-                )
-                .unwrap(),
-            2
-        );
-        assert_eq!(
-            store
-                .replies_since(
-                    "a@example.com",
-                    jiff::Timestamp::from_second(101).expect("a time")
-                )
-                .unwrap(),
-            0
-        );
+        assert_eq!(store.replies_since("a@EXAMPLE.com", ts(0)).unwrap(), 2);
+        assert_eq!(store.replies_since("a@example.com", ts(101)).unwrap(), 0);
         // Ids go on after reopening, one at a time or a batch's worth.
         assert_eq!(store.reserve_case_id(2027).unwrap(), "ESC-2027-000003");
         assert_eq!(

@@ -346,7 +346,7 @@ mod tests {
     use crate::batch::BatchOutcome;
 
     use super::super::Store;
-    use super::super::fixtures::{batch, item, vendor_item};
+    use super::super::fixtures::{batch, item, ts, vendor_item};
 
     #[test]
     fn a_name_given_with_an_id_brings_its_complaints_to_the_id() {
@@ -364,9 +364,7 @@ mod tests {
             .commit(&batch(vec![a, other], 1_000, vec![name.clone()]))
             .unwrap();
         assert_eq!(
-            store
-                .vendor_cases(&name, jiff::Timestamp::from_second(0).expect("a time"))
-                .unwrap(),
+            store.vendor_cases(&name, ts(0)).unwrap(),
             ["ESC-2026-000001"]
         );
 
@@ -392,17 +390,10 @@ mod tests {
 
         assert_eq!(store.vendor_alias(&name).unwrap(), Some(id.clone()));
         assert_eq!(
-            store
-                .vendor_cases(&id, jiff::Timestamp::from_second(0).expect("a time"))
-                .unwrap(),
+            store.vendor_cases(&id, ts(0)).unwrap(),
             ["ESC-2026-000001", "ESC-2026-000003", "ESC-2026-000004"]
         );
-        assert!(
-            store
-                .vendor_cases(&name, jiff::Timestamp::from_second(0).expect("a time"))
-                .unwrap()
-                .is_empty()
-        );
+        assert!(store.vendor_cases(&name, ts(0)).unwrap().is_empty());
         for case in ["ESC-2026-000001", "ESC-2026-000003", "ESC-2026-000004"] {
             assert_eq!(case_key(case), id, "{case}");
         }
@@ -415,10 +406,7 @@ mod tests {
         assert_eq!(d_now.vendor_key(), Some(&id), "...with the vendor moved");
         assert_eq!(case_key("ESC-2026-000002"), key("QuickPick Couriers"));
         // The name's report is the id's: not reported again in its window.
-        assert_eq!(
-            store.vendor_reported_at(&id).unwrap(),
-            Some(crate::store::fixtures::ts(1_000))
-        );
+        assert_eq!(store.vendor_reported_at(&id).unwrap(), Some(ts(1_000)));
         assert_eq!(store.vendor_reported_at(&name).unwrap(), None);
 
         // The first id a name was given with keeps it.
@@ -429,20 +417,12 @@ mod tests {
             .unwrap();
         assert_eq!(store.vendor_alias(&name).unwrap(), Some(id.clone()));
         assert_eq!(
-            store
-                .vendor_cases(
-                    &key("VND-2000"),
-                    jiff::Timestamp::from_second(0).expect("a time")
-                )
-                .unwrap(),
+            store.vendor_cases(&key("VND-2000"), ts(0)).unwrap(),
             ["ESC-2026-000006"]
         );
         assert_eq!(case_key("ESC-2026-000007"), id);
         // A name reported is marked under the id it is an alias of.
-        assert_eq!(
-            store.vendor_reported_at(&id).unwrap(),
-            Some(crate::store::fixtures::ts(3_000))
-        );
+        assert_eq!(store.vendor_reported_at(&id).unwrap(), Some(ts(3_000)));
     }
 
     #[test]
@@ -462,65 +442,18 @@ mod tests {
         commit("A@Example.com", 1_000);
         commit("a@example.com", 4_000);
         commit("a@example.co", 4_000);
-        assert_eq!(
-            store
-                .replies_since(
-                    "a@example.com",
-                    jiff::Timestamp::from_second(0).expect("a time")
-                )
-                .unwrap(),
-            3
-        );
-        assert_eq!(
-            store
-                .replies_since(
-                    "a@example.com",
-                    jiff::Timestamp::from_second(1_000).expect("a time")
-                )
-                .unwrap(),
-            3
-        );
-        assert_eq!(
-            store
-                .replies_since(
-                    "a@example.com",
-                    jiff::Timestamp::from_second(1_001).expect("a time")
-                )
-                .unwrap(),
-            1
-        );
-        assert_eq!(
-            store
-                .replies_since(
-                    "a@example.co",
-                    jiff::Timestamp::from_second(0).expect("a time")
-                )
-                .unwrap(),
-            1
-        );
-        assert_eq!(
-            store
-                .replies_since(
-                    "b@example.com",
-                    jiff::Timestamp::from_second(0).expect("a time")
-                )
-                .unwrap(),
-            0
-        );
-        assert_eq!(
-            store
-                .prune_replies(jiff::Timestamp::from_second(2_000).expect("a time"))
-                .unwrap(),
-            1
-        );
-        assert_eq!(
-            store
-                .replies_since(
-                    "a@example.com",
-                    jiff::Timestamp::from_second(0).expect("a time")
-                )
-                .unwrap(),
-            1
-        );
+        let since = |sender: &str, secs: i64| store.replies_since(sender, ts(secs)).unwrap();
+        // Who, since when: how many replies.
+        for (sender, secs, want) in [
+            ("a@example.com", 0, 3),
+            ("a@example.com", 1_000, 3),
+            ("a@example.com", 1_001, 1),
+            ("a@example.co", 0, 1),
+            ("b@example.com", 0, 0),
+        ] {
+            assert_eq!(since(sender, secs), want, "{sender} since {secs}");
+        }
+        assert_eq!(store.prune_replies(ts(2_000)).unwrap(), 1);
+        assert_eq!(since("a@example.com", 0), 1);
     }
 }
