@@ -1,0 +1,207 @@
+//! The daemon's control socket, and the one dispatcher behind `mailtriage
+//! cases` and `mailtriage digest`.
+//!
+//! sled locks its database for one process: while the daemon runs, the
+//! command line cannot open the database. So the daemon listens on a Unix
+//! stream socket (in its runtime directory, owner-only) and the commands ask
+//! it; when no daemon answers, they open the database themselves. Both ways
+//! end in [`handle`], so a command behaves the same whether the daemon runs
+//! or not.
+//!
+//! The protocol is JSON lines: the client sends one [`Request`] on one line,
+//! the server answers one [`Response`] on one line and closes the connection.
+//! A request that cannot be read gets an `Err` answer, never a panic.
+//!
+//! This module owns the protocol (here), the one dispatcher ([`handle`], in
+//! `dispatch`), the server ([`bind`], [`ControlSocket::serve`], [`serve`],
+//! in `server`), the client ([`request`], in `client`) and where the socket
+//! and the database live ([`socket_path`], [`database_path`]). It reads and
+//! changes cases only through [`Store`](crate::store::Store) and
+//! [`lifecycle`](crate::lifecycle); digests are answered by a function the
+//! caller gives, so that this module does not depend on how digests are
+//! made.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Settings;
+use crate::outbox::OutboxItem;
+use crate::record::CaseRecord;
+
+mod client;
+mod dispatch;
+mod server;
+
+pub use client::{ControlError, request};
+pub use dispatch::handle;
+pub use server::{Control, ControlSocket, bind, serve};
+
+/// One request: a line of JSON, `{"request": "list", "open": true}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "request", rename_all = "snake_case")]
+pub enum Request {
+    /// Cases, oldest first, filtered: open only, this tier, at least this
+    /// risk, received at or after `since` (unix seconds).
+    List {
+        #[serde(default)]
+        open: bool,
+        #[serde(default)]
+        tier: Option<u8>,
+        #[serde(default)]
+        risk_min: Option<u8>,
+        #[serde(default)]
+        since: Option<i64>,
+    },
+    /// One case and every message queued for it ([`CaseDetail`]).
+    Show { id: String },
+    /// Resolves a case by hand, with an optional resolution note
+    /// ([`Changed`]).
+    Resolve {
+        id: String,
+        #[serde(default)]
+        note: Option<String>,
+    },
+    /// Reopens a resolved case ([`Changed`]).
+    Reopen { id: String },
+    /// What digest `name` would say now, or (with `send_now`) queues it:
+    /// answered by the digest function given to the server.
+    Digest {
+        name: String,
+        #[serde(default)]
+        send_now: bool,
+    },
+}
+
+/// One answer: a line of JSON, `{"result": "ok", "value": ...}` or
+/// `{"result": "err", "error": "no case ESC-2026-000009"}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Response {
+    /// `List`: an array of [`CaseRecord`]; `Show`: a [`CaseDetail`];
+    /// `Resolve`/`Reopen`: a [`Changed`]; `Digest`: a string.
+    Ok {
+        value: serde_json::Value,
+    },
+    Err {
+        error: String,
+    },
+}
+
+impl Response {
+    fn ok<T: Serialize>(value: &T) -> Response {
+        match serde_json::to_value(value) {
+            Ok(value) => Response::Ok { value },
+            Err(e) => Response::err(format!("internal error: {e}")),
+        }
+    }
+
+    fn err(error: impl Into<String>) -> Response {
+        Response::Err {
+            error: error.into(),
+        }
+    }
+}
+
+/// The answer to `Show`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaseDetail {
+    pub case: CaseRecord,
+    /// The items of `case.outbox` that exist, in its order.
+    pub outbox: Vec<OutboxItem>,
+}
+
+/// The answer to `Resolve` and `Reopen`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Changed {
+    /// False when there was nothing to do (already resolved, already open).
+    pub changed: bool,
+    /// In words, for the command line: "ESC-2026-000001 resolved".
+    pub message: String,
+    /// The case as it is now.
+    pub case: CaseRecord,
+}
+
+/// Why a digest request failed, as the digest job says it.
+pub type DigestFailure = Box<dyn std::error::Error + Send + Sync>;
+
+/// Answers a digest request: `(name, send_now)` to what to print.
+pub type DigestFn = dyn Fn(&str, bool) -> Result<String, DigestFailure> + Send + Sync;
+
+/// The time now (the daemon's clock, which tests may set).
+pub type NowFn = dyn Fn() -> jiff::Timestamp + Send + Sync;
+
+/// Who changes cases from the command line, in their history.
+pub const BY: &str = "cli";
+
+/// The directories of the shipped unit (`StateDirectory=mailtriage`,
+/// `RuntimeDirectory=mailtriage`), for commands run from a shell, which
+/// has neither variable.
+pub const UNIT_STATE_DIRECTORY: &str = "/var/lib/mailtriage";
+pub const UNIT_RUNTIME_DIRECTORY: &str = "/run/mailtriage";
+
+/// Where the daemon's database is: `[daemon] database`, else
+/// `$STATE_DIRECTORY/db` (the first directory when systemd gives several);
+/// `None` when neither is set. The daemon uses this rule too.
+pub fn database_path(cfg: &Settings) -> Option<PathBuf> {
+    if let Some(p) = &cfg.daemon.database {
+        return Some(p.clone());
+    }
+    first_dir("STATE_DIRECTORY").map(|d| d.join("db"))
+}
+
+/// Where the control socket is: `$RUNTIME_DIRECTORY/mailtriage.sock` when
+/// systemd gives a runtime directory (`RuntimeDirectory=`), else
+/// `control.sock` next to the database; `None` when neither is known.
+pub fn socket_path(cfg: &Settings) -> Option<PathBuf> {
+    if let Some(dir) = first_dir("RUNTIME_DIRECTORY") {
+        return Some(dir.join("mailtriage.sock"));
+    }
+    let db = database_path(cfg)?;
+    let dir = match db.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    Some(dir.join("control.sock"))
+}
+
+/// The first of the colon-separated directories systemd puts in `var`.
+fn first_dir(var: &str) -> Option<PathBuf> {
+    let v = std::env::var_os(var)?;
+    let first = v.to_string_lossy().split(':').next()?.to_string();
+    (!first.is_empty()).then(|| PathBuf::from(first))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_and_responses_are_tagged_json() {
+        let req = Request::Resolve {
+            id: "ESC-2026-000001".into(),
+            note: Some("refunded".into()),
+        };
+        let line = serde_json::to_string(&req).unwrap();
+        assert_eq!(
+            line,
+            r#"{"request":"resolve","id":"ESC-2026-000001","note":"refunded"}"#
+        );
+        assert_eq!(serde_json::from_str::<Request>(&line).unwrap(), req);
+        // Omitted filters are off.
+        assert_eq!(
+            serde_json::from_str::<Request>(r#"{"request":"list"}"#).unwrap(),
+            Request::List {
+                open: false,
+                tier: None,
+                risk_min: None,
+                since: None
+            }
+        );
+        let err = Response::err("no case ESC-1");
+        assert_eq!(
+            serde_json::to_string(&err).unwrap(),
+            r#"{"result":"err","error":"no case ESC-1"}"#
+        );
+    }
+}
