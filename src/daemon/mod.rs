@@ -27,7 +27,7 @@ mod mailbox;
 mod outbox;
 
 pub(crate) use digest::digest_command;
-pub use digest::{JobError, build_digest};
+pub use digest::{JobError, build_digest, queue_due};
 
 /// What every task shares.
 struct Shared {
