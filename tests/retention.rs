@@ -139,7 +139,7 @@ fn a_resolved_case_is_archived_a_year_on_while_new_mail_flows() {
         1,
         "the new case's forward's"
     );
-    assert_eq!(store.open_case_ids().unwrap(), [new.clone()]);
+    assert_eq!(store.open_case_ids().unwrap(), std::slice::from_ref(&new));
     let new_case = store.case(&new).unwrap().unwrap();
     assert_eq!(store.thread_case(&new_case.thread).unwrap(), Some(new));
 }

@@ -82,7 +82,7 @@ use serde::{Deserialize, Serialize};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 
-pub use archive::{ArchiveError, ArchivedCase, Found, find_archived};
+pub use archive::{ARCHIVE_FORMAT, ArchiveError, ArchivedCase, Found, find_archived};
 pub use commit::Committed;
 pub use retention::{Retention, RetentionReport};
 
