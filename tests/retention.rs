@@ -111,6 +111,14 @@ fn a_resolved_case_is_archived_a_year_on_while_new_mail_flows() {
     );
     assert!(shown.contains(&archive.display().to_string()), "{shown}");
     assert!(shown.contains("vendor warned"), "{shown}");
+    let json: serde_json::Value =
+        serde_json::from_str(&cli(dir.path(), &["cases", "show", "--json", &old])).unwrap();
+    assert_eq!(json["case"]["id"], old.as_str());
+    assert_eq!(json["archived"]["line"], 1);
+    assert_eq!(
+        json["archived"]["archived_at"],
+        (t0 + days(401)).as_second()
+    );
     let listed = cli(dir.path(), &["cases", "list"]);
     assert!(!listed.contains(&old) && listed.contains(&new), "{listed}");
     daemon.shutdown();

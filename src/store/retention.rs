@@ -320,7 +320,7 @@ impl Store {
         if self.meta.contains_key(INDEXED)? {
             return Ok(());
         }
-        self.each_batch(&self.seen, n, report, |tx, k, v| {
+        self.each_batch(&self.seen, n, &|| (), report, |tx, k, v| {
             let entry: SeenEntry = decode("seen", v).map_err(abort)?;
             if entry.at.is_some() {
                 return Ok(false);
@@ -333,15 +333,14 @@ impl Store {
             expiry::track_seen(tx, k, now)?;
             Ok(true)
         })?;
-        self.each_batch(&self.outbox, n, report, |tx, k, v| {
+        self.each_batch(&self.outbox, n, &|| (), report, |tx, k, v| {
             let item: OutboxItem = decode("outbox", v).map_err(abort)?;
             if item.state != Delivery::Sent || tx.outbox_raw.get(k)?.is_none() {
                 return Ok(false);
             }
             expiry::track_sent(tx, &item)
         })?;
-        let _guard = lock();
-        self.each_batch(&self.cases, n, report, |tx, _, v| {
+        self.each_batch(&self.cases, n, lock, report, |tx, _, v| {
             let case: CaseRecord = decode("cases", v).map_err(abort)?;
             expiry::track_case(tx, None, &case)
         })?;
@@ -350,17 +349,20 @@ impl Store {
         Ok(())
     }
 
-    /// Runs `f` over every record of `tree`, `n` records a transaction;
-    /// counts those it says it indexed.
-    fn each_batch(
+    /// Runs `f` over every record of `tree`, `n` records a transaction,
+    /// each read and written under `lock`; counts those it says it
+    /// indexed.
+    fn each_batch<G>(
         &self,
         tree: &sled::Tree,
         n: usize,
+        lock: &impl Fn() -> G,
         report: &mut RetentionReport,
         f: impl Fn(&Tx, &[u8], &[u8]) -> TxResult<bool>,
     ) -> Result<(), StoreError> {
         let mut after: Option<sled::IVec> = None;
         loop {
+            let _guard = lock();
             let start = after
                 .as_ref()
                 .map_or(Bound::Unbounded, |a| Bound::Excluded(a.clone()));
