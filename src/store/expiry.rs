@@ -78,10 +78,12 @@ pub(super) fn untrack_sent(tx: &Tx, item: &OutboxItem) -> TxResult<()> {
     Ok(())
 }
 
-/// A `seen` entry written at `at`.
-pub(super) fn track_seen(tx: &Tx, message: &[u8], at: Timestamp) -> TxResult<()> {
-    tx.expiry.insert(key(SEEN, at, message), &[] as &[u8])?;
-    Ok(())
+/// A `seen` entry written at `at`; true when its key is new.
+pub(super) fn track_seen(tx: &Tx, message: &[u8], at: Timestamp) -> TxResult<bool> {
+    Ok(tx
+        .expiry
+        .insert(key(SEEN, at, message), &[] as &[u8])?
+        .is_none())
 }
 
 /// When a case was resolved, if it is: its `resolved_at` (the last change

@@ -306,10 +306,11 @@ impl Store {
         }
     }
 
-    /// Indexes, once, the records an earlier version wrote without their
-    /// `expiry` keys: `seen` entries (stamped as processed `now`, which
-    /// keeps them `keep_seen` from now: never less than they need),
-    /// delivered items with bytes, resolved cases.
+    /// Indexes, once, the records written without their `expiry` keys (by
+    /// an earlier version, or imported): `seen` entries (one without a time
+    /// stamped as processed `now`, which keeps it `keep_seen` from now:
+    /// never less than it needs), delivered items with bytes, resolved
+    /// cases.
     fn index_earlier_version<G>(
         &self,
         now: Timestamp,
@@ -322,8 +323,10 @@ impl Store {
         }
         self.each_batch(&self.seen, n, &|| (), report, |tx, k, v| {
             let entry: SeenEntry = decode("seen", v).map_err(abort)?;
-            if entry.at.is_some() {
-                return Ok(false);
+            if let Some(at) = entry.at {
+                // Written with its time (by this version, or imported):
+                // its key, if it lacks one.
+                return expiry::track_seen(tx, k, at);
             }
             let stamped = SeenEntry {
                 at: Some(now),

@@ -363,9 +363,9 @@ fn records_of_an_earlier_version_are_indexed_once() {
     resolve(&store, "ESC-2026-000001", day(1));
     store.mark_sent(1, day(1)).unwrap();
     // What an earlier version wrote: no `expiry` at all, `seen` without
-    // times.
+    // times (but for one, as an import may write it: its key is added).
     store.expiry.clear().unwrap();
-    for e in store.seen.iter() {
+    for e in store.seen.iter().skip(1) {
         let (k, v) = e.unwrap();
         let seen: Seen = serde_json::from_slice(&v).unwrap();
         store
