@@ -62,6 +62,7 @@ pub mod mail;
 pub mod message;
 pub mod outbox;
 pub mod record;
+pub mod rescan;
 pub mod route;
 pub(crate) mod shutdown;
 pub(crate) mod smtp;

@@ -54,6 +54,10 @@ pub struct NewOutgoing {
     pub recipients: Vec<String>,
     /// The whole RFC 5322 message.
     pub raw: Vec<u8>,
+    /// Where in `raw` a forward carries the agent's original (its part's
+    /// body): the store keeps those bytes once, however many forwards
+    /// attach them.
+    pub original: Option<std::ops::Range<usize>>,
     /// Not to be sent before this: a forward held for business hours.
     pub not_before: Option<Timestamp>,
 }

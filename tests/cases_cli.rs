@@ -63,6 +63,7 @@ fn outgoing(case_id: &str, kind: OutgoingKind, to: &str, n: usize) -> NewOutgoin
         envelope_from: "mailtriage@example.com".into(),
         recipients: vec![to.into()],
         raw: format!("Subject: [{case_id}] {kind}\r\n\r\nbody").into_bytes(),
+        original: None,
         not_before: None,
     }
 }

@@ -1,6 +1,7 @@
 //! `cases` and `digest`: asked of the running daemon through its control
 //! socket, or answered from the database when no daemon runs; printed as a
-//! table, a case sheet, or JSON.
+//! table, a case sheet, or JSON. A case retention archived is shown from
+//! the archive, saying so.
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -38,7 +39,13 @@ pub(super) fn cases(command: CasesCommand, out: &mut dyn Write) -> Result<Outcom
             print_table(&cases, now(), out)?;
         }
         CasesCommand::Show { config, id, json } => {
-            let value = ask(&config, Request::Show { id })?;
+            let value = match ask(&config, Request::Show { id: id.clone() }) {
+                // Not in the database: perhaps archived by retention.
+                Err(CliError::Refused(e)) if e == format!("no case {id}") => {
+                    return show_archived(&config, &id, json, e, out);
+                }
+                r => r?,
+            };
             if json {
                 return print_json(&value, out);
             }
@@ -196,6 +203,61 @@ fn from_answer<T: for<'de> serde::Deserialize<'de>>(
     value: serde_json::Value,
 ) -> Result<T, CliError> {
     serde_json::from_value(value).map_err(CliError::UnexpectedAnswer)
+}
+
+/// `cases show` of a case the database no longer has: from the archive
+/// when retention moved it there, said first; `not_found` (the daemon's
+/// answer) when the archive has no such case either.
+fn show_archived(
+    dir: &Path,
+    id: &str,
+    json: bool,
+    not_found: String,
+    out: &mut dyn Write,
+) -> Result<Outcome, CliError> {
+    let settings = Settings::load(dir)?;
+    let unit_db = Path::new(control::UNIT_STATE_DIRECTORY).join("db");
+    let Some(db) =
+        control::database_path(&settings).or_else(|| unit_db.exists().then_some(unit_db))
+    else {
+        return Err(CliError::Refused(not_found));
+    };
+    let archive = settings.retention.archive_path(&db);
+    let found = match crate::store::find_archived(&archive, id) {
+        Ok(Some(found)) => found,
+        Ok(None) => return Err(CliError::Refused(not_found)),
+        Err(e) => {
+            return Err(CliError::Refused(format!(
+                "{not_found}, and the archive could not be searched: {e}"
+            )));
+        }
+    };
+    let a = found.case;
+    if json {
+        let value = serde_json::json!({
+            "case": a.case,
+            "outbox": a.outbox,
+            "archived": {
+                "archived_at": a.archived_at.as_second(),
+                "file": archive,
+                "line": found.line,
+            },
+        });
+        return print_json(&value, out);
+    }
+    writeln!(
+        out,
+        "{id} was archived {} to {} (line {}): it is no longer in the database.\n",
+        utc(a.archived_at),
+        archive.display(),
+        found.line
+    )?;
+    let detail = CaseDetail {
+        case: a.case,
+        outbox: a.outbox,
+    };
+    print_case(&detail, now(), out)?;
+    Ok(Outcome::Ok)
 }
 
 fn print_json(value: &serde_json::Value, out: &mut dyn Write) -> Result<Outcome, CliError> {

@@ -2,8 +2,9 @@
 //! connects (jittered exponential backoff after any failure; a mailbox
 //! that is down never stops the others), replays the server actions a
 //! crash may have left pending, reconciles UIDVALIDITY with its stored
-//! cursor, and drains new mail in batches: sizes first (a message over the
-//! limit is left for a human), bodies with `BODY.PEEK[]`, then
+//! cursor (a change starts a rescan, see [`crate::rescan`]), and drains new
+//! mail in batches: sizes and INTERNALDATEs first (a message over the
+//! limit is left for a human, and so is old mail of a rescan), bodies with `BODY.PEEK[]`, then
 //! [`crate::intake::process`] under the case lock, the batch committed in
 //! one transaction, and only then the messages marked or moved on the
 //! server. Between batches it waits in IDLE, or polls. A mailbox that
@@ -23,6 +24,7 @@ use crate::config::{MailboxSection, SecretError};
 use crate::imap::{Auth, Connection, Idled, ImapError, ImapSettings};
 use crate::intake::{self, Arrival, LookupError};
 use crate::outbox::OutgoingKind;
+use crate::rescan::Rescan;
 use crate::shutdown::stopped;
 use crate::store::StoreError;
 
@@ -230,7 +232,17 @@ async fn session(
     let mut cursor = match sh.store.cursor(&m.name)? {
         Some(c) if c.uid_validity == sel.uid_validity => c,
         Some(c) => {
-            tracing::warn!(mailbox = %m.name, old = c.uid_validity, new = sel.uid_validity, "UIDVALIDITY changed: rescanning; messages already processed are recognised and skipped");
+            // The messages there now are what the rescan rule concerns.
+            let below_uid = match sel.uid_next {
+                Some(n) => n,
+                None => conn.uids_after(0).await?.last().map_or(1, |u| u + 1),
+            };
+            let rescan = Rescan {
+                uid_validity: sel.uid_validity,
+                below_uid,
+            };
+            sh.store.set_rescan(&m.name, &rescan)?;
+            tracing::warn!(mailbox = %m.name, old = c.uid_validity, new = sel.uid_validity, below_uid, "UIDVALIDITY changed: rescanning; messages already processed are recognised and skipped, and those received before the seen horizon are taken as processed");
             let c = Cursor {
                 uid_validity: sel.uid_validity,
                 last_uid: 0,
@@ -315,18 +327,40 @@ async fn drain(
     shutdown: &watch::Receiver<bool>,
 ) -> Result<usize, SessionError> {
     let uids = conn.uids_after(cursor.last_uid).await?;
+    let rescan = sh
+        .store
+        .rescan(&m.name)?
+        .filter(|r| r.uid_validity == cursor.uid_validity);
     for chunk in uids.chunks(m.batch_size) {
         if *shutdown.borrow() {
             break;
         }
-        let sizes = conn.sizes(chunk).await?;
+        // Read before the listing: the retention pass only moves it later.
+        let horizon = match rescan {
+            Some(_) => sh.store.seen_horizon()?,
+            None => None,
+        };
+        let listed = conn.list(chunk).await?;
         let mut small = Vec::with_capacity(chunk.len());
-        for (uid, size) in &sizes {
-            if u64::from(*size) > m.max_message_size.0 {
+        let mut old = 0;
+        for l in &listed {
+            let (uid, size) = (l.uid, l.size);
+            if crate::rescan::taken_as_processed(
+                rescan.as_ref(),
+                horizon,
+                cursor.uid_validity,
+                uid,
+                l.received,
+            ) {
+                old += 1;
+            } else if u64::from(size) > m.max_message_size.0 {
                 tracing::warn!(mailbox = %m.name, uid, size, limit = m.max_message_size.0, "message over the size limit: not downloaded, left for a human");
             } else {
-                small.push(*uid);
+                small.push(uid);
             }
+        }
+        if old > 0 {
+            tracing::info!(mailbox = %m.name, count = old, horizon = horizon.map(tracing::field::display), "rescan after UIDVALIDITY changed: messages received before the seen horizon taken as processed before, not downloaded");
         }
         let bodies = conn.fetch(&small).await?;
         let t = sh.now();
@@ -352,6 +386,12 @@ async fn drain(
         sh.outbox_wake.notify_one();
         apply_server_actions(conn, m, &server).await?;
         sh.store.clear_pending(&m.name)?;
+    }
+    if let Some(r) = rescan
+        && cursor.last_uid.saturating_add(1) >= r.below_uid
+    {
+        tracing::info!(mailbox = %m.name, uid_validity = r.uid_validity, "rescan after UIDVALIDITY changed: done");
+        sh.store.clear_rescan(&m.name)?;
     }
     Ok(uids.len())
 }

@@ -1,6 +1,6 @@
 //! The daemon: tasks and I/O only. One task per mailbox (`mailbox`), one
-//! for the outbox (`outbox`), one for what runs on time (`clock`), and the
-//! control socket; what becomes of mail is decided by [`crate::intake`].
+//! for the outbox (`outbox`), one for what runs on time (`clock`), one for
+//! the daily retention pass (`retention`), and the control socket; what becomes of mail is decided by [`crate::intake`].
 //! This module starts them (the store opened, READY and WATCHDOG told to
 //! systemd) and stops them: shutdown is a value passed in; when it turns
 //! true, tasks finish the message in hand, the store is flushed, and `run`
@@ -25,6 +25,7 @@ mod clock;
 mod digest;
 mod mailbox;
 mod outbox;
+mod retention;
 
 pub(crate) use digest::digest_command;
 pub use digest::{JobError, build_digest};
@@ -255,6 +256,18 @@ pub async fn run_with_clock(
     {
         let (sh, sd) = (shared.clone(), shutdown.clone());
         tasks.spawn(async move { clock::clock_task(sh, sd).await });
+    }
+    {
+        let (sh, sd) = (shared.clone(), shutdown.clone());
+        let r = &sh.settings.retention;
+        let retention = crate::store::Retention {
+            keep_sent: r.keep_sent(),
+            keep_resolved: r.keep_resolved(),
+            keep_seen: r.keep_seen(),
+            archive: r.archive_path(&db_path),
+            batch: crate::store::Retention::BATCH,
+        };
+        tasks.spawn(async move { retention::retention_task(sh, retention, sd).await });
     }
 
     // READY once every mailbox has connected or failed once; WATCHDOG

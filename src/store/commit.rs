@@ -8,6 +8,7 @@ use crate::batch::{Batch, BatchOutcome, Cursor, MessageKey, Pending, Seen};
 use crate::outbox::NewOutgoing;
 use crate::record::{CaseRecord, thread_key};
 
+use super::expiry::{self, SeenEntry};
 use super::indexes::{
     count_reply, digest_key, index_case, index_thread, learn_vendor, mark_vendor_reported,
 };
@@ -80,7 +81,12 @@ impl Store {
                         error: error.clone(),
                     },
                 };
+                let entry = SeenEntry {
+                    seen: entry,
+                    at: Some(batch.now),
+                };
                 tx.seen.insert(item.key.bytes(), encode(&entry))?;
+                expiry::track_seen(tx, item.key.bytes(), batch.now)?;
                 committed.push(Committed::Stored);
             }
             for vendor in &batch.vendors_reported {
@@ -228,17 +234,21 @@ fn write_case(
     now: Timestamp,
 ) -> TxResult<()> {
     let mut record = record.clone();
-    if let Some(prev) = tx.cases.get(record.id.as_bytes())? {
-        let prev: CaseRecord = decode("cases", &prev).map_err(abort)?;
+    let prev = match tx.cases.get(record.id.as_bytes())? {
+        Some(prev) => Some(decode::<CaseRecord>("cases", &prev).map_err(abort)?),
+        None => None,
+    };
+    if let Some(prev) = &prev {
         // Set when the case opened, and moved only by `learn_vendor`.
-        record.vendor = prev.vendor;
-        for id in prev.outbox {
+        record.vendor = prev.vendor.clone();
+        for &id in &prev.outbox {
             if !record.outbox.contains(&id) {
                 record.outbox.push(id);
             }
         }
         record.outbox.sort_unstable();
     }
+    expiry::track_case(tx, prev.as_ref(), &record)?;
     for out in outgoing {
         let id = queue(tx, out, now)?;
         record.outbox.push(id);

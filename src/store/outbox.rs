@@ -6,7 +6,10 @@ use jiff::Timestamp;
 
 use crate::outbox::{Delivery, NewOutgoing, OutboxItem};
 
-use super::{Store, StoreError, Tx, TxResult, abort, decode, encode, next_seq, read_i64, seconds};
+use super::originals::{self, Dropped};
+use super::{
+    Store, StoreError, Tx, TxResult, abort, decode, encode, expiry, next_seq, read_i64, seconds,
+};
 
 const OUTBOX_SEQ: &str = "outbox_seq";
 
@@ -62,14 +65,6 @@ impl Store {
             .collect()
     }
 
-    /// The bytes of an outbox item.
-    pub fn outbox_raw(&self, id: u64) -> Result<Vec<u8>, StoreError> {
-        self.outbox_raw
-            .get(id.to_be_bytes())?
-            .map(|v| v.to_vec())
-            .ok_or(StoreError::NoSuchItem(id))
-    }
-
     /// Changes an item, keeping `outbox_pending` in step, in one
     /// transaction, flushed.
     fn update_item(&self, id: u64, f: impl Fn(&mut OutboxItem)) -> Result<OutboxItem, StoreError> {
@@ -86,6 +81,9 @@ impl Store {
                     .insert(&key, &item.next_attempt_at.as_second().to_be_bytes())?;
             } else {
                 tx.outbox_pending.remove(&key)?;
+            }
+            if item.state == Delivery::Sent {
+                expiry::track_sent(tx, &item)?;
             }
             Ok(item)
         })
@@ -161,10 +159,21 @@ pub(super) fn queue(tx: &Tx, out: &NewOutgoing, now: Timestamp) -> TxResult<u64>
     };
     let key = id.to_be_bytes();
     tx.outbox.insert(&key, encode(&item))?;
-    tx.outbox_raw.insert(&key, out.raw.as_slice())?;
+    originals::put_raw(tx, id, out)?;
     tx.outbox_pending
         .insert(&key, &due.as_second().to_be_bytes())?;
     Ok(id)
+}
+
+/// Removes an item inside a transaction: its record, its bytes (and its
+/// hold on its original), and its entries in `outbox_pending` and
+/// `expiry`.
+pub(super) fn forget_item(tx: &Tx, item: &OutboxItem) -> TxResult<Dropped> {
+    let key = item.id.to_be_bytes();
+    tx.outbox.remove(&key)?;
+    tx.outbox_pending.remove(&key)?;
+    expiry::untrack_sent(tx, item)?;
+    originals::drop_raw(tx, item.id)
 }
 
 #[cfg(test)]
