@@ -155,7 +155,12 @@ fn fill(dir: &Path) -> Cases {
         .expect("commit");
     store.mark_sent(1, ts(JAN_10 + 5)).expect("mark sent");
     store
-        .mark_retry(2, "451 4.3.0 try again later", ts(JAN_10 + 60))
+        .mark_retry(
+            2,
+            "451 4.3.0 try again later",
+            ts(JAN_10 + 5),
+            ts(JAN_10 + 60),
+        )
         .expect("mark retry");
     close(store, &database(dir));
     ids

@@ -136,7 +136,15 @@ pub(super) async fn deliver_due(
                 done.undeliverable += 1;
             }
             Err(SendError::Transient(e)) => {
-                if crate::clock::after(item.queued_at, backoff.give_up_after) < now {
+                // Three days of failures, counted from the first (not from
+                // when it was queued: a forward held for business hours, or
+                // retried by hand, gets its own three days).
+                let failing_since = item.failing_since.unwrap_or(if item.attempts == 0 {
+                    now
+                } else {
+                    item.queued_at
+                });
+                if crate::clock::after(failing_since, backoff.give_up_after) < now {
                     store.mark_undeliverable(
                         item.id,
                         &format!("gave up after {} attempts: {e}", item.attempts + 1),
@@ -148,7 +156,7 @@ pub(super) async fn deliver_due(
                         backoff.delay(item.attempts, item.id).max(0) as u64,
                     );
                     let retry_at = crate::clock::after(now, delay);
-                    store.mark_retry(item.id, &e, retry_at)?;
+                    store.mark_retry(item.id, &e, now, retry_at)?;
                     tracing::warn!(outbox = item.id, message_id = %item.message_id, error = %e, retry_at = %retry_at, "will retry");
                     done.retrying += 1;
                 }

@@ -21,9 +21,9 @@
 //!   Message-ID of the thread (the agent's, ours, each update's) to its case,
 //!   `o` an order id to its latest case, `s` the open cases, `v` a vendor's
 //!   complaints by time (by [`VendorKey`]), `a` a vendor name to the id it
-//!   was first given with;
+//!   was first given with, `u` the undeliverable outbox items;
 //! - `meta`: counters, when each vendor was last reported, when each digest
-//!   was last sent.
+//!   was last sent, each mailbox's last message processed.
 //!
 //! The daemon's rule "nothing lost, nothing twice" rests on [`Store::commit`]:
 //! the cases of a batch of messages, their `seen` entries, the mailbox cursor
@@ -61,6 +61,7 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 
 pub use commit::Committed;
+pub use outbox::{HandChange, ItemChanged, OutboxSummary};
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -191,7 +192,7 @@ impl Store {
             .path(path)
             .cache_capacity(cache_bytes)
             .open()?;
-        Ok(Store {
+        let store = Store {
             cases: db.open_tree("cases")?,
             seen: db.open_tree("seen")?,
             cursors: db.open_tree("cursors")?,
@@ -203,7 +204,9 @@ impl Store {
             meta: db.open_tree("meta")?,
             index: db.open_tree("index")?,
             db,
-        })
+        };
+        store.index_undeliverable_once()?;
+        Ok(store)
     }
 
     /// Runs `f` in one transaction over every tree, then flushes to disk.
@@ -266,6 +269,12 @@ impl Store {
             tx.meta.insert(CASE_SEQ, &(first + n - 1).to_be_bytes())?;
             Ok(first)
         })
+    }
+
+    /// The database's size on disk, in bytes (sled's own count of its
+    /// files).
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        Ok(self.db.size_on_disk()?)
     }
 
     /// Flushes everything to disk.
