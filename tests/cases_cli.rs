@@ -566,6 +566,7 @@ impl Server {
                     (other, _) => Err(format!("no digest {other}").into()),
                 }
             }),
+            host: None,
         });
         let bound = {
             let _in_runtime = runtime.enter();

@@ -20,6 +20,7 @@ use super::Shared;
 use crate::backoff::Backoff;
 use crate::batch::{Cursor, ServerAction};
 use crate::config::{MailboxSection, SecretError};
+use crate::health::Link;
 use crate::imap::{Auth, Connection, Idled, ImapError, ImapSettings};
 use crate::intake::{self, Arrival, LookupError};
 use crate::outbox::OutgoingKind;
@@ -79,7 +80,7 @@ pub(super) async fn mailbox_task(
         }
         let result = session(
             &sh,
-            m,
+            index,
             &mut shutdown,
             &mut ready,
             &mut health,
@@ -90,6 +91,7 @@ pub(super) async fn mailbox_task(
             // Logged before READY, so that the journal says why a mailbox
             // is not working by the time systemd calls the service started.
             tracing::error!(mailbox = %m.name, error = %e, failures = failures + 1, "mailbox session failed");
+            sh.record(index, |live, t| live.failed(e.to_string(), t));
         }
         if let Some(r) = ready.take() {
             let _ = r.send(m.name.clone()).await;
@@ -189,12 +191,13 @@ enum SessionError {
 /// One connection's life: returns Ok on shutdown, Err on any failure.
 async fn session(
     sh: &Shared,
-    m: &MailboxSection,
+    index: usize,
     shutdown: &mut watch::Receiver<bool>,
     ready: &mut Option<tokio::sync::mpsc::Sender<String>>,
     health: &mut Health,
     failures: &mut u32,
 ) -> Result<(), SessionError> {
+    let m = &sh.settings.mailboxes[index];
     let settings = imap_settings(m)?;
     let mut conn = Connection::connect(&settings).await?;
     for folder in std::iter::once(&m.quarantine).chain(m.move_to.iter()) {
@@ -202,6 +205,7 @@ async fn session(
     }
     let sel = conn.select(&m.folder).await?;
     tracing::info!(mailbox = %m.name, folder = %m.folder, uid_validity = sel.uid_validity, exists = sel.exists, idle = conn.can_idle(), "connected");
+    sh.record(index, |live, t| live.connected(sel.uid_validity, t));
     if let Some(r) = ready.take() {
         let _ = r.send(m.name.clone()).await;
     }
@@ -247,7 +251,7 @@ async fn session(
     loop {
         // Forget what earlier commands announced: the search below sees it.
         conn.drain_unsolicited();
-        let found = drain(sh, m, &mut conn, &mut cursor, shutdown).await?;
+        let found = drain(sh, index, &mut conn, &mut cursor, shutdown).await?;
         if *shutdown.borrow() {
             conn.logout().await;
             return Ok(());
@@ -259,6 +263,7 @@ async fn session(
             continue;
         }
         if conn.can_idle() {
+            sh.record(index, |live, t| live.set(Link::Idle, t));
             let outcome = {
                 let stop = stopped(shutdown);
                 conn.idle(m.idle_timeout.0, stop).await?
@@ -268,6 +273,7 @@ async fn session(
                 return Ok(());
             }
         } else {
+            sh.record(index, |live, t| live.set(Link::Polling, t));
             tokio::select! {
                 _ = tokio::time::sleep(m.poll_interval.0) => {}
                 _ = stopped(shutdown) => {
@@ -309,12 +315,18 @@ async fn apply_server_actions(
 /// many there were.
 async fn drain(
     sh: &Shared,
-    m: &MailboxSection,
+    index: usize,
     conn: &mut Connection,
     cursor: &mut Cursor,
     shutdown: &watch::Receiver<bool>,
 ) -> Result<usize, SessionError> {
+    let m = &sh.settings.mailboxes[index];
     let uids = conn.uids_after(cursor.last_uid).await?;
+    if !uids.is_empty() {
+        // Working, no longer idle: an IDLE re-issued with nothing new
+        // leaves the mailbox idle since it first was.
+        sh.record(index, |live, t| live.set(Link::Connected, t));
+    }
     for chunk in uids.chunks(m.batch_size) {
         if *shutdown.borrow() {
             break;

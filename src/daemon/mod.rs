@@ -14,6 +14,7 @@ use jiff::Timestamp;
 use tokio::sync::{Notify, watch};
 
 use crate::config::{Config, ConfigError, Settings};
+use crate::health::{MailboxLive, Running};
 use crate::intake;
 use crate::mail::Identity;
 use crate::smtp::{Smtp, SmtpSettings};
@@ -43,11 +44,25 @@ struct Shared {
     /// not overwrite each other.
     case_lock: Arc<std::sync::Mutex<()>>,
     clock: Arc<Clock>,
+    /// Each mailbox's connection as its task last said, in the order of
+    /// `settings.mailboxes`: what `mailtriage status` reports live.
+    live: Vec<std::sync::Mutex<MailboxLive>>,
+    started_at: Timestamp,
+    database: PathBuf,
 }
 
 impl Shared {
     fn now(&self) -> Timestamp {
         self.clock.now()
+    }
+
+    /// Records a fact about mailbox `index`'s connection.
+    fn record(&self, index: usize, fact: impl FnOnce(&mut MailboxLive, Timestamp)) {
+        if let Some(m) = self.live.get(index) {
+            // Plain data: a panic while it was held left nothing half done.
+            let mut m = m.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            fact(&mut m, self.now());
+        }
     }
 
     /// Intake over this daemon's config and store.
@@ -67,6 +82,31 @@ impl Shared {
         self.case_lock
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The daemon as the control socket sees it: its scope with each
+/// mailbox's live record, and its outbox task to wake.
+struct Host(Arc<Shared>);
+
+impl crate::control::Host for Host {
+    fn scope(&self) -> crate::control::Scope {
+        let sh = &self.0;
+        let mut scope =
+            crate::control::Scope::from_config(&sh.config, &sh.settings, sh.database.clone());
+        scope.running = Some(Running {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            started_at: sh.started_at,
+        });
+        for ((_, live), m) in scope.mailboxes.iter_mut().zip(&sh.live) {
+            let m = m.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            *live = Some(m.clone());
+        }
+        scope
+    }
+
+    fn wake_outbox(&self) {
+        self.0.outbox_wake.notify_one();
     }
 }
 
@@ -189,6 +229,12 @@ pub async fn run_with_clock(
         at: None,
         message: e.to_string(),
     })?;
+    let started_at = clock.now();
+    let live = settings
+        .mailboxes
+        .iter()
+        .map(|_| std::sync::Mutex::new(MailboxLive::starting(started_at)))
+        .collect();
     let shared = Arc::new(Shared {
         config,
         settings,
@@ -198,6 +244,9 @@ pub async fn run_with_clock(
         outbox_wake: Notify::new(),
         case_lock: Arc::new(std::sync::Mutex::new(())),
         clock,
+        live,
+        started_at,
+        database: db_path.clone(),
     });
     tracing::info!(database = %db_path.display(), mailboxes = shared.settings.mailboxes.len(), "mailtriage starting");
 
@@ -233,6 +282,7 @@ pub async fn run_with_clock(
                 r
             })
         },
+        host: Some(Arc::new(Host(shared.clone()))),
     });
     let listener = crate::control::bind(&socket).map_err(|source| RunError::Control {
         path: socket.clone(),
