@@ -271,12 +271,6 @@ impl Store {
         })
     }
 
-    /// The database's size on disk, in bytes (sled's own count of its
-    /// files).
-    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
-        Ok(self.db.size_on_disk()?)
-    }
-
     /// Flushes everything to disk.
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
