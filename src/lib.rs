@@ -62,6 +62,7 @@ pub mod letter;
 pub mod lifecycle;
 pub mod mail;
 pub mod message;
+pub mod metrics;
 pub mod outbox;
 pub mod record;
 pub mod route;

@@ -92,6 +92,7 @@ pub(super) async fn mailbox_task(
             // is not working by the time systemd calls the service started.
             tracing::error!(mailbox = %m.name, error = %e, failures = failures + 1, "mailbox session failed");
             sh.record(index, |live, t| live.failed(e.to_string(), t));
+            sh.metrics.imap_error(&m.name);
         }
         if let Some(r) = ready.take() {
             let _ = r.send(m.name.clone()).await;
@@ -331,16 +332,18 @@ async fn drain(
         if *shutdown.borrow() {
             break;
         }
-        let sizes = conn.sizes(chunk).await?;
+        let started = std::time::Instant::now();
+        let listed = conn.arrivals(chunk).await?;
         let mut small = Vec::with_capacity(chunk.len());
-        for (uid, size) in &sizes {
-            if u64::from(*size) > m.max_message_size.0 {
-                tracing::warn!(mailbox = %m.name, uid, size, limit = m.max_message_size.0, "message over the size limit: not downloaded, left for a human");
+        for l in &listed {
+            if u64::from(l.size) > m.max_message_size.0 {
+                tracing::warn!(mailbox = %m.name, uid = l.uid, size = l.size, limit = m.max_message_size.0, "message over the size limit: not downloaded, left for a human");
             } else {
-                small.push(*uid);
+                small.push(l.uid);
             }
         }
         let bodies = conn.fetch(&small).await?;
+        sh.metrics.fetched(&m.name, bodies.len());
         let t = sh.now();
         let year = t.to_zoned(jiff::tz::TimeZone::UTC).year();
         let arrivals: Vec<Arrival<'_>> = bodies
@@ -358,12 +361,25 @@ async fn drain(
         };
         let batch = intake::process(&sh.intake(), m, *cursor, &arrivals, last, t, &mut reserve)?;
         let server = batch.server.clone();
-        sh.store.commit(&batch)?;
+        let committed = sh.store.commit(&batch)?;
         drop(guard);
         *cursor = batch.cursor;
         sh.outbox_wake.notify_one();
+        let at = sh.now();
+        sh.metrics.committed(&batch, &committed);
+        for l in listed
+            .iter()
+            .filter(|l| bodies.iter().any(|(u, _)| *u == l.uid))
+        {
+            if let Some(arrived) = l.arrived {
+                let waited = crate::clock::seconds_between(arrived, at);
+                sh.metrics.ingest_seconds(&m.name, waited as f64);
+            }
+        }
         apply_server_actions(conn, m, &server).await?;
         sh.store.clear_pending(&m.name)?;
+        sh.metrics
+            .batch_seconds(&m.name, started.elapsed().as_secs_f64());
     }
     Ok(uids.len())
 }

@@ -1,6 +1,7 @@
 //! The daemon: tasks and I/O only. One task per mailbox (`mailbox`), one
-//! for the outbox (`outbox`), one for what runs on time (`clock`), and the
-//! control socket; what becomes of mail is decided by [`crate::intake`].
+//! for the outbox (`outbox`), one for what runs on time (`clock`), the
+//! control socket, and the metrics endpoint when configured (`metrics`);
+//! what becomes of mail is decided by [`crate::intake`].
 //! This module starts them (the store opened, READY and WATCHDOG told to
 //! systemd) and stops them: shutdown is a value passed in; when it turns
 //! true, tasks finish the message in hand, the store is flushed, and `run`
@@ -25,6 +26,7 @@ pub use crate::clock::Clock;
 mod clock;
 mod digest;
 mod mailbox;
+mod metrics;
 mod outbox;
 
 pub(crate) use digest::digest_command;
@@ -49,6 +51,8 @@ struct Shared {
     live: Vec<std::sync::Mutex<MailboxLive>>,
     started_at: Timestamp,
     database: PathBuf,
+    /// This daemon's own metrics, served when `[daemon] metrics` is set.
+    metrics: crate::metrics::Metrics,
 }
 
 impl Shared {
@@ -134,6 +138,13 @@ pub enum RunError {
     },
     #[error("flushing the database: {0}")]
     Flush(#[source] StoreError),
+    /// `[daemon] metrics` names an address that cannot be listened on.
+    #[error("metrics endpoint {addr}: {source}")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Opens the store and runs every task until `shutdown` turns true.
@@ -247,6 +258,7 @@ pub async fn run_with_clock(
         live,
         started_at,
         database: db_path.clone(),
+        metrics: crate::metrics::Metrics::new(),
     });
     tracing::info!(database = %db_path.display(), mailboxes = shared.settings.mailboxes.len(), "mailtriage starting");
 
@@ -289,10 +301,26 @@ pub async fn run_with_clock(
         source,
     })?;
     tracing::info!(socket = %socket.display(), "control socket ready");
+    let metrics = match shared.settings.daemon.metrics {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| RunError::Metrics { addr, source })?;
+            let bound = listener
+                .local_addr()
+                .map_err(|source| RunError::Metrics { addr, source })?;
+            tracing::info!(addr = %bound, "metrics endpoint listening: http://{bound}/metrics");
+            Some(listener)
+        }
+        None => None,
+    };
 
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<String>(64);
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(listener.serve(control, shutdown.clone()));
+    if let Some(listener) = metrics {
+        tasks.spawn(metrics::serve(listener, shared.clone(), shutdown.clone()));
+    }
     for i in 0..shared.settings.mailboxes.len() {
         let (sh, sd, ready) = (shared.clone(), shutdown.clone(), ready_tx.clone());
         tasks.spawn(async move { mailbox::mailbox_task(sh, i, sd, ready).await });

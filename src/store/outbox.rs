@@ -521,7 +521,7 @@ mod tests {
             );
             let last = stored.history.last().unwrap();
             assert_eq!((last.by.as_str(), last.at), ("cli", ts(1000)), "{what}");
-            assert_eq!(last.changes, [words.clone()], "{what}");
+            assert_eq!(last.changes, std::slice::from_ref(&words), "{what}");
             let entry = case.history.last().unwrap();
             assert_eq!(entry.changes, [words], "{what}: in the case's history");
             assert_eq!(case.updated_at, ts(1000), "{what}");
