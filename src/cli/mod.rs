@@ -5,9 +5,10 @@
 //! writer, so tests drive them without a process. Exit codes are part of the
 //! interface: 0 ok, 1 input that is not an email (or cannot be read), or a
 //! failure the user must see (an unknown case id), or messages that `replay`
-//! finds changed, 2 a config or usage error.
+//! finds changed, 2 a config or usage error; `status` exits with its
+//! verdict (0 healthy, 1 degraded, 2 cannot tell).
 //!
-//! `cases` and `digest` ask the running daemon through its control socket
+//! `cases`, `digest`, `status` and `outbox` ask the running daemon through its control socket
 //! ([`crate::control`]); when no daemon answers they open the database
 //! themselves. Either way [`crate::control::handle`] answers, so the output
 //! is the same.

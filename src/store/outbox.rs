@@ -320,9 +320,11 @@ impl Store {
     }
 
     /// Builds the undeliverable index once, from the items of a database
-    /// written before it existed.
+    /// written before it existed. An empty outbox is not marked done, so
+    /// that items written into a new database by other means than this
+    /// module (an import) are indexed at the next open.
     pub(super) fn index_undeliverable_once(&self) -> Result<(), StoreError> {
-        if self.meta.get(UNDELIVERABLE_INDEXED)?.is_some() {
+        if self.meta.get(UNDELIVERABLE_INDEXED)?.is_some() || self.outbox.is_empty() {
             return Ok(());
         }
         for item in self.outbox_items()? {
