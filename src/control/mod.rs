@@ -278,6 +278,44 @@ mod tests {
                 since: None
             }
         );
+        // The status and outbox requests, as a client writes them.
+        let lines = [
+            (r#"{"request":"status"}"#, Request::Status),
+            (
+                r#"{"request":"outbox_list"}"#,
+                Request::OutboxList { states: vec![] },
+            ),
+            (
+                r#"{"request":"outbox_list","states":["retrying","dropped"]}"#,
+                Request::OutboxList {
+                    states: vec![QueueState::Retrying, QueueState::Dropped],
+                },
+            ),
+            (
+                r#"{"request":"outbox_show","id":7}"#,
+                Request::OutboxShow { id: 7 },
+            ),
+            (
+                r#"{"request":"outbox_retry","id":7}"#,
+                Request::OutboxRetry { id: 7 },
+            ),
+            (
+                r#"{"request":"outbox_retry_undeliverable"}"#,
+                Request::OutboxRetryUndeliverable,
+            ),
+            (
+                r#"{"request":"outbox_drop","id":7}"#,
+                Request::OutboxDrop { id: 7 },
+            ),
+        ];
+        for (line, req) in lines {
+            assert_eq!(
+                serde_json::from_str::<Request>(line).unwrap(),
+                req,
+                "{line}"
+            );
+        }
+        assert!(serde_json::from_str::<Request>(r#"{"request":"outbox_retry"}"#).is_err());
         let err = Response::err("no case ESC-1");
         assert_eq!(
             serde_json::to_string(&err).unwrap(),
