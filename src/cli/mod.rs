@@ -1,24 +1,30 @@
 //! The command line: `parse`, `route`, `replay`, `check-config`, `run`,
-//! `cases` and `digest`.
+//! `cases`, `digest`, `status` and `outbox`.
 //!
 //! Each subcommand is a function over the library that writes to a given
 //! writer, so tests drive them without a process. Exit codes are part of the
 //! interface: 0 ok, 1 input that is not an email (or cannot be read), or a
 //! failure the user must see (an unknown case id), or messages that `replay`
-//! finds changed, 2 a config or usage error.
+//! finds changed, 2 a config or usage error; `status` exits with its
+//! verdict (0 healthy, 1 degraded, 2 cannot tell).
 //!
-//! `cases` and `digest` ask the running daemon through its control socket
+//! `cases`, `digest`, `status` and `outbox` ask the running daemon through its control socket
 //! ([`crate::control`]); when no daemon answers they open the database
 //! themselves. Either way [`crate::control::handle`] answers, so the output
 //! is the same.
 //!
 //! Here are the arguments, the dispatch and the exit codes; `parse` and
 //! `route` are in `triage`, `replay` in `replay`, the engine the three share
-//! for batches of messages in `batch`, and `cases` and `digest` in `cases`.
+//! for batches of messages in `batch`, `cases` and `digest` in `cases`
+//! (with the way to the daemon or the database the others share),
+//! `status` in `status` (its exit code is its verdict) and `outbox` in
+//! `outbox`.
 
 mod batch;
 mod cases;
+mod outbox;
 mod replay;
+mod status;
 mod triage;
 
 use std::io::{self, Write};
@@ -150,6 +156,105 @@ pub enum Command {
         #[arg(long)]
         send_now: bool,
     },
+    /// The daemon's health at a glance: each mailbox's connection, the
+    /// outbox, the digests, the database, the daemon.
+    ///
+    /// Asks the running daemon; when none answers, reads the database and
+    /// says so. Exits 0 when healthy, 1 when degraded (the daemon not
+    /// running, a mailbox down, mail retrying longer than `[daemon]
+    /// alert_after`, anything undeliverable), 2 when it cannot tell (no
+    /// daemon answers and the database cannot be read, or the answer
+    /// cannot be read): a monitoring check can run it as it is.
+    Status {
+        /// Config directory: its mailtriage.toml names the database.
+        #[arg(long, value_name = "DIR")]
+        config: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The mail waiting to go out, and what was given up: list, show,
+    /// retry and drop items, through the running daemon's control socket,
+    /// or in the database when no daemon runs.
+    Outbox {
+        #[command(subcommand)]
+        command: OutboxCommand,
+    },
+}
+
+/// `mailtriage outbox ...`.
+#[derive(Debug, Subcommand)]
+pub enum OutboxCommand {
+    /// Items oldest first: pending, retrying and undeliverable unless
+    /// --state says otherwise; a table, or JSON with --json.
+    List {
+        /// Config directory: its mailtriage.toml names the database.
+        #[arg(long, value_name = "DIR")]
+        config: PathBuf,
+        /// Only items in this state: pending, retrying, sent,
+        /// undeliverable, dropped, or all (repeatable).
+        #[arg(long = "state", value_name = "STATE", value_enum)]
+        states: Vec<StateArg>,
+        /// Print a JSON array of the items.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One item: its state, attempts, error, history and headers.
+    Show {
+        /// Config directory: its mailtriage.toml names the database.
+        #[arg(long, value_name = "DIR")]
+        config: PathBuf,
+        /// The item's number, as `outbox list` shows it.
+        id: u64,
+        /// Print the item as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send an item (not sent yet) at once, with its attempts counted
+    /// afresh; or every undeliverable one.
+    Retry {
+        /// Config directory: its mailtriage.toml names the database.
+        #[arg(long, value_name = "DIR")]
+        config: PathBuf,
+        #[arg(required_unless_present = "all_undeliverable")]
+        id: Option<u64>,
+        /// Retry every undeliverable item.
+        #[arg(long, conflicts_with = "id")]
+        all_undeliverable: bool,
+    },
+    /// Give up an item not sent yet: it is never sent, and kept as
+    /// dropped.
+    Drop {
+        /// Config directory: its mailtriage.toml names the database.
+        #[arg(long, value_name = "DIR")]
+        config: PathBuf,
+        id: u64,
+    },
+}
+
+/// `outbox list --state`: where an item stands, or every state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StateArg {
+    Pending,
+    Retrying,
+    Sent,
+    Undeliverable,
+    Dropped,
+    All,
+}
+
+impl StateArg {
+    fn states(self) -> Vec<crate::outbox::QueueState> {
+        use crate::outbox::QueueState;
+        match self {
+            StateArg::Pending => vec![QueueState::Pending],
+            StateArg::Retrying => vec![QueueState::Retrying],
+            StateArg::Sent => vec![QueueState::Sent],
+            StateArg::Undeliverable => vec![QueueState::Undeliverable],
+            StateArg::Dropped => vec![QueueState::Dropped],
+            StateArg::All => QueueState::ALL.to_vec(),
+        }
+    }
 }
 
 /// `mailtriage cases ...`.
@@ -312,6 +417,8 @@ pub enum Outcome {
     SomeInputsFailed(usize),
     /// `replay`: this many messages are triaged or routed differently.
     Differ(usize),
+    /// `status`: the verdict, which is the exit status.
+    Health(crate::health::Verdict),
 }
 
 pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
@@ -362,6 +469,8 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
             preview: _,
             send_now,
         } => cases::digest(&config, name, send_now, out),
+        Command::Status { config, json } => status::status(&config, json, out),
+        Command::Outbox { command } => outbox::outbox(command, out),
     }
 }
 

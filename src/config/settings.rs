@@ -68,6 +68,9 @@ pub struct DaemonSection {
     /// A mailbox down this long raises a health alert.
     #[serde(default = "default_alert_after")]
     pub alert_after: HumanDuration,
+    /// Where to serve Prometheus metrics (`127.0.0.1:9464`); none: off.
+    #[serde(default)]
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// `[smtp]` in mailtriage.toml.

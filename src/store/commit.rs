@@ -4,7 +4,7 @@
 
 use jiff::Timestamp;
 
-use crate::batch::{Batch, BatchOutcome, Cursor, MessageKey, Pending, Seen};
+use crate::batch::{Batch, BatchOutcome, Cursor, LastMessage, MessageKey, Pending, Seen};
 use crate::outbox::NewOutgoing;
 use crate::record::{CaseRecord, thread_key};
 
@@ -42,9 +42,15 @@ impl Store {
         self.transact(|tx| {
             let mut committed = Vec::with_capacity(batch.items.len());
             let mut by_name = Vec::new();
+            let mut last: Option<LastMessage> = None;
             for item in &batch.items {
                 if let Some(prev) = tx.seen.get(item.key.bytes())? {
                     let prev: Seen = decode("seen", &prev).map_err(abort)?;
+                    last = Some(LastMessage {
+                        uid: item.uid,
+                        at: batch.now,
+                        seen: prev.clone(),
+                    });
                     committed.push(Committed::AlreadySeen(prev));
                     continue;
                 }
@@ -87,7 +93,16 @@ impl Store {
                 };
                 tx.seen.insert(item.key.bytes(), encode(&entry))?;
                 expiry::track_seen(tx, item.key.bytes(), batch.now)?;
+                last = Some(LastMessage {
+                    uid: item.uid,
+                    at: batch.now,
+                    seen: entry.seen,
+                });
                 committed.push(Committed::Stored);
+            }
+            if let Some(last) = &last {
+                tx.meta
+                    .insert(last_message_key(&batch.mailbox), encode(last))?;
             }
             for vendor in &batch.vendors_reported {
                 mark_vendor_reported(tx, vendor, batch.now.as_second())?;
@@ -210,6 +225,14 @@ impl Store {
         Ok(())
     }
 
+    /// The last message a batch of `mailbox` processed, if any has.
+    pub fn last_message(&self, mailbox: &str) -> Result<Option<LastMessage>, StoreError> {
+        self.meta
+            .get(last_message_key(mailbox))?
+            .map(|v| decode("meta", &v))
+            .transpose()
+    }
+
     pub fn case(&self, id: &str) -> Result<Option<CaseRecord>, StoreError> {
         self.cases.get(id)?.map(|v| decode("cases", &v)).transpose()
     }
@@ -221,6 +244,13 @@ impl Store {
             decode("cases", &v)
         })
     }
+}
+
+/// `meta` key of a mailbox's [`LastMessage`].
+fn last_message_key(mailbox: &str) -> Vec<u8> {
+    let mut k = b"last_message\0".to_vec();
+    k.extend_from_slice(mailbox.as_bytes());
+    k
 }
 
 /// Writes a case inside a transaction with its outgoing mail and index
@@ -297,6 +327,11 @@ mod tests {
             assert_eq!(store.outbox_items().unwrap().len(), 3);
         }
         let store = reopen(dir.path());
+        // What `status` says the mailbox last did: the batch's last message.
+        let last = store.last_message("ops").unwrap().unwrap();
+        assert_eq!((last.uid, last.at), (2, ts(100)));
+        assert!(matches!(last.seen, Seen::Case { .. }), "{last:?}");
+        assert_eq!(store.last_message("support").unwrap(), None);
         assert_eq!(
             store.cursor("ops").unwrap(),
             Some(Cursor {

@@ -25,10 +25,10 @@
 //!   Message-ID of the thread (the agent's, ours, each update's) to its case,
 //!   `o` an order id to its latest case, `s` the open cases, `v` a vendor's
 //!   complaints by time (by [`VendorKey`]), `a` a vendor name to the id it
-//!   was first given with;
+//!   was first given with, `u` the undeliverable outbox items;
 //! - `meta`: counters, when each vendor was last reported, when each digest
-//!   was last sent, how far `seen` has been pruned, a mailbox's rescan
-//!   after UIDVALIDITY changed;
+//!   was last sent, each mailbox's last message processed, how far `seen`
+//!   has been pruned, a mailbox's rescan after UIDVALIDITY changed;
 //! - `expiry`: what the retention pass will act on, by time, so that a pass
 //!   reads only what is due: delivered items whose bytes are kept, `seen`
 //!   entries, resolved cases ([`Store::retention_pass`]).
@@ -84,6 +84,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 
 pub use archive::{ARCHIVE_FORMAT, ArchiveError, ArchivedCase, Found, find_archived};
 pub use commit::Committed;
+pub use outbox::{HandChange, ItemChanged, OutboxSummary};
 pub use retention::{Retention, RetentionReport};
 
 /// Why the store failed.
@@ -232,7 +233,7 @@ impl Store {
             .path(path)
             .cache_capacity(cache_bytes)
             .open()?;
-        Ok(Store {
+        let store = Store {
             cases: db.open_tree("cases")?,
             seen: db.open_tree("seen")?,
             cursors: db.open_tree("cursors")?,
@@ -246,7 +247,9 @@ impl Store {
             originals: db.open_tree("originals")?,
             expiry: db.open_tree("expiry")?,
             db,
-        })
+        };
+        store.index_undeliverable_once()?;
+        Ok(store)
     }
 
     /// Runs `f` in one transaction over every tree, then flushes to disk.
