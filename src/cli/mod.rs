@@ -1,5 +1,6 @@
 //! The command line: `parse`, `route`, `replay`, `check-config`, `run`,
-//! `cases`, `digest`, `status` and `outbox`.
+//! `cases`, `digest`, `status` and `outbox`; `completions` and `man`;
+//! `--version`.
 //!
 //! Each subcommand is a function over the library that writes to a given
 //! writer, so tests drive them without a process. Exit codes are part of the
@@ -8,20 +9,21 @@
 //! finds changed, 2 a config or usage error; `status` exits with its
 //! verdict (0 healthy, 1 degraded, 2 cannot tell).
 //!
-//! `cases`, `digest`, `status` and `outbox` ask the running daemon through its control socket
-//! ([`crate::control`]); when no daemon answers they open the database
-//! themselves. Either way [`crate::control::handle`] answers, so the output
+//! `cases`, `digest`, `status` and `outbox` ask the running daemon through
+//! its control socket ([`crate::control`]); when no daemon answers they open
+//! the database themselves. Either way [`crate::control::handle`] answers, so the output
 //! is the same.
 //!
 //! Here are the arguments, the dispatch and the exit codes; `parse` and
 //! `route` are in `triage`, `replay` in `replay`, the engine the three share
 //! for batches of messages in `batch`, `cases` and `digest` in `cases`
 //! (with the way to the daemon or the database the others share),
-//! `status` in `status` (its exit code is its verdict) and `outbox` in
-//! `outbox`.
+//! `status` in `status` (its exit code is its verdict), `outbox` in
+//! `outbox`, and the completion scripts and man pages in `generate`.
 
 mod batch;
 mod cases;
+mod generate;
 mod outbox;
 mod replay;
 mod status;
@@ -34,11 +36,26 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{Config, ConfigError};
 
+/// The version and the commit the binary was built from (build.rs):
+/// `0.1.0 (abc1234)`, `0.1.0 (abc1234-dirty)` when its sources differed
+/// from that commit, `0.1.0 (unknown commit)` when built outside git.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("MAILTRIAGE_COMMIT"),
+    ")"
+);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "mailtriage",
-    version,
-    about = "Triage of customer-support escalation emails"
+    version = VERSION,
+    about = "Triage of customer-support escalation emails",
+    long_about = "Triage of customer-support escalation emails: parse the standard \
+                  escalation format, flag dangerous words, rate risk and tier, and route \
+                  each case. The run command is the daemon that watches the IMAP mailboxes \
+                  and sends the acknowledgements, forwards and digests; the others triage \
+                  files, check a config, and look at or change the daemon's cases."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -179,6 +196,25 @@ pub enum Command {
     Outbox {
         #[command(subcommand)]
         command: OutboxCommand,
+    },
+    /// Print the completion script for a shell.
+    ///
+    /// The Debian package installs them for bash, zsh and fish; elsewhere,
+    /// e.g. `mailtriage completions bash > /etc/bash_completion.d/mailtriage`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page, or write one for each command into a directory.
+    ///
+    /// `mailtriage man | man -l -` shows it; the Debian package installs
+    /// the pages.
+    Man {
+        /// Write mailtriage.1 and a page for each command
+        /// (mailtriage-run.1, mailtriage-cases-list.1, ...) here, and print
+        /// their paths.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
     },
 }
 
@@ -349,6 +385,13 @@ pub enum CliError {
     Usage(String),
     #[error("writing output: {0}")]
     Output(#[from] io::Error),
+    /// A file a command was asked to write (`man --dir`).
+    #[error("writing {}: {source}", .path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("{0}")]
     Run(#[from] crate::daemon::RunError),
     #[error("starting the runtime: {0}")]
@@ -395,6 +438,7 @@ impl CliError {
             | CliError::Run(crate::daemon::RunError::Config(_)) => 2,
             CliError::Input { .. }
             | CliError::Output(_)
+            | CliError::Write { .. }
             | CliError::Run(_)
             | CliError::Runtime(_)
             | CliError::Render(_)
@@ -471,6 +515,8 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
         } => cases::digest(&config, name, send_now, out),
         Command::Status { config, json } => status::status(&config, json, out),
         Command::Outbox { command } => outbox::outbox(command, out),
+        Command::Completions { shell } => generate::completions(shell, out),
+        Command::Man { dir } => generate::man(dir.as_deref(), out),
     }
 }
 
@@ -596,6 +642,13 @@ mod tests {
                 1,
             ),
             (CliError::Output(io::Error::other("broken pipe")), 1),
+            (
+                CliError::Write {
+                    path: "man/mailtriage.1".into(),
+                    source: io::Error::other("read-only"),
+                },
+                1,
+            ),
             (CliError::Refused("no case ESC-1".into()), 1),
             (CliError::Runtime(io::Error::other("no threads")), 1),
             (

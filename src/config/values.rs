@@ -10,7 +10,8 @@ use serde::Deserialize;
 /// secret, so that the file can be shared and logged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Secret {
-    /// A systemd credential (`LoadCredential=`): the file of that name in
+    /// A systemd credential (`LoadCredentialEncrypted=` or
+    /// `LoadCredential=`): the file of that name in
     /// `$CREDENTIALS_DIRECTORY`.
     Credential(String),
     File(PathBuf),
@@ -123,7 +124,9 @@ impl Secret {
 /// what was read.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
-    #[error("credential {name:?}: $CREDENTIALS_DIRECTORY is not set (LoadCredential= in the unit)")]
+    #[error(
+        "credential {name:?}: $CREDENTIALS_DIRECTORY is not set (LoadCredentialEncrypted= or LoadCredential= in the unit)"
+    )]
     NoCredentialsDirectory { name: String },
     #[error("credential {name:?} ({}): {source}", .path.display())]
     Credential {
