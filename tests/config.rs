@@ -289,7 +289,8 @@ fn a_template_with_a_syntax_error_is_refused_with_its_line() {
 }
 
 /// mailtriage.toml: a secret written as a literal is refused without being
-/// repeated; a reply_to that is not an address is located.
+/// repeated; a reply_to that is not an address, a keep_seen too short, and a
+/// metrics address that is not an IP address and port, are located.
 #[test]
 fn mailtriage_toml_mistakes_are_located_and_secrets_never_repeated() {
     use mailtriage::config::Settings;
@@ -313,6 +314,16 @@ fn mailtriage_toml_mistakes_are_located_and_secrets_never_repeated() {
             "# reply_to = \"ops@example.com\"",
             "reply_to = \"ops mailbox\"",
             "mailbox \"ops\": reply_to: expected the mailbox's email address, found \"ops mailbox\"",
+        ),
+        (
+            "keep_seen = \"90d\"",
+            "keep_seen = \"2d\"",
+            "[retention] keep_seen: expected at least 7 days",
+        ),
+        (
+            "# metrics = \"127.0.0.1:9464\"",
+            "metrics = \"localhost:9464\"",
+            "invalid socket address syntax",
         ),
     ];
     for (from, to, want) in cases {

@@ -8,7 +8,8 @@
 //! - `routing.toml`: named address lists, digests, and the ordered rules;
 //! - `templates/*.txt`: the messages rules send, rendered by minijinja;
 //! - `mailtriage.toml`, for the daemon only: its [`Settings`], the mailboxes
-//!   it watches and the SMTP server it sends through.
+//!   it watches, the SMTP server it sends through, and how long it keeps
+//!   what it stores.
 //!
 //! Everything is checked when it is loaded, so that a mistake shows at start-up
 //! with the file, line and column, and never at three in the morning when the
@@ -16,6 +17,7 @@
 //! names and flag categories are all errors. The shipped `config/` is compiled
 //! into the binary as the default.
 
+mod retention;
 mod routing;
 mod settings;
 mod templates;
@@ -31,6 +33,7 @@ use crate::lifecycle::Lifecycle;
 use crate::route::Router;
 use templates::TemplateFiles;
 
+pub use retention::RetentionSection;
 pub use settings::{DaemonSection, MailboxSection, Settings, SmtpSection};
 pub use values::{HumanDuration, Secret, SecretError, Size};
 

@@ -3,10 +3,10 @@
 
 use std::sync::{Mutex, PoisonError};
 
-use super::{BY, CaseDetail, Changed, DigestFailure, Request, Response};
+use super::{BY, CaseDetail, Changed, DigestFailure, Host, Request, Response};
 use crate::lifecycle;
 use crate::record::CaseRecord;
-use crate::store::{Store, StoreError};
+use crate::store::{HandChange, Store, StoreError};
 
 /// Answers one request against `store`: the one dispatcher of the socket
 /// server and of the command line without a daemon.
@@ -14,13 +14,17 @@ use crate::store::{Store, StoreError};
 /// `Resolve` and `Reopen` hold `lock` (the daemon's case lock, held by the
 /// daemon while it changes cases) from reading the case to writing it, so
 /// that a change from the command line and one from mail do not overwrite
-/// each other.
+/// each other; so do the outbox's changes, which write a case's history.
+///
+/// `host` answers what the store cannot: the scope of `Status` and waking
+/// the outbox after a retry. Without one, `Status` is refused.
 pub fn handle(
     store: &Store,
     req: Request,
     now: jiff::Timestamp,
     lock: &Mutex<()>,
     digest: &dyn Fn(&str, bool) -> Result<String, DigestFailure>,
+    host: Option<&dyn Host>,
 ) -> Response {
     match req {
         Request::List {
@@ -59,6 +63,24 @@ pub fn handle(
                 error: error.to_string(),
             },
         },
+        Request::Status => match host {
+            Some(h) => match super::status::status(store, &h.scope(), now) {
+                Ok(report) => Response::ok(&report),
+                Err(e) => Response::err(format!("reading the status: {e}")),
+            },
+            None => Response::err("this control socket gives no status"),
+        },
+        Request::OutboxList { states } => super::outbox::list(store, &states),
+        Request::OutboxShow { id } => super::outbox::show(store, id),
+        Request::OutboxRetry { id } => {
+            super::outbox::change(store, id, HandChange::Retry, now, lock, host)
+        }
+        Request::OutboxRetryUndeliverable => {
+            super::outbox::retry_undeliverable(store, now, lock, host)
+        }
+        Request::OutboxDrop { id } => {
+            super::outbox::change(store, id, HandChange::Drop, now, lock, host)
+        }
     }
 }
 

@@ -14,6 +14,10 @@
 //!   state, and its bytes (fixed when queued, so a resend after a crash is
 //!   the same message with the same Message-ID); `outbox_pending`: the items
 //!   not yet delivered, with when each is due;
+//! - `originals`: the agent's original that forwards attach, kept once by
+//!   its SHA-256 with a count of the items that refer to it: a forward's
+//!   bytes in `outbox_raw` lack it, and its reference here says where it
+//!   goes back in (`originals`);
 //! - `replies`: how many automatic replies each sender got in each second
 //!   (the rate limit), keyed by sender and time so that counting the last
 //!   hour is a range scan and a busy sender costs no more than a quiet one;
@@ -21,9 +25,13 @@
 //!   Message-ID of the thread (the agent's, ours, each update's) to its case,
 //!   `o` an order id to its latest case, `s` the open cases, `v` a vendor's
 //!   complaints by time (by [`VendorKey`]), `a` a vendor name to the id it
-//!   was first given with;
+//!   was first given with, `u` the undeliverable outbox items;
 //! - `meta`: counters, when each vendor was last reported, when each digest
-//!   was last sent.
+//!   was last sent, each mailbox's last message processed, how far `seen`
+//!   has been pruned, a mailbox's rescan after UIDVALIDITY changed;
+//! - `expiry`: what the retention pass will act on, by time, so that a pass
+//!   reads only what is due: delivered items whose bytes are kept, `seen`
+//!   entries, resolved cases ([`Store::retention_pass`]).
 //!
 //! The daemon's rule "nothing lost, nothing twice" rests on [`Store::commit`]:
 //! the cases of a batch of messages, their `seen` entries, the mailbox cursor
@@ -37,19 +45,33 @@
 //! with sled's tools and survives added fields. Time is passed in (unix
 //! seconds), never read here, so that tests control it.
 //!
+//! The data is bounded by the daily [`Store::retention_pass`]: the bytes of
+//! delivered mail go after `keep_sent`, resolved cases are appended to the
+//! archive file (JSON Lines, [`ArchivedCase`]) after `keep_resolved` and
+//! removed with every index entry that names them, and `seen` entries go
+//! after `keep_seen`, with the rule that makes that safe (see
+//! [`crate::rescan`]).
+//!
 //! Split by what it stores: `commit` (a batch, and the cases, seen messages,
 //! cursors and pending server actions it writes), `outbox` (the mail to
-//! send and its delivery), `indexes` (the lookups, the reply counts, what
-//! was last reported and sent).
+//! send and its delivery), `originals` (the original kept once),
+//! `indexes` (the lookups, the reply counts, what was last reported and
+//! sent), `expiry` (the `expiry` tree, and what a rescan reads of it),
+//! `retention` (the pass) and `archive` (its file).
 //!
 //! [`CaseRecord`]: crate::record::CaseRecord
+//! [`ArchivedCase`]: archive::ArchivedCase
 //! [`MessageKey`]: crate::batch::MessageKey
 //! [`VendorKey`]: crate::vendor::VendorKey
 
+mod archive;
 mod commit;
+mod expiry;
 mod indexes;
 mod lookup;
+mod originals;
 mod outbox;
+mod retention;
 
 #[cfg(test)]
 mod fixtures;
@@ -60,7 +82,10 @@ use serde::{Deserialize, Serialize};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 
+pub use archive::{ARCHIVE_FORMAT, ArchiveError, ArchivedCase, Found, find_archived};
 pub use commit::Committed;
+pub use outbox::{HandChange, ItemChanged, OutboxSummary};
+pub use retention::{Retention, RetentionReport};
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +107,19 @@ pub enum StoreError {
     CaseVanished(String),
     #[error("no outbox item {0}")]
     NoSuchItem(u64),
+    /// The item was delivered longer ago than `keep_sent`.
+    #[error("outbox item {0}: its bytes were dropped (delivered longer ago than keep_sent)")]
+    BytesDropped(u64),
+    /// A forward's reference to an original that is not stored.
+    #[error("corrupt record in originals: outbox item {0} refers to an original that is missing")]
+    MissingOriginal(u64),
+    /// Appending to the archive file failed: nothing was removed.
+    #[error("archive {}: {source}", .path.display())]
+    Archive {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl From<TransactionError<StoreError>> for StoreError {
@@ -112,6 +150,8 @@ pub struct Store {
     pending: sled::Tree,
     meta: sled::Tree,
     index: sled::Tree,
+    originals: sled::Tree,
+    expiry: sled::Tree,
 }
 
 /// The trees inside one transaction of [`Store::transact`].
@@ -126,6 +166,8 @@ struct Tx<'a> {
     pending: &'a TransactionalTree,
     meta: &'a TransactionalTree,
     index: &'a TransactionalTree,
+    originals: &'a TransactionalTree,
+    expiry: &'a TransactionalTree,
 }
 
 const CASE_SEQ: &str = "case_seq";
@@ -191,7 +233,7 @@ impl Store {
             .path(path)
             .cache_capacity(cache_bytes)
             .open()?;
-        Ok(Store {
+        let store = Store {
             cases: db.open_tree("cases")?,
             seen: db.open_tree("seen")?,
             cursors: db.open_tree("cursors")?,
@@ -202,8 +244,12 @@ impl Store {
             pending: db.open_tree("pending")?,
             meta: db.open_tree("meta")?,
             index: db.open_tree("index")?,
+            originals: db.open_tree("originals")?,
+            expiry: db.open_tree("expiry")?,
             db,
-        })
+        };
+        store.index_undeliverable_once()?;
+        Ok(store)
     }
 
     /// Runs `f` in one transaction over every tree, then flushes to disk.
@@ -221,6 +267,8 @@ impl Store {
             &self.pending,
             &self.meta,
             &self.index,
+            &self.originals,
+            &self.expiry,
         );
         let out = trees.transaction(|t| {
             f(&Tx {
@@ -234,6 +282,8 @@ impl Store {
                 pending: &t.7,
                 meta: &t.8,
                 index: &t.9,
+                originals: &t.10,
+                expiry: &t.11,
             })
         })?;
         self.db.flush()?;
