@@ -170,7 +170,11 @@ fn main() {
     sim.summary(&rows, sim_wall);
     drop(sim);
 
-    let idle = if restart { starts(dir, &db) } else { Vec::new() };
+    let idle = if restart {
+        starts(dir, &db)
+    } else {
+        Vec::new()
+    };
     let db_mb = dir_size(&db) as f64 / 1e6;
     targets(&rows, &idle, db_mb);
     println!(
@@ -1308,13 +1312,7 @@ impl<'a> Sim<'a> {
 
     fn midnight(&mut self, t: i64) {
         let started = Instant::now();
-        let r = retention_pass(
-            &self.store,
-            self.settings,
-            &self.db,
-            &self.case_lock,
-            ts(t),
-        );
+        let r = retention_pass(&self.store, self.settings, &self.db, &self.case_lock, ts(t));
         self.interval.retention_ms.push(ms(started.elapsed()));
         self.totals.retention_runs += 1;
         self.totals.sent_dropped += r.sent_dropped;
@@ -1567,8 +1565,8 @@ fn restart_daemon(dir: &Path, db: &Path, label: &'static str) -> Idle {
     println!(
         "\n{label}: `mailtriage run` (release binary, JSON log at info) on the year's database \
          ({:.1} MB), an empty mailbox (Dovecot) and an SMTP capture: ready after {:.2} s, idle \
-         (nothing logged or sent for {} s) at {:.1} s; it sent {} messages meanwhile (the \
-         digest of the day, overdue notices); VmRSS {:.1} MB, VmHWM {:.1} MB; stopped by \
+         (nothing logged or sent for {} s) at {:.1} s; it sent {} messages meanwhile (what \
+         was due: the day's digest, overdue notices); VmRSS {:.1} MB, VmHWM {:.1} MB; stopped by \
          SIGTERM: {}",
         dir_size(db) as f64 / 1e6,
         idle.ready_s,
