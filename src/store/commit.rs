@@ -176,6 +176,7 @@ impl Store {
 
     /// Sets a mailbox's cursor outside a batch (after UIDVALIDITY changed).
     pub fn set_cursor(&self, mailbox: &str, cursor: Cursor) -> Result<(), StoreError> {
+        let _gate = self.write_gate();
         self.cursors.insert(mailbox, encode(&cursor))?;
         self.cursors.flush()?;
         Ok(())
@@ -199,6 +200,7 @@ impl Store {
 
     /// The server has done everything pending for `mailbox`.
     pub fn clear_pending(&self, mailbox: &str) -> Result<(), StoreError> {
+        let _gate = self.write_gate();
         self.pending.remove(mailbox)?;
         self.pending.flush()?;
         Ok(())

@@ -40,13 +40,19 @@
 //! Split by what it stores: `commit` (a batch, and the cases, seen messages,
 //! cursors and pending server actions it writes), `outbox` (the mail to
 //! send and its delivery), `indexes` (the lookups, the reply counts, what
-//! was last reported and sent).
+//! was last reported and sent); `export` writes all of it out as one
+//! snapshot and reads it back into a new database.
+//!
+//! Every write takes the store's write gate (shared); an export takes it
+//! exclusively while it reads, which is what makes the export one point in
+//! time (see `export`).
 //!
 //! [`CaseRecord`]: crate::record::CaseRecord
 //! [`MessageKey`]: crate::batch::MessageKey
 //! [`VendorKey`]: crate::vendor::VendorKey
 
 mod commit;
+mod export;
 mod indexes;
 mod lookup;
 mod outbox;
@@ -54,13 +60,18 @@ mod outbox;
 #[cfg(test)]
 mod fixtures;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 
 pub use commit::Committed;
+pub use export::{
+    Checked, Counts, ExportError, FORMAT, FORMAT_VERSION, FormatError, Header, ImportError,
+    Imported, Snapshot, copy_checked, import, verify,
+};
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +93,8 @@ pub enum StoreError {
     CaseVanished(String),
     #[error("no outbox item {0}")]
     NoSuchItem(u64),
+    #[error("no tree {0} in the database")]
+    NoSuchTree(&'static str),
 }
 
 impl From<TransactionError<StoreError>> for StoreError {
@@ -112,6 +125,13 @@ pub struct Store {
     pending: sled::Tree,
     meta: sled::Tree,
     index: sled::Tree,
+    /// The database's directory.
+    path: PathBuf,
+    /// Taken shared by every write and exclusively by an export, so that
+    /// an export reads every tree at one point in time. Only the outermost
+    /// write of a call takes it (a thread that waits for it while holding
+    /// it shared would deadlock behind a waiting export).
+    gate: Arc<RwLock<()>>,
 }
 
 /// The trees inside one transaction of [`Store::transact`].
@@ -126,6 +146,25 @@ struct Tx<'a> {
     pending: &'a TransactionalTree,
     meta: &'a TransactionalTree,
     index: &'a TransactionalTree,
+}
+
+impl Tx<'_> {
+    /// A tree by its name in [`Store::trees`].
+    fn by_name(&self, name: &str) -> Option<&TransactionalTree> {
+        Some(match name {
+            "cases" => self.cases,
+            "seen" => self.seen,
+            "cursors" => self.cursors,
+            "outbox" => self.outbox,
+            "outbox_raw" => self.outbox_raw,
+            "outbox_pending" => self.outbox_pending,
+            "replies" => self.replies,
+            "pending" => self.pending,
+            "meta" => self.meta,
+            "index" => self.index,
+            _ => return None,
+        })
+    }
 }
 
 const CASE_SEQ: &str = "case_seq";
@@ -203,13 +242,54 @@ impl Store {
             meta: db.open_tree("meta")?,
             index: db.open_tree("index")?,
             db,
+            path: path.to_path_buf(),
+            gate: Arc::default(),
         })
+    }
+
+    /// The database's directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Every tree, by name: what an export walks and an import checks.
+    fn trees(&self) -> [(&'static str, &sled::Tree); 10] {
+        [
+            ("cases", &self.cases),
+            ("seen", &self.seen),
+            ("cursors", &self.cursors),
+            ("outbox", &self.outbox),
+            ("outbox_raw", &self.outbox_raw),
+            ("outbox_pending", &self.outbox_pending),
+            ("replies", &self.replies),
+            ("pending", &self.pending),
+            ("meta", &self.meta),
+            ("index", &self.index),
+        ]
+    }
+
+    /// The write gate, shared: held by every write (see `gate`).
+    fn write_gate(&self) -> RwLockReadGuard<'_, ()> {
+        // The gate guards no data: a panic while it was held leaves
+        // nothing half done that the lock could protect.
+        self.gate
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Runs `f` in one transaction over every tree, then flushes to disk.
     /// The closure may run more than once on a conflict, so it computes
     /// everything from its inputs.
     fn transact<T>(&self, f: impl Fn(&Tx) -> TxResult<T>) -> Result<T, StoreError> {
+        let _gate = self.write_gate();
+        let out = self.transact_unflushed(f)?;
+        self.db.flush()?;
+        Ok(out)
+    }
+
+    /// [`Store::transact`] without the gate and the flush: for an import
+    /// into a database nothing else uses, flushed once at its end.
+    fn transact_unflushed<T>(&self, f: impl Fn(&Tx) -> TxResult<T>) -> Result<T, StoreError> {
         let trees = (
             &self.cases,
             &self.seen,
@@ -236,7 +316,6 @@ impl Store {
                 index: &t.9,
             })
         })?;
-        self.db.flush()?;
         Ok(out)
     }
 

@@ -8,7 +8,7 @@ use crate::outbox::{Delivery, NewOutgoing, OutboxItem};
 
 use super::{Store, StoreError, Tx, TxResult, abort, decode, encode, next_seq, read_i64, seconds};
 
-const OUTBOX_SEQ: &str = "outbox_seq";
+pub(super) const OUTBOX_SEQ: &str = "outbox_seq";
 
 impl Store {
     /// One outbox item, without its bytes.

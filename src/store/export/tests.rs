@@ -1,0 +1,286 @@
+//! Export and import over a store holding every kind of record: the copy
+//! is the same database, entry for entry; a second export is the same
+//! file; a cut, altered or newer export, and a non-empty target, are
+//! refused, leaving nothing behind.
+
+use std::path::Path;
+
+use crate::batch::{BatchOutcome, Cursor, ServerAction};
+use crate::record::Status;
+
+use super::super::Store;
+use super::super::fixtures::{batch, item, outgoing, reopen, ts, vendor_item};
+use super::{FormatError, ImportError, Line, import, verify};
+
+/// A store with a record of every kind: cases (one resolved), seen
+/// messages, a cursor, pending server actions, outbox items sent, retried
+/// and pending with their bytes, reply counts, threads, orders, open
+/// cases, complaints, an alias, counters, a vendor reported, a digest
+/// sent, and one corrupt entry.
+fn filled(dir: &Path) -> Store {
+    let store = Store::open(dir, 1 << 20).unwrap();
+    let a = vendor_item(&store, 1, 1_000, "QuickPick Logistics");
+    let b = vendor_item(&store, 2, 1_000, "QuickPick Logistics (VND-1044)");
+    let mut c = item(&store, 3, 2);
+    if let BatchOutcome::Case { record, .. } = &mut c.outcome {
+        record.status = Status::Resolved;
+        record.resolved_at = Some(ts(1_500));
+    }
+    let rules = crate::vendor::VendorRules::shipped().unwrap();
+    let name = rules.key("QuickPick Logistics").unwrap();
+    let mut b1 = batch(vec![a, b, c], 1_000, vec![name]);
+    b1.server = vec![(1, ServerAction::Processed), (3, ServerAction::Quarantine)];
+    b1.cursor = Cursor {
+        uid_validity: 7,
+        last_uid: 3,
+    };
+    store.commit(&b1).unwrap();
+    store.mark_sent(1, ts(1_001)).unwrap();
+    store.mark_retry(2, "451 later", ts(1_060)).unwrap();
+    store
+        .queue_digest("managers_daily", ts(900), &[], ts(1_000))
+        .unwrap();
+    store
+        .enqueue(&outgoing("ESC-2026-000009", 1), ts(1_100))
+        .unwrap();
+    store.cases.insert("ESC-BROKEN", "{not json").unwrap();
+    store.flush().unwrap();
+    store
+}
+
+/// Every entry of every tree, as bytes.
+fn entries(store: &Store) -> Vec<(&'static str, Vec<u8>, Vec<u8>)> {
+    let mut out = Vec::new();
+    for (name, tree) in store.trees() {
+        for r in tree.iter() {
+            let (k, v) = r.unwrap();
+            out.push((name, k.to_vec(), v.to_vec()));
+        }
+    }
+    out
+}
+
+fn export(store: &Store, at: i64) -> Vec<u8> {
+    let mut out = Vec::new();
+    store.snapshot(ts(at)).unwrap().write_to(&mut out).unwrap();
+    out
+}
+
+fn lines(bytes: &[u8]) -> Vec<String> {
+    String::from_utf8(bytes.to_vec())
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn an_import_is_the_same_database_and_exports_the_same_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = filled(&dir.path().join("a"));
+    let first = export(&store, 5_000);
+
+    let kinds: Vec<String> = {
+        let header: serde_json::Value =
+            serde_json::from_str(&lines(&first)[0]).expect("a JSON header");
+        assert_eq!(header["record"], "header");
+        assert_eq!(header["format"], "mailtriage-export");
+        assert_eq!(header["version"], 1);
+        assert_eq!(header["exported_at"], "1970-01-01T01:23:20Z");
+        assert_eq!(header["counts"]["case"], 3);
+        assert_eq!(header["counts"]["raw"], 1);
+        let counts = header["counts"].as_object().unwrap();
+        counts.keys().cloned().collect()
+    };
+    // Every kind of record, so that the round trip below covers them all.
+    for kind in [
+        "alias",
+        "case",
+        "complaint",
+        "counter",
+        "cursor",
+        "digest_sent",
+        "open",
+        "order",
+        "outbox",
+        "pending",
+        "raw",
+        "reply",
+        "seen",
+        "thread",
+        "vendor_reported",
+    ] {
+        assert!(
+            kinds.iter().any(|k| k == kind),
+            "no {kind} record: {kinds:?}"
+        );
+    }
+    let text = lines(&first);
+    let end: serde_json::Value = serde_json::from_str(text.last().unwrap()).unwrap();
+    assert_eq!(end["record"], "end");
+    assert_eq!(end["records"], text.len() - 2);
+    let outbox: Vec<&String> = text
+        .iter()
+        .filter(|l| l.starts_with(r#"{"record":"outbox""#))
+        .collect();
+    assert_eq!(outbox.len(), 3);
+    // Bytes as base64; the pending item's due time, none once sent.
+    assert!(
+        outbox[0].contains(r#""due":null,"raw":"U3ViamVjdDog"#),
+        "{}",
+        outbox[0]
+    );
+    assert!(outbox[1].contains(r#""due":1060,"#), "{}", outbox[1]);
+
+    let b = dir.path().join("b");
+    let imported = import(&b, 1 << 20, first.as_slice(), None).unwrap();
+    assert_eq!(imported.records as usize, entries(&store).len());
+    let copy = reopen(&b);
+    assert_eq!(entries(&copy), entries(&store), "entry for entry the same");
+    assert_eq!(export(&copy, 5_000), first, "the same file again");
+    // Only the header's time differs at another time.
+    let later = lines(&export(&copy, 6_000));
+    assert_ne!(later[0], text[0]);
+    assert_eq!(later[1..later.len() - 1], text[1..text.len() - 1]);
+    // The copy works as a store.
+    assert_eq!(copy.cursor("ops").unwrap().unwrap().last_uid, 3);
+    assert_eq!(copy.reserve_case_id(2026).unwrap(), "ESC-2026-000004");
+    assert_eq!(copy.outbox_raw(1).unwrap(), store.outbox_raw(1).unwrap());
+    assert_eq!(copy.next_due().unwrap(), store.next_due().unwrap());
+    // No temporary directory is left beside it.
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+}
+
+#[test]
+fn a_cut_altered_or_newer_export_is_refused_and_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = filled(&dir.path().join("a"));
+    let whole = export(&store, 5_000);
+    let text = lines(&whole);
+    let join = |ls: &[String]| ls.iter().map(|l| format!("{l}\n")).collect::<String>();
+    let without_end = join(&text[..text.len() - 1]);
+    let mut cut_in_a_line = without_end.clone().into_bytes();
+    cut_in_a_line.truncate(cut_in_a_line.len() - 10);
+    let mut one_gone = text.clone();
+    one_gone.remove(3);
+    let altered = join(&text).replacen("ESC-2026-000001", "ESC-2026-000099", 1);
+    let newer = join(&text).replacen(r#""version":1"#, r#""version":2"#, 1);
+    let after_end = format!("{}{}\n", join(&text), text[1]);
+    for (what, input, want) in [
+        ("no end line", without_end.into_bytes(), "truncated"),
+        ("cut in a line", cut_in_a_line, "truncated"),
+        ("a record gone", join(&one_gone).into_bytes(), "checksum"),
+        ("a record altered", altered.into_bytes(), "checksum"),
+        (
+            "a record after the end",
+            after_end.into_bytes(),
+            "after the end",
+        ),
+        ("empty", Vec::new(), "empty"),
+        ("not an export", b"{\"a\":1}\n".to_vec(), "not the header"),
+        ("a newer version", newer.into_bytes(), "format version 2"),
+    ] {
+        let target = dir.path().join("b");
+        let e = import(&target, 1 << 20, input.as_slice(), None).unwrap_err();
+        assert!(e.to_string().contains(want), "{what}: {e}");
+        assert!(matches!(e, ImportError::Format(_)), "{what}: {e:?}");
+        assert!(!target.exists(), "{what}: the target was made");
+        let left = std::fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(left, 1, "{what}: something was left beside it");
+        // `verify` says the same without a database.
+        let v = verify(input.as_slice()).unwrap_err();
+        assert_eq!(v.to_string(), e.to_string(), "{what}");
+    }
+    let newer = verify(
+        join(&text)
+            .replacen(r#""version":1"#, r#""version":2"#, 1)
+            .as_bytes(),
+    );
+    let Err(FormatError::Newer { version: 2, .. }) = newer else {
+        panic!("{newer:?}")
+    };
+    assert!(
+        newer
+            .unwrap_err()
+            .to_string()
+            .ends_with("import it with mailtriage 0.1.0 or newer"),
+    );
+}
+
+#[test]
+fn only_an_empty_database_is_filled() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = filled(&dir.path().join("a"));
+    let whole = export(&store, 5_000);
+
+    // A database that holds something: refused, untouched.
+    let full = dir.path().join("full");
+    let other = Store::open(&full, 1 << 20).unwrap();
+    other.reserve_case_id(2026).unwrap();
+    let e = import(&full, 1 << 20, whole.as_slice(), None).unwrap_err();
+    assert!(matches!(e, ImportError::InUse(_)), "held open: {e:?}");
+    drop(other);
+    let e = import(&full, 1 << 20, whole.as_slice(), None).unwrap_err();
+    assert!(
+        e.to_string().contains("is not empty (it holds 1 meta)"),
+        "{e}"
+    );
+    assert_eq!(reopen(&full).holdings().unwrap(), [("meta", 1)]);
+
+    // A directory with other things in it is not a database to replace.
+    let foreign = dir.path().join("foreign");
+    std::fs::create_dir(&foreign).unwrap();
+    std::fs::write(foreign.join("notes.txt"), "mine").unwrap();
+    let e = import(&foreign, 1 << 20, whole.as_slice(), None).unwrap_err();
+    assert!(matches!(e, ImportError::NotADatabase { .. }), "{e:?}");
+    assert!(foreign.join("notes.txt").exists());
+
+    // An empty database, or an empty directory: filled.
+    for empty in ["empty-db", "empty-dir"] {
+        let path = dir.path().join(empty);
+        if empty == "empty-db" {
+            drop(Store::open(&path, 1 << 20).unwrap());
+        } else {
+            std::fs::create_dir(&path).unwrap();
+        }
+        import(&path, 1 << 20, whole.as_slice(), None).unwrap();
+        assert_eq!(entries(&reopen(&path)), entries(&store), "{empty}");
+    }
+}
+
+#[test]
+fn records_that_the_store_could_not_hold_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("a"), 1 << 20).unwrap();
+    let header = lines(&export(&store, 5_000))[0].clone();
+    for (record, want) in [
+        (
+            r#"{"record":"counter","name":"bogus_seq","value":1}"#,
+            "line 2: unknown counter \"bogus_seq\"",
+        ),
+        (
+            r#"{"record":"raw","tree":"nowhere","key":"AA==","value":"AA=="}"#,
+            "line 2: a raw record of an unknown tree \"nowhere\"",
+        ),
+        (
+            r#"{"record":"reply","sender":"A@example.com","at":1,"count":1}"#,
+            "line 2: a reply count that the store could not have kept",
+        ),
+    ] {
+        // A file with a matching header, checksum and counts.
+        let kind = serde_json::from_str::<Line>(record).unwrap().kind();
+        let head = header.replace(r#""counts":{}"#, &format!(r#""counts":{{"{kind}":1}}"#));
+        let body = format!("{head}\n{record}\n");
+        let sum = ring::digest::digest(&ring::digest::SHA256, body.as_bytes());
+        let hex: String = sum.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        let file = format!("{body}{{\"record\":\"end\",\"records\":1,\"sha256\":\"{hex}\"}}\n");
+        verify(file.as_bytes()).unwrap();
+        let e = import(&dir.path().join("b"), 1 << 20, file.as_bytes(), None).unwrap_err();
+        assert_eq!(e.to_string(), want);
+        assert!(!dir.path().join("b").exists());
+    }
+}
