@@ -94,13 +94,7 @@ fn now() -> jiff::Timestamp {
 /// failure with exit code 1.
 fn ask(dir: &Path, req: Request) -> Result<serde_json::Value, CliError> {
     let settings = Settings::load(dir)?;
-    // An operator's shell has neither RUNTIME_DIRECTORY nor STATE_DIRECTORY:
-    // the shipped unit's directories are tried too.
-    let mut sockets: Vec<PathBuf> = control::socket_path(&settings).into_iter().collect();
-    let unit_socket = Path::new(control::UNIT_RUNTIME_DIRECTORY).join("mailtriage.sock");
-    if !sockets.contains(&unit_socket) {
-        sockets.push(unit_socket);
-    }
+    let sockets = sockets(&settings);
     for path in &sockets {
         match control::request(path, &req, CONTROL_TIMEOUT) {
             Ok(answer) => return answered(answer),
@@ -110,17 +104,37 @@ fn ask(dir: &Path, req: Request) -> Result<serde_json::Value, CliError> {
             Err(e) => return Err(e.into()),
         }
     }
-    let socket = sockets.first().cloned();
+    let store = open_database(dir, &settings, sockets.first())?;
+    let digest = direct_digest(dir, &store);
+    // Changes are flushed before `handle` returns (Store::update_case).
+    let answer = control::handle(&store, req, now(), &std::sync::Mutex::new(()), &digest);
+    answered(answer)
+}
+
+/// The sockets a command tries, in order: the one the config implies,
+/// then the shipped unit's (an operator's shell has neither
+/// RUNTIME_DIRECTORY nor STATE_DIRECTORY).
+pub(super) fn sockets(settings: &Settings) -> Vec<PathBuf> {
+    let mut sockets: Vec<PathBuf> = control::socket_path(settings).into_iter().collect();
+    let unit_socket = Path::new(control::UNIT_RUNTIME_DIRECTORY).join("mailtriage.sock");
+    if !sockets.contains(&unit_socket) {
+        sockets.push(unit_socket);
+    }
+    sockets
+}
+
+/// The database of `dir`'s config when no daemon answers (on `socket`):
+/// `[daemon] database`, else `$STATE_DIRECTORY/db`, else the shipped
+/// unit's if it exists. Never created; as root, not another user's.
+pub(super) fn open_database(
+    dir: &Path,
+    settings: &Settings,
+    socket: Option<&PathBuf>,
+) -> Result<Store, CliError> {
     let unit_db = Path::new(control::UNIT_STATE_DIRECTORY).join("db");
-    let Some(db) =
-        control::database_path(&settings).or_else(|| unit_db.exists().then_some(unit_db))
+    let Some(db) = control::database_path(settings).or_else(|| unit_db.exists().then_some(unit_db))
     else {
-        return Err(ConfigError {
-            file: dir.join("mailtriage.toml"),
-            at: None,
-            message: "no database path: set [daemon] database, or STATE_DIRECTORY (and RUNTIME_DIRECTORY for the daemon's control socket) as the service has them".into(),
-        }
-        .into());
+        return Err(no_database_path(dir));
     };
     // Opening creates a database: a command must not create one where the
     // daemon has not.
@@ -128,26 +142,31 @@ fn ask(dir: &Path, req: Request) -> Result<serde_json::Value, CliError> {
         return Err(CliError::NoDatabase(db));
     }
     refuse_foreign_database(&db)?;
-    let store = match Store::open(&db, settings.daemon.cache.0) {
-        Ok(s) => s,
+    match Store::open(&db, settings.daemon.cache.0) {
+        Ok(s) => Ok(s),
         Err(e) if Store::in_use(&db) => {
             let socket = socket
                 .map(|p| p.display().to_string())
                 .unwrap_or_else(|| "(unknown)".into());
-            return Err(CliError::DatabaseInUse {
+            Err(CliError::DatabaseInUse {
                 db,
                 socket,
                 source: e,
-            });
+            })
         }
-        Err(e) => {
-            return Err(CliError::Database { db, source: e });
-        }
-    };
-    let digest = direct_digest(dir, &store);
-    // Changes are flushed before `handle` returns (Store::update_case).
-    let answer = control::handle(&store, req, now(), &std::sync::Mutex::new(()), &digest);
-    answered(answer)
+        Err(e) => Err(CliError::Database { db, source: e }),
+    }
+}
+
+/// Neither `[daemon] database` nor a state directory says where the
+/// database is.
+pub(super) fn no_database_path(dir: &Path) -> CliError {
+    ConfigError {
+        file: dir.join("mailtriage.toml"),
+        at: None,
+        message: "no database path: set [daemon] database, or STATE_DIRECTORY (and RUNTIME_DIRECTORY for the daemon's control socket) as the service has them".into(),
+    }
+    .into()
 }
 
 /// Opening another user's database as root would leave files the service

@@ -1,5 +1,5 @@
 //! The command line: `parse`, `route`, `replay`, `check-config`, `run`,
-//! `cases` and `digest`.
+//! `cases`, `digest`, `export` and `import`.
 //!
 //! Each subcommand is a function over the library that writes to a given
 //! writer, so tests drive them without a process. Exit codes are part of the
@@ -14,8 +14,10 @@
 //!
 //! Here are the arguments, the dispatch and the exit codes; `parse` and
 //! `route` are in `triage`, `replay` in `replay`, the engine the three share
-//! for batches of messages in `batch`, and `cases` and `digest` in `cases`.
+//! for batches of messages in `batch`, `cases` and `digest` in `cases`,
+//! `export` and `import` in `backup`.
 
+mod backup;
 mod batch;
 mod cases;
 mod replay;
@@ -150,6 +152,38 @@ pub enum Command {
         #[arg(long)]
         send_now: bool,
     },
+    /// Write everything the database holds, at one point in time, as
+    /// JSON Lines: through the running daemon's control socket, or from
+    /// the database when no daemon runs.
+    ///
+    /// To standard output (the default, or `--out -`), to a file (written
+    /// under a temporary name and renamed once whole), or to a new file
+    /// `mailtriage-YYYYMMDDTHHMMSSZ.jsonl` in a directory (`--out-dir`),
+    /// keeping only the newest `--keep` of those.
+    Export {
+        /// Config directory: its mailtriage.toml names the database.
+        #[arg(long, value_name = "DIR", default_value = "/etc/mailtriage")]
+        config: PathBuf,
+        /// The file to write, or `-` for standard output.
+        #[arg(long, value_name = "FILE", conflicts_with = "out_dir")]
+        out: Option<PathBuf>,
+        /// A directory to write a new dated file in.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+        /// With --out-dir: remove the oldest of its dated files beyond N.
+        #[arg(long, value_name = "N", requires = "out_dir", value_parser = clap::value_parser!(u32).range(1..))]
+        keep: Option<u32>,
+    },
+    /// Read an export into an empty database (the one mailtriage.toml
+    /// names), while no daemon runs.
+    Import {
+        /// Config directory: its mailtriage.toml names the database.
+        #[arg(long, value_name = "DIR")]
+        config: PathBuf,
+        /// The export, or `-` for standard input.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
 }
 
 /// `mailtriage cases ...`.
@@ -280,6 +314,26 @@ pub enum CliError {
     /// cannot write.
     #[error("the database {} belongs to uid {owner}, and opening it as root would leave files the daemon cannot write: start the daemon (the command then goes through its control socket) or run the command as that user", .db.display())]
     ForeignDatabase { db: PathBuf, owner: u32 },
+    /// `export` without a daemon: the store could not be read.
+    #[error("export: {0}")]
+    Export(#[from] crate::store::ExportError),
+    /// `export` through the daemon: what it sent is not a whole export.
+    #[error("the daemon's export: {0}")]
+    ExportStream(#[source] crate::store::FormatError),
+    #[error("writing {}: {source}", .path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("importing {}: {source}", .file.display())]
+    Import {
+        file: PathBuf,
+        #[source]
+        source: crate::store::ImportError,
+    },
+    #[error("a daemon answers on {}: stop it first (systemctl stop mailtriage)", .0.display())]
+    DaemonRunning(PathBuf),
 }
 
 impl CliError {
@@ -299,7 +353,12 @@ impl CliError {
             | CliError::NoDatabase(_)
             | CliError::DatabaseInUse { .. }
             | CliError::Database { .. }
-            | CliError::ForeignDatabase { .. } => 1,
+            | CliError::ForeignDatabase { .. }
+            | CliError::Export(_)
+            | CliError::ExportStream(_)
+            | CliError::Write { .. }
+            | CliError::Import { .. }
+            | CliError::DaemonRunning(_) => 1,
         }
     }
 }
@@ -362,6 +421,23 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
             preview: _,
             send_now,
         } => cases::digest(&config, name, send_now, out),
+        Command::Export {
+            config,
+            out: file,
+            out_dir,
+            keep,
+        } => {
+            let to = match (file, out_dir) {
+                (_, Some(dir)) => backup::Destination::Dir {
+                    dir,
+                    keep: keep.map(|k| k as usize),
+                },
+                (Some(f), None) if f != Path::new("-") => backup::Destination::File(f),
+                _ => backup::Destination::Stdout,
+            };
+            backup::export(&config, to, out)
+        }
+        Command::Import { config, file } => backup::import(&config, &file, out),
     }
 }
 
@@ -527,6 +603,18 @@ mod tests {
                 },
                 1,
             ),
+            (
+                CliError::ExportStream(crate::store::FormatError::Truncated { line: 3 }),
+                1,
+            ),
+            (
+                CliError::Import {
+                    file: "backup.jsonl".into(),
+                    source: crate::store::ImportError::InUse("db".into()),
+                },
+                1,
+            ),
+            (CliError::DaemonRunning("s".into()), 1),
         ];
         for (e, code) in cases {
             assert_eq!(e.exit_code(), code, "{e:?}");

@@ -10,7 +10,9 @@
 //!
 //! The protocol is JSON lines: the client sends one [`Request`] on one line,
 //! the server answers one [`Response`] on one line and closes the connection.
-//! A request that cannot be read gets an `Err` answer, never a panic.
+//! A request that cannot be read gets an `Err` answer, never a panic. One
+//! request streams: the `Ok` answer to `Export` is followed by the export's
+//! lines ([`request_stream`] reads them).
 //!
 //! This module owns the protocol (here), the one dispatcher ([`handle`], in
 //! `dispatch`), the server ([`bind`], [`ControlSocket::serve`], [`serve`],
@@ -33,7 +35,7 @@ mod client;
 mod dispatch;
 mod server;
 
-pub use client::{ControlError, request};
+pub use client::{ControlError, request, request_stream};
 pub use dispatch::handle;
 pub use server::{Control, ControlSocket, bind, serve};
 
@@ -71,6 +73,10 @@ pub enum Request {
         #[serde(default)]
         send_now: bool,
     },
+    /// Everything the store holds, at one point in time: the answer line
+    /// is followed by the export itself (see [`crate::store::Snapshot`]),
+    /// until the connection closes.
+    Export,
 }
 
 /// One answer: a line of JSON, `{"result": "ok", "value": ...}` or
@@ -79,7 +85,8 @@ pub enum Request {
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum Response {
     /// `List`: an array of [`CaseRecord`]; `Show`: a [`CaseDetail`];
-    /// `Resolve`/`Reopen`: a [`Changed`]; `Digest`: a string.
+    /// `Resolve`/`Reopen`: a [`Changed`]; `Digest`: a string; `Export`:
+    /// the export's header (the export follows).
     Ok {
         value: serde_json::Value,
     },

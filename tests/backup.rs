@@ -1,0 +1,277 @@
+//! Backup and restore against the real servers: the real daemon binary
+//! processes mail; `mailtriage export` through its control socket and
+//! with it stopped give the same records; the database is deleted and
+//! `mailtriage import` makes a new one; the daemon started again on the
+//! same mailboxes with more mail sends nothing twice, duplicates no case,
+//! lists the same cases, and new mail joins the restored cases.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use mail_parser::MessageParser;
+use mailtriage_testkit::{
+    Captured, Daemon, Dovecot, Extra, SmtpCapture, by_rcpt, config_dir, database, fixture, subject,
+    wait_until,
+};
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// `mailtriage ARGS --config DIR`, without the systemd directories of the
+/// test's own environment.
+fn mailtriage(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mailtriage"))
+        .args(args)
+        .arg("--config")
+        .arg(dir)
+        .env_remove("RUNTIME_DIRECTORY")
+        .env_remove("STATE_DIRECTORY")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run mailtriage")
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn cases_json(dir: &Path) -> Value {
+    serde_json::from_str(&ok(&mailtriage(dir, &["cases", "list", "--json"]))).expect("JSON")
+}
+
+/// `export --out FILE`: the file's lines.
+fn export(dir: &Path, file: &Path) -> Vec<String> {
+    let said = ok(&mailtriage(
+        dir,
+        &["export", "--out", file.to_str().expect("utf-8 path")],
+    ));
+    assert!(said.starts_with("exported "), "{said}");
+    std::fs::read_to_string(file)
+        .expect("the export")
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Waits until every outbox item of the store is sent, as an export
+/// through the running daemon says; returns that export's lines.
+fn export_when_all_sent(dir: &Path, file: &Path, items: usize) -> Vec<String> {
+    let lines = std::cell::RefCell::new(Vec::new());
+    wait_until(
+        WAIT,
+        || {
+            let lines = &mut *lines.borrow_mut();
+            *lines = export(dir, file);
+            let states: Vec<Value> = lines
+                .iter()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .filter(|v| v["record"] == "outbox")
+                .map(|v| v["item"]["state"].clone())
+                .collect();
+            states.len() == items && states.iter().all(|s| s == "sent")
+        },
+        || format!("not all {items} outbox items sent: {:#?}", lines.borrow()),
+    );
+    lines.into_inner()
+}
+
+/// The records of two exports are the same (their headers' times, and so
+/// their end lines' checksums, may differ); says where they part, briefly.
+fn assert_same_records(a: &[String], b: &[String], what: &str) {
+    let (a, b) = (&a[1..a.len() - 1], &b[1..b.len() - 1]);
+    let cut = |l: &str| l.chars().take(300).collect::<String>();
+    if let Some(i) = (0..a.len().min(b.len())).find(|&i| a[i] != b[i]) {
+        panic!(
+            "{what}: record {} differs:\n{}\n{}",
+            i + 1,
+            cut(&a[i]),
+            cut(&b[i])
+        );
+    }
+    assert_eq!(a.len(), b.len(), "{what}: as many records");
+}
+
+fn case_id_of(c: &Captured) -> String {
+    mailtriage::lifecycle::case_id_in_subject(&subject(c))
+        .unwrap_or_else(|| panic!("no case id in {:?}", subject(c)))
+}
+
+#[test]
+fn a_restored_database_goes_on_where_the_old_one_stopped() {
+    let d = Dovecot::start(&[("ops", "secret")]);
+    let s = SmtpCapture::start();
+    let dir = config_dir(&d, &s, Extra::default());
+    let dir = dir.path();
+    let binary = env!("CARGO_BIN_EXE_mailtriage");
+
+    // Two escalations (a pickup complaint: acknowledgement and CX
+    // forward; a review threat: acknowledgement and Tier-2 forward) and a
+    // newsletter left alone.
+    d.append("ops", "INBOX", &fixture("06-pickup-rude-vendor.eml"));
+    d.append("ops", "INBOX", &fixture("23-review-threat-trustpilot.eml"));
+    d.append("ops", "INBOX", &fixture("45-newsletter-list.eml"));
+    let mut daemon = Daemon::spawn(binary, dir);
+    let got = s.wait_for(4, WAIT);
+    let ack = by_rcpt(&got, "ravi.k@example.com")[0];
+    let pickup = case_id_of(ack);
+    let ack_id = MessageParser::default()
+        .parse(&ack.raw)
+        .and_then(|m| m.message_id().map(str::to_string))
+        .expect("the acknowledgement's Message-ID");
+    let review = case_id_of(by_rcpt(&got, "deepa.r@example.com")[0]);
+    assert_ne!(pickup, review);
+
+    // Through the daemon's socket, once everything is sent.
+    let running = export_when_all_sent(dir, &dir.join("running.jsonl"), 4);
+    assert!(
+        daemon.count_lines("export sent") >= 1,
+        "the daemon answered the export\n{}",
+        daemon.log_tail()
+    );
+    let before = cases_json(dir);
+    assert_eq!(before.as_array().map(Vec::len), Some(2), "{before}");
+    // No import while the daemon runs.
+    let refused = mailtriage(dir, &["import", "running.jsonl"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("stop it first"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    daemon.assert_running();
+    daemon.stop();
+
+    // With the daemon stopped, from the database: the same records.
+    let stopped = export(dir, &dir.join("stopped.jsonl"));
+    assert_same_records(
+        &running,
+        &stopped,
+        "through the daemon and from the database",
+    );
+    let header: Value = serde_json::from_str(&stopped[0]).unwrap();
+    assert_eq!(header["counts"]["case"], 2);
+    assert_eq!(header["counts"]["outbox"], 4);
+    assert_eq!(header["counts"]["cursor"], 1);
+
+    // Restore: the database deleted, the export imported into a new one.
+    std::fs::remove_dir_all(database(dir)).expect("delete the database");
+    let said = ok(&mailtriage(
+        dir,
+        &["import", dir.join("stopped.jsonl").to_str().unwrap()],
+    ));
+    assert!(
+        said.starts_with("imported ") && said.contains("2 case, "),
+        "{said}"
+    );
+    // Once only: the database now holds something.
+    let again = mailtriage(
+        dir,
+        &["import", dir.join("stopped.jsonl").to_str().unwrap()],
+    );
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("is not empty"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let restored = export(dir, &dir.join("restored.jsonl"));
+    assert_same_records(&stopped, &restored, "the restored database");
+
+    // The daemon again, on the same mailboxes: nothing reprocessed,
+    // nothing resent, the same cases.
+    let mut daemon = Daemon::spawn(binary, dir);
+    wait_until(
+        WAIT,
+        || {
+            mailtriage(dir, &["cases", "list", "--json"])
+                .status
+                .success()
+        },
+        || "the restarted daemon does not answer".into(),
+    );
+    assert_eq!(cases_json(dir), before, "cases list is the same");
+
+    // New mail: the agent answers the pickup case's acknowledgement with a
+    // new threat (Tier 2 now: forwarded to Tier 2), and the review
+    // threat's order is escalated again (joins its case: a joined reply).
+    d.append(
+        "ops",
+        "INBOX",
+        format!(
+            "From: Ravi Kumar <ravi.k@example.com>\r\nTo: ops@example.com\r\nSubject: Re: Pickup complaint [{pickup}]\r\nMessage-ID: <threat@mail.example.com>\r\nIn-Reply-To: <{ack_id}>\r\nReferences: <pickup-rude-vendor.06@mail.example.com> <{ack_id}>\r\n\r\nUpdate: the customer now says he will get a lawyer and sue us.\r\n"
+        )
+        .as_bytes(),
+    );
+    let second = String::from_utf8_lossy(&fixture("23-review-threat-trustpilot.eml")).replace(
+        "review-threat-trustpilot.23@mail.example.com",
+        "review-threat-trustpilot.again@mail.example.com",
+    );
+    d.append("ops", "INBOX", second.as_bytes());
+    let got = s.wait_for(6, WAIT);
+    let tier2 = by_rcpt(&got, "tier2@example.com");
+    assert_eq!(
+        tier2.len(),
+        2,
+        "the review threat's, then the pickup case's"
+    );
+    assert_eq!(case_id_of(tier2[1]), pickup);
+    let to_deepa = by_rcpt(&got, "deepa.r@example.com");
+    assert_eq!(
+        to_deepa.len(),
+        2,
+        "the acknowledgement, then the joined reply"
+    );
+    assert_eq!(case_id_of(to_deepa[1]), review);
+    let joined = MessageParser::default().parse(&to_deepa[1].raw).unwrap();
+    assert!(
+        joined
+            .body_text(0)
+            .is_some_and(|b| b.contains("already has a case")),
+        "{:?}",
+        joined.body_text(0)
+    );
+
+    // Settled: everything sent once, no case twice.
+    export_when_all_sent(dir, &dir.join("after.jsonl"), 6);
+    daemon.stop();
+    let got = s.messages();
+    assert_eq!(
+        got.len(),
+        6,
+        "nothing sent twice: {:?}",
+        got.iter().map(subject).collect::<Vec<_>>()
+    );
+    let after = cases_json(dir);
+    let ids: Vec<&str> = after
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [pickup.as_str(), review.as_str()], "no case twice");
+    let show = |id: &str| -> Value {
+        serde_json::from_str(&ok(&mailtriage(dir, &["cases", "show", id, "--json"]))).unwrap()
+    };
+    let p = show(&pickup);
+    assert_eq!(p["case"]["case"]["tier"], 2, "{p}");
+    assert_eq!(
+        p["case"]["history"].as_array().map(Vec::len),
+        Some(1),
+        "{p}"
+    );
+    let r = show(&review);
+    let history = r["case"]["history"].as_array().cloned().unwrap_or_default();
+    assert_eq!(history.len(), 1, "{r}");
+    assert_eq!(
+        history[0]["message_id"], "review-threat-trustpilot.again@mail.example.com",
+        "{r}"
+    );
+}
