@@ -275,3 +275,148 @@ fn a_restored_database_goes_on_where_the_old_one_stopped() {
         "{r}"
     );
 }
+
+/// A config directory whose database is `DIR/db`; no server is contacted.
+fn offline_config() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    mailtriage_testkit::copy_shipped_config(dir.path());
+    let mut toml = mailtriage_testkit::MailtriageToml::new(&database(dir.path()), 2525);
+    toml.mailbox(
+        "ops",
+        1143,
+        mailtriage_testkit::Secret::Env("MAILTRIAGE_TEST_UNUSED"),
+    );
+    toml.write(dir.path());
+    dir
+}
+
+/// A database with a case in it, closed.
+fn fill(dir: &Path) {
+    let db = database(dir);
+    let store = mailtriage::store::Store::open(&db, 1 << 20).expect("open");
+    store.reserve_case_id(2026).expect("a case id");
+    store
+        .enqueue(
+            &[mailtriage::outbox::NewOutgoing {
+                kind: mailtriage::outbox::OutgoingKind::Health,
+                case_id: None,
+                message_id: "alert.1@mailtriage.test".into(),
+                envelope_from: "mailtriage@example.com".into(),
+                recipients: vec!["admin@example.com".into()],
+                raw: b"Subject: alert\r\n\r\nbody\xff".to_vec(),
+                not_before: None,
+            }],
+            jiff::Timestamp::from_second(1_000).unwrap(),
+        )
+        .expect("enqueue");
+    drop(store);
+    wait_until(
+        WAIT,
+        || !mailtriage::store::Store::in_use(&db),
+        || "the database stays locked".into(),
+    );
+}
+
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn standard_output_and_standard_input_carry_the_same_export() {
+    let dir = offline_config();
+    let dir = dir.path();
+    fill(dir);
+    let to_file = export(dir, &dir.join("file.jsonl"));
+    let to_stdout = ok(&mailtriage(dir, &["export"]));
+    let dash = ok(&mailtriage(dir, &["export", "--out", "-"]));
+    let lines = |s: &str| s.lines().map(str::to_string).collect::<Vec<_>>();
+    assert_same_records(&to_file, &lines(&to_stdout), "standard output");
+    assert_same_records(&to_file, &lines(&dash), "--out -");
+
+    std::fs::remove_dir_all(database(dir)).unwrap();
+    let mut import = Command::new(env!("CARGO_BIN_EXE_mailtriage"))
+        .args(["import", "-", "--config"])
+        .arg(dir)
+        .env_remove("RUNTIME_DIRECTORY")
+        .env_remove("STATE_DIRECTORY")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut import.stdin.take().unwrap(), to_stdout.as_bytes()).unwrap();
+    let said = ok(&import.wait_with_output().unwrap());
+    assert!(
+        said.starts_with("imported 3 records (2 counter, 1 outbox) into "),
+        "{said}"
+    );
+    assert_same_records(&to_file, &export(dir, &dir.join("again.jsonl")), "restored");
+}
+
+/// A control socket that answers an export with its first records and
+/// then hangs up, as a daemon that died in the middle would.
+#[test]
+fn an_export_cut_short_leaves_no_file() {
+    let dir = offline_config();
+    let dir = dir.path();
+    fill(dir);
+    let whole = export(dir, &dir.join("whole.jsonl"));
+    std::fs::remove_file(dir.join("whole.jsonl")).unwrap();
+    let socket = dir.join("control.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut request = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(&conn), &mut request).unwrap();
+        assert_eq!(request.trim(), r#"{"request":"export"}"#);
+        let answer = format!(
+            "{{\"result\":\"ok\",\"value\":{{}}}}\n{}\n{}\n",
+            whole[0], whole[1]
+        );
+        std::io::Write::write_all(&mut conn, answer.as_bytes()).unwrap();
+    });
+    let out = mailtriage(dir, &["export", "--out", "backup.jsonl"]);
+    server.join().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("the daemon's export: the export ends after line 2 without its end line: it is truncated"),
+        "{stderr}"
+    );
+    assert_eq!(
+        files_in(dir)
+            .iter()
+            .filter(|n| n.contains("backup") || n.ends_with(".tmp"))
+            .count(),
+        0,
+        "{:?}",
+        files_in(dir)
+    );
+}
+
+#[test]
+fn a_newer_format_is_refused_by_import() {
+    let dir = offline_config();
+    let dir = dir.path();
+    fill(dir);
+    let whole = export(dir, &dir.join("whole.jsonl"));
+    std::fs::remove_dir_all(database(dir)).unwrap();
+    let newer: String = whole
+        .iter()
+        .map(|l| format!("{}\n", l.replacen(r#""version":1"#, r#""version":7"#, 1)))
+        .collect();
+    std::fs::write(dir.join("newer.jsonl"), newer).unwrap();
+    let out = mailtriage(dir, &["import", dir.join("newer.jsonl").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("is in format version 7 (written by mailtriage 0.1.0); this mailtriage (0.1.0) reads version 1 and older"),
+        "{stderr}"
+    );
+    assert!(!database(dir).exists(), "no database made");
+}

@@ -205,6 +205,11 @@ mod tests {
                 since: None
             }
         );
+        // The one request answered by a stream.
+        assert_eq!(
+            serde_json::to_string(&Request::Export).unwrap(),
+            r#"{"request":"export"}"#
+        );
         let err = Response::err("no case ESC-1");
         assert_eq!(
             serde_json::to_string(&err).unwrap(),

@@ -106,7 +106,10 @@ pub enum ImportError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Imported {
     pub header: Header,
+    /// Records read.
     pub records: u64,
+    /// Entries written (an outbox record is up to three).
+    pub entries: u64,
 }
 
 /// The store's records at one point in time, spooled; written out, with
@@ -397,7 +400,8 @@ fn fill(dir: &Path, cache_bytes: u64, input: impl BufRead) -> Result<Imported, I
     }
     let imported = Imported {
         header: reader.header().clone(),
-        records: written.values().sum(),
+        records: reader.records(),
+        entries: written.values().sum(),
     };
     drop(store);
     wait_unlocked(dir);

@@ -360,6 +360,11 @@ impl<R: BufRead> Reader<R> {
         &self.header
     }
 
+    /// The records read so far.
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+
     /// The number of the line last read, from 1.
     pub fn line(&self) -> u64 {
         self.line
@@ -496,7 +501,9 @@ mod rfc3339 {
     use jiff::Timestamp;
     use serde::{Deserialize, Deserializer, Serializer};
 
+    /// To the second: a person reads it.
     pub fn serialize<S: Serializer>(t: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
+        let t = Timestamp::from_second(t.as_second()).unwrap_or(*t);
         s.serialize_str(&t.to_string())
     }
 
