@@ -230,6 +230,7 @@ pub(super) fn import(config: &Path, file: &Path, out: &mut dyn Write) -> Result<
     else {
         return Err(no_database_path(config));
     };
+    refuse_foreign_target(&db)?;
     let input: Box<dyn BufRead> = if file == Path::new("-") {
         Box::new(io::stdin().lock())
     } else {
@@ -256,6 +257,26 @@ pub(super) fn import(config: &Path, file: &Path, out: &mut dyn Write) -> Result<
         imported.header.mailtriage,
     )?;
     Ok(Outcome::Ok)
+}
+
+/// As root, a database that is there and belongs to another user (the
+/// service's) is not opened to see whether it is empty: opening it could
+/// leave it files the service cannot write.
+fn refuse_foreign_target(db: &Path) -> Result<(), CliError> {
+    use std::os::unix::fs::MetadataExt;
+    let me = std::fs::metadata("/proc/self").map(|m| m.uid());
+    let target = std::fs::symlink_metadata(db);
+    let empty_dir = std::fs::read_dir(db).is_ok_and(|mut d| d.next().is_none());
+    match (me, target) {
+        (Ok(0), Ok(t)) if t.uid() != 0 && !empty_dir => Err(CliError::Refused(format!(
+            "{} exists and belongs to uid {} (the service's user): import fills only an empty database, and as root does not open another user's; move it aside first: mv {} {}.old",
+            db.display(),
+            t.uid(),
+            db.display(),
+            db.display()
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// As root, a new database belongs to whoever owns the directory it goes
