@@ -420,3 +420,48 @@ fn a_newer_format_is_refused_by_import() {
     );
     assert!(!database(dir).exists(), "no database made");
 }
+
+/// As root (the tests run as root, as CI does), a new database goes to
+/// the owner of its directory (the service's user), and another user's
+/// database is not opened.
+#[test]
+fn as_root_the_database_belongs_to_the_owner_of_its_directory() {
+    use std::os::unix::fs::MetadataExt;
+    if std::fs::metadata("/proc/self").map(|m| m.uid()).ok() != Some(0) {
+        eprintln!("not root: nothing to check");
+        return;
+    }
+    let dir = offline_config();
+    let dir = dir.path();
+    fill(dir);
+    let whole = dir.join("whole.jsonl");
+    export(dir, &whole);
+    std::fs::remove_dir_all(database(dir)).unwrap();
+    // The directory the database goes in, as the service's would be.
+    std::os::unix::fs::chown(dir, Some(61_234), Some(61_235)).unwrap();
+    let said = ok(&mailtriage(dir, &["import", whole.to_str().unwrap()]));
+    assert!(said.starts_with("imported 3 records"), "{said}");
+    let mut owners = Vec::new();
+    let mut walk = vec![database(dir)];
+    while let Some(p) = walk.pop() {
+        let m = std::fs::symlink_metadata(&p).unwrap();
+        owners.push((p.clone(), m.uid(), m.gid()));
+        if m.is_dir() {
+            walk.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        }
+    }
+    assert!(owners.len() > 2, "{owners:?}");
+    assert!(
+        owners.iter().all(|(_, u, g)| (*u, *g) == (61_234, 61_235)),
+        "{owners:?}"
+    );
+    // That database now belongs to another user: not opened to see
+    // whether it is empty.
+    let out = mailtriage(dir, &["import", whole.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("belongs to uid 61234 (the service's user)"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
