@@ -285,3 +285,73 @@ fn records_that_the_store_could_not_hold_are_refused() {
         assert!(!dir.path().join("b").exists());
     }
 }
+
+/// Writes go on while exports are taken; each export is one point in
+/// time: it has exactly as many outbox items as its `outbox_seq` counter
+/// says (each item and the counter are written in one transaction, and the
+/// counter is exported first, the items last).
+#[test]
+fn an_export_taken_while_writes_go_on_is_one_point_in_time() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// Stops the writer when dropped, also when an assertion fails, so
+    /// that a failure ends the test instead of leaving the writer running.
+    struct Stop<'a>(&'a AtomicBool);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 1 << 20).unwrap();
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let writer = s.spawn(|| {
+            let mut n = 0;
+            while !done.load(Ordering::Relaxed) {
+                store
+                    .enqueue(&outgoing("ESC-2026-000001", 1), ts(n))
+                    .unwrap();
+                n += 1;
+            }
+            n
+        });
+        let stop = Stop(&done);
+        // At least 20 exports, and until writes were seen between them
+        // and the outbox is long enough for an export to take a while.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let mut seen: Vec<usize> = Vec::new();
+        while seen.len() < 20 || distinct(&seen) < 3 || seen.last() < Some(&200) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no writes seen between exports: {seen:?}"
+            );
+            let text = lines(&export(&store, 1));
+            let items = text
+                .iter()
+                .filter(|l| l.contains(r#""record":"outbox""#))
+                .count();
+            let counter = text
+                .iter()
+                .find_map(|l| l.strip_prefix(r#"{"record":"counter","name":"outbox_seq","value":"#))
+                .map_or(0, |v| v.trim_end_matches('}').parse::<usize>().unwrap());
+            assert_eq!(items, counter, "a torn export");
+            seen.push(items);
+        }
+        drop(stop);
+        let written = writer.join().unwrap();
+        assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
+        assert!(
+            seen.last().is_some_and(|&n| n <= written as usize),
+            "{seen:?}"
+        );
+    });
+}
+
+/// How many different values `v` holds (it is in order).
+fn distinct(v: &[usize]) -> usize {
+    let mut v = v.to_vec();
+    v.dedup();
+    v.len()
+}
