@@ -570,6 +570,7 @@ fn check_config(dir: &Path, out: &mut dyn Write) -> Result<Outcome, CliError> {
     let config = Config::load(dir)?;
     let daemon = if dir.join("mailtriage.toml").exists() {
         let d = crate::config::Settings::load(dir)?;
+        config.check_mailboxes(dir, &d)?;
         format!(", {} mailboxes", d.mailboxes.len())
     } else {
         String::new()
