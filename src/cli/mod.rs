@@ -313,7 +313,7 @@ pub enum CasesCommand {
         /// Only cases received at or after this: YYYY-MM-DD (midnight UTC)
         /// or an RFC 3339 timestamp.
         #[arg(long, value_name = "DATE", value_parser = parse_since)]
-        since: Option<i64>,
+        since: Option<jiff::Timestamp>,
         /// Print a JSON array of the case records.
         #[arg(long)]
         json: bool,
@@ -350,15 +350,15 @@ pub enum CasesCommand {
 
 /// `--since`: `YYYY-MM-DD` (midnight UTC) or an RFC 3339 timestamp, to
 /// unix seconds.
-fn parse_since(s: &str) -> Result<i64, String> {
+fn parse_since(s: &str) -> Result<jiff::Timestamp, String> {
     if let Ok(t) = s.parse::<jiff::Timestamp>() {
-        return Ok(t.as_second());
+        return Ok(t);
     }
     if s.len() == 10
         && let Ok(d) = s.parse::<jiff::civil::Date>()
         && let Ok(z) = d.to_zoned(jiff::tz::TimeZone::UTC)
     {
-        return Ok(z.timestamp().as_second());
+        return Ok(z.timestamp());
     }
     Err("expected YYYY-MM-DD or an RFC 3339 timestamp such as 2026-11-23T14:02:00Z".into())
 }
