@@ -8,13 +8,7 @@ use mailtriage::config::Config;
 /// Copies the shipped config into a temp dir, replaces `from` by `to` in
 /// `file`, and loads it.
 fn load_with(file: &str, from: &str, to: &str) -> Result<Config, String> {
-    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("templates")).unwrap();
-    for entry in walk(&shipped) {
-        let rel = entry.strip_prefix(&shipped).unwrap();
-        std::fs::copy(&entry, dir.path().join(rel)).unwrap();
-    }
+    let dir = shipped_copy();
     let path = dir.path().join(file);
     let text = std::fs::read_to_string(&path).unwrap();
     assert!(text.contains(from), "{file} does not contain {from:?}");
@@ -24,6 +18,18 @@ fn load_with(file: &str, from: &str, to: &str) -> Result<Config, String> {
         e.to_string()
             .replace(&format!("{}/", dir.path().display()), "")
     })
+}
+
+/// A temp dir holding a copy of the shipped config, mailtriage.toml too.
+fn shipped_copy() -> tempfile::TempDir {
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("templates")).unwrap();
+    for entry in walk(&shipped) {
+        let rel = entry.strip_prefix(&shipped).unwrap();
+        std::fs::copy(&entry, dir.path().join(rel)).unwrap();
+    }
+    dir
 }
 
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
@@ -372,13 +378,7 @@ fn without_a_vendors_table_the_shipped_rules_apply() {
 
 #[test]
 fn a_rule_for_a_mailbox_that_is_not_watched_is_refused_with_its_line() {
-    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("templates")).unwrap();
-    for entry in walk(&shipped) {
-        let rel = entry.strip_prefix(&shipped).unwrap();
-        std::fs::copy(&entry, dir.path().join(rel)).unwrap();
-    }
+    let dir = shipped_copy();
     let settings = mailtriage::config::Settings::load(dir.path()).unwrap();
     let check = || {
         let config = Config::load(dir.path()).unwrap();

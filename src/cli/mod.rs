@@ -589,6 +589,35 @@ fn check_config(dir: &Path, out: &mut dyn Write) -> Result<Outcome, CliError> {
     Ok(Outcome::Ok)
 }
 
+/// A table as `cases list` and `outbox list` print it: the header, then
+/// the rows, each column as wide as its widest cell and two spaces from the
+/// next, no space at the end of a line.
+fn write_table<const N: usize>(
+    out: &mut dyn Write,
+    header: &[&str; N],
+    rows: &[[String; N]],
+) -> io::Result<()> {
+    let mut widths = header.map(|h| h.chars().count());
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut line = |cells: &mut dyn Iterator<Item = &str>| -> io::Result<()> {
+        let mut s = String::new();
+        for (cell, w) in cells.zip(widths) {
+            s.push_str(cell);
+            s.extend(std::iter::repeat_n(' ', w - cell.chars().count() + 2));
+        }
+        writeln!(out, "{}", s.trim_end())
+    };
+    line(&mut header.iter().copied())?;
+    for row in rows {
+        line(&mut row.iter().map(String::as_str))?;
+    }
+    Ok(())
+}
+
 /// The first `max` characters of `s` on one line, with `…` when cut.
 fn one_line(s: &str, max: usize) -> String {
     let flat = s.split_whitespace().collect::<Vec<_>>().join(" ");
