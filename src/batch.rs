@@ -67,6 +67,18 @@ impl std::fmt::Display for Seen {
     }
 }
 
+/// The last message of a mailbox a batch processed: what `mailtriage
+/// status` says a mailbox last did, with or without a daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastMessage {
+    pub uid: u32,
+    /// When its batch was committed.
+    #[serde(with = "crate::clock::seconds")]
+    pub at: jiff::Timestamp,
+    /// What became of it.
+    pub seen: Seen,
+}
+
 /// What the server must be told about a committed message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -88,6 +88,16 @@ pub struct Selected {
     pub exists: u32,
 }
 
+/// A message as listed before it is downloaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listed {
+    pub uid: u32,
+    /// RFC822.SIZE.
+    pub size: u32,
+    /// INTERNALDATE: when the server received it.
+    pub received: Option<jiff::Timestamp>,
+}
+
 /// How an IDLE ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Idled {
@@ -272,23 +282,42 @@ impl Connection {
 
     /// The RFC822.SIZE of each UID.
     pub async fn sizes(&mut self, uids: &[u32]) -> Result<Vec<(u32, u32)>, ImapError> {
+        Ok(self
+            .list(uids)
+            .await?
+            .iter()
+            .map(|l| (l.uid, l.size))
+            .collect())
+    }
+
+    /// Each UID's size and INTERNALDATE, by UID: what is known of a
+    /// message before it is downloaded.
+    pub async fn list(&mut self, uids: &[u32]) -> Result<Vec<Listed>, ImapError> {
         if uids.is_empty() {
             return Ok(Vec::new());
         }
         let t = self.timeout;
         let s = self.session()?;
         let fetches = bounded(t, async {
-            s.uid_fetch(uid_set(uids), "(UID RFC822.SIZE)")
+            s.uid_fetch(uid_set(uids), "(UID RFC822.SIZE INTERNALDATE)")
                 .await?
                 .try_collect::<Vec<_>>()
                 .await
         })
         .await?;
-        let mut out: Vec<(u32, u32)> = fetches
+        let mut out: Vec<Listed> = fetches
             .iter()
-            .filter_map(|f| Some((f.uid?, f.size.unwrap_or(0))))
+            .filter_map(|f| {
+                Some(Listed {
+                    uid: f.uid?,
+                    size: f.size.unwrap_or(0),
+                    received: f
+                        .internal_date()
+                        .and_then(|d| jiff::Timestamp::from_second(d.timestamp()).ok()),
+                })
+            })
             .collect();
-        out.sort_unstable();
+        out.sort_unstable_by_key(|l| l.uid);
         Ok(out)
     }
 

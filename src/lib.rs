@@ -21,8 +21,9 @@
 //! mailbox's batch: a new case, an update to one ([`lifecycle`] holds the case
 //! rules), or nothing; and the mail that sends, composed by [`mail`]. It
 //! returns a [`Batch`](batch::Batch) of plain data. [`digest`] turns stored
-//! cases into the managers' digests. All of these are pure: no I/O, no clock
-//! (time is a value passed in), no global state.
+//! cases into the managers' digests, and [`health`] facts about the daemon
+//! into the report and verdict of `mailtriage status`. All of these are
+//! pure: no I/O, no clock (time is a value passed in), no global state.
 //!
 //! The I/O sits around them: [`store`] (the only module that knows sled)
 //! commits a batch in one transaction, [`daemon`] runs the IMAP, outbox and
@@ -54,14 +55,17 @@ pub mod daemon;
 pub mod deadline;
 pub mod digest;
 pub mod extract;
+pub mod health;
 pub mod imap;
 pub mod intake;
 pub mod letter;
 pub mod lifecycle;
 pub mod mail;
 pub mod message;
+pub mod metrics;
 pub mod outbox;
 pub mod record;
+pub mod rescan;
 pub mod route;
 pub(crate) mod shutdown;
 pub(crate) mod smtp;

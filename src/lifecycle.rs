@@ -32,6 +32,22 @@ impl Lifecycle {
             .as_ref()
             .and_then(|o| o.after.get(usize::from(risk)).copied().flatten())
     }
+
+    /// Whether `rec` is open past the time its risk allows at `now`: how
+    /// long it has been open and how long it was allowed. The time counts
+    /// from when the case came in (`received_at`), as the forward's
+    /// "respond by" does, so that the re-escalation, the digest and the
+    /// forward agree on when a case is late.
+    pub fn past_due(
+        &self,
+        rec: &CaseRecord,
+        now: Timestamp,
+    ) -> Option<(std::time::Duration, std::time::Duration)> {
+        let allowed = self.respond_within(rec.case.risk)?;
+        let open_for = u64::try_from(crate::clock::seconds_between(rec.received_at, now)).ok()?;
+        let open_for = std::time::Duration::from_secs(open_for);
+        (rec.is_open() && open_for > allowed).then_some((open_for, allowed))
+    }
 }
 
 impl Default for Lifecycle {
@@ -388,6 +404,48 @@ mod tests {
             None,
             vec![],
         )
+    }
+
+    #[test]
+    fn past_due_counts_from_receipt_at_the_risks_allowance() {
+        let hours = |h: u64| Some(std::time::Duration::from_secs(h * 3600));
+        let lc = Lifecycle {
+            overdue: Some(Overdue {
+                after: [None, None, None, hours(8), hours(3), hours(2)],
+                to: vec!["ops.director@example.com".into()],
+                template: "overdue".into(),
+            }),
+            ..Lifecycle::default()
+        };
+        let at = |s: i64| Timestamp::from_second(s).unwrap();
+        // (risk, resolved, seconds after receipt (100), past due?)
+        let rows = [
+            (5, false, 2 * 3600, false),
+            (5, false, 2 * 3600 + 1, true),
+            (4, false, 3 * 3600 + 1, true),
+            (3, false, 3 * 3600 + 1, false),
+            (2, false, 400 * 86_400, false),
+            (5, true, 10 * 3600, false),
+            (5, false, -3600, false),
+        ];
+        for (risk, resolved, after, want) in rows {
+            let mut rec = record();
+            rec.case.risk = risk;
+            if resolved {
+                assert!(resolve(&mut rec, None, "cli", at(150)));
+            }
+            let got = lc.past_due(&rec, at(100 + after));
+            assert_eq!(
+                got.is_some(),
+                want,
+                "risk {risk}, resolved {resolved}, {after} s"
+            );
+            if let Some((open_for, allowed)) = got {
+                assert_eq!(open_for.as_secs(), after as u64);
+                assert_eq!(Some(allowed), lc.respond_within(risk));
+            }
+        }
+        assert_eq!(Lifecycle::default().past_due(&record(), at(1 << 33)), None);
     }
 
     #[test]

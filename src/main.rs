@@ -24,6 +24,8 @@ fn main() -> ExitCode {
         }
         // Like diff(1): the output says what differs.
         Ok(Outcome::Differ(_)) => ExitCode::from(1),
+        // 0 healthy, 1 degraded, 2 cannot tell: the report says why.
+        Ok(Outcome::Health(verdict)) => ExitCode::from(verdict.exit_code()),
         Err(e) => {
             eprintln!("mailtriage: {e}");
             ExitCode::from(e.exit_code())

@@ -106,6 +106,15 @@ fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
         .then(|| &s[prefix.len()..])
 }
 
+/// The decoded `Subject:` of a message, from its headers alone (for
+/// listing the mail the daemon queued).
+pub fn subject_of(raw: &[u8]) -> Option<String> {
+    MessageParser::default()
+        .parse_headers(raw)?
+        .subject()
+        .map(str::to_string)
+}
+
 /// Parses raw message bytes.
 ///
 /// mail-parser is lenient by design: it reads almost anything as a message.

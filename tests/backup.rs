@@ -304,6 +304,7 @@ fn fill(dir: &Path) {
                 envelope_from: "mailtriage@example.com".into(),
                 recipients: vec!["admin@example.com".into()],
                 raw: b"Subject: alert\r\n\r\nbody\xff".to_vec(),
+                original: None,
                 not_before: None,
             }],
             jiff::Timestamp::from_second(1_000).unwrap(),

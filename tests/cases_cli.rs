@@ -63,6 +63,7 @@ fn outgoing(case_id: &str, kind: OutgoingKind, to: &str, n: usize) -> NewOutgoin
         envelope_from: "mailtriage@example.com".into(),
         recipients: vec![to.into()],
         raw: format!("Subject: [{case_id}] {kind}\r\n\r\nbody").into_bytes(),
+        original: None,
         not_before: None,
     }
 }
@@ -155,7 +156,12 @@ fn fill(dir: &Path) -> Cases {
         .expect("commit");
     store.mark_sent(1, ts(JAN_10 + 5)).expect("mark sent");
     store
-        .mark_retry(2, "451 4.3.0 try again later", ts(JAN_10 + 60))
+        .mark_retry(
+            2,
+            "451 4.3.0 try again later",
+            ts(JAN_10 + 5),
+            ts(JAN_10 + 60),
+        )
         .expect("mark retry");
     close(store, &database(dir));
     ids
@@ -561,6 +567,7 @@ impl Server {
                     (other, _) => Err(format!("no digest {other}").into()),
                 }
             }),
+            host: None,
         });
         let bound = {
             let _in_runtime = runtime.enter();

@@ -106,7 +106,7 @@ fn write_export(
             Err(e) => return Err(e.into()),
         }
     }
-    let store = open_database(config, settings, sockets.first())?;
+    let (store, _) = open_database(config, settings)?;
     let snapshot = store.snapshot(jiff::Timestamp::now())?;
     let counts = snapshot.header().counts.clone();
     let end = snapshot.write_to(out)?;

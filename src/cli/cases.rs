@@ -1,11 +1,12 @@
 //! `cases` and `digest`: asked of the running daemon through its control
 //! socket, or answered from the database when no daemon runs; printed as a
-//! table, a case sheet, or JSON.
+//! table, a case sheet, or JSON. A case retention archived is shown from
+//! the archive, saying so.
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use super::{CasesCommand, CliError, Outcome, one_line};
+use super::{CasesCommand, CliError, Outcome, one_line, write_table};
 use crate::config::{Config, ConfigError, Settings};
 use crate::control::{self, CaseDetail, Changed, ControlError, Request, Response};
 use crate::record::CaseRecord;
@@ -38,7 +39,13 @@ pub(super) fn cases(command: CasesCommand, out: &mut dyn Write) -> Result<Outcom
             print_table(&cases, now(), out)?;
         }
         CasesCommand::Show { config, id, json } => {
-            let value = ask(&config, Request::Show { id })?;
+            let value = match ask(&config, Request::Show { id: id.clone() }) {
+                // Not in the database: perhaps archived by retention.
+                Err(CliError::Refused(e)) if e == format!("no case {id}") => {
+                    return show_archived(&config, &id, json, e, out);
+                }
+                r => r?,
+            };
             if json {
                 return print_json(&value, out);
             }
@@ -92,28 +99,29 @@ fn now() -> jiff::Timestamp {
 /// Asks the daemon through its control socket; when none answers, answers
 /// from the database directly. An `Err` answer (an unknown case id) is a
 /// failure with exit code 1.
-fn ask(dir: &Path, req: Request) -> Result<serde_json::Value, CliError> {
+pub(super) fn ask(dir: &Path, req: Request) -> Result<serde_json::Value, CliError> {
     let settings = Settings::load(dir)?;
-    let sockets = sockets(&settings);
-    for path in &sockets {
-        match control::request(path, &req, CONTROL_TIMEOUT) {
-            Ok(answer) => return answered(answer),
-            Err(ControlError::NotRunning { .. }) => {
-                tracing::debug!(socket = %path.display(), "no daemon answers here");
-            }
-            Err(e) => return Err(e.into()),
-        }
+    if let Some(answer) = ask_daemon(&settings, &req, CONTROL_TIMEOUT)? {
+        return answered(answer);
     }
-    let store = open_database(dir, &settings, sockets.first())?;
+    let (store, _) = open_database(dir, &settings)?;
     let digest = direct_digest(dir, &store);
-    // Changes are flushed before `handle` returns (Store::update_case).
-    let answer = control::handle(&store, req, now(), &std::sync::Mutex::new(()), &digest);
+    // Changes are flushed before `handle` returns (the store flushes each
+    // transaction).
+    let answer = control::handle(
+        &store,
+        req,
+        now(),
+        &std::sync::Mutex::new(()),
+        &digest,
+        None,
+    );
     answered(answer)
 }
 
-/// The sockets a command tries, in order: the one the config implies,
-/// then the shipped unit's (an operator's shell has neither
-/// RUNTIME_DIRECTORY nor STATE_DIRECTORY).
+/// The sockets a daemon may answer on: the one the config implies, then
+/// the shipped unit's (an operator's shell has neither RUNTIME_DIRECTORY
+/// nor STATE_DIRECTORY).
 pub(super) fn sockets(settings: &Settings) -> Vec<PathBuf> {
     let mut sockets: Vec<PathBuf> = control::socket_path(settings).into_iter().collect();
     let unit_socket = Path::new(control::UNIT_RUNTIME_DIRECTORY).join("mailtriage.sock");
@@ -123,14 +131,30 @@ pub(super) fn sockets(settings: &Settings) -> Vec<PathBuf> {
     sockets
 }
 
-/// The database of `dir`'s config when no daemon answers (on `socket`):
-/// `[daemon] database`, else `$STATE_DIRECTORY/db`, else the shipped
-/// unit's if it exists. Never created; as root, not another user's.
-pub(super) fn open_database(
-    dir: &Path,
+/// The daemon's answer to `req`, from the first socket a daemon answers
+/// on; None when none does.
+pub(super) fn ask_daemon(
     settings: &Settings,
-    socket: Option<&PathBuf>,
-) -> Result<Store, CliError> {
+    req: &Request,
+    timeout: std::time::Duration,
+) -> Result<Option<Response>, ControlError> {
+    for path in &sockets(settings) {
+        match control::request(path, req, timeout) {
+            Ok(answer) => return Ok(Some(answer)),
+            Err(ControlError::NotRunning { .. }) => {
+                tracing::debug!(socket = %path.display(), "no daemon answers here");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(None)
+}
+
+/// Opens the database because no daemon answers: `[daemon] database`,
+/// else `$STATE_DIRECTORY/db`, else the shipped unit's if it exists. Never
+/// creates one, and refuses one another user owns when run as root.
+pub(super) fn open_database(dir: &Path, settings: &Settings) -> Result<(Store, PathBuf), CliError> {
+    let socket = sockets(settings).first().cloned();
     let unit_db = Path::new(control::UNIT_STATE_DIRECTORY).join("db");
     let Some(db) = control::database_path(settings).or_else(|| unit_db.exists().then_some(unit_db))
     else {
@@ -143,7 +167,7 @@ pub(super) fn open_database(
     }
     refuse_foreign_database(&db)?;
     match Store::open(&db, settings.daemon.cache.0) {
-        Ok(s) => Ok(s),
+        Ok(s) => Ok((s, db)),
         Err(e) if Store::in_use(&db) => {
             let socket = socket
                 .map(|p| p.display().to_string())
@@ -204,27 +228,85 @@ fn direct_digest<'a>(
     }
 }
 
-fn answered(answer: Response) -> Result<serde_json::Value, CliError> {
+pub(super) fn answered(answer: Response) -> Result<serde_json::Value, CliError> {
     match answer {
         Response::Ok { value } => Ok(value),
         Response::Err { error } => Err(CliError::Refused(error)),
     }
 }
 
-fn from_answer<T: for<'de> serde::Deserialize<'de>>(
+pub(super) fn from_answer<T: for<'de> serde::Deserialize<'de>>(
     value: serde_json::Value,
 ) -> Result<T, CliError> {
     serde_json::from_value(value).map_err(CliError::UnexpectedAnswer)
 }
 
-fn print_json(value: &serde_json::Value, out: &mut dyn Write) -> Result<Outcome, CliError> {
+/// `cases show` of a case the database no longer has: from the archive
+/// when retention moved it there, said first; `not_found` (the daemon's
+/// answer) when the archive has no such case either.
+fn show_archived(
+    dir: &Path,
+    id: &str,
+    json: bool,
+    not_found: String,
+    out: &mut dyn Write,
+) -> Result<Outcome, CliError> {
+    let settings = Settings::load(dir)?;
+    let unit_db = Path::new(control::UNIT_STATE_DIRECTORY).join("db");
+    let Some(db) =
+        control::database_path(&settings).or_else(|| unit_db.exists().then_some(unit_db))
+    else {
+        return Err(CliError::Refused(not_found));
+    };
+    let archive = settings.retention.archive_path(&db);
+    let found = match crate::store::find_archived(&archive, id) {
+        Ok(Some(found)) => found,
+        Ok(None) => return Err(CliError::Refused(not_found)),
+        Err(e) => {
+            return Err(CliError::Refused(format!(
+                "{not_found}, and the archive could not be searched: {e}"
+            )));
+        }
+    };
+    let a = found.case;
+    if json {
+        let value = serde_json::json!({
+            "case": a.case,
+            "outbox": a.outbox,
+            "archived": {
+                "archived_at": a.archived_at.as_second(),
+                "file": archive,
+                "line": found.line,
+            },
+        });
+        return print_json(&value, out);
+    }
+    writeln!(
+        out,
+        "{id} was archived {} to {} (line {}): it is no longer in the database.\n",
+        utc(a.archived_at),
+        archive.display(),
+        found.line
+    )?;
+    let detail = CaseDetail {
+        case: a.case,
+        outbox: a.outbox,
+    };
+    print_case(&detail, now(), out)?;
+    Ok(Outcome::Ok)
+}
+
+pub(super) fn print_json(
+    value: &serde_json::Value,
+    out: &mut dyn Write,
+) -> Result<Outcome, CliError> {
     serde_json::to_writer_pretty(&mut *out, value).map_err(io::Error::from)?;
     writeln!(out)?;
     Ok(Outcome::Ok)
 }
 
 /// `2026-11-23 14:02 UTC`.
-fn utc(at: jiff::Timestamp) -> String {
+pub(super) fn utc(at: jiff::Timestamp) -> String {
     at.strftime("%Y-%m-%d %H:%M UTC").to_string()
 }
 
@@ -259,31 +341,7 @@ fn print_table(cases: &[CaseRecord], now: jiff::Timestamp, out: &mut dyn Write) 
             ]
         })
         .collect();
-    let mut widths = LIST_HEADER.map(|h| h.chars().count());
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: &[&str], out: &mut dyn Write| -> io::Result<()> {
-        let mut s = String::new();
-        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
-            if i + 1 == cells.len() {
-                s.push_str(cell);
-            } else {
-                let pad = w - cell.chars().count();
-                s.push_str(cell);
-                s.extend(std::iter::repeat_n(' ', pad + 2));
-            }
-        }
-        writeln!(out, "{}", s.trim_end())
-    };
-    line(&LIST_HEADER, out)?;
-    for row in &rows {
-        let cells: Vec<&str> = row.iter().map(String::as_str).collect();
-        line(&cells, out)?;
-    }
-    Ok(())
+    write_table(out, &LIST_HEADER, &rows)
 }
 
 fn print_case(d: &CaseDetail, now: jiff::Timestamp, out: &mut dyn Write) -> io::Result<()> {

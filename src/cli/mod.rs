@@ -1,26 +1,35 @@
 //! The command line: `parse`, `route`, `replay`, `check-config`, `run`,
-//! `cases`, `digest`, `export` and `import`.
+//! `cases`, `digest`, `status` and `outbox`; `export` and `import`;
+//! `completions` and `man`; `--version`.
 //!
 //! Each subcommand is a function over the library that writes to a given
 //! writer, so tests drive them without a process. Exit codes are part of the
 //! interface: 0 ok, 1 input that is not an email (or cannot be read), or a
 //! failure the user must see (an unknown case id), or messages that `replay`
-//! finds changed, 2 a config or usage error.
+//! finds changed, 2 a config or usage error; `status` exits with its
+//! verdict (0 healthy, 1 degraded, 2 cannot tell).
 //!
-//! `cases` and `digest` ask the running daemon through its control socket
-//! ([`crate::control`]); when no daemon answers they open the database
-//! themselves. Either way [`crate::control::handle`] answers, so the output
-//! is the same.
+//! `cases`, `digest`, `status`, `outbox` and `export` ask the running
+//! daemon through its control socket ([`crate::control`]); when no daemon
+//! answers they open the database themselves. Either way the same code
+//! answers ([`crate::control::handle`], or the store's snapshot for
+//! `export`), so the output is the same.
 //!
 //! Here are the arguments, the dispatch and the exit codes; `parse` and
 //! `route` are in `triage`, `replay` in `replay`, the engine the three share
-//! for batches of messages in `batch`, `cases` and `digest` in `cases`,
-//! `export` and `import` in `backup`.
+//! for batches of messages in `batch`, `cases` and `digest` in `cases`
+//! (with the way to the daemon or the database the others share),
+//! `status` in `status` (its exit code is its verdict), `outbox` in
+//! `outbox`, `export` and `import` in `backup`, and the completion scripts
+//! and man pages in `generate`.
 
 mod backup;
 mod batch;
 mod cases;
+mod generate;
+mod outbox;
 mod replay;
+mod status;
 mod triage;
 
 use std::io::{self, Write};
@@ -30,11 +39,26 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{Config, ConfigError};
 
+/// The version and the commit the binary was built from (build.rs):
+/// `0.1.0 (abc1234)`, `0.1.0 (abc1234-dirty)` when its sources differed
+/// from that commit, `0.1.0 (unknown commit)` when built outside git.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("MAILTRIAGE_COMMIT"),
+    ")"
+);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "mailtriage",
-    version,
-    about = "Triage of customer-support escalation emails"
+    version = VERSION,
+    about = "Triage of customer-support escalation emails",
+    long_about = "Triage of customer-support escalation emails: parse the standard \
+                  escalation format, flag dangerous words, rate risk and tier, and route \
+                  each case. The run command is the daemon that watches the IMAP mailboxes \
+                  and sends the acknowledgements, forwards and digests; the others triage \
+                  files, check a config, and look at or change the daemon's cases."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -184,6 +208,124 @@ pub enum Command {
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
+    /// The daemon's health at a glance: each mailbox's connection, the
+    /// outbox, the digests, the database, the daemon.
+    ///
+    /// Asks the running daemon; when none answers, reads the database and
+    /// says so. Exits 0 when healthy, 1 when degraded (the daemon not
+    /// running, a mailbox down, mail retrying longer than `[daemon]
+    /// alert_after`, anything undeliverable), 2 when it cannot tell (no
+    /// daemon answers and the database cannot be read, or the answer
+    /// cannot be read): a monitoring check can run it as it is.
+    Status {
+        /// Config directory: its mailtriage.toml names the database.
+        #[arg(long, value_name = "DIR")]
+        config: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The mail waiting to go out, and what was given up: list, show,
+    /// retry and drop items, through the running daemon's control socket,
+    /// or in the database when no daemon runs.
+    Outbox {
+        #[command(subcommand)]
+        command: OutboxCommand,
+    },
+    /// Print the completion script for a shell.
+    ///
+    /// The Debian package installs them for bash, zsh and fish; elsewhere,
+    /// e.g. `mailtriage completions bash > /etc/bash_completion.d/mailtriage`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page, or write one for each command into a directory.
+    ///
+    /// `mailtriage man | man -l -` shows it; the Debian package installs
+    /// the pages.
+    Man {
+        /// Write mailtriage.1 and a page for each command
+        /// (mailtriage-run.1, mailtriage-cases-list.1, ...) here, and print
+        /// their paths.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+}
+
+/// `mailtriage outbox ...`.
+#[derive(Debug, Subcommand)]
+pub enum OutboxCommand {
+    /// Items oldest first: pending, retrying and undeliverable unless
+    /// --state says otherwise; a table, or JSON with --json.
+    List {
+        /// Config directory: its mailtriage.toml names the database.
+        #[arg(long, value_name = "DIR")]
+        config: PathBuf,
+        /// Only items in this state: pending, retrying, sent,
+        /// undeliverable, dropped, or all (repeatable).
+        #[arg(long = "state", value_name = "STATE", value_enum)]
+        states: Vec<StateArg>,
+        /// Print a JSON array of the items.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One item: its state, attempts, error, history and headers.
+    Show {
+        /// Config directory: its mailtriage.toml names the database.
+        #[arg(long, value_name = "DIR")]
+        config: PathBuf,
+        /// The item's number, as `outbox list` shows it.
+        id: u64,
+        /// Print the item as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send an item (not sent yet) at once, with its attempts counted
+    /// afresh; or every undeliverable one.
+    Retry {
+        /// Config directory: its mailtriage.toml names the database.
+        #[arg(long, value_name = "DIR")]
+        config: PathBuf,
+        #[arg(required_unless_present = "all_undeliverable")]
+        id: Option<u64>,
+        /// Retry every undeliverable item.
+        #[arg(long, conflicts_with = "id")]
+        all_undeliverable: bool,
+    },
+    /// Give up an item not sent yet: it is never sent, and kept as
+    /// dropped.
+    Drop {
+        /// Config directory: its mailtriage.toml names the database.
+        #[arg(long, value_name = "DIR")]
+        config: PathBuf,
+        id: u64,
+    },
+}
+
+/// `outbox list --state`: where an item stands, or every state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StateArg {
+    Pending,
+    Retrying,
+    Sent,
+    Undeliverable,
+    Dropped,
+    All,
+}
+
+impl StateArg {
+    fn states(self) -> Vec<crate::outbox::QueueState> {
+        use crate::outbox::QueueState;
+        match self {
+            StateArg::Pending => vec![QueueState::Pending],
+            StateArg::Retrying => vec![QueueState::Retrying],
+            StateArg::Sent => vec![QueueState::Sent],
+            StateArg::Undeliverable => vec![QueueState::Undeliverable],
+            StateArg::Dropped => vec![QueueState::Dropped],
+            StateArg::All => QueueState::ALL.to_vec(),
+        }
+    }
 }
 
 /// `mailtriage cases ...`.
@@ -206,7 +348,7 @@ pub enum CasesCommand {
         /// Only cases received at or after this: YYYY-MM-DD (midnight UTC)
         /// or an RFC 3339 timestamp.
         #[arg(long, value_name = "DATE", value_parser = parse_since)]
-        since: Option<i64>,
+        since: Option<jiff::Timestamp>,
         /// Print a JSON array of the case records.
         #[arg(long)]
         json: bool,
@@ -243,15 +385,15 @@ pub enum CasesCommand {
 
 /// `--since`: `YYYY-MM-DD` (midnight UTC) or an RFC 3339 timestamp, to
 /// unix seconds.
-fn parse_since(s: &str) -> Result<i64, String> {
+fn parse_since(s: &str) -> Result<jiff::Timestamp, String> {
     if let Ok(t) = s.parse::<jiff::Timestamp>() {
-        return Ok(t.as_second());
+        return Ok(t);
     }
     if s.len() == 10
         && let Ok(d) = s.parse::<jiff::civil::Date>()
         && let Ok(z) = d.to_zoned(jiff::tz::TimeZone::UTC)
     {
-        return Ok(z.timestamp().as_second());
+        return Ok(z.timestamp());
     }
     Err("expected YYYY-MM-DD or an RFC 3339 timestamp such as 2026-11-23T14:02:00Z".into())
 }
@@ -278,6 +420,13 @@ pub enum CliError {
     Usage(String),
     #[error("writing output: {0}")]
     Output(#[from] io::Error),
+    /// A file a command was asked to write (`man --dir`, `export --out`).
+    #[error("writing {}: {source}", .path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("{0}")]
     Run(#[from] crate::daemon::RunError),
     #[error("starting the runtime: {0}")]
@@ -320,12 +469,6 @@ pub enum CliError {
     /// `export` through the daemon: what it sent is not a whole export.
     #[error("the daemon's export: {0}")]
     ExportStream(#[source] crate::store::FormatError),
-    #[error("writing {}: {source}", .path.display())]
-    Write {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
     #[error("importing {}: {source}", .file.display())]
     Import {
         file: PathBuf,
@@ -344,6 +487,7 @@ impl CliError {
             | CliError::Run(crate::daemon::RunError::Config(_)) => 2,
             CliError::Input { .. }
             | CliError::Output(_)
+            | CliError::Write { .. }
             | CliError::Run(_)
             | CliError::Runtime(_)
             | CliError::Render(_)
@@ -356,7 +500,6 @@ impl CliError {
             | CliError::ForeignDatabase { .. }
             | CliError::Export(_)
             | CliError::ExportStream(_)
-            | CliError::Write { .. }
             | CliError::Import { .. }
             | CliError::DaemonRunning(_) => 1,
         }
@@ -371,6 +514,8 @@ pub enum Outcome {
     SomeInputsFailed(usize),
     /// `replay`: this many messages are triaged or routed differently.
     Differ(usize),
+    /// `status`: the verdict, which is the exit status.
+    Health(crate::health::Verdict),
 }
 
 pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
@@ -438,6 +583,10 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
             backup::export(&config, to, out)
         }
         Command::Import { config, file } => backup::import(&config, &file, out),
+        Command::Status { config, json } => status::status(&config, json, out),
+        Command::Outbox { command } => outbox::outbox(command, out),
+        Command::Completions { shell } => generate::completions(shell, out),
+        Command::Man { dir } => generate::man(dir.as_deref(), out),
     }
 }
 
@@ -491,6 +640,7 @@ fn check_config(dir: &Path, out: &mut dyn Write) -> Result<Outcome, CliError> {
     let config = Config::load(dir)?;
     let daemon = if dir.join("mailtriage.toml").exists() {
         let d = crate::config::Settings::load(dir)?;
+        config.check_mailboxes(dir, &d)?;
         format!(", {} mailboxes", d.mailboxes.len())
     } else {
         String::new()
@@ -507,6 +657,35 @@ fn check_config(dir: &Path, out: &mut dyn Write) -> Result<Outcome, CliError> {
         config.router.digests.len(),
     )?;
     Ok(Outcome::Ok)
+}
+
+/// A table as `cases list` and `outbox list` print it: the header, then
+/// the rows, each column as wide as its widest cell and two spaces from the
+/// next, no space at the end of a line.
+fn write_table<const N: usize>(
+    out: &mut dyn Write,
+    header: &[&str; N],
+    rows: &[[String; N]],
+) -> io::Result<()> {
+    let mut widths = header.map(|h| h.chars().count());
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut line = |cells: &mut dyn Iterator<Item = &str>| -> io::Result<()> {
+        let mut s = String::new();
+        for (cell, w) in cells.zip(widths) {
+            s.push_str(cell);
+            s.extend(std::iter::repeat_n(' ', w - cell.chars().count() + 2));
+        }
+        writeln!(out, "{}", s.trim_end())
+    };
+    line(&mut header.iter().copied())?;
+    for row in rows {
+        line(&mut row.iter().map(String::as_str))?;
+    }
+    Ok(())
 }
 
 /// The first `max` characters of `s` on one line, with `…` when cut.
@@ -563,6 +742,13 @@ mod tests {
                 1,
             ),
             (CliError::Output(io::Error::other("broken pipe")), 1),
+            (
+                CliError::Write {
+                    path: "man/mailtriage.1".into(),
+                    source: io::Error::other("read-only"),
+                },
+                1,
+            ),
             (CliError::Refused("no case ESC-1".into()), 1),
             (CliError::Runtime(io::Error::other("no threads")), 1),
             (

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::retention::RetentionSection;
 use super::values::{HumanDuration, Secret, Size};
 use super::{ConfigError, Source, builtin, looks_like_address};
 use crate::tls::Tls;
@@ -67,6 +68,9 @@ pub struct DaemonSection {
     /// A mailbox down this long raises a health alert.
     #[serde(default = "default_alert_after")]
     pub alert_after: HumanDuration,
+    /// Where to serve Prometheus metrics (`127.0.0.1:9464`); none: off.
+    #[serde(default)]
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// `[smtp]` in mailtriage.toml.
@@ -153,6 +157,9 @@ pub struct Settings {
     pub smtp: SmtpSection,
     #[serde(rename = "mailbox")]
     pub mailboxes: Vec<MailboxSection>,
+    /// How long stored data is kept (`[retention]`, every key defaulted).
+    #[serde(default)]
+    pub retention: RetentionSection,
 }
 
 impl Settings {
@@ -254,6 +261,9 @@ impl Settings {
                     "[daemon] admin: expected an email address, found {a:?}"
                 )));
             }
+        }
+        if let Some((span, message)) = c.retention.check() {
+            return Err(src.error_at(Some(span), message));
         }
         if c.smtp.user.is_some() != c.smtp.password.is_some() {
             return Err(whole(

@@ -10,7 +10,8 @@ use serde::Deserialize;
 /// secret, so that the file can be shared and logged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Secret {
-    /// A systemd credential (`LoadCredential=`): the file of that name in
+    /// A systemd credential (`LoadCredentialEncrypted=` or
+    /// `LoadCredential=`): the file of that name in
     /// `$CREDENTIALS_DIRECTORY`.
     Credential(String),
     File(PathBuf),
@@ -123,7 +124,9 @@ impl Secret {
 /// what was read.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
-    #[error("credential {name:?}: $CREDENTIALS_DIRECTORY is not set (LoadCredential= in the unit)")]
+    #[error(
+        "credential {name:?}: $CREDENTIALS_DIRECTORY is not set (LoadCredentialEncrypted= or LoadCredential= in the unit)"
+    )]
     NoCredentialsDirectory { name: String },
     #[error("credential {name:?} ({}): {source}", .path.display())]
     Credential {
@@ -169,17 +172,25 @@ pub enum SecretError {
     Empty(Secret),
 }
 
-/// A duration written as `90s`, `10m`, `2h` or `1h 30m` (not `Duration`:
-/// it stands beside std's wherever the config is read).
+/// A duration written as `90s`, `10m`, `2h`, `1h 30m`, or in days and
+/// weeks of 24 hours (`30d`, `2w`) (not `Duration`: it stands beside std's
+/// wherever the config is read).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HumanDuration(pub Duration);
 
 impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        let parsed: jiff::SignedDuration = s.parse().map_err(|e| {
+        let parsed = s.parse::<jiff::SignedDuration>().or_else(|e| {
+            // Days and weeks are not in SignedDuration's units; a span
+            // counts them as 24 hours (months and years stay refused).
+            s.parse::<jiff::Span>()
+                .and_then(|span| span.to_duration(jiff::SpanRelativeTo::days_are_24_hours()))
+                .map_err(|_| e)
+        });
+        let parsed = parsed.map_err(|e| {
             serde::de::Error::custom(format!(
-                "expected a duration such as \"90s\", \"10m\" or \"1h 30m\", found {s:?} ({e})"
+                "expected a duration such as \"90s\", \"10m\", \"1h 30m\" or \"30d\", found {s:?} ({e})"
             ))
         })?;
         if parsed.is_negative() {
@@ -292,6 +303,12 @@ mod tests {
             ("\"90s\"", Some(90)),
             ("\"10m\"", Some(600)),
             ("\"1h 30m\"", Some(5400)),
+            ("\"30d\"", Some(30 * 86_400)),
+            ("\"400 days\"", Some(400 * 86_400)),
+            ("\"2w 1d\"", Some(15 * 86_400)),
+            ("\"1d 12h\"", Some(36 * 3600)),
+            ("\"1 month\"", None),
+            ("\"1y\"", None),
             ("\"-5m\"", None),
             ("\"soon\"", None),
             ("90", None),

@@ -3,10 +3,12 @@
 
 use std::sync::{Mutex, PoisonError};
 
-use super::{BY, CaseDetail, Changed, DigestFailure, Request, Response};
+use super::{BY, CaseDetail, Changed, DigestFailure, Host, Request, Response};
+use jiff::Timestamp;
+
 use crate::lifecycle;
 use crate::record::CaseRecord;
-use crate::store::{Store, StoreError};
+use crate::store::{HandChange, Store, StoreError};
 
 /// Answers one request against `store`: the one dispatcher of the socket
 /// server and of the command line without a daemon.
@@ -14,13 +16,17 @@ use crate::store::{Store, StoreError};
 /// `Resolve` and `Reopen` hold `lock` (the daemon's case lock, held by the
 /// daemon while it changes cases) from reading the case to writing it, so
 /// that a change from the command line and one from mail do not overwrite
-/// each other.
+/// each other; so do the outbox's changes, which write a case's history.
+///
+/// `host` answers what the store cannot: the scope of `Status` and waking
+/// the outbox after a retry. Without one, `Status` is refused.
 pub fn handle(
     store: &Store,
     req: Request,
     now: jiff::Timestamp,
     lock: &Mutex<()>,
     digest: &dyn Fn(&str, bool) -> Result<String, DigestFailure>,
+    host: Option<&dyn Host>,
 ) -> Response {
     match req {
         Request::List {
@@ -62,6 +68,24 @@ pub fn handle(
         // Answered by a stream, not a line: the server streams it, the
         // command line without a daemon writes the store's snapshot.
         Request::Export => Response::err("export: the answer is a stream; ask the control socket"),
+        Request::Status => match host {
+            Some(h) => match super::status::status(store, &h.scope(), now) {
+                Ok(report) => Response::ok(&report),
+                Err(e) => Response::err(format!("reading the status: {e}")),
+            },
+            None => Response::err("this control socket gives no status"),
+        },
+        Request::OutboxList { states } => super::outbox::list(store, &states),
+        Request::OutboxShow { id } => super::outbox::show(store, id),
+        Request::OutboxRetry { id } => {
+            super::outbox::change(store, id, HandChange::Retry, now, lock, host)
+        }
+        Request::OutboxRetryUndeliverable => {
+            super::outbox::retry_undeliverable(store, now, lock, host)
+        }
+        Request::OutboxDrop { id } => {
+            super::outbox::change(store, id, HandChange::Drop, now, lock, host)
+        }
     }
 }
 
@@ -70,13 +94,13 @@ fn list(
     open: bool,
     tier: Option<u8>,
     risk_min: Option<u8>,
-    since: Option<i64>,
+    since: Option<Timestamp>,
 ) -> Result<Vec<CaseRecord>, StoreError> {
     let keep = |r: &CaseRecord| {
         (!open || r.is_open())
             && tier.is_none_or(|t| r.case.tier == t)
             && risk_min.is_none_or(|m| r.case.risk >= m)
-            && since.is_none_or(|s| r.received_at.as_second() >= s)
+            && since.is_none_or(|s| r.received_at >= s)
     };
     let mut out = Vec::new();
     if open {

@@ -1,5 +1,5 @@
 //! The daemon's control socket, and the one dispatcher behind `mailtriage
-//! cases` and `mailtriage digest`.
+//! cases`, `digest`, `status` and `outbox`.
 //!
 //! sled locks its database for one process: while the daemon runs, the
 //! command line cannot open the database. So the daemon listens on a Unix
@@ -15,25 +15,32 @@
 //! lines ([`request_stream`] reads them).
 //!
 //! This module owns the protocol (here), the one dispatcher ([`handle`], in
-//! `dispatch`), the server ([`bind`], [`ControlSocket::serve`], [`serve`],
+//! `dispatch`; the status gathered in `status`, the outbox's requests in
+//! `outbox`), the server ([`bind`], [`ControlSocket::serve`], [`serve`],
 //! in `server`), the client ([`request`], in `client`) and where the socket
 //! and the database live ([`socket_path`], [`database_path`]). It reads and
 //! changes cases only through [`Store`](crate::store::Store) and
 //! [`lifecycle`](crate::lifecycle); digests are answered by a function the
-//! caller gives, so that this module does not depend on how digests are
-//! made.
+//! caller gives, and what only a running daemon knows by its [`Host`], so
+//! that this module does not depend on how digests are made or how the
+//! daemon runs.
 
 use std::path::PathBuf;
 
+use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use crate::calendar::Schedule;
 use crate::config::Settings;
-use crate::outbox::OutboxItem;
+use crate::health::{MailboxLive, Running};
+use crate::outbox::{OutboxItem, QueueState};
 use crate::record::CaseRecord;
 
 mod client;
 mod dispatch;
+mod outbox;
 mod server;
+mod status;
 
 pub use client::{ControlError, request, request_stream};
 pub use dispatch::handle;
@@ -44,7 +51,7 @@ pub use server::{Control, ControlSocket, bind, serve};
 #[serde(tag = "request", rename_all = "snake_case")]
 pub enum Request {
     /// Cases, oldest first, filtered: open only, this tier, at least this
-    /// risk, received at or after `since` (unix seconds).
+    /// risk, received at or after `since` (unix seconds on the wire).
     List {
         #[serde(default)]
         open: bool,
@@ -52,8 +59,8 @@ pub enum Request {
         tier: Option<u8>,
         #[serde(default)]
         risk_min: Option<u8>,
-        #[serde(default)]
-        since: Option<i64>,
+        #[serde(default, with = "crate::clock::seconds::option")]
+        since: Option<Timestamp>,
     },
     /// One case and every message queued for it ([`CaseDetail`]).
     Show { id: String },
@@ -77,6 +84,23 @@ pub enum Request {
     /// is followed by the export itself (see [`crate::store::Snapshot`]),
     /// until the connection closes.
     Export,
+    /// The daemon's health ([`Report`](crate::health::Report)).
+    Status,
+    /// Outbox items in these states, oldest first (an array of
+    /// [`OutboxEntry`]); none given: pending, retrying and undeliverable.
+    OutboxList {
+        #[serde(default)]
+        states: Vec<QueueState>,
+    },
+    /// One outbox item, with its headers ([`OutboxEntry`]).
+    OutboxShow { id: u64 },
+    /// Sends an item not sent yet at once, attempts counted afresh
+    /// ([`OutboxChanged`]).
+    OutboxRetry { id: u64 },
+    /// Retries every undeliverable item (an array of [`OutboxChanged`]).
+    OutboxRetryUndeliverable,
+    /// Gives up an item not sent yet: kept as dropped ([`OutboxChanged`]).
+    OutboxDrop { id: u64 },
 }
 
 /// One answer: a line of JSON, `{"result": "ok", "value": ...}` or
@@ -127,6 +151,63 @@ pub struct Changed {
     pub message: String,
     /// The case as it is now.
     pub case: CaseRecord,
+}
+
+/// An outbox item as `outbox list` and `outbox show` give it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    #[serde(flatten)]
+    pub item: OutboxItem,
+    /// Where it stands: its state, with pending split by whether a try
+    /// has failed.
+    pub queue: QueueState,
+    /// Its subject, decoded; null when its bytes are no longer kept.
+    pub subject: Option<String>,
+    /// Its size in bytes, when they are kept.
+    pub size: Option<u64>,
+    /// `show` only: its header section as it is sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<String>,
+}
+
+/// The answer to `OutboxRetry`, `OutboxDrop` and (each)
+/// `OutboxRetryUndeliverable`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxChanged {
+    /// False when there was nothing to do (already sent, already dropped).
+    pub changed: bool,
+    /// In words, for the command line: "outbox #12 forward to ...: retried".
+    pub message: String,
+    /// The item as it is now.
+    pub item: OutboxItem,
+}
+
+/// What a status covers besides the store: the daemon's mailboxes and
+/// digests, its `alert_after`, its database, and, when it runs, what it
+/// knows live. The daemon gives its own; without a daemon, the config on
+/// disk gives it ([`Scope::from_config`]).
+#[derive(Debug, Clone)]
+pub struct Scope {
+    /// None: no daemon runs.
+    pub running: Option<Running>,
+    pub alert_after: std::time::Duration,
+    /// Each configured mailbox, with its live record while the daemon
+    /// runs.
+    pub mailboxes: Vec<(String, Option<MailboxLive>)>,
+    /// Each digest of the routing table, with its schedule.
+    pub digests: Vec<(String, Option<Schedule>)>,
+    pub database: PathBuf,
+}
+
+/// The process that answers besides the store: the running daemon, or
+/// the command line on its own.
+pub trait Host: Send + Sync {
+    /// What a status covers, as it is now.
+    fn scope(&self) -> Scope;
+    /// An outbox item was put back to be sent: the daemon's outbox task
+    /// wakes at once. Without a daemon, nothing: the item goes when one
+    /// runs.
+    fn wake_outbox(&self);
 }
 
 /// Why a digest request failed, as the digest job says it.
@@ -210,6 +291,44 @@ mod tests {
             serde_json::to_string(&Request::Export).unwrap(),
             r#"{"request":"export"}"#
         );
+        // The status and outbox requests, as a client writes them.
+        let lines = [
+            (r#"{"request":"status"}"#, Request::Status),
+            (
+                r#"{"request":"outbox_list"}"#,
+                Request::OutboxList { states: vec![] },
+            ),
+            (
+                r#"{"request":"outbox_list","states":["retrying","dropped"]}"#,
+                Request::OutboxList {
+                    states: vec![QueueState::Retrying, QueueState::Dropped],
+                },
+            ),
+            (
+                r#"{"request":"outbox_show","id":7}"#,
+                Request::OutboxShow { id: 7 },
+            ),
+            (
+                r#"{"request":"outbox_retry","id":7}"#,
+                Request::OutboxRetry { id: 7 },
+            ),
+            (
+                r#"{"request":"outbox_retry_undeliverable"}"#,
+                Request::OutboxRetryUndeliverable,
+            ),
+            (
+                r#"{"request":"outbox_drop","id":7}"#,
+                Request::OutboxDrop { id: 7 },
+            ),
+        ];
+        for (line, req) in lines {
+            assert_eq!(
+                serde_json::from_str::<Request>(line).unwrap(),
+                req,
+                "{line}"
+            );
+        }
+        assert!(serde_json::from_str::<Request>(r#"{"request":"outbox_retry"}"#).is_err());
         let err = Response::err("no case ESC-1");
         assert_eq!(
             serde_json::to_string(&err).unwrap(),

@@ -11,18 +11,21 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
 
-use super::{DigestFn, NowFn, Request, Response, handle};
+use super::{DigestFn, Host, NowFn, Request, Response, handle};
 use crate::shutdown::stopped;
 use crate::store::Store;
 
-/// What the server needs: the store, the daemon's case lock, its clock, and
-/// what answers digest requests.
+/// What the server needs: the store, the daemon's case lock, its clock,
+/// what answers digest requests, and the daemon itself for what only it
+/// knows (`Status`) or does (waking the outbox).
 pub struct Control {
     pub store: Store,
     /// Held by the daemon while it reads, changes and commits cases.
     pub case_lock: Arc<Mutex<()>>,
     pub now: Arc<NowFn>,
     pub digest: Arc<DigestFn>,
+    /// None: `Status` is refused (a server without a daemon behind it).
+    pub host: Option<Arc<dyn Host>>,
 }
 
 /// The largest request the server reads.
@@ -178,7 +181,14 @@ async fn connection(stream: UnixStream, shared: Arc<Control>) {
                 // The store and the case lock block: off the async threads.
                 let answered = tokio::task::spawn_blocking(move || {
                     let now = (sh.now)();
-                    handle(&sh.store, req, now, &sh.case_lock, &*sh.digest)
+                    handle(
+                        &sh.store,
+                        req,
+                        now,
+                        &sh.case_lock,
+                        &*sh.digest,
+                        sh.host.as_deref(),
+                    )
                 })
                 .await;
                 answered.unwrap_or_else(|e| {

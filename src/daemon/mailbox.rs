@@ -2,8 +2,9 @@
 //! connects (jittered exponential backoff after any failure; a mailbox
 //! that is down never stops the others), replays the server actions a
 //! crash may have left pending, reconciles UIDVALIDITY with its stored
-//! cursor, and drains new mail in batches: sizes first (a message over the
-//! limit is left for a human), bodies with `BODY.PEEK[]`, then
+//! cursor (a change starts a rescan, see [`crate::rescan`]), and drains new
+//! mail in batches: sizes and INTERNALDATEs first (a message over the
+//! limit is left for a human, and so is old mail of a rescan), bodies with `BODY.PEEK[]`, then
 //! [`crate::intake::process`] under the case lock, the batch committed in
 //! one transaction, and only then the messages marked or moved on the
 //! server. Between batches it waits in IDLE, or polls. A mailbox that
@@ -20,9 +21,11 @@ use super::Shared;
 use crate::backoff::Backoff;
 use crate::batch::{Cursor, ServerAction};
 use crate::config::{MailboxSection, SecretError};
+use crate::health::Link;
 use crate::imap::{Auth, Connection, Idled, ImapError, ImapSettings};
 use crate::intake::{self, Arrival, LookupError};
 use crate::outbox::OutgoingKind;
+use crate::rescan::Rescan;
 use crate::shutdown::stopped;
 use crate::store::StoreError;
 
@@ -79,7 +82,7 @@ pub(super) async fn mailbox_task(
         }
         let result = session(
             &sh,
-            m,
+            index,
             &mut shutdown,
             &mut ready,
             &mut health,
@@ -90,6 +93,8 @@ pub(super) async fn mailbox_task(
             // Logged before READY, so that the journal says why a mailbox
             // is not working by the time systemd calls the service started.
             tracing::error!(mailbox = %m.name, error = %e, failures = failures + 1, "mailbox session failed");
+            sh.record(index, |live, t| live.failed(e.to_string(), t));
+            sh.metrics.imap_error(&m.name);
         }
         if let Some(r) = ready.take() {
             let _ = r.send(m.name.clone()).await;
@@ -189,12 +194,13 @@ enum SessionError {
 /// One connection's life: returns Ok on shutdown, Err on any failure.
 async fn session(
     sh: &Shared,
-    m: &MailboxSection,
+    index: usize,
     shutdown: &mut watch::Receiver<bool>,
     ready: &mut Option<tokio::sync::mpsc::Sender<String>>,
     health: &mut Health,
     failures: &mut u32,
 ) -> Result<(), SessionError> {
+    let m = &sh.settings.mailboxes[index];
     let settings = imap_settings(m)?;
     let mut conn = Connection::connect(&settings).await?;
     for folder in std::iter::once(&m.quarantine).chain(m.move_to.iter()) {
@@ -202,6 +208,7 @@ async fn session(
     }
     let sel = conn.select(&m.folder).await?;
     tracing::info!(mailbox = %m.name, folder = %m.folder, uid_validity = sel.uid_validity, exists = sel.exists, idle = conn.can_idle(), "connected");
+    sh.record(index, |live, t| live.connected(sel.uid_validity, t));
     if let Some(r) = ready.take() {
         let _ = r.send(m.name.clone()).await;
     }
@@ -230,7 +237,17 @@ async fn session(
     let mut cursor = match sh.store.cursor(&m.name)? {
         Some(c) if c.uid_validity == sel.uid_validity => c,
         Some(c) => {
-            tracing::warn!(mailbox = %m.name, old = c.uid_validity, new = sel.uid_validity, "UIDVALIDITY changed: rescanning; messages already processed are recognised and skipped");
+            // The messages there now are what the rescan rule concerns.
+            let below_uid = match sel.uid_next {
+                Some(n) => n,
+                None => conn.uids_after(0).await?.last().map_or(1, |u| u + 1),
+            };
+            let rescan = Rescan {
+                uid_validity: sel.uid_validity,
+                below_uid,
+            };
+            sh.store.set_rescan(&m.name, &rescan)?;
+            tracing::warn!(mailbox = %m.name, old = c.uid_validity, new = sel.uid_validity, below_uid, "UIDVALIDITY changed: rescanning; messages already processed are recognised and skipped, and those received before the seen horizon are taken as processed");
             let c = Cursor {
                 uid_validity: sel.uid_validity,
                 last_uid: 0,
@@ -247,7 +264,7 @@ async fn session(
     loop {
         // Forget what earlier commands announced: the search below sees it.
         conn.drain_unsolicited();
-        let found = drain(sh, m, &mut conn, &mut cursor, shutdown).await?;
+        let found = drain(sh, index, &mut conn, &mut cursor, shutdown).await?;
         if *shutdown.borrow() {
             conn.logout().await;
             return Ok(());
@@ -259,6 +276,7 @@ async fn session(
             continue;
         }
         if conn.can_idle() {
+            sh.record(index, |live, t| live.set(Link::Idle, t));
             let outcome = {
                 let stop = stopped(shutdown);
                 conn.idle(m.idle_timeout.0, stop).await?
@@ -268,6 +286,7 @@ async fn session(
                 return Ok(());
             }
         } else {
+            sh.record(index, |live, t| live.set(Link::Polling, t));
             tokio::select! {
                 _ = tokio::time::sleep(m.poll_interval.0) => {}
                 _ = stopped(shutdown) => {
@@ -309,26 +328,56 @@ async fn apply_server_actions(
 /// many there were.
 async fn drain(
     sh: &Shared,
-    m: &MailboxSection,
+    index: usize,
     conn: &mut Connection,
     cursor: &mut Cursor,
     shutdown: &watch::Receiver<bool>,
 ) -> Result<usize, SessionError> {
+    let m = &sh.settings.mailboxes[index];
     let uids = conn.uids_after(cursor.last_uid).await?;
+    let rescan = sh
+        .store
+        .rescan(&m.name)?
+        .filter(|r| r.uid_validity == cursor.uid_validity);
+    if !uids.is_empty() {
+        // Working, no longer idle: an IDLE re-issued with nothing new
+        // leaves the mailbox idle since it first was.
+        sh.record(index, |live, t| live.set(Link::Connected, t));
+    }
     for chunk in uids.chunks(m.batch_size) {
         if *shutdown.borrow() {
             break;
         }
-        let sizes = conn.sizes(chunk).await?;
+        // Read before the listing: the retention pass only moves it later.
+        let horizon = match rescan {
+            Some(_) => sh.store.seen_horizon()?,
+            None => None,
+        };
+        let started = std::time::Instant::now();
+        let listed = conn.list(chunk).await?;
         let mut small = Vec::with_capacity(chunk.len());
-        for (uid, size) in &sizes {
-            if u64::from(*size) > m.max_message_size.0 {
+        let mut old = 0;
+        for l in &listed {
+            let (uid, size) = (l.uid, l.size);
+            if crate::rescan::taken_as_processed(
+                rescan.as_ref(),
+                horizon,
+                cursor.uid_validity,
+                uid,
+                l.received,
+            ) {
+                old += 1;
+            } else if u64::from(size) > m.max_message_size.0 {
                 tracing::warn!(mailbox = %m.name, uid, size, limit = m.max_message_size.0, "message over the size limit: not downloaded, left for a human");
             } else {
-                small.push(*uid);
+                small.push(uid);
             }
         }
+        if old > 0 {
+            tracing::info!(mailbox = %m.name, count = old, horizon = horizon.map(tracing::field::display), "rescan after UIDVALIDITY changed: messages received before the seen horizon taken as processed before, not downloaded");
+        }
         let bodies = conn.fetch(&small).await?;
+        sh.metrics.fetched(&m.name, bodies.len());
         let t = sh.now();
         let year = t.to_zoned(jiff::tz::TimeZone::UTC).year();
         let arrivals: Vec<Arrival<'_>> = bodies
@@ -346,12 +395,31 @@ async fn drain(
         };
         let batch = intake::process(&sh.intake(), m, *cursor, &arrivals, last, t, &mut reserve)?;
         let server = batch.server.clone();
-        sh.store.commit(&batch)?;
+        let committed = sh.store.commit(&batch)?;
         drop(guard);
         *cursor = batch.cursor;
         sh.outbox_wake.notify_one();
+        let at = sh.now();
+        sh.metrics.committed(&batch, &committed);
+        for l in listed
+            .iter()
+            .filter(|l| bodies.iter().any(|(u, _)| *u == l.uid))
+        {
+            if let Some(arrived) = l.received {
+                let waited = crate::clock::seconds_between(arrived, at);
+                sh.metrics.ingest_seconds(&m.name, waited as f64);
+            }
+        }
         apply_server_actions(conn, m, &server).await?;
         sh.store.clear_pending(&m.name)?;
+        sh.metrics
+            .batch_seconds(&m.name, started.elapsed().as_secs_f64());
+    }
+    if let Some(r) = rescan
+        && cursor.last_uid.saturating_add(1) >= r.below_uid
+    {
+        tracing::info!(mailbox = %m.name, uid_validity = r.uid_validity, "rescan after UIDVALIDITY changed: done");
+        sh.store.clear_rescan(&m.name)?;
     }
     Ok(uids.len())
 }

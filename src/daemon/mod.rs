@@ -1,6 +1,8 @@
 //! The daemon: tasks and I/O only. One task per mailbox (`mailbox`), one
-//! for the outbox (`outbox`), one for what runs on time (`clock`), and the
-//! control socket; what becomes of mail is decided by [`crate::intake`].
+//! for the outbox (`outbox`), one for what runs on time (`clock`), one for
+//! the daily retention pass (`retention`), the control socket, and the
+//! metrics endpoint when configured (`metrics`); what becomes of mail is
+//! decided by [`crate::intake`].
 //! This module starts them (the store opened, READY and WATCHDOG told to
 //! systemd) and stops them: shutdown is a value passed in; when it turns
 //! true, tasks finish the message in hand, the store is flushed, and `run`
@@ -14,6 +16,7 @@ use jiff::Timestamp;
 use tokio::sync::{Notify, watch};
 
 use crate::config::{Config, ConfigError, Settings};
+use crate::health::{MailboxLive, Running};
 use crate::intake;
 use crate::mail::Identity;
 use crate::smtp::{Smtp, SmtpSettings};
@@ -24,7 +27,9 @@ pub use crate::clock::Clock;
 mod clock;
 mod digest;
 mod mailbox;
+mod metrics;
 mod outbox;
+mod retention;
 
 pub(crate) use digest::digest_command;
 pub use digest::{JobError, build_digest};
@@ -43,11 +48,27 @@ struct Shared {
     /// not overwrite each other.
     case_lock: Arc<std::sync::Mutex<()>>,
     clock: Arc<Clock>,
+    /// Each mailbox's connection as its task last said, in the order of
+    /// `settings.mailboxes`: what `mailtriage status` reports live.
+    live: Vec<std::sync::Mutex<MailboxLive>>,
+    started_at: Timestamp,
+    database: PathBuf,
+    /// This daemon's own metrics, served when `[daemon] metrics` is set.
+    metrics: crate::metrics::Metrics,
 }
 
 impl Shared {
     fn now(&self) -> Timestamp {
         self.clock.now()
+    }
+
+    /// Records a fact about mailbox `index`'s connection.
+    fn record(&self, index: usize, fact: impl FnOnce(&mut MailboxLive, Timestamp)) {
+        if let Some(m) = self.live.get(index) {
+            // Plain data: a panic while it was held left nothing half done.
+            let mut m = m.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            fact(&mut m, self.now());
+        }
     }
 
     /// Intake over this daemon's config and store.
@@ -67,6 +88,31 @@ impl Shared {
         self.case_lock
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The daemon as the control socket sees it: its scope with each
+/// mailbox's live record, and its outbox task to wake.
+struct Host(Arc<Shared>);
+
+impl crate::control::Host for Host {
+    fn scope(&self) -> crate::control::Scope {
+        let sh = &self.0;
+        let mut scope =
+            crate::control::Scope::from_config(&sh.config, &sh.settings, sh.database.clone());
+        scope.running = Some(Running {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            started_at: sh.started_at,
+        });
+        for ((_, live), m) in scope.mailboxes.iter_mut().zip(&sh.live) {
+            let m = m.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            *live = Some(m.clone());
+        }
+        scope
+    }
+
+    fn wake_outbox(&self) {
+        self.0.outbox_wake.notify_one();
     }
 }
 
@@ -94,6 +140,13 @@ pub enum RunError {
     },
     #[error("flushing the database: {0}")]
     Flush(#[source] StoreError),
+    /// `[daemon] metrics` names an address that cannot be listened on.
+    #[error("metrics endpoint {addr}: {source}")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Opens the store and runs every task until `shutdown` turns true.
@@ -109,6 +162,7 @@ pub async fn run_with_clock(
 ) -> Result<(), RunError> {
     let config = Config::load(config_dir)?;
     let settings = Settings::load(config_dir)?;
+    config.check_mailboxes(config_dir, &settings)?;
     let toml = config_dir.join("mailtriage.toml");
     let db_path = database_path(&settings).ok_or_else(|| ConfigError {
         file: toml.clone(),
@@ -189,6 +243,12 @@ pub async fn run_with_clock(
         at: None,
         message: e.to_string(),
     })?;
+    let started_at = clock.now();
+    let live = settings
+        .mailboxes
+        .iter()
+        .map(|_| std::sync::Mutex::new(MailboxLive::starting(started_at)))
+        .collect();
     let shared = Arc::new(Shared {
         config,
         settings,
@@ -198,6 +258,10 @@ pub async fn run_with_clock(
         outbox_wake: Notify::new(),
         case_lock: Arc::new(std::sync::Mutex::new(())),
         clock,
+        live,
+        started_at,
+        database: db_path.clone(),
+        metrics: crate::metrics::Metrics::new(),
     });
     tracing::info!(database = %db_path.display(), mailboxes = shared.settings.mailboxes.len(), "mailtriage starting");
 
@@ -233,16 +297,33 @@ pub async fn run_with_clock(
                 r
             })
         },
+        host: Some(Arc::new(Host(shared.clone()))),
     });
     let listener = crate::control::bind(&socket).map_err(|source| RunError::Control {
         path: socket.clone(),
         source,
     })?;
     tracing::info!(socket = %socket.display(), "control socket ready");
+    let metrics = match shared.settings.daemon.metrics {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| RunError::Metrics { addr, source })?;
+            let bound = listener
+                .local_addr()
+                .map_err(|source| RunError::Metrics { addr, source })?;
+            tracing::info!(addr = %bound, "metrics endpoint listening: http://{bound}/metrics");
+            Some(listener)
+        }
+        None => None,
+    };
 
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<String>(64);
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(listener.serve(control, shutdown.clone()));
+    if let Some(listener) = metrics {
+        tasks.spawn(metrics::serve(listener, shared.clone(), shutdown.clone()));
+    }
     for i in 0..shared.settings.mailboxes.len() {
         let (sh, sd, ready) = (shared.clone(), shutdown.clone(), ready_tx.clone());
         tasks.spawn(async move { mailbox::mailbox_task(sh, i, sd, ready).await });
@@ -255,6 +336,18 @@ pub async fn run_with_clock(
     {
         let (sh, sd) = (shared.clone(), shutdown.clone());
         tasks.spawn(async move { clock::clock_task(sh, sd).await });
+    }
+    {
+        let (sh, sd) = (shared.clone(), shutdown.clone());
+        let r = &sh.settings.retention;
+        let retention = crate::store::Retention {
+            keep_sent: r.keep_sent(),
+            keep_resolved: r.keep_resolved(),
+            keep_seen: r.keep_seen(),
+            archive: r.archive_path(&db_path),
+            batch: crate::store::Retention::BATCH,
+        };
+        tasks.spawn(async move { retention::retention_task(sh, retention, sd).await });
     }
 
     // READY once every mailbox has connected or failed once; WATCHDOG

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 
 use super::Shared;
 use crate::backoff::Backoff;
+use crate::metrics::{Metrics, SmtpFailure};
 use crate::shutdown::stopped;
 use crate::smtp::{SendError, Smtp};
 use crate::store::{Store, StoreError};
@@ -50,7 +51,7 @@ pub(super) async fn outbox_task(sh: Arc<Shared>, smtp: Smtp, mut shutdown: watch
                 tracing::error!(error = %e, "pruning reply counts");
             }
         }
-        match deliver_due(&sh.store, &smtp, &backoff, sh.now()).await {
+        match deliver_due(&sh.store, &smtp, &backoff, sh.now(), &sh.metrics).await {
             Ok(d) if d.sent + d.retrying + d.undeliverable > 0 => {
                 tracing::debug!(
                     sent = d.sent,
@@ -120,6 +121,7 @@ pub(super) async fn deliver_due(
     smtp: &Smtp,
     backoff: &Backoff,
     now: jiff::Timestamp,
+    metrics: &Metrics,
 ) -> Result<Delivered, StoreError> {
     let mut done = Delivered::default();
     for item in store.outbox_due(now, 100)? {
@@ -127,16 +129,27 @@ pub(super) async fn deliver_due(
         match smtp.send(&item, &raw).await {
             Ok(()) => {
                 store.mark_sent(item.id, now)?;
+                metrics.sent(item.kind);
                 tracing::info!(outbox = item.id, message_id = %item.message_id, case = item.case_id.as_deref().unwrap_or("-"), kind = %item.kind, "sent");
                 done.sent += 1;
             }
             Err(SendError::Permanent(e)) => {
+                metrics.smtp_error(SmtpFailure::Permanent);
                 store.mark_undeliverable(item.id, &e)?;
                 tracing::error!(outbox = item.id, message_id = %item.message_id, case = item.case_id.as_deref().unwrap_or("-"), error = %e, "undeliverable, kept for a human");
                 done.undeliverable += 1;
             }
             Err(SendError::Transient(e)) => {
-                if crate::clock::after(item.queued_at, backoff.give_up_after) < now {
+                metrics.smtp_error(SmtpFailure::Transient);
+                // Three days of failures, counted from the first (not from
+                // when it was queued: a forward held for business hours, or
+                // retried by hand, gets its own three days).
+                let failing_since = item.failing_since.unwrap_or(if item.attempts == 0 {
+                    now
+                } else {
+                    item.queued_at
+                });
+                if crate::clock::after(failing_since, backoff.give_up_after) < now {
                     store.mark_undeliverable(
                         item.id,
                         &format!("gave up after {} attempts: {e}", item.attempts + 1),
@@ -148,7 +161,7 @@ pub(super) async fn deliver_due(
                         backoff.delay(item.attempts, item.id).max(0) as u64,
                     );
                     let retry_at = crate::clock::after(now, delay);
-                    store.mark_retry(item.id, &e, retry_at)?;
+                    store.mark_retry(item.id, &e, now, retry_at)?;
                     tracing::warn!(outbox = item.id, message_id = %item.message_id, error = %e, retry_at = %retry_at, "will retry");
                     done.retrying += 1;
                 }

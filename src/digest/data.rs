@@ -111,9 +111,13 @@ fn detail_in_words(field: Field) -> &'static str {
 /// forwarded case, how vendors are named). Pure: the caller reads the
 /// store.
 ///
-/// - Ages, and so being overdue, count from when the agent sent the case
-///   (its `Date:`, see [`crate::lifecycle::sent_at`]); a case already
-///   re-escalated is overdue whatever its age.
+/// - Ages count from when the agent sent the case (its `Date:`, see
+///   [`crate::lifecycle::sent_at`]): how long the customer has waited.
+///   Being overdue is the re-escalation's rule
+///   ([`Lifecycle::past_due`](crate::lifecycle::Lifecycle::past_due), from
+///   when the case came in), so that the digest calls late exactly the cases
+///   the forward's "respond by" made late; a case already re-escalated is
+///   overdue whatever its age.
 /// - The owner is the `owner` of the first rule (in table order) whose
 ///   forward went to one of the case's recipients, so a Tier-2 case that
 ///   the supervisor also had is Tier 2's.
@@ -128,7 +132,6 @@ pub fn rows(
     cases: impl IntoIterator<Item = CaseRecord>,
     now: Timestamp,
 ) -> Vec<DigestRow> {
-    let overdue_after = config.lifecycle.overdue.as_ref().map(|o| o.after);
     let owners: Vec<&crate::route::ForwardSpec> = config
         .router
         .rules
@@ -147,10 +150,6 @@ pub fn rows(
     for rec in &cases {
         let f = &rec.case.fields;
         let sent_at = crate::lifecycle::sent_at(rec);
-        let age = crate::clock::seconds_between(sent_at, now);
-        let allowed = overdue_after
-            .as_ref()
-            .and_then(|a| a.get(usize::from(rec.case.risk)).copied().flatten());
         let owner = owners
             .iter()
             .find(|fwd| {
@@ -201,8 +200,7 @@ pub fn rows(
             status: rec.status.to_string(),
             sent_at,
             received_at: rec.received_at,
-            overdue: rec.overdue_at.is_some()
-                || allowed.is_some_and(|a| age > i64::try_from(a.as_secs()).unwrap_or(i64::MAX)),
+            overdue: rec.overdue_at.is_some() || config.lifecycle.past_due(rec, now).is_some(),
             vendor: None,
             owner,
             waiting_for,

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 
 use jiff::Timestamp;
 
+use super::compose::ComposeFailed;
 use super::{Intake, LookupError, Working};
 use crate::mail;
 use crate::outbox::{NewOutgoing, OutgoingKind};
@@ -213,17 +214,18 @@ pub fn overdue(
     rec: &CaseRecord,
     t: Timestamp,
 ) -> Option<(CaseRecord, NewOutgoing)> {
+    const RULE: &str = "lifecycle.overdue";
     let od = ix.config.lifecycle.overdue.as_ref()?;
-    let allowed = ix.config.lifecycle.respond_within(rec.case.risk)?;
-    let age = crate::clock::seconds_between(rec.received_at, t);
-    if rec.overdue_at.is_some() || !rec.is_open() || age <= allowed.as_secs() as i64 {
+    if rec.overdue_at.is_some() {
         return None;
     }
+    let (open_for, allowed) = ix.config.lifecycle.past_due(rec, t)?;
     let _span = tracing::info_span!("case", case = %rec.id).entered();
+    let secs = |d: std::time::Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
     let ctx = crate::lifecycle::overdue_context(
         rec,
-        &crate::text::age(age),
-        &crate::text::age(allowed.as_secs() as i64),
+        &crate::text::age(secs(open_for)),
+        &crate::text::age(secs(allowed)),
         &ix.config.router.readers,
     );
     let out = match ix.config.router.templates.render(&od.template, &ctx) {
@@ -239,9 +241,15 @@ pub fn overdue(
                 &r,
                 crate::clock::system_time(t),
             )
-            .map_err(|e| e.to_string())
+            .map_err(|source| ComposeFailed::Mime {
+                rule: RULE.into(),
+                source,
+            })
         }
-        Err(e) => Err(e.to_string()),
+        Err(source) => Err(ComposeFailed::Template {
+            rule: RULE.into(),
+            source,
+        }),
     };
     let out = match out {
         Ok(o) => o,
@@ -259,10 +267,10 @@ pub fn overdue(
         None,
         vec![format!(
             "overdue after {}: re-escalated to {}",
-            crate::text::age(age),
+            crate::text::age(secs(open_for)),
             od.to.join(", ")
         )],
     );
-    tracing::warn!(age = %crate::text::age(age), "case overdue: re-escalated");
+    tracing::warn!(age = %crate::text::age(secs(open_for)), "case overdue: re-escalated");
     Some((rec, out))
 }

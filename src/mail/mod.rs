@@ -126,6 +126,7 @@ fn finish(
         envelope_from: identity.from.email.to_string(),
         recipients,
         raw: message.formatted(),
+        original: None,
         not_before: None,
     })
 }
@@ -235,12 +236,15 @@ pub fn compose_forward(
         rendered.high_importance,
     );
     b = addressed(b, to, cc, reply_to)?;
+    let (part, encoded) = original.mime_part()?;
     let body = b.multipart(
         MultiPart::mixed()
             .singlepart(text_part(&rendered.body)?)
-            .singlepart(original.mime_part()?),
+            .singlepart(part),
     );
-    finish(body, OutgoingKind::Forward, Some(case_id), id, identity)
+    let mut out = finish(body, OutgoingKind::Forward, Some(case_id), id, identity)?;
+    out.original = original::locate(&out.raw, &encoded);
+    Ok(out)
 }
 
 /// A digest: text and HTML alternatives, for reading on a phone.

@@ -88,7 +88,10 @@ impl Original {
         &self.bytes
     }
 
-    pub(super) fn mime_part(&self) -> Result<SinglePart, ComposeError> {
+    /// The part, and its body as the composed message carries it (the
+    /// bytes for an identity encoding, their base64 for the file form):
+    /// what the store keeps once however many forwards attach it.
+    pub(super) fn mime_part(&self) -> Result<(SinglePart, Vec<u8>), ComposeError> {
         let content_type = |s: &str| ContentType::parse(s).map_err(ComposeError::ContentType);
         let disposition = ContentDisposition::attachment("original.eml");
         // `Body::new_with_encoding` would check again, but it takes 8bit to
@@ -109,11 +112,33 @@ impl Original {
                     .map_err(|_| ComposeError::Base64Refused)?,
             ),
         };
-        Ok(SinglePart::builder()
+        let encoded = body.as_ref().to_vec();
+        let part = SinglePart::builder()
             .header(ct)
             .header(disposition)
-            .body(body))
+            .body(body);
+        Ok((part, encoded))
     }
+}
+
+/// How far from the end of a composed forward the original's body may
+/// end: the closing boundary line (`--` and at most 70 characters, RFC
+/// 2046 section 5.1.1) and the line breaks around it.
+const TAIL_MAX: usize = 128;
+
+/// Where `body`, the original's part body, sits in the composed forward
+/// `raw`: it is the last part, so its body ends just before the closing
+/// boundary. `None` when it is not found there (then the forward is
+/// stored whole).
+pub(super) fn locate(raw: &[u8], body: &[u8]) -> Option<std::ops::Range<usize>> {
+    if body.is_empty() {
+        return None;
+    }
+    let last = raw.len().checked_sub(body.len())?;
+    (last.saturating_sub(TAIL_MAX)..=last)
+        .rev()
+        .find(|&at| raw[at..at + body.len()] == *body)
+        .map(|at| at..at + body.len())
 }
 
 /// Whether CRLF-terminated `bytes` fit an identity encoding: `Ok(true)`

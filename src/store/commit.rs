@@ -4,10 +4,11 @@
 
 use jiff::Timestamp;
 
-use crate::batch::{Batch, BatchOutcome, Cursor, MessageKey, Pending, Seen};
+use crate::batch::{Batch, BatchOutcome, Cursor, LastMessage, MessageKey, Pending, Seen};
 use crate::outbox::NewOutgoing;
 use crate::record::{CaseRecord, thread_key};
 
+use super::expiry::{self, SeenEntry};
 use super::indexes::{
     count_reply, digest_key, index_case, index_thread, learn_vendor, mark_vendor_reported,
 };
@@ -41,9 +42,15 @@ impl Store {
         self.transact(|tx| {
             let mut committed = Vec::with_capacity(batch.items.len());
             let mut by_name = Vec::new();
+            let mut last: Option<LastMessage> = None;
             for item in &batch.items {
                 if let Some(prev) = tx.seen.get(item.key.bytes())? {
                     let prev: Seen = decode("seen", &prev).map_err(abort)?;
+                    last = Some(LastMessage {
+                        uid: item.uid,
+                        at: batch.now,
+                        seen: prev.clone(),
+                    });
                     committed.push(Committed::AlreadySeen(prev));
                     continue;
                 }
@@ -80,8 +87,22 @@ impl Store {
                         error: error.clone(),
                     },
                 };
+                let entry = SeenEntry {
+                    seen: entry,
+                    at: Some(batch.now),
+                };
                 tx.seen.insert(item.key.bytes(), encode(&entry))?;
+                expiry::track_seen(tx, item.key.bytes(), batch.now)?;
+                last = Some(LastMessage {
+                    uid: item.uid,
+                    at: batch.now,
+                    seen: entry.seen,
+                });
                 committed.push(Committed::Stored);
+            }
+            if let Some(last) = &last {
+                tx.meta
+                    .insert(last_message_key(&batch.mailbox), encode(last))?;
             }
             for vendor in &batch.vendors_reported {
                 mark_vendor_reported(tx, vendor, batch.now.as_second())?;
@@ -206,6 +227,14 @@ impl Store {
         Ok(())
     }
 
+    /// The last message a batch of `mailbox` processed, if any has.
+    pub fn last_message(&self, mailbox: &str) -> Result<Option<LastMessage>, StoreError> {
+        self.meta
+            .get(last_message_key(mailbox))?
+            .map(|v| decode("meta", &v))
+            .transpose()
+    }
+
     pub fn case(&self, id: &str) -> Result<Option<CaseRecord>, StoreError> {
         self.cases.get(id)?.map(|v| decode("cases", &v)).transpose()
     }
@@ -219,6 +248,13 @@ impl Store {
     }
 }
 
+/// `meta` key of a mailbox's [`LastMessage`].
+fn last_message_key(mailbox: &str) -> Vec<u8> {
+    let mut k = b"last_message\0".to_vec();
+    k.extend_from_slice(mailbox.as_bytes());
+    k
+}
+
 /// Writes a case inside a transaction with its outgoing mail and index
 /// entries. The outbox ids already stored for it are kept: an earlier item
 /// of the same transaction may have written the case too.
@@ -230,17 +266,21 @@ fn write_case(
     now: Timestamp,
 ) -> TxResult<()> {
     let mut record = record.clone();
-    if let Some(prev) = tx.cases.get(record.id.as_bytes())? {
-        let prev: CaseRecord = decode("cases", &prev).map_err(abort)?;
+    let prev = match tx.cases.get(record.id.as_bytes())? {
+        Some(prev) => Some(decode::<CaseRecord>("cases", &prev).map_err(abort)?),
+        None => None,
+    };
+    if let Some(prev) = &prev {
         // Set when the case opened, and moved only by `learn_vendor`.
-        record.vendor = prev.vendor;
-        for id in prev.outbox {
+        record.vendor = prev.vendor.clone();
+        for &id in &prev.outbox {
             if !record.outbox.contains(&id) {
                 record.outbox.push(id);
             }
         }
         record.outbox.sort_unstable();
     }
+    expiry::track_case(tx, prev.as_ref(), &record)?;
     for out in outgoing {
         let id = queue(tx, out, now)?;
         record.outbox.push(id);
@@ -289,6 +329,11 @@ mod tests {
             assert_eq!(store.outbox_items().unwrap().len(), 3);
         }
         let store = reopen(dir.path());
+        // What `status` says the mailbox last did: the batch's last message.
+        let last = store.last_message("ops").unwrap().unwrap();
+        assert_eq!((last.uid, last.at), (2, ts(100)));
+        assert!(matches!(last.seen, Seen::Case { .. }), "{last:?}");
+        assert_eq!(store.last_message("support").unwrap(), None);
         assert_eq!(
             store.cursor("ops").unwrap(),
             Some(Cursor {

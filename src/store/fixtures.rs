@@ -40,6 +40,7 @@ pub(super) fn outgoing(case_id: &str, n: usize) -> Vec<NewOutgoing> {
             envelope_from: "ops@example.com".into(),
             recipients: vec!["a@example.com".into()],
             raw: format!("Subject: {case_id} {i}\r\n\r\nbody").into_bytes(),
+            original: None,
             not_before: None,
         })
         .collect()

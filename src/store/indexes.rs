@@ -210,6 +210,34 @@ pub(super) fn index_case(tx: &Tx, record: &CaseRecord, new: bool) -> TxResult<()
     Ok(())
 }
 
+/// Removes every `index` entry that names a case (its thread, with
+/// `message_ids`, the Message-IDs of the mail it sent; its order; the
+/// open set; its vendor complaint): entries that name a later case (an
+/// order's latest) stay.
+pub(super) fn unindex_case(tx: &Tx, record: &CaseRecord, message_ids: &[String]) -> TxResult<()> {
+    let id = record.id.as_bytes();
+    let thread = record.thread.iter().cloned();
+    let sent = message_ids.iter().map(|m| thread_key(m));
+    let named = thread
+        .chain(sent)
+        .map(|m| index_key(b't', &m))
+        .chain(record.case.fields.order_id.as_deref().map(order_key));
+    for key in named {
+        if tx.index.get(&key)?.is_some_and(|v| v == id) {
+            tx.index.remove(key)?;
+        }
+    }
+    tx.index.remove(index_key(b's', &record.id))?;
+    if let Some(vendor) = record.vendor_key() {
+        tx.index.remove(vendor_index_key(
+            vendor,
+            record.received_at.as_second(),
+            &record.id,
+        ))?;
+    }
+    Ok(())
+}
+
 /// Learns from a new case's vendor (see [`Store::commit`]): `stored` are
 /// the complaints found under names before the transaction, `by_name` the
 /// name-keyed cases this transaction has written so far.

@@ -14,6 +14,10 @@
 //!   state, and its bytes (fixed when queued, so a resend after a crash is
 //!   the same message with the same Message-ID); `outbox_pending`: the items
 //!   not yet delivered, with when each is due;
+//! - `originals`: the agent's original that forwards attach, kept once by
+//!   its SHA-256 with a count of the items that refer to it: a forward's
+//!   bytes in `outbox_raw` lack it, and its reference here says where it
+//!   goes back in (`originals`);
 //! - `replies`: how many automatic replies each sender got in each second
 //!   (the rate limit), keyed by sender and time so that counting the last
 //!   hour is a range scan and a busy sender costs no more than a quiet one;
@@ -21,9 +25,13 @@
 //!   Message-ID of the thread (the agent's, ours, each update's) to its case,
 //!   `o` an order id to its latest case, `s` the open cases, `v` a vendor's
 //!   complaints by time (by [`VendorKey`]), `a` a vendor name to the id it
-//!   was first given with;
+//!   was first given with, `u` the undeliverable outbox items;
 //! - `meta`: counters, when each vendor was last reported, when each digest
-//!   was last sent.
+//!   was last sent, each mailbox's last message processed, how far `seen`
+//!   has been pruned, a mailbox's rescan after UIDVALIDITY changed;
+//! - `expiry`: what the retention pass will act on, by time, so that a pass
+//!   reads only what is due: delivered items whose bytes are kept, `seen`
+//!   entries, resolved cases ([`Store::retention_pass`]).
 //!
 //! The daemon's rule "nothing lost, nothing twice" rests on [`Store::commit`]:
 //! the cases of a batch of messages, their `seen` entries, the mailbox cursor
@@ -37,25 +45,39 @@
 //! with sled's tools and survives added fields. Time is passed in (unix
 //! seconds), never read here, so that tests control it.
 //!
+//! The data is bounded by the daily [`Store::retention_pass`]: the bytes of
+//! delivered mail go after `keep_sent`, resolved cases are appended to the
+//! archive file (JSON Lines, [`ArchivedCase`]) after `keep_resolved` and
+//! removed with every index entry that names them, and `seen` entries go
+//! after `keep_seen`, with the rule that makes that safe (see
+//! [`crate::rescan`]).
+//!
 //! Split by what it stores: `commit` (a batch, and the cases, seen messages,
 //! cursors and pending server actions it writes), `outbox` (the mail to
-//! send and its delivery), `indexes` (the lookups, the reply counts, what
-//! was last reported and sent); `export` writes all of it out as one
-//! snapshot and reads it back into a new database.
+//! send and its delivery), `originals` (the original kept once),
+//! `indexes` (the lookups, the reply counts, what was last reported and
+//! sent), `expiry` (the `expiry` tree, and what a rescan reads of it),
+//! `retention` (the pass) and `archive` (its file); `export` writes all of
+//! it out as one snapshot and reads it back into a new database.
 //!
 //! Every write takes the store's write gate (shared); an export takes it
 //! exclusively while it reads, which is what makes the export one point in
 //! time (see `export`).
 //!
 //! [`CaseRecord`]: crate::record::CaseRecord
+//! [`ArchivedCase`]: archive::ArchivedCase
 //! [`MessageKey`]: crate::batch::MessageKey
 //! [`VendorKey`]: crate::vendor::VendorKey
 
+mod archive;
 mod commit;
+mod expiry;
 mod export;
 mod indexes;
 mod lookup;
+mod originals;
 mod outbox;
+mod retention;
 
 #[cfg(test)]
 mod fixtures;
@@ -67,11 +89,14 @@ use serde::{Deserialize, Serialize};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 
+pub use archive::{ARCHIVE_FORMAT, ArchiveError, ArchivedCase, Found, find_archived};
 pub use commit::Committed;
 pub use export::{
     Checked, Counts, ExportError, FORMAT, FORMAT_VERSION, FormatError, Header, ImportError,
     Imported, Snapshot, copy_checked, import, verify,
 };
+pub use outbox::{HandChange, ItemChanged, OutboxSummary};
+pub use retention::{Retention, RetentionReport};
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +120,19 @@ pub enum StoreError {
     NoSuchItem(u64),
     #[error("no tree {0} in the database")]
     NoSuchTree(&'static str),
+    /// The item was delivered longer ago than `keep_sent`.
+    #[error("outbox item {0}: its bytes were dropped (delivered longer ago than keep_sent)")]
+    BytesDropped(u64),
+    /// A forward's reference to an original that is not stored.
+    #[error("corrupt record in originals: outbox item {0} refers to an original that is missing")]
+    MissingOriginal(u64),
+    /// Appending to the archive file failed: nothing was removed.
+    #[error("archive {}: {source}", .path.display())]
+    Archive {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl From<TransactionError<StoreError>> for StoreError {
@@ -125,6 +163,8 @@ pub struct Store {
     pending: sled::Tree,
     meta: sled::Tree,
     index: sled::Tree,
+    originals: sled::Tree,
+    expiry: sled::Tree,
     /// The database's directory.
     path: PathBuf,
     /// Taken shared by every write and exclusively by an export, so that
@@ -146,6 +186,8 @@ struct Tx<'a> {
     pending: &'a TransactionalTree,
     meta: &'a TransactionalTree,
     index: &'a TransactionalTree,
+    originals: &'a TransactionalTree,
+    expiry: &'a TransactionalTree,
 }
 
 impl Tx<'_> {
@@ -162,6 +204,8 @@ impl Tx<'_> {
             "pending" => self.pending,
             "meta" => self.meta,
             "index" => self.index,
+            "originals" => self.originals,
+            "expiry" => self.expiry,
             _ => return None,
         })
     }
@@ -230,7 +274,7 @@ impl Store {
             .path(path)
             .cache_capacity(cache_bytes)
             .open()?;
-        Ok(Store {
+        let store = Store {
             cases: db.open_tree("cases")?,
             seen: db.open_tree("seen")?,
             cursors: db.open_tree("cursors")?,
@@ -241,10 +285,14 @@ impl Store {
             pending: db.open_tree("pending")?,
             meta: db.open_tree("meta")?,
             index: db.open_tree("index")?,
+            originals: db.open_tree("originals")?,
+            expiry: db.open_tree("expiry")?,
             db,
             path: path.to_path_buf(),
             gate: Arc::default(),
-        })
+        };
+        store.index_undeliverable_once()?;
+        Ok(store)
     }
 
     /// The database's directory.
@@ -253,7 +301,7 @@ impl Store {
     }
 
     /// Every tree, by name: what an export walks and an import checks.
-    fn trees(&self) -> [(&'static str, &sled::Tree); 10] {
+    fn trees(&self) -> [(&'static str, &sled::Tree); 12] {
         [
             ("cases", &self.cases),
             ("seen", &self.seen),
@@ -265,6 +313,8 @@ impl Store {
             ("pending", &self.pending),
             ("meta", &self.meta),
             ("index", &self.index),
+            ("originals", &self.originals),
+            ("expiry", &self.expiry),
         ]
     }
 
@@ -301,6 +351,8 @@ impl Store {
             &self.pending,
             &self.meta,
             &self.index,
+            &self.originals,
+            &self.expiry,
         );
         let out = trees.transaction(|t| {
             f(&Tx {
@@ -314,6 +366,8 @@ impl Store {
                 pending: &t.7,
                 meta: &t.8,
                 index: &t.9,
+                originals: &t.10,
+                expiry: &t.11,
             })
         })?;
         Ok(out)

@@ -2,10 +2,11 @@
 //! with its own config, passwd-file users, Maildir storage, log file and run
 //! dir in a fresh temp dir, on a free 127.0.0.1 port. Mail goes in straight
 //! into the Maildir ([`Dovecot::deliver`]) or over IMAP
-//! ([`Dovecot::append`]); what the daemon did is read back over IMAP
-//! ([`Dovecot::flags`], [`Dovecot::count`], [`Dovecot::fetch`],
+//! ([`Dovecot::append`]), also with a given INTERNALDATE
+//! ([`Dovecot::deliver_received`]); what the daemon did is read back over
+//! IMAP ([`Dovecot::flags`], [`Dovecot::count`], [`Dovecot::fetch`],
 //! [`Dovecot::folders`]); [`Dovecot::stop`] and [`Dovecot::restart`] make
-//! outages; [`Dovecot::start_tls`] adds STARTTLS on the same port and an
+//! outages, [`Dovecot::reset_uid_validity`] a migrated mailbox; [`Dovecot::start_tls`] adds STARTTLS on the same port and an
 //! implicit-TLS listener on [`Dovecot::imaps_port`].
 
 use std::fmt::Write as _;
@@ -585,6 +586,61 @@ service anvil {{
     /// the fast way to load many messages, which also sets flags.
     pub fn deliver_with_flags(&self, user: &str, folder: &str, raw: &[u8], flags: &str) -> PathBuf {
         self.deliver_to(user, folder, raw, Some(flags))
+    }
+
+    /// Like [`Dovecot::deliver`], received at `received`: the file's mtime,
+    /// which Dovecot reports as the message's INTERNALDATE.
+    pub fn deliver_received(
+        &self,
+        user: &str,
+        folder: &str,
+        raw: &[u8],
+        received: SystemTime,
+    ) -> PathBuf {
+        let path = self.deliver_to(user, folder, raw, None);
+        let file = fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+        file.set_modified(received)
+            .unwrap_or_else(|e| panic!("set the mtime of {}: {e}", path.display()));
+        path
+    }
+
+    /// Gives `folder` a new UIDVALIDITY (the old one plus one), as a server
+    /// migration or a rebuilt mailbox does: the server is stopped, the
+    /// folder's `dovecot-uidlist` replaced by an empty one under the new
+    /// UIDVALIDITY and its indexes removed, and the server started again.
+    /// Its messages and their flags stay, with new UIDs from 1. Returns the
+    /// new UIDVALIDITY.
+    pub fn reset_uid_validity(&mut self, user: &str, folder: &str) -> u32 {
+        let old = self.uid_validity(user, folder);
+        let new = old + 1;
+        self.stop();
+        let dir = self.folder_dir(user, folder);
+        let root = self.maildir(user);
+        for d in [&dir, &root] {
+            for entry in fs::read_dir(d).unwrap_or_else(|e| panic!("{}: {e}", d.display())) {
+                let path = entry.expect("a directory entry").path();
+                let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+                let index = name.as_deref().is_some_and(|n| {
+                    n.starts_with("dovecot.index") || n.starts_with("dovecot.list.index")
+                });
+                if index {
+                    fs::remove_file(&path)
+                        .unwrap_or_else(|e| panic!("remove {}: {e}", path.display()));
+                }
+            }
+        }
+        let uidlist = dir.join("dovecot-uidlist");
+        write_file(&uidlist, format!("3 V{new} N1\n").as_bytes());
+        self.identity.own(&uidlist);
+        if let Err(e) = relaunch(self) {
+            panic!("Dovecot did not restart: {e}\n{}", self.log_tail());
+        }
+        let now = self.uid_validity(user, folder);
+        assert_eq!(now, new, "the UIDVALIDITY of {folder} did not change");
+        new
     }
 
     fn deliver_to(&self, user: &str, folder: &str, raw: &[u8], flags: Option<&str>) -> PathBuf {

@@ -36,7 +36,9 @@ fn filled(dir: &Path) -> Store {
     };
     store.commit(&b1).unwrap();
     store.mark_sent(1, ts(1_001)).unwrap();
-    store.mark_retry(2, "451 later", ts(1_060)).unwrap();
+    store
+        .mark_retry(2, "451 later", ts(1_000), ts(1_060))
+        .unwrap();
     store
         .queue_digest("managers_daily", ts(900), &[], ts(1_000))
         .unwrap();
