@@ -249,7 +249,7 @@ impl Store {
 }
 
 /// `meta` key of a mailbox's [`LastMessage`].
-fn last_message_key(mailbox: &str) -> Vec<u8> {
+pub(super) fn last_message_key(mailbox: &str) -> Vec<u8> {
     let mut k = b"last_message\0".to_vec();
     k.extend_from_slice(mailbox.as_bytes());
     k

@@ -28,7 +28,7 @@ pub(super) const SEEN: u8 = b'm';
 pub(super) const RESOLVED: u8 = b'r';
 
 /// `meta`: the time before which `seen` entries may have been pruned.
-const SEEN_HORIZON: &str = "seen_horizon";
+pub(super) const SEEN_HORIZON: &str = "seen_horizon";
 
 /// A `seen` entry as stored: what became of the message, and when it was
 /// processed (absent in entries of earlier versions, which the first
@@ -157,7 +157,7 @@ impl Store {
     }
 }
 
-fn rescan_key(mailbox: &str) -> Vec<u8> {
+pub(super) fn rescan_key(mailbox: &str) -> Vec<u8> {
     let mut k = b"rescan\0".to_vec();
     k.extend_from_slice(mailbox.as_bytes());
     k

@@ -184,7 +184,7 @@ impl Store {
                 .gate
                 .write()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            for export in trees::EXPORTS {
+            for (_, export) in trees::EXPORTS {
                 export(self, &mut spool)?;
             }
         }
@@ -370,7 +370,7 @@ fn fill(dir: &Path, cache_bytes: u64, input: impl BufRead) -> Result<Imported, I
     let mut bytes = 0;
     let mut written: BTreeMap<&'static str, u64> = BTreeMap::new();
     while let Some(line) = reader.next_record()? {
-        let puts = trees::import(&store, line).map_err(|message| ImportError::Record {
+        let puts = entries_of(&store, &line).map_err(|message| ImportError::Record {
             line: reader.line(),
             message,
         })?;
@@ -398,6 +398,9 @@ fn fill(dir: &Path, cache_bytes: u64, input: impl BufRead) -> Result<Imported, I
             });
         }
     }
+    // Its items' undeliverable index came whole with them: marked built,
+    // as Store::open marks a database's once it has checked it.
+    store.index_undeliverable_once()?;
     let imported = Imported {
         header: reader.header().clone(),
         records: reader.records(),
@@ -406,6 +409,24 @@ fn fill(dir: &Path, cache_bytes: u64, input: impl BufRead) -> Result<Imported, I
     drop(store);
     wait_unlocked(dir);
     Ok(imported)
+}
+
+/// The entries a record of an export becomes: a raw record's as it is,
+/// into a tree of this version; any other's by [`trees::puts`].
+fn entries_of(store: &Store, line: &Line) -> Result<Vec<Put>, String> {
+    let Line::Raw { tree, key, value } = line else {
+        return trees::puts(line);
+    };
+    let (tree, _) = store
+        .trees()
+        .into_iter()
+        .find(|(name, _)| name == tree)
+        .ok_or_else(|| format!("a raw record of an unknown tree {tree:?}"))?;
+    Ok(vec![Put {
+        tree,
+        key: key.0.clone(),
+        value: value.0.clone(),
+    }])
 }
 
 /// sled's threads may hold the database's lock a moment after the last

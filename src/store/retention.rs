@@ -26,7 +26,7 @@ use super::{Store, StoreError, Tx, TxResult, abort, decode, encode};
 const DAY: u64 = 86_400;
 
 /// `meta`: set once the records of an earlier version are indexed.
-const INDEXED: &str = "expiry_indexed";
+pub(super) const INDEXED: &str = "expiry_indexed";
 
 /// What to keep, and for how long (`[retention]` in mailtriage.toml).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,9 +10,10 @@ use std::io::{self, BufRead, Write};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::batch::{Cursor, Pending, Seen};
+use crate::batch::{Cursor, LastMessage, Pending, Seen};
 use crate::outbox::OutboxItem;
 use crate::record::CaseRecord;
+use crate::rescan::Rescan;
 use crate::vendor::VendorKey;
 
 /// The `format` of the header: what this file is.
@@ -77,6 +78,14 @@ impl<'de> Deserialize<'de> for Bytes {
     }
 }
 
+/// Where a forward's original goes back into its bytes: the original's
+/// SHA-256 (hex) and the offset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OriginalAt {
+    pub sha256: String,
+    pub at: usize,
+}
+
 /// One line of an export: `{"record": "case", ...}`. Times are unix
 /// seconds, as the store keeps them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,11 +97,14 @@ pub enum Line {
         case: Box<CaseRecord>,
     },
     /// A message processed before (`seen`), by its key: the Message-ID as
-    /// keyed (lowercase, may be empty) and the SHA-256 of its bytes.
+    /// keyed (lowercase, may be empty) and the SHA-256 of its bytes; `at`,
+    /// when it was processed (none in entries of earlier versions).
     Seen {
         message_id: String,
         sha256: String,
         seen: Seen,
+        #[serde(with = "crate::clock::seconds::option")]
+        at: Option<Timestamp>,
     },
     /// A mailbox's UIDVALIDITY and last UID processed (`cursors`).
     Cursor {
@@ -106,12 +118,22 @@ pub enum Line {
     },
     /// An outgoing message (`outbox`), when it is due if it is pending
     /// (`outbox_pending`), and its bytes while they are kept
-    /// (`outbox_raw`).
+    /// (`outbox_raw`), as stored: a forward's without the body of the
+    /// original it attaches, which `original` names (`originals`).
     Outbox {
         item: Box<OutboxItem>,
         #[serde(with = "crate::clock::seconds::option")]
         due: Option<Timestamp>,
         raw: Option<Bytes>,
+        original: Option<OriginalAt>,
+    },
+    /// An original that forwards attach, kept once (`originals`): the
+    /// SHA-256 of its part body (hex), how many outbox items refer to it,
+    /// and the body.
+    Original {
+        sha256: String,
+        refs: u64,
+        body: Bytes,
     },
     /// Automatic replies to a sender in one second (`replies`).
     Reply {
@@ -146,6 +168,10 @@ pub enum Line {
         name: VendorKey,
         vendor: VendorKey,
     },
+    /// An undeliverable outbox item (`index`).
+    Undeliverable {
+        id: u64,
+    },
     /// A sequence (`meta`): `case_seq`, the last case number given;
     /// `outbox_seq`, the last outbox id.
     Counter {
@@ -163,6 +189,46 @@ pub enum Line {
         digest: String,
         #[serde(with = "crate::clock::seconds")]
         period: Timestamp,
+    },
+    /// The last message a mailbox processed (`meta`).
+    LastMessage {
+        mailbox: String,
+        last: LastMessage,
+    },
+    /// The time before which `seen` entries may have been pruned (`meta`).
+    SeenHorizon {
+        #[serde(with = "crate::clock::seconds")]
+        at: Timestamp,
+    },
+    /// A mailbox read again after its UIDVALIDITY changed (`meta`).
+    Rescan {
+        mailbox: String,
+        rescan: Rescan,
+    },
+    /// A step done once (`meta`): `expiry_indexed`, the records of an
+    /// earlier version indexed for retention.
+    Flag {
+        name: String,
+    },
+    /// A delivered item whose bytes are kept, by when it was delivered
+    /// (`expiry`).
+    ExpirySent {
+        id: u64,
+        #[serde(with = "crate::clock::seconds")]
+        at: Timestamp,
+    },
+    /// A `seen` entry, by when its message was processed (`expiry`).
+    ExpirySeen {
+        message_id: String,
+        sha256: String,
+        #[serde(with = "crate::clock::seconds")]
+        at: Timestamp,
+    },
+    /// A resolved case, by when it was resolved (`expiry`).
+    ExpiryResolved {
+        case_id: String,
+        #[serde(with = "crate::clock::seconds")]
+        at: Timestamp,
     },
     /// An entry this version cannot read as a record of its tree (a
     /// corrupt one), kept byte for byte.
@@ -184,15 +250,24 @@ impl Line {
             Line::Cursor { .. } => "cursor",
             Line::Pending { .. } => "pending",
             Line::Outbox { .. } => "outbox",
+            Line::Original { .. } => "original",
             Line::Reply { .. } => "reply",
             Line::Thread { .. } => "thread",
             Line::Order { .. } => "order",
             Line::Open { .. } => "open",
             Line::Complaint { .. } => "complaint",
             Line::Alias { .. } => "alias",
+            Line::Undeliverable { .. } => "undeliverable",
             Line::Counter { .. } => "counter",
             Line::VendorReported { .. } => "vendor_reported",
             Line::DigestSent { .. } => "digest_sent",
+            Line::LastMessage { .. } => "last_message",
+            Line::SeenHorizon { .. } => "seen_horizon",
+            Line::Rescan { .. } => "rescan",
+            Line::Flag { .. } => "flag",
+            Line::ExpirySent { .. } => "expiry_sent",
+            Line::ExpirySeen { .. } => "expiry_seen",
+            Line::ExpiryResolved { .. } => "expiry_resolved",
             Line::Raw { .. } => "raw",
             Line::End(_) => "end",
         }

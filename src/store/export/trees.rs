@@ -1,66 +1,230 @@
-//! One pair of functions per tree: `export_*` writes the tree's entries as
-//! records, `import_*` turns a record back into the very entries (keys and
-//! values) it came from. A new tree is a new pair, listed in [`EXPORTS`]
-//! and in [`import`].
+//! Each tree's records: an `export_*` function writes a tree's entries as
+//! records, and [`puts`] turns a record back into the very entries (keys
+//! and values) it came from. A new tree is a new export in [`EXPORTS`],
+//! with the trees it reads, and new records in [`puts`]; the module's
+//! tests fail while a tree of the database is in no export.
 //!
-//! An entry that does not read as what its tree holds (a corrupt one) is
-//! written as a `raw` record, byte for byte: an export never fails on one
-//! bad entry, and never drops one.
+//! Every record is checked as it is written: the entries [`puts`] makes of
+//! it must be, byte for byte, those it was read from. An entry that does
+//! not read as what its tree holds (a corrupt one), or would not come back
+//! the same (a field this version does not know), is written as a `raw`
+//! record instead, byte for byte: an export never fails on one bad entry,
+//! never drops one and never changes one.
+//!
+//! One entry is left out on purpose: `meta`'s mark that the undeliverable
+//! index was built from the items (`outbox_undeliverable_indexed`). It
+//! says something of the database it is in, not of the data: the import
+//! writes the index whole and sets it itself (see `super::fill`).
 
 use jiff::Timestamp;
 use sled::IVec;
 
-use super::format::{Bytes, Line};
+use super::format::{Bytes, Line, OriginalAt};
 use super::{ExportError, Put, Spool};
-use crate::batch::{Cursor, Pending, Seen};
 use crate::outbox::OutboxItem;
 use crate::record::CaseRecord;
+use crate::store::commit::last_message_key;
+use crate::store::expiry::{self, RESOLVED, SEEN, SEEN_HORIZON, SENT, SeenEntry, rescan_key};
 use crate::store::indexes::{
-    index_key, reply_key, stored_key, vendor_index_key, vendor_report_key,
+    digest_key, index_key, reply_key, stored_key, vendor_index_key, vendor_report_key,
 };
-use crate::store::outbox::OUTBOX_SEQ;
-use crate::store::{CASE_SEQ, Store, StoreError, encode};
+use crate::store::originals::{self, BODY, COUNT, OriginalRef, REF};
+use crate::store::outbox::{OUTBOX_SEQ, UNDELIVERABLE_INDEXED, undeliverable_key};
+use crate::store::retention::INDEXED;
+use crate::store::{CASE_SEQ, Store, encode};
 
 type ExportFn = fn(&Store, &mut Spool) -> Result<(), ExportError>;
 
-/// Every tree's export, in the order of the file: the counters and
-/// marks first, then what the mailboxes stand at, the cases and their
-/// indexes, what was seen, the outbox, the reply counts.
-pub(super) const EXPORTS: &[ExportFn] = &[
-    export_meta,
-    export_cursors,
-    export_pending,
-    export_cases,
-    export_index,
-    export_seen,
-    export_outbox,
-    export_replies,
+/// Every export, in the order of the file, with the trees it reads: the
+/// counters and marks first, then what the mailboxes stand at, the cases
+/// and their indexes, what was seen, what retention will act on, the
+/// originals, the outbox, the reply counts.
+pub(super) const EXPORTS: &[(&[&str], ExportFn)] = &[
+    (&["meta"], export_meta),
+    (&["cursors"], export_cursors),
+    (&["pending"], export_pending),
+    (&["cases"], export_cases),
+    (&["index"], export_index),
+    (&["seen"], export_seen),
+    (&["expiry"], export_expiry),
+    // The bodies and their counts; the items' references go with the
+    // items.
+    (&["originals"], export_originals),
+    (
+        &["outbox", "outbox_raw", "outbox_pending", "originals"],
+        export_outbox,
+    ),
+    (&["replies"], export_replies),
 ];
 
-/// The entries `line` came from. `Err` says why it cannot be stored.
-pub(super) fn import(store: &Store, line: Line) -> Result<Vec<Put>, String> {
-    match line {
-        Line::Counter { .. } | Line::VendorReported { .. } | Line::DigestSent { .. } => {
-            import_meta(line)
+/// The entries `line` came from. `Err` says why it cannot be stored. A
+/// `raw` record's tree is checked by the caller.
+pub(super) fn puts(line: &Line) -> Result<Vec<Put>, String> {
+    Ok(match line {
+        Line::Counter { name, value } => {
+            let name = [CASE_SEQ, OUTBOX_SEQ]
+                .into_iter()
+                .find(|c| c == name)
+                .ok_or_else(|| format!("unknown counter {name:?}"))?;
+            vec![put("meta", name, value.to_be_bytes())]
         }
-        Line::Cursor { mailbox, cursor } => Ok(import_cursor(&mailbox, &cursor)),
-        Line::Pending { mailbox, pending } => Ok(import_pending(&mailbox, &pending)),
-        Line::Case { case } => Ok(import_case(&case)),
-        Line::Thread { .. }
-        | Line::Order { .. }
-        | Line::Open { .. }
-        | Line::Complaint { .. }
-        | Line::Alias { .. } => import_index(line),
+        Line::VendorReported { vendor, at } => vec![put(
+            "meta",
+            vendor_report_key(vendor),
+            at.as_second().to_be_bytes(),
+        )],
+        Line::DigestSent { digest, period } => vec![put(
+            "meta",
+            digest_key(digest),
+            period.as_second().to_be_bytes(),
+        )],
+        Line::LastMessage { mailbox, last } => {
+            vec![put("meta", last_message_key(mailbox), encode(last))]
+        }
+        Line::SeenHorizon { at } => vec![put("meta", SEEN_HORIZON, at.as_second().to_be_bytes())],
+        Line::Rescan { mailbox, rescan } => vec![put("meta", rescan_key(mailbox), encode(rescan))],
+        Line::Flag { name } => {
+            if name != INDEXED {
+                return Err(format!("unknown flag {name:?}"));
+            }
+            vec![put("meta", INDEXED, [1u8])]
+        }
+        Line::Cursor { mailbox, cursor } => vec![put("cursors", mailbox.as_str(), encode(cursor))],
+        Line::Pending { mailbox, pending } => {
+            vec![put("pending", mailbox.as_str(), encode(pending))]
+        }
+        Line::Case { case } => vec![put("cases", case.id.as_bytes(), encode(case))],
+        Line::Thread {
+            message_id,
+            case_id,
+        } => vec![put("index", index_key(b't', message_id), case_id.as_str())],
+        // As keyed (already trimmed and lowercased), not keyed again.
+        Line::Order { order, case_id } => {
+            vec![put("index", index_key(b'o', order), case_id.as_str())]
+        }
+        Line::Open { case_id } => vec![put("index", index_key(b's', case_id), b"")],
+        Line::Alias { name, vendor } => vec![put(
+            "index",
+            index_key(b'a', name.as_str()),
+            vendor.as_str(),
+        )],
+        Line::Complaint {
+            vendor,
+            at,
+            case_id,
+        } => {
+            if at.as_second() < 0 {
+                return Err("a complaint before 1970".into());
+            }
+            vec![put(
+                "index",
+                vendor_index_key(vendor, at.as_second(), case_id),
+                b"",
+            )]
+        }
+        Line::Undeliverable { id } => vec![put("index", undeliverable_key(*id), b"")],
         Line::Seen {
             message_id,
             sha256,
             seen,
-        } => Ok(import_seen(&message_id, &sha256, &seen)),
-        Line::Outbox { item, due, raw } => Ok(import_outbox(&item, due, raw)),
-        Line::Reply { sender, at, count } => import_reply(&sender, at, count),
-        Line::Raw { tree, key, value } => import_raw(store, &tree, key, value),
-        Line::Header(_) | Line::End(_) => Err(format!("a {} line is not a record", line.kind())),
+            at,
+        } => {
+            let entry = SeenEntry {
+                seen: seen.clone(),
+                at: *at,
+            };
+            vec![put("seen", message_key(message_id, sha256), encode(&entry))]
+        }
+        Line::ExpirySent { id, at } => vec![expiry_put(SENT, *at, &id.to_be_bytes())?],
+        Line::ExpirySeen {
+            message_id,
+            sha256,
+            at,
+        } => vec![expiry_put(
+            SEEN,
+            *at,
+            message_key(message_id, sha256).as_bytes(),
+        )?],
+        Line::ExpiryResolved { case_id, at } => {
+            vec![expiry_put(RESOLVED, *at, case_id.as_bytes())?]
+        }
+        Line::Original { sha256, refs, body } => {
+            let d = digest(sha256)?;
+            vec![
+                put("originals", originals::body_key(&d), body.0.as_slice()),
+                put("originals", originals::count_key(&d), refs.to_be_bytes()),
+            ]
+        }
+        Line::Outbox {
+            item,
+            due,
+            raw,
+            original,
+        } => {
+            let key = item.id.to_be_bytes();
+            let mut puts = vec![put("outbox", key, encode(item))];
+            if let Some(raw) = raw {
+                puts.push(put("outbox_raw", key, raw.0.as_slice()));
+            }
+            if let Some(due) = due {
+                puts.push(put("outbox_pending", key, due.as_second().to_be_bytes()));
+            }
+            if let Some(o) = original {
+                digest(&o.sha256)?;
+                let r = OriginalRef {
+                    sha256: o.sha256.clone(),
+                    at: o.at,
+                };
+                puts.push(put("originals", originals::ref_key(item.id), encode(&r)));
+            }
+            puts
+        }
+        Line::Reply { sender, at, count } => {
+            if *sender != sender.to_ascii_lowercase() || at.as_second() < 0 {
+                return Err("a reply count that the store could not have kept".into());
+            }
+            vec![put(
+                "replies",
+                reply_key(sender, at.as_second()),
+                count.to_be_bytes(),
+            )]
+        }
+        Line::Raw { tree, key, value } => {
+            return Err(format!(
+                "a raw record of {tree:?} ({} bytes of key, {} of value) is stored as it is",
+                key.0.len(),
+                value.0.len()
+            ));
+        }
+        Line::Header(_) | Line::End(_) => {
+            return Err(format!("a {} line is not a record", line.kind()));
+        }
+    })
+}
+
+fn put(tree: &'static str, key: impl Into<Vec<u8>>, value: impl AsRef<[u8]>) -> Put {
+    Put {
+        tree,
+        key: key.into(),
+        value: value.as_ref().to_vec(),
     }
+}
+
+/// A `seen` key (see `MessageKey`): the Message-ID as keyed, a NUL, the
+/// SHA-256 of the message.
+fn message_key(message_id: &str, sha256: &str) -> String {
+    format!("{message_id}\0{sha256}")
+}
+
+fn expiry_put(kind: u8, at: Timestamp, rest: &[u8]) -> Result<Put, String> {
+    if at.as_second() < 0 {
+        return Err("an expiry before 1970".into());
+    }
+    Ok(put("expiry", expiry::key(kind, at, rest), b""))
+}
+
+fn digest(sha256: &str) -> Result<originals::Digest, String> {
+    originals::unhex(sha256).ok_or_else(|| format!("{sha256:?} is not a SHA-256 in hex"))
 }
 
 /// A time kept as big-endian unix seconds.
@@ -73,85 +237,102 @@ fn text(v: &[u8]) -> Option<String> {
     String::from_utf8(v.to_vec()).ok()
 }
 
-fn put(tree: &'static str, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Put {
-    Put {
-        tree,
-        key: key.into(),
-        value: value.into(),
-    }
-}
+/// One entry as read: its tree, key and value.
+type Entry<'a> = (&'static str, &'a [u8], &'a [u8]);
 
-/// Each entry of `tree` as `read` makes it a record, else raw.
-fn each(
-    out: &mut Spool,
-    name: &'static str,
-    tree: &sled::Tree,
-    read: impl Fn(&[u8], &[u8]) -> Option<Line>,
-) -> Result<(), ExportError> {
-    for r in tree.iter() {
-        let (k, v) = r?;
-        match read(&k, &v) {
-            Some(line) => out.emit(&line)?,
-            None => out.raw(name, &k, &v)?,
-        }
+/// Writes `line` if it makes exactly the entries `from`, else each of
+/// them as a raw record.
+fn exact(out: &mut Spool, line: Option<Line>, from: &[Entry]) -> Result<(), ExportError> {
+    if let Some(line) = line
+        && puts(&line).is_ok_and(|p| same(&p, from))
+    {
+        return out.emit(&line);
+    }
+    for (tree, k, v) in from {
+        out.raw(tree, k, v)?;
     }
     Ok(())
 }
 
-// meta: counters, vendors last reported, digests last sent.
+/// Whether `puts` are the entries `from` (whose keys differ), in any
+/// order.
+fn same(puts: &[Put], from: &[Entry]) -> bool {
+    puts.len() == from.len()
+        && from.iter().all(|(tree, k, v)| {
+            puts.iter()
+                .any(|p| p.tree == *tree && p.key == *k && p.value == *v)
+        })
+}
 
-const VENDOR_REPORTED: &[u8] = b"vendor_reported\0";
-const DIGEST_SENT: &[u8] = b"digest_sent\0";
+/// Each entry of `entries` (of `tree`) as `read` makes it a record.
+fn each(
+    out: &mut Spool,
+    tree: &'static str,
+    entries: impl Iterator<Item = sled::Result<(IVec, IVec)>>,
+    read: impl Fn(&[u8], &[u8]) -> Option<Line>,
+) -> Result<(), ExportError> {
+    for r in entries {
+        let (k, v) = r?;
+        exact(out, read(&k, &v), &[(tree, &k, &v)])?;
+    }
+    Ok(())
+}
+
+// meta: counters, vendors last reported, digests last sent, each
+// mailbox's last message and rescan, the seen horizon, steps done once.
 
 fn export_meta(store: &Store, out: &mut Spool) -> Result<(), ExportError> {
-    each(out, "meta", &store.meta, |k, v| {
+    let vendor_reported = vendor_report_key(&stored_key(b""));
+    let digest_sent = digest_key("");
+    let last_message = last_message_key("");
+    let rescan = rescan_key("");
+    let entries = store
+        .meta
+        .iter()
+        .filter(|r| !matches!(r, Ok((k, _)) if k == UNDELIVERABLE_INDEXED.as_bytes()));
+    each(out, "meta", entries, |k, v| {
         if k == CASE_SEQ.as_bytes() || k == OUTBOX_SEQ.as_bytes() {
             return Some(Line::Counter {
                 name: text(k)?,
                 value: u64::from_be_bytes(v.try_into().ok()?),
             });
         }
-        if let Some(vendor) = k.strip_prefix(VENDOR_REPORTED) {
+        if k == SEEN_HORIZON.as_bytes() {
+            return Some(Line::SeenHorizon { at: time(v)? });
+        }
+        if k == INDEXED.as_bytes() {
+            return Some(Line::Flag { name: text(k)? });
+        }
+        if let Some(vendor) = k.strip_prefix(vendor_reported.as_slice()) {
             return Some(Line::VendorReported {
                 vendor: stored_key(&text(vendor)?.into_bytes()),
                 at: time(v)?,
             });
         }
-        let digest = k.strip_prefix(DIGEST_SENT)?;
-        Some(Line::DigestSent {
-            digest: text(digest)?,
-            period: time(v)?,
+        if let Some(digest) = k.strip_prefix(digest_sent.as_slice()) {
+            return Some(Line::DigestSent {
+                digest: text(digest)?,
+                period: time(v)?,
+            });
+        }
+        if let Some(mailbox) = k.strip_prefix(last_message.as_slice()) {
+            return Some(Line::LastMessage {
+                mailbox: text(mailbox)?,
+                last: serde_json::from_slice(v).ok()?,
+            });
+        }
+        let mailbox = k.strip_prefix(rescan.as_slice())?;
+        Some(Line::Rescan {
+            mailbox: text(mailbox)?,
+            rescan: serde_json::from_slice(v).ok()?,
         })
     })
-}
-
-fn import_meta(line: Line) -> Result<Vec<Put>, String> {
-    Ok(vec![match line {
-        Line::Counter { name, value } => {
-            let name = [CASE_SEQ, OUTBOX_SEQ]
-                .into_iter()
-                .find(|c| *c == name)
-                .ok_or_else(|| format!("unknown counter {name:?}"))?;
-            put("meta", name, value.to_be_bytes())
-        }
-        Line::VendorReported { vendor, at } => put(
-            "meta",
-            vendor_report_key(&vendor),
-            at.as_second().to_be_bytes(),
-        ),
-        Line::DigestSent { digest, period } => put(
-            "meta",
-            crate::store::indexes::digest_key(&digest),
-            period.as_second().to_be_bytes(),
-        ),
-        other => return Err(format!("a {} record is not kept in meta", other.kind())),
-    }])
 }
 
 // cursors and pending: by mailbox name.
 
 fn export_cursors(store: &Store, out: &mut Spool) -> Result<(), ExportError> {
-    each(out, "cursors", &store.cursors, |k, v| {
+    each(out, "cursors", store.cursors.iter(), |k, v| {
         Some(Line::Cursor {
             mailbox: text(k)?,
             cursor: serde_json::from_slice(v).ok()?,
@@ -159,12 +340,8 @@ fn export_cursors(store: &Store, out: &mut Spool) -> Result<(), ExportError> {
     })
 }
 
-fn import_cursor(mailbox: &str, cursor: &Cursor) -> Vec<Put> {
-    vec![put("cursors", mailbox, encode(cursor))]
-}
-
 fn export_pending(store: &Store, out: &mut Spool) -> Result<(), ExportError> {
-    each(out, "pending", &store.pending, |k, v| {
+    each(out, "pending", store.pending.iter(), |k, v| {
         Some(Line::Pending {
             mailbox: text(k)?,
             pending: serde_json::from_slice(v).ok()?,
@@ -172,29 +349,21 @@ fn export_pending(store: &Store, out: &mut Spool) -> Result<(), ExportError> {
     })
 }
 
-fn import_pending(mailbox: &str, pending: &Pending) -> Vec<Put> {
-    vec![put("pending", mailbox, encode(pending))]
-}
-
 // cases: by id.
 
 fn export_cases(store: &Store, out: &mut Spool) -> Result<(), ExportError> {
-    each(out, "cases", &store.cases, |k, v| {
+    each(out, "cases", store.cases.iter(), |_, v| {
         let case: CaseRecord = serde_json::from_slice(v).ok()?;
-        (case.id.as_bytes() == k).then(|| Line::Case {
+        Some(Line::Case {
             case: Box::new(case),
         })
     })
 }
 
-fn import_case(case: &CaseRecord) -> Vec<Put> {
-    vec![put("cases", case.id.as_bytes(), encode(case))]
-}
-
 // index: by kind, a NUL, the rest (see `indexes`).
 
 fn export_index(store: &Store, out: &mut Spool) -> Result<(), ExportError> {
-    each(out, "index", &store.index, |k, v| {
+    each(out, "index", store.index.iter(), |k, v| {
         let (&kind, rest) = k.split_first()?;
         let rest = rest.strip_prefix(b"\0")?;
         match kind {
@@ -206,14 +375,14 @@ fn export_index(store: &Store, out: &mut Spool) -> Result<(), ExportError> {
                 order: text(rest)?,
                 case_id: text(v)?,
             }),
-            b's' if v.is_empty() => Some(Line::Open {
+            b's' => Some(Line::Open {
                 case_id: text(rest)?,
             }),
             b'a' => Some(Line::Alias {
                 name: stored_key(&text(rest)?.into_bytes()),
                 vendor: stored_key(&text(v)?.into_bytes()),
             }),
-            b'v' if v.is_empty() => {
+            b'v' => {
                 // The vendor, a NUL, when (8 bytes), the case id.
                 let nul = rest.iter().position(|b| *b == 0)?;
                 let (vendor, tail) = (&rest[..nul], &rest[nul + 1..]);
@@ -224,189 +393,204 @@ fn export_index(store: &Store, out: &mut Spool) -> Result<(), ExportError> {
                     case_id: text(tail.get(8..)?)?,
                 })
             }
+            b'u' => Some(Line::Undeliverable {
+                id: u64::from_be_bytes(rest.try_into().ok()?),
+            }),
             _ => None,
         }
     })
-}
-
-fn import_index(line: Line) -> Result<Vec<Put>, String> {
-    let (key, value) = match line {
-        Line::Thread {
-            message_id,
-            case_id,
-        } => (index_key(b't', &message_id), case_id.into_bytes()),
-        // As keyed (already trimmed and lowercased), not keyed again.
-        Line::Order { order, case_id } => (index_key(b'o', &order), case_id.into_bytes()),
-        Line::Open { case_id } => (index_key(b's', &case_id), Vec::new()),
-        Line::Alias { name, vendor } => (
-            index_key(b'a', name.as_str()),
-            vendor.as_str().as_bytes().to_vec(),
-        ),
-        Line::Complaint {
-            vendor,
-            at,
-            case_id,
-        } => {
-            if at.as_second() < 0 {
-                return Err("a complaint before 1970".into());
-            }
-            (
-                vendor_index_key(&vendor, at.as_second(), &case_id),
-                Vec::new(),
-            )
-        }
-        other => return Err(format!("a {} record is not kept in index", other.kind())),
-    };
-    Ok(vec![put("index", key, value)])
 }
 
 // seen: by Message-ID, a NUL, and the SHA-256 of the message (see
 // `MessageKey`).
 
 fn export_seen(store: &Store, out: &mut Spool) -> Result<(), ExportError> {
-    each(out, "seen", &store.seen, |k, v| {
+    each(out, "seen", store.seen.iter(), |k, v| {
         let nul = k.iter().rposition(|b| *b == 0)?;
+        let entry: SeenEntry = serde_json::from_slice(v).ok()?;
         Some(Line::Seen {
             message_id: text(&k[..nul])?,
             sha256: text(&k[nul + 1..])?,
-            seen: serde_json::from_slice::<Seen>(v).ok()?,
+            seen: entry.seen,
+            at: entry.at,
         })
     })
 }
 
-fn import_seen(message_id: &str, sha256: &str, seen: &Seen) -> Vec<Put> {
-    let key = format!("{message_id}\0{sha256}");
-    vec![put("seen", key, encode(seen))]
+// expiry: a kind, the time (8 bytes), what it names (see `expiry`).
+
+fn export_expiry(store: &Store, out: &mut Spool) -> Result<(), ExportError> {
+    each(out, "expiry", store.expiry.iter(), |k, v| {
+        if !v.is_empty() {
+            return None;
+        }
+        let (at, rest) = expiry::split(k)?;
+        match *k.first()? {
+            SENT => Some(Line::ExpirySent {
+                id: u64::from_be_bytes(rest.try_into().ok()?),
+                at,
+            }),
+            SEEN => {
+                let nul = rest.iter().rposition(|b| *b == 0)?;
+                Some(Line::ExpirySeen {
+                    message_id: text(&rest[..nul])?,
+                    sha256: text(&rest[nul + 1..])?,
+                    at,
+                })
+            }
+            RESOLVED => Some(Line::ExpiryResolved {
+                case_id: text(rest)?,
+                at,
+            }),
+            _ => None,
+        }
+    })
 }
 
-// outbox, outbox_raw, outbox_pending: by id (8 bytes), one record per
-// item.
+// originals: bodies and counts by digest; the items' references are read
+// with the outbox.
+
+fn export_originals(store: &Store, out: &mut Spool) -> Result<(), ExportError> {
+    let tree = &store.originals;
+    let mut bodies = Side::new(tree.scan_prefix([BODY]), 1)?;
+    let mut counts = Side::new(tree.scan_prefix([COUNT]), 1)?;
+    while let Some(d) = [bodies.key(), counts.key()]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(<[u8]>::to_vec)
+    {
+        let body = bodies.take(&d)?;
+        let count = counts.take(&d)?;
+        let line = (|| {
+            let (_, b) = body.as_ref()?;
+            let (_, c) = count.as_ref()?;
+            let d: originals::Digest = d.as_slice().try_into().ok()?;
+            Some(Line::Original {
+                sha256: originals::hex(&d),
+                refs: u64::from_be_bytes(c.as_ref().try_into().ok()?),
+                body: Bytes(b.to_vec()),
+            })
+        })();
+        let from: Vec<Entry> = [&body, &count]
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| ("originals", k.as_ref(), v.as_ref()))
+            .collect();
+        exact(out, line, &from)?;
+    }
+    // Keys of no kind (corrupt), raw: those before `b`, between `c` and
+    // `i`, after `i`.
+    let others = tree
+        .range(..[BODY].as_slice())
+        .chain(tree.range([COUNT + 1].as_slice()..[REF].as_slice()))
+        .chain(tree.range([REF + 1].as_slice()..));
+    for r in others {
+        let (k, v) = r?;
+        out.raw("originals", &k, &v)?;
+    }
+    Ok(())
+}
+
+// outbox, outbox_raw, outbox_pending, and the items' references in
+// originals: by id (8 bytes), one record per item.
 
 fn export_outbox(store: &Store, out: &mut Spool) -> Result<(), ExportError> {
-    // The three trees share their keys: read side by side, in key order,
-    // so that each is read once.
-    let mut items = Side::new(&store.outbox)?;
-    let mut raws = Side::new(&store.outbox_raw)?;
-    let mut dues = Side::new(&store.outbox_pending)?;
+    // The trees share their keys: read side by side, in key order, so
+    // that each is read once.
+    let mut items = Side::new(store.outbox.iter(), 0)?;
+    let mut raws = Side::new(store.outbox_raw.iter(), 0)?;
+    let mut dues = Side::new(store.outbox_pending.iter(), 0)?;
+    let mut refs = Side::new(store.originals.scan_prefix([REF]), 1)?;
     loop {
-        let heads = [items.key(), raws.key(), dues.key()];
-        let Some(key) = heads.into_iter().flatten().min().cloned() else {
+        let heads = [items.key(), raws.key(), dues.key(), refs.key()];
+        let Some(key) = heads.into_iter().flatten().min().map(<[u8]>::to_vec) else {
             return Ok(());
         };
         let item = items.take(&key)?;
         let raw = raws.take(&key)?;
         let due = dues.take(&key)?;
-        let record = item.as_ref().and_then(|item| {
+        let original = refs.take(&key)?;
+        let line = item.as_ref().and_then(|(_, item)| {
             let item: OutboxItem = serde_json::from_slice(item).ok()?;
-            if item.id.to_be_bytes() != *key {
-                return None;
-            }
             let due = match &due {
-                Some(d) => Some(time(d)?),
+                Some((_, d)) => Some(time(d)?),
+                None => None,
+            };
+            let original = match &original {
+                Some((_, r)) => {
+                    let r: OriginalRef = serde_json::from_slice(r).ok()?;
+                    Some(OriginalAt {
+                        sha256: r.sha256,
+                        at: r.at,
+                    })
+                }
                 None => None,
             };
             Some(Line::Outbox {
                 item: Box::new(item),
                 due,
-                raw: raw.as_ref().map(|r| Bytes(r.to_vec())),
+                raw: raw.as_ref().map(|(_, r)| Bytes(r.to_vec())),
+                original,
             })
         });
-        match record {
-            Some(line) => out.emit(&line)?,
-            None => {
-                for (tree, v) in [
-                    ("outbox", item),
-                    ("outbox_raw", raw),
-                    ("outbox_pending", due),
-                ] {
-                    if let Some(v) = v {
-                        out.raw(tree, &key, &v)?;
-                    }
-                }
-            }
-        }
+        let from: Vec<Entry> = [
+            ("outbox", &item),
+            ("outbox_raw", &raw),
+            ("outbox_pending", &due),
+            ("originals", &original),
+        ]
+        .into_iter()
+        .filter_map(|(tree, e)| e.as_ref().map(|(k, v)| (tree, k.as_ref(), v.as_ref())))
+        .collect();
+        exact(out, line, &from)?;
     }
 }
 
-/// One of the outbox's trees, read in key order.
+/// Entries of one tree (or one kind of key), read in key order, with
+/// their first `skip` bytes (the kind) left out of the key they are
+/// matched by.
 struct Side {
     iter: sled::Iter,
     head: Option<(IVec, IVec)>,
+    skip: usize,
 }
 
 impl Side {
-    fn new(tree: &sled::Tree) -> Result<Side, StoreError> {
-        let mut iter = tree.iter();
+    fn new(mut iter: sled::Iter, skip: usize) -> Result<Side, ExportError> {
         let head = iter.next().transpose()?;
-        Ok(Side { iter, head })
+        Ok(Side { iter, head, skip })
     }
 
-    fn key(&self) -> Option<&IVec> {
-        self.head.as_ref().map(|(k, _)| k)
+    fn key(&self) -> Option<&[u8]> {
+        self.head
+            .as_ref()
+            .map(|(k, _)| k.get(self.skip..).unwrap_or(&[]))
     }
 
-    /// The value at `key`, if the head is there; moves past it.
-    fn take(&mut self, key: &IVec) -> Result<Option<IVec>, StoreError> {
+    /// The entry at `key`, if the head is there; moves past it.
+    fn take(&mut self, key: &[u8]) -> Result<Option<(IVec, IVec)>, ExportError> {
         if self.key() != Some(key) {
             return Ok(None);
         }
         let next = self.iter.next().transpose()?;
-        Ok(std::mem::replace(&mut self.head, next).map(|(_, v)| v))
+        Ok(std::mem::replace(&mut self.head, next))
     }
-}
-
-fn import_outbox(item: &OutboxItem, due: Option<Timestamp>, raw: Option<Bytes>) -> Vec<Put> {
-    let key = item.id.to_be_bytes();
-    let mut puts = vec![put("outbox", key, encode(item))];
-    if let Some(raw) = raw {
-        puts.push(put("outbox_raw", key, raw.0));
-    }
-    if let Some(due) = due {
-        puts.push(put("outbox_pending", key, due.as_second().to_be_bytes()));
-    }
-    puts
 }
 
 // replies: the sender (lowercase), a NUL, the second (8 bytes); the count.
 
 fn export_replies(store: &Store, out: &mut Spool) -> Result<(), ExportError> {
-    each(out, "replies", &store.replies, |k, v| {
+    each(out, "replies", store.replies.iter(), |k, v| {
         let split = k.len().checked_sub(9)?;
         if k[split] != 0 {
             return None;
         }
-        let sender = text(&k[..split])?;
-        // Keyed lowercase: anything else would not be keyed the same again.
-        if sender != sender.to_ascii_lowercase() {
-            return None;
-        }
         let at = u64::from_be_bytes(k[split + 1..].try_into().ok()?);
         Some(Line::Reply {
-            sender,
+            sender: text(&k[..split])?,
             at: Timestamp::from_second(i64::try_from(at).ok()?).ok()?,
             count: u32::from_be_bytes(v.try_into().ok()?),
         })
     })
-}
-
-fn import_reply(sender: &str, at: Timestamp, count: u32) -> Result<Vec<Put>, String> {
-    if sender != sender.to_ascii_lowercase() || at.as_second() < 0 {
-        return Err("a reply count that the store could not have kept".into());
-    }
-    Ok(vec![put(
-        "replies",
-        reply_key(sender, at.as_second()),
-        count.to_be_bytes(),
-    )])
-}
-
-// raw: any tree.
-
-fn import_raw(store: &Store, tree: &str, key: Bytes, value: Bytes) -> Result<Vec<Put>, String> {
-    let (tree, _) = store
-        .trees()
-        .into_iter()
-        .find(|(name, _)| *name == tree)
-        .ok_or_else(|| format!("a raw record of an unknown tree {tree:?}"))?;
-    Ok(vec![put(tree, key.0, value.0)])
 }
