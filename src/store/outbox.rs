@@ -326,6 +326,7 @@ impl Store {
         if self.meta.get(UNDELIVERABLE_INDEXED)?.is_some() || self.outbox.is_empty() {
             return Ok(());
         }
+        let _gate = self.write_gate();
         for item in self.outbox_items()? {
             if item.state == Delivery::Undeliverable {
                 self.index

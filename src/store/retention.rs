@@ -347,6 +347,7 @@ impl Store {
             let case: CaseRecord = decode("cases", v).map_err(abort)?;
             expiry::track_case(tx, None, &case)
         })?;
+        let _gate = self.write_gate();
         self.meta.insert(INDEXED, &[1u8])?;
         self.meta.flush()?;
         Ok(())
