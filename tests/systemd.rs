@@ -282,3 +282,60 @@ fn documentation_points_at_what_the_package_installs() {
         "{assets:?}"
     );
 }
+
+/// The package installs every unit of systemd/ (cargo-deb takes
+/// `UNIT-NAME.service`, `.timer`, ... of each `systemd-units` entry from
+/// the `maintainer-scripts` directory), none enabled or started on
+/// install, and every unit's `Documentation=` is a file the package
+/// installs; `scripts/package-test` checks the built package holds them.
+#[test]
+fn the_package_installs_every_unit() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let manifest: toml::Table = std::fs::read_to_string(root.join("Cargo.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let deb = &manifest["package"]["metadata"]["deb"];
+    assert_eq!(deb["maintainer-scripts"].as_str(), Some("systemd/"));
+    let entries = deb["systemd-units"]
+        .as_array()
+        .expect("[package.metadata.deb] systemd-units");
+    let mut names = Vec::new();
+    for e in entries {
+        let name = e["unit-name"].as_str().expect("unit-name");
+        assert_eq!(e["enable"].as_bool(), Some(false), "{name}: enabled");
+        assert_eq!(e["start"].as_bool(), Some(false), "{name}: started");
+        names.push(name.to_string());
+    }
+    let mut files: Vec<String> = std::fs::read_dir(root.join("systemd"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".service") || n.ends_with(".timer"))
+        .collect();
+    files.sort();
+    let mut units = UNITS.map(String::from).to_vec();
+    units.sort();
+    assert_eq!(files, units, "UNITS lists every unit of systemd/");
+    for file in &files {
+        let stem = file.rsplit_once('.').map(|(s, _)| s).unwrap();
+        assert!(
+            names.iter().any(|n| n == stem),
+            "systemd/{file} is in no systemd-units entry of Cargo.toml: the package would not install it"
+        );
+        let text = std::fs::read_to_string(root.join("systemd").join(file)).unwrap();
+        for doc in text
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("Documentation="))
+            .flat_map(str::split_whitespace)
+        {
+            assert!(
+                [
+                    "man:mailtriage(1)",
+                    "file:///usr/share/doc/mailtriage/README.md"
+                ]
+                .contains(&doc),
+                "{file}: Documentation={doc} is not what the package installs"
+            );
+        }
+    }
+}
