@@ -3,7 +3,8 @@
 //! with it stopped give the same records; the database is deleted and
 //! `mailtriage import` makes a new one; the daemon started again on the
 //! same mailboxes with more mail sends nothing twice, duplicates no case,
-//! lists the same cases, and new mail joins the restored cases.
+//! lists the same cases, says the same in `status` and `outbox list`, and
+//! new mail joins the restored cases.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -45,6 +46,61 @@ fn ok(out: &Output) -> String {
 
 fn cases_json(dir: &Path) -> Value {
     serde_json::from_str(&ok(&mailtriage(dir, &["cases", "list", "--json"]))).expect("JSON")
+}
+
+/// `outbox list --state all --json`: every item, with its state, tries,
+/// error and size.
+fn outbox_json(dir: &Path) -> Value {
+    serde_json::from_str(&ok(&mailtriage(
+        dir,
+        &["outbox", "list", "--state", "all", "--json"],
+    )))
+    .expect("JSON")
+}
+
+/// What `status --json` says of the data, once healthy (exit 0): the
+/// verdict, each mailbox's UIDVALIDITY, cursor and last message, the
+/// outbox, each digest's last period; not what is of this run of the
+/// daemon (its start, a connection's, the time, the database's size).
+fn status_of_data(dir: &Path, source: &str) -> Value {
+    let report = std::cell::RefCell::new(Value::Null);
+    wait_until(
+        WAIT,
+        || {
+            let out = mailtriage(dir, &["status", "--json"]);
+            *report.borrow_mut() = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            out.status.code() == Some(0) || (source == "database" && out.status.code() == Some(1))
+        },
+        || format!("status is not healthy: {:#}", report.borrow()),
+    );
+    let r = report.into_inner();
+    assert_eq!(r["source"], source, "{r:#}");
+    let mailboxes: Vec<Value> = r["mailboxes"]
+        .as_array()
+        .expect("mailboxes")
+        .iter()
+        .map(|m| {
+            serde_json::json!({
+                "name": m["name"],
+                "uid_validity": m["uid_validity"],
+                "last_uid": m["last_uid"],
+                "last_message": m["last_message"],
+            })
+        })
+        .collect();
+    let digests: Vec<Value> = r["digests"]
+        .as_array()
+        .expect("digests")
+        .iter()
+        .map(|d| serde_json::json!({ "name": d["name"], "last": d["last"] }))
+        .collect();
+    serde_json::json!({
+        "verdict": r["verdict"],
+        "reasons": r["reasons"],
+        "mailboxes": mailboxes,
+        "outbox": r["outbox"],
+        "digests": digests,
+    })
 }
 
 /// `export --out FILE`: the file's lines.
@@ -138,6 +194,18 @@ fn a_restored_database_goes_on_where_the_old_one_stopped() {
     );
     let before = cases_json(dir);
     assert_eq!(before.as_array().map(Vec::len), Some(2), "{before}");
+    let status_before = status_of_data(dir, "daemon");
+    assert_eq!(status_before["verdict"], "healthy", "{status_before:#}");
+    assert_eq!(
+        status_before["mailboxes"][0]["last_uid"], 3,
+        "{status_before:#}"
+    );
+    let outbox_before = outbox_json(dir);
+    assert_eq!(
+        outbox_before.as_array().map(Vec::len),
+        Some(4),
+        "{outbox_before:#}"
+    );
     // No import while the daemon runs.
     let refused = mailtriage(dir, &["import", "running.jsonl"]);
     assert_eq!(refused.status.code(), Some(1));
@@ -160,6 +228,11 @@ fn a_restored_database_goes_on_where_the_old_one_stopped() {
     assert_eq!(header["counts"]["case"], 2);
     assert_eq!(header["counts"]["outbox"], 4);
     assert_eq!(header["counts"]["cursor"], 1);
+    // The two forwards' originals, once each, apart from their bytes.
+    assert_eq!(header["counts"]["original"], 2);
+    assert_eq!(header["counts"]["last_message"], 1);
+    let stopped_status = status_of_data(dir, "database");
+    let stopped_outbox = outbox_json(dir);
 
     // Restore: the database deleted, the export imported into a new one.
     std::fs::remove_dir_all(database(dir)).expect("delete the database");
@@ -184,20 +257,30 @@ fn a_restored_database_goes_on_where_the_old_one_stopped() {
     );
     let restored = export(dir, &dir.join("restored.jsonl"));
     assert_same_records(&stopped, &restored, "the restored database");
+    assert_eq!(
+        status_of_data(dir, "database"),
+        stopped_status,
+        "status from the restored database"
+    );
+    assert_eq!(outbox_json(dir), stopped_outbox, "outbox list, restored");
 
     // The daemon again, on the same mailboxes: nothing reprocessed,
     // nothing resent, the same cases.
+    // Ready once it holds the database and every mailbox has reported (a
+    // command run before would open the database itself, in its way).
     let mut daemon = Daemon::spawn(binary, dir);
     wait_until(
         WAIT,
-        || {
-            mailtriage(dir, &["cases", "list", "--json"])
-                .status
-                .success()
-        },
-        || "the restarted daemon does not answer".into(),
+        || daemon.count_lines("every mailbox has reported; ready") == 1,
+        || format!("the restarted daemon is not ready\n{}", daemon.log_tail()),
     );
     assert_eq!(cases_json(dir), before, "cases list is the same");
+    assert_eq!(
+        status_of_data(dir, "daemon"),
+        status_before,
+        "status through the restarted daemon"
+    );
+    assert_eq!(outbox_json(dir), outbox_before, "outbox list is the same");
 
     // New mail: the agent answers the pickup case's acknowledgement with a
     // new threat (Tier 2 now: forwarded to Tier 2), and the review
