@@ -210,7 +210,7 @@ fn warn_raw(written: &Written) {
     if let Some(n) = written.counts.get("raw") {
         tracing::warn!(
             entries = n,
-            "the database has entries that do not read as what their tree holds (corrupt): they are in the export as raw records, byte for byte"
+            "the database has entries this version does not read as what their tree holds (corrupt, or written by a newer version): they are in the export as raw records, byte for byte"
         );
     }
 }
