@@ -39,6 +39,21 @@ pub(super) enum Destination {
     },
 }
 
+impl Destination {
+    /// From `--out FILE|-`, `--out-dir DIR` and `--keep N` (which clap
+    /// allows only together as they make sense).
+    pub(super) fn of(file: Option<PathBuf>, dir: Option<PathBuf>, keep: Option<u32>) -> Self {
+        match (file, dir) {
+            (_, Some(dir)) => Destination::Dir {
+                dir,
+                keep: keep.map(|k| k as usize),
+            },
+            (Some(f), None) if f != Path::new("-") => Destination::File(f),
+            _ => Destination::Stdout,
+        }
+    }
+}
+
 pub(super) fn export(
     config: &Path,
     to: Destination,

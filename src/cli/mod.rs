@@ -571,17 +571,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
             out: file,
             out_dir,
             keep,
-        } => {
-            let to = match (file, out_dir) {
-                (_, Some(dir)) => backup::Destination::Dir {
-                    dir,
-                    keep: keep.map(|k| k as usize),
-                },
-                (Some(f), None) if f != Path::new("-") => backup::Destination::File(f),
-                _ => backup::Destination::Stdout,
-            };
-            backup::export(&config, to, out)
-        }
+        } => backup::export(&config, backup::Destination::of(file, out_dir, keep), out),
         Command::Import { config, file } => backup::import(&config, &file, out),
         Command::Status { config, json } => status::status(&config, json, out),
         Command::Outbox { command } => outbox::outbox(command, out),
