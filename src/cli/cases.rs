@@ -122,7 +122,7 @@ pub(super) fn ask(dir: &Path, req: Request) -> Result<serde_json::Value, CliErro
 /// The sockets a daemon may answer on: the one the config implies, then
 /// the shipped unit's (an operator's shell has neither RUNTIME_DIRECTORY
 /// nor STATE_DIRECTORY).
-fn sockets(settings: &Settings) -> Vec<PathBuf> {
+pub(super) fn sockets(settings: &Settings) -> Vec<PathBuf> {
     let mut sockets: Vec<PathBuf> = control::socket_path(settings).into_iter().collect();
     let unit_socket = Path::new(control::UNIT_RUNTIME_DIRECTORY).join("mailtriage.sock");
     if !sockets.contains(&unit_socket) {
@@ -158,12 +158,7 @@ pub(super) fn open_database(dir: &Path, settings: &Settings) -> Result<(Store, P
     let unit_db = Path::new(control::UNIT_STATE_DIRECTORY).join("db");
     let Some(db) = control::database_path(settings).or_else(|| unit_db.exists().then_some(unit_db))
     else {
-        return Err(ConfigError {
-            file: dir.join("mailtriage.toml"),
-            at: None,
-            message: "no database path: set [daemon] database, or STATE_DIRECTORY (and RUNTIME_DIRECTORY for the daemon's control socket) as the service has them".into(),
-        }
-        .into());
+        return Err(no_database_path(dir));
     };
     // Opening creates a database: a command must not create one where the
     // daemon has not.
@@ -185,6 +180,17 @@ pub(super) fn open_database(dir: &Path, settings: &Settings) -> Result<(Store, P
         }
         Err(e) => Err(CliError::Database { db, source: e }),
     }
+}
+
+/// Neither `[daemon] database` nor a state directory says where the
+/// database is.
+pub(super) fn no_database_path(dir: &Path) -> CliError {
+    ConfigError {
+        file: dir.join("mailtriage.toml"),
+        at: None,
+        message: "no database path: set [daemon] database, or STATE_DIRECTORY (and RUNTIME_DIRECTORY for the daemon's control socket) as the service has them".into(),
+    }
+    .into()
 }
 
 /// Opening another user's database as root would leave files the service

@@ -1,6 +1,6 @@
 //! The command line: `parse`, `route`, `replay`, `check-config`, `run`,
-//! `cases`, `digest`, `status` and `outbox`; `completions` and `man`;
-//! `--version`.
+//! `cases`, `digest`, `status` and `outbox`; `export` and `import`;
+//! `completions` and `man`; `--version`.
 //!
 //! Each subcommand is a function over the library that writes to a given
 //! writer, so tests drive them without a process. Exit codes are part of the
@@ -9,18 +9,21 @@
 //! finds changed, 2 a config or usage error; `status` exits with its
 //! verdict (0 healthy, 1 degraded, 2 cannot tell).
 //!
-//! `cases`, `digest`, `status` and `outbox` ask the running daemon through
-//! its control socket ([`crate::control`]); when no daemon answers they open
-//! the database themselves. Either way [`crate::control::handle`] answers, so the output
-//! is the same.
+//! `cases`, `digest`, `status`, `outbox` and `export` ask the running
+//! daemon through its control socket ([`crate::control`]); when no daemon
+//! answers they open the database themselves. Either way the same code
+//! answers ([`crate::control::handle`], or the store's snapshot for
+//! `export`), so the output is the same.
 //!
 //! Here are the arguments, the dispatch and the exit codes; `parse` and
 //! `route` are in `triage`, `replay` in `replay`, the engine the three share
 //! for batches of messages in `batch`, `cases` and `digest` in `cases`
 //! (with the way to the daemon or the database the others share),
 //! `status` in `status` (its exit code is its verdict), `outbox` in
-//! `outbox`, and the completion scripts and man pages in `generate`.
+//! `outbox`, `export` and `import` in `backup`, and the completion scripts
+//! and man pages in `generate`.
 
+mod backup;
 mod batch;
 mod cases;
 mod generate;
@@ -172,6 +175,38 @@ pub enum Command {
         /// Queue the digest for sending now.
         #[arg(long)]
         send_now: bool,
+    },
+    /// Write everything the database holds, at one point in time, as
+    /// JSON Lines: through the running daemon's control socket, or from
+    /// the database when no daemon runs.
+    ///
+    /// To standard output (the default, or `--out -`), to a file (written
+    /// under a temporary name and renamed once whole), or to a new file
+    /// `mailtriage-YYYYMMDDTHHMMSSZ.jsonl` in a directory (`--out-dir`),
+    /// keeping only the newest `--keep` of those.
+    Export {
+        /// Config directory: its mailtriage.toml names the database.
+        #[arg(long, value_name = "DIR", default_value = "/etc/mailtriage")]
+        config: PathBuf,
+        /// The file to write, or `-` for standard output.
+        #[arg(long, value_name = "FILE", conflicts_with = "out_dir")]
+        out: Option<PathBuf>,
+        /// A directory to write a new dated file in.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+        /// With --out-dir: remove the oldest of its dated files beyond N.
+        #[arg(long, value_name = "N", requires = "out_dir", value_parser = clap::value_parser!(u32).range(1..))]
+        keep: Option<u32>,
+    },
+    /// Read an export into an empty database (the one mailtriage.toml
+    /// names), while no daemon runs.
+    Import {
+        /// Config directory: its mailtriage.toml names the database.
+        #[arg(long, value_name = "DIR")]
+        config: PathBuf,
+        /// The export, or `-` for standard input.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
     },
     /// The daemon's health at a glance: each mailbox's connection, the
     /// outbox, the digests, the database, the daemon.
@@ -385,7 +420,7 @@ pub enum CliError {
     Usage(String),
     #[error("writing output: {0}")]
     Output(#[from] io::Error),
-    /// A file a command was asked to write (`man --dir`).
+    /// A file a command was asked to write (`man --dir`, `export --out`).
     #[error("writing {}: {source}", .path.display())]
     Write {
         path: PathBuf,
@@ -428,6 +463,20 @@ pub enum CliError {
     /// cannot write.
     #[error("the database {} belongs to uid {owner}, and opening it as root would leave files the daemon cannot write: start the daemon (the command then goes through its control socket) or run the command as that user", .db.display())]
     ForeignDatabase { db: PathBuf, owner: u32 },
+    /// `export` without a daemon: the store could not be read.
+    #[error("export: {0}")]
+    Export(#[from] crate::store::ExportError),
+    /// `export` through the daemon: what it sent is not a whole export.
+    #[error("the daemon's export: {0}")]
+    ExportStream(#[source] crate::store::FormatError),
+    #[error("importing {}: {source}", .file.display())]
+    Import {
+        file: PathBuf,
+        #[source]
+        source: crate::store::ImportError,
+    },
+    #[error("a daemon answers on {}: stop it first (systemctl stop mailtriage)", .0.display())]
+    DaemonRunning(PathBuf),
 }
 
 impl CliError {
@@ -448,7 +497,11 @@ impl CliError {
             | CliError::NoDatabase(_)
             | CliError::DatabaseInUse { .. }
             | CliError::Database { .. }
-            | CliError::ForeignDatabase { .. } => 1,
+            | CliError::ForeignDatabase { .. }
+            | CliError::Export(_)
+            | CliError::ExportStream(_)
+            | CliError::Import { .. }
+            | CliError::DaemonRunning(_) => 1,
         }
     }
 }
@@ -513,6 +566,13 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
             preview: _,
             send_now,
         } => cases::digest(&config, name, send_now, out),
+        Command::Export {
+            config,
+            out: file,
+            out_dir,
+            keep,
+        } => backup::export(&config, backup::Destination::of(file, out_dir, keep), out),
+        Command::Import { config, file } => backup::import(&config, &file, out),
         Command::Status { config, json } => status::status(&config, json, out),
         Command::Outbox { command } => outbox::outbox(command, out),
         Command::Completions { shell } => generate::completions(shell, out),
@@ -719,6 +779,18 @@ mod tests {
                 },
                 1,
             ),
+            (
+                CliError::ExportStream(crate::store::FormatError::Truncated { line: 3 }),
+                1,
+            ),
+            (
+                CliError::Import {
+                    file: "backup.jsonl".into(),
+                    source: crate::store::ImportError::InUse("db".into()),
+                },
+                1,
+            ),
+            (CliError::DaemonRunning("s".into()), 1),
         ];
         for (e, code) in cases {
             assert_eq!(e.exit_code(), code, "{e:?}");

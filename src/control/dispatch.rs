@@ -65,6 +65,9 @@ pub fn handle(
                 error: error.to_string(),
             },
         },
+        // Answered by a stream, not a line: the server streams it, the
+        // command line without a daemon writes the store's snapshot.
+        Request::Export => Response::err("export: the answer is a stream; ask the control socket"),
         Request::Status => match host {
             Some(h) => match super::status::status(store, &h.scope(), now) {
                 Ok(report) => Response::ok(&report),

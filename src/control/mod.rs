@@ -10,7 +10,9 @@
 //!
 //! The protocol is JSON lines: the client sends one [`Request`] on one line,
 //! the server answers one [`Response`] on one line and closes the connection.
-//! A request that cannot be read gets an `Err` answer, never a panic.
+//! A request that cannot be read gets an `Err` answer, never a panic. One
+//! request streams: the `Ok` answer to `Export` is followed by the export's
+//! lines ([`request_stream`] reads them).
 //!
 //! This module owns the protocol (here), the one dispatcher ([`handle`], in
 //! `dispatch`; the status gathered in `status`, the outbox's requests in
@@ -40,7 +42,7 @@ mod outbox;
 mod server;
 mod status;
 
-pub use client::{ControlError, request};
+pub use client::{ControlError, request, request_stream};
 pub use dispatch::handle;
 pub use server::{Control, ControlSocket, bind, serve};
 
@@ -78,6 +80,10 @@ pub enum Request {
         #[serde(default)]
         send_now: bool,
     },
+    /// Everything the store holds, at one point in time: the answer line
+    /// is followed by the export itself (see [`crate::store::Snapshot`]),
+    /// until the connection closes.
+    Export,
     /// The daemon's health ([`Report`](crate::health::Report)).
     Status,
     /// Outbox items in these states, oldest first (an array of
@@ -103,7 +109,8 @@ pub enum Request {
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum Response {
     /// `List`: an array of [`CaseRecord`]; `Show`: a [`CaseDetail`];
-    /// `Resolve`/`Reopen`: a [`Changed`]; `Digest`: a string.
+    /// `Resolve`/`Reopen`: a [`Changed`]; `Digest`: a string; `Export`:
+    /// the export's header (the export follows).
     Ok {
         value: serde_json::Value,
     },
@@ -278,6 +285,11 @@ mod tests {
                 risk_min: None,
                 since: None
             }
+        );
+        // The one request answered by a stream.
+        assert_eq!(
+            serde_json::to_string(&Request::Export).unwrap(),
+            r#"{"request":"export"}"#
         );
         // The status and outbox requests, as a client writes them.
         let lines = [
