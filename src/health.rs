@@ -122,6 +122,23 @@ impl MailboxLive {
     }
 }
 
+/// A grant's health, for `mailtriage status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantHealth {
+    pub used_by: Vec<String>,
+    pub flow: String,
+    pub token_url: String,
+    /// The present access token's expiry (none: none held).
+    #[serde(with = "crate::clock::seconds::option")]
+    pub token_expires: Option<Timestamp>,
+    /// The last failure, while it lasts.
+    pub error: Option<Noted>,
+    /// The failure needs a human (a refused grant), not a retry.
+    pub refused: bool,
+    /// Token requests made since the daemon started.
+    pub requests: u64,
+}
+
 /// The running daemon, as it describes itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Running {
