@@ -27,6 +27,8 @@ pub enum GrantEvent {
     /// The grant cannot be used: the provider refused it, or it cannot be
     /// asked for. Told once per outage.
     Broken {
+        /// The grant's key ([`Grant::key`]).
+        grant: String,
         /// What uses it: `mailbox ops`, `[smtp]`.
         used_by: Vec<String>,
         token_url: String,
@@ -36,6 +38,7 @@ pub enum GrantEvent {
     },
     /// The grant works again after [`GrantEvent::Broken`].
     Recovered {
+        grant: String,
         used_by: Vec<String>,
         token_url: String,
         since: Timestamp,
@@ -227,6 +230,7 @@ impl TokenSource {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             let event = (o.told).then(|| GrantEvent::Recovered {
+                grant: self.grant.key(),
                 used_by: self.used_by.clone(),
                 token_url: self.grant.token_url.clone(),
                 since: o.since.unwrap_or(now),
@@ -255,6 +259,7 @@ impl TokenSource {
             (e.is_fatal() && !o.told).then(|| {
                 o.told = true;
                 GrantEvent::Broken {
+                    grant: self.grant.key(),
                     used_by: self.used_by.clone(),
                     token_url: self.grant.token_url.clone(),
                     since,
