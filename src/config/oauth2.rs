@@ -322,7 +322,12 @@ mod tests {
         for c in cases {
             let g = section(c.toml).grant("ops@example.com").unwrap();
             assert_eq!(
-                (g.flow, g.token_url.as_str(), g.scope.as_str(), g.user.as_deref()),
+                (
+                    g.flow,
+                    g.token_url.as_str(),
+                    g.scope.as_str(),
+                    g.user.as_deref()
+                ),
                 (c.flow, c.token_url, c.scope, c.user),
                 "{}",
                 c.toml
@@ -333,18 +338,54 @@ mod tests {
     #[test]
     fn mistakes_say_what_was_expected() {
         let cases: &[(&str, &str)] = &[
-            ("provider = \"microsoft\"\nclient_id = \"a\"\nclient_secret = { env = \"S\" }", "expects `tenant`"),
-            ("provider = \"microsoft\"\ntenant = \"a/b\"\nclient_id = \"a\"\nclient_secret = { env = \"S\" }", "expects `tenant`"),
-            ("provider = \"google\"\nflow = \"client_credentials\"\nclient_id = \"a\"\nclient_secret = { env = \"S\" }", "not client credentials"),
-            ("client_id = \"a\"\nclient_secret = { env = \"S\" }", "or `token_url` and `scope`"),
-            ("token_url = \"http://login.example.com/token\"\nscope = \"s\"\nclient_id = \"a\"\nclient_secret = { env = \"S\" }", "expected an https:// URL"),
-            ("token_url = \"not a url\"\nscope = \"s\"\nclient_id = \"a\"\nclient_secret = { env = \"S\" }", "expected an https:// URL"),
-            ("provider = \"microsoft\"\ntenant = \"t\"\nclient_id = \"a\"", "expect `client_secret`"),
-            ("provider = \"microsoft\"\ntenant = \"t\"\nclient_id = \"a\"\nclient_secret = { env = \"S\" }\ncertificate = \"/c.pem\"\nprivate_key = { env = \"K\" }", "not both"),
-            ("provider = \"microsoft\"\ntenant = \"t\"\nclient_id = \"a\"\ncertificate = \"/c.pem\"", "go together"),
-            ("provider = \"google\"\ntenant = \"t\"\nclient_id = \"a\"", "`tenant` goes with"),
-            ("provider = \"google\"\nclient_id = \" \"", "client_id is empty"),
-            ("provider = \"microsoft\"\ntenant = \"t\"\nflow = \"client_credentials\"\nclient_id = \"a\"\nclient_secret = { env = \"S\" }\nrefresh_token = { env = \"R\" }", "goes with flow"),
+            (
+                "provider = \"microsoft\"\nclient_id = \"a\"\nclient_secret = { env = \"S\" }",
+                "expects `tenant`",
+            ),
+            (
+                "provider = \"microsoft\"\ntenant = \"a/b\"\nclient_id = \"a\"\nclient_secret = { env = \"S\" }",
+                "expects `tenant`",
+            ),
+            (
+                "provider = \"google\"\nflow = \"client_credentials\"\nclient_id = \"a\"\nclient_secret = { env = \"S\" }",
+                "not client credentials",
+            ),
+            (
+                "client_id = \"a\"\nclient_secret = { env = \"S\" }",
+                "or `token_url` and `scope`",
+            ),
+            (
+                "token_url = \"http://login.example.com/token\"\nscope = \"s\"\nclient_id = \"a\"\nclient_secret = { env = \"S\" }",
+                "expected an https:// URL",
+            ),
+            (
+                "token_url = \"not a url\"\nscope = \"s\"\nclient_id = \"a\"\nclient_secret = { env = \"S\" }",
+                "expected an https:// URL",
+            ),
+            (
+                "provider = \"microsoft\"\ntenant = \"t\"\nclient_id = \"a\"",
+                "expect `client_secret`",
+            ),
+            (
+                "provider = \"microsoft\"\ntenant = \"t\"\nclient_id = \"a\"\nclient_secret = { env = \"S\" }\ncertificate = \"/c.pem\"\nprivate_key = { env = \"K\" }",
+                "not both",
+            ),
+            (
+                "provider = \"microsoft\"\ntenant = \"t\"\nclient_id = \"a\"\ncertificate = \"/c.pem\"",
+                "go together",
+            ),
+            (
+                "provider = \"google\"\ntenant = \"t\"\nclient_id = \"a\"",
+                "`tenant` goes with",
+            ),
+            (
+                "provider = \"google\"\nclient_id = \" \"",
+                "client_id is empty",
+            ),
+            (
+                "provider = \"microsoft\"\ntenant = \"t\"\nflow = \"client_credentials\"\nclient_id = \"a\"\nclient_secret = { env = \"S\" }\nrefresh_token = { env = \"R\" }",
+                "goes with flow",
+            ),
         ];
         for (text, expected) in cases {
             let e = section(text).grant("u").unwrap_err();

@@ -48,7 +48,8 @@ fn alert(sh: &Shared, e: &GrantEvent) {
                     crate::text::local_time(*since, zone, *since),
                     if error.contains("invalid_client") {
                         "The client secret or certificate is wrong or has expired: renew it with the provider and in the credential the config names.\n\n"
-                    } else if error.contains("invalid_grant") || error.contains("no refresh token") {
+                    } else if error.contains("invalid_grant") || error.contains("no refresh token")
+                    {
                         "The consent was revoked, has expired, or was never given: give it again with `mailtriage oauth2 authorize --config DIR NAME` (NAME: the mailbox, or smtp).\n\n"
                     } else {
                         ""
@@ -67,7 +68,9 @@ fn alert(sh: &Shared, e: &GrantEvent) {
             (
                 format!("oauth2.{grant}.{}.up", since.as_second()),
                 format!("mailtriage: OAuth 2.0 works again for {users}"),
-                format!("mailtriage gets OAuth 2.0 access tokens for {users} from {token_url} again.\n"),
+                format!(
+                    "mailtriage gets OAuth 2.0 access tokens for {users} from {token_url} again.\n"
+                ),
                 false,
             )
         }

@@ -107,15 +107,46 @@ mod tests {
         openssl(d, &["genrsa", "-out", "key.pem", "2048"]);
         openssl(
             d,
-            &["req", "-x509", "-new", "-key", "key.pem", "-subj", "/CN=mailtriage", "-days", "2", "-out", "cert.pem"],
+            &[
+                "req",
+                "-x509",
+                "-new",
+                "-key",
+                "key.pem",
+                "-subj",
+                "/CN=mailtriage",
+                "-days",
+                "2",
+                "-out",
+                "cert.pem",
+            ],
         );
-        openssl(d, &["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "ec.pem"]);
+        openssl(
+            d,
+            &[
+                "ecparam",
+                "-name",
+                "prime256v1",
+                "-genkey",
+                "-noout",
+                "-out",
+                "ec.pem",
+            ],
+        );
         let cert = std::fs::read(d.join("cert.pem")).unwrap();
         let key = std::fs::read(d.join("key.pem")).unwrap();
         let rng = ring::rand::SystemRandom::new();
         let now = Timestamp::from_second(1_800_000_000).unwrap();
-        let jwt = client_assertion(&cert, &key, "app", "https://login.example.com/t", now, "j1", &rng)
-            .unwrap();
+        let jwt = client_assertion(
+            &cert,
+            &key,
+            "app",
+            "https://login.example.com/t",
+            now,
+            "j1",
+            &rng,
+        )
+        .unwrap();
         let parts: Vec<&str> = jwt.split('.').collect();
         assert_eq!(parts.len(), 3);
         let json = |p: &str| -> serde_json::Value {
@@ -144,7 +175,10 @@ mod tests {
         );
         let signed = format!("{}.{}", parts[0], parts[1]);
         public
-            .verify(signed.as_bytes(), &URL_SAFE_NO_PAD.decode(parts[2]).unwrap())
+            .verify(
+                signed.as_bytes(),
+                &URL_SAFE_NO_PAD.decode(parts[2]).unwrap(),
+            )
             .expect("the signature verifies with the certificate's key");
 
         let ec = std::fs::read(d.join("ec.pem")).unwrap();

@@ -18,7 +18,7 @@ pub mod protocol;
 mod saved;
 mod source;
 
+pub use crate::health::GrantHealth;
 pub use protocol::{AccessToken, GrantError, RefreshToken};
 pub use saved::{SavedError, saved_path};
-pub use crate::health::GrantHealth;
 pub use source::{GrantEvent, Grants, Notify, TokenSource};

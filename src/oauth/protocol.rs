@@ -173,22 +173,17 @@ pub fn parse_token_response(status: u16, body: &[u8]) -> Result<Issued, GrantErr
         }
         let lifetime = match s.expires_in {
             Some(ExpiresIn::N(n)) => Duration::from_secs(n),
-            Some(ExpiresIn::S(text)) => {
-                Duration::from_secs(text.trim().parse().map_err(|_| {
-                    GrantError::Unavailable(format!(
-                        "HTTP {status}: expires_in {text:?} is not a number of seconds"
-                    ))
-                })?)
-            }
+            Some(ExpiresIn::S(text)) => Duration::from_secs(text.trim().parse().map_err(|_| {
+                GrantError::Unavailable(format!(
+                    "HTTP {status}: expires_in {text:?} is not a number of seconds"
+                ))
+            })?),
             None => Duration::from_secs(3600),
         };
         return Ok(Issued {
             access_token: AccessToken(s.access_token),
             lifetime,
-            refresh_token: s
-                .refresh_token
-                .filter(|r| !r.is_empty())
-                .map(RefreshToken),
+            refresh_token: s.refresh_token.filter(|r| !r.is_empty()).map(RefreshToken),
         });
     }
     let failure = serde_json::from_slice::<Failure>(body).ok();
@@ -386,14 +381,21 @@ pub fn code_from_query(query: &str, state: &str) -> Result<String, ReplyError> {
     let pairs: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
         .into_owned()
         .collect();
-    let get = |k: &str| pairs.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+    let get = |k: &str| {
+        pairs
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+    };
     if let Some(error) = get("error") {
         return Err(ReplyError::Denied {
             error,
             description: get("error_description"),
         });
     }
-    let code = get("code").filter(|c| !c.is_empty()).ok_or(ReplyError::NoCode)?;
+    let code = get("code")
+        .filter(|c| !c.is_empty())
+        .ok_or(ReplyError::NoCode)?;
     if get("state").as_deref() != Some(state) {
         return Err(ReplyError::State);
     }
@@ -430,9 +432,15 @@ mod tests {
             (
                 200,
                 r#"{"access_token":"at4","token_type":"mac"}"#,
-                Want::Refused("unsupported token_type: \"mac\", where Bearer was expected (HTTP 200)"),
+                Want::Refused(
+                    "unsupported token_type: \"mac\", where Bearer was expected (HTTP 200)",
+                ),
             ),
-            (200, r#"{"token":"x"}"#, Want::Unavailable("HTTP 200 without a token")),
+            (
+                200,
+                r#"{"token":"x"}"#,
+                Want::Unavailable("HTTP 200 without a token"),
+            ),
             (
                 400,
                 r#"{"error":"invalid_grant","error_description":"AADSTS70000: The grant was revoked."}"#,
@@ -448,7 +456,11 @@ mod tests {
                 r#"{"error":"unauthorized_client"}"#,
                 Want::Refused("unauthorized_client (HTTP 400)"),
             ),
-            (403, "<html>Forbidden</html>", Want::Refused("refused: <html>Forbidden</html> (HTTP 403)")),
+            (
+                403,
+                "<html>Forbidden</html>",
+                Want::Refused("refused: <html>Forbidden</html> (HTTP 403)"),
+            ),
             (
                 503,
                 r#"{"error":"temporarily_unavailable","error_description":"try later"}"#,
@@ -459,7 +471,11 @@ mod tests {
                 r#"{"error":"temporarily_unavailable"}"#,
                 Want::Unavailable("temporarily_unavailable (HTTP 400)"),
             ),
-            (502, "Bad Gateway", Want::Unavailable("HTTP 502: Bad Gateway")),
+            (
+                502,
+                "Bad Gateway",
+                Want::Unavailable("HTTP 502: Bad Gateway"),
+            ),
             (429, "", Want::Unavailable("HTTP 429: ")),
         ];
         for (status, body, want) in cases {
@@ -581,8 +597,13 @@ mod tests {
     #[test]
     fn consent_url_carries_pkce_state_and_the_providers_extras() {
         let p = Pkce::from_random(&[7; 32]);
-        let url = consent_url(&grant(Flow::RefreshToken), "http://127.0.0.1:8400/", "st", &p)
-            .unwrap();
+        let url = consent_url(
+            &grant(Flow::RefreshToken),
+            "http://127.0.0.1:8400/",
+            "st",
+            &p,
+        )
+        .unwrap();
         let parsed = url::Url::parse(&url).unwrap();
         let q: Vec<(String, String)> = parsed.query_pairs().into_owned().collect();
         let get = |k: &str| q.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
@@ -608,7 +629,10 @@ mod tests {
             ("?code=abc&state=st", Ok("abc")),
             ("code=abc&state=st", Ok("abc")),
             ("4/0Adeu5BW", Ok("4/0Adeu5BW")),
-            ("http://127.0.0.1:8400/?code=abc&state=other", Err(ReplyError::State)),
+            (
+                "http://127.0.0.1:8400/?code=abc&state=other",
+                Err(ReplyError::State),
+            ),
             ("http://127.0.0.1:8400/?code=abc", Err(ReplyError::State)),
             ("http://127.0.0.1:8400/?state=st", Err(ReplyError::NoCode)),
             (

@@ -19,7 +19,9 @@ use crate::config::Grant;
 
 /// Where `grant`'s refresh token is kept under the state directory.
 pub fn saved_path(state_dir: &Path, grant: &Grant) -> PathBuf {
-    state_dir.join("oauth2").join(format!("{}.json", grant.key()))
+    state_dir
+        .join("oauth2")
+        .join(format!("{}.json", grant.key()))
 }
 
 /// The file; besides the token, what it is for, for whoever looks.
@@ -81,7 +83,11 @@ pub fn save(
         move |source| SavedError::Io { path: p, source }
     };
     let dir = path.parent().unwrap_or(Path::new("."));
-    match fs::DirBuilder::new().recursive(true).mode(0o700).create(dir) {
+    match fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+    {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(io(dir)(e)),
@@ -148,6 +154,9 @@ mod tests {
         assert_eq!(fs::read_dir(path.parent().unwrap()).unwrap().count(), 1);
         fs::write(&path, "{\"refresh_token\": 12, \"x\": \"s3cret\"}").unwrap();
         let e = load(&path).unwrap_err().to_string();
-        assert!(e.contains("not a saved refresh token") && !e.contains("s3cret"), "{e}");
+        assert!(
+            e.contains("not a saved refresh token") && !e.contains("s3cret"),
+            "{e}"
+        );
     }
 }

@@ -371,8 +371,9 @@ impl TokenSource {
                     .map_err(|e| GrantError::Unusable(format!("oauth2 private_key: {e}")))?;
                 let rng = ring::rand::SystemRandom::new();
                 let mut jti = [0u8; 16];
-                ring::rand::SecureRandom::fill(&rng, &mut jti)
-                    .map_err(|_| GrantError::Unusable("no randomness for a client assertion".into()))?;
+                ring::rand::SecureRandom::fill(&rng, &mut jti).map_err(|_| {
+                    GrantError::Unusable("no randomness for a client assertion".into())
+                })?;
                 let jti: String = jti.iter().map(|b| format!("{b:02x}")).collect();
                 let assertion = super::assertion::client_assertion(
                     &cert,
@@ -476,7 +477,12 @@ impl Grants {
         let sources = found
             .into_iter()
             .map(|(g, used_by)| {
-                Arc::new(TokenSource::new(g, used_by, state_dir.clone(), notify.clone()))
+                Arc::new(TokenSource::new(
+                    g,
+                    used_by,
+                    state_dir.clone(),
+                    notify.clone(),
+                ))
             })
             .collect();
         Grants {
