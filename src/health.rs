@@ -189,6 +189,8 @@ pub struct Facts {
     pub outbox: OutboxFacts,
     pub digests: Vec<DigestFacts>,
     pub database: DatabaseReport,
+    /// The OAuth 2.0 grants, while the daemon runs.
+    pub grants: Vec<GrantHealth>,
 }
 
 /// The verdict: the exit status of `mailtriage status`.
@@ -240,6 +242,9 @@ pub struct Report {
     pub outbox: OutboxReport,
     pub digests: Vec<DigestReport>,
     pub database: DatabaseReport,
+    /// The OAuth 2.0 grants (empty without a daemon, or without grants).
+    #[serde(default)]
+    pub oauth2: Vec<GrantHealth>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -304,7 +309,7 @@ pub struct DatabaseReport {
 }
 
 /// The report of `facts`: healthy unless the daemon is not running, a
-/// mailbox is down, mail has been retrying for longer than `alert_after`,
+/// mailbox is down, an OAuth 2.0 grant is refused, mail has been retrying for longer than `alert_after`,
 /// or anything is undeliverable.
 pub fn report(facts: Facts) -> Report {
     let now = facts.now;
@@ -320,6 +325,12 @@ pub fn report(facts: Facts) -> Report {
                 span(seconds_since(live.since, now))
             ));
         }
+    }
+    for g in facts.grants.iter().filter(|g| g.refused) {
+        reasons.push(format!(
+            "OAuth 2.0 grant of {} refused",
+            g.used_by.join(", ")
+        ));
     }
     let o = &facts.outbox;
     let oldest_retrying = o
@@ -415,6 +426,7 @@ pub fn report(facts: Facts) -> Report {
         },
         digests,
         database: facts.database,
+        oauth2: facts.grants,
     }
 }
 

@@ -103,7 +103,7 @@ fn to(s: &SmtpCapture, rcpt: &str) -> Vec<mailtriage_testkit::Captured> {
 fn subjects(s: &SmtpCapture, rcpt: &str) -> Vec<String> {
     to(s, rcpt)
         .iter()
-        .map(|c| mailtriage_testkit::subject(c))
+        .map(mailtriage_testkit::subject)
         .collect()
 }
 
@@ -479,19 +479,36 @@ fn smtp_whose_grant_is_refused_keeps_the_mail_and_says_so_in_status() {
     d.deliver("ops", "INBOX", &escalation(1, "ops@example.com"));
     let mut daemon =
         mailtriage_testkit::Daemon::spawn(env!("CARGO_BIN_EXE_mailtriage"), dir.path());
+    let status = || String::from_utf8_lossy(&run(dir.path(), &["status"]).stdout).into_owned();
     wait_until(
         WAIT,
         || {
-            let out = run(dir.path(), &["status"]);
-            String::from_utf8_lossy(&out.stdout).contains("invalid_grant")
+            let text = status();
+            text.lines().any(|l| {
+                l.starts_with("outbox")
+                    && l.contains("retrying (the oldest")
+                    && l.contains("invalid_grant")
+            })
         },
         || {
             format!(
                 "status does not say why: {}\n{}",
-                String::from_utf8_lossy(&run(dir.path(), &["status"]).stdout),
+                status(),
                 daemon.log_tail()
             )
         },
+    );
+    let text = status();
+    assert!(
+        text.starts_with("degraded: OAuth 2.0 grant of [smtp] refused"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("oauth2    [smtp] (client_credentials")
+                && l.contains("refused since")
+                && l.contains("AADSTS50173")),
+        "{text}"
     );
     assert!(s.messages().is_empty());
     assert!(

@@ -189,6 +189,8 @@ pub struct Scope {
     /// Each digest of the routing table, with its schedule.
     pub digests: Vec<(String, Option<Schedule>)>,
     pub database: PathBuf,
+    /// Each OAuth 2.0 grant's health while the daemon runs.
+    pub grants: Vec<crate::health::GrantHealth>,
 }
 
 /// The process that answers besides the store: the running daemon, or

@@ -109,6 +109,7 @@ impl crate::control::Host for Host {
             version: env!("CARGO_PKG_VERSION").to_string(),
             started_at: sh.started_at,
         });
+        scope.grants = sh.grants.health();
         for ((_, live), m) in scope.mailboxes.iter_mut().zip(&sh.live) {
             let m = m.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             *live = Some(m.clone());

@@ -69,7 +69,20 @@ struct Outage {
     error: Option<crate::health::Noted>,
     refused: bool,
     told: bool,
+    /// Failed requests in a row, and the last one's error: until
+    /// `next_try` that error is the answer, without asking again (a
+    /// provider throttles a client that insists).
+    failures: u32,
+    last: Option<GrantError>,
+    next_try: Option<Timestamp>,
 }
+
+/// Waits between failed token requests: 1 s doubling to 5 min.
+const RETRY: crate::backoff::Backoff = crate::backoff::Backoff {
+    first: Duration::from_secs(1),
+    max: Duration::from_secs(300),
+    give_up_after: Duration::MAX,
+};
 
 /// One grant's tokens. See the module docs.
 pub struct TokenSource {
@@ -137,6 +150,9 @@ impl TokenSource {
             && now < h.fresh_until
         {
             return Ok(h.token.clone());
+        }
+        if let Some(e) = self.held_error(now) {
+            return Err(e);
         }
         match self.refresh(&mut cache, now).await {
             Ok(token) => {
@@ -223,6 +239,18 @@ impl TokenSource {
         }
     }
 
+    /// The last failure's error, while it is too early to ask again.
+    fn held_error(&self, now: Timestamp) -> Option<GrantError> {
+        let o = self
+            .outage
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match (&o.last, o.next_try) {
+            (Some(e), Some(at)) if now < at => Some(e.clone()),
+            _ => None,
+        }
+    }
+
     fn worked(&self, now: Timestamp) {
         let event = {
             let mut o = self
@@ -256,6 +284,13 @@ impl TokenSource {
                 message: e.to_string(),
             });
             o.refused = e.is_fatal();
+            o.failures = o.failures.saturating_add(1);
+            let wait = RETRY.delay(o.failures - 1, self.requests.load(Ordering::Relaxed));
+            o.next_try = Some(crate::clock::after(
+                now,
+                Duration::from_secs(u64::try_from(wait).unwrap_or(1)),
+            ));
+            o.last = Some(e.clone());
             (e.is_fatal() && !o.told).then(|| {
                 o.told = true;
                 GrantEvent::Broken {
