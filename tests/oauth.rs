@@ -5,8 +5,9 @@
 //! same way. Tokens expire, rotate and are revoked on the test's command;
 //! the token server counts the requests.
 
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -533,4 +534,177 @@ fn smtp_whose_grant_is_refused_keeps_the_mail_and_says_so_in_status() {
         "{admin:?}"
     );
     daemon.terminate(WAIT);
+}
+
+/// A config whose `ops` mailbox has a refresh-token grant at `t` and no
+/// refresh token yet.
+fn consent_config(t: &TokenServer, d: &Dovecot, s: &SmtpCapture) -> tempfile::TempDir {
+    let dir = write_config(
+        d,
+        s,
+        &Setup {
+            ops_oauth: Some(format!(
+                "oauth2 = {{ flow = \"refresh_token\", token_url = \"{}\", authorize_url = \"{}\", scope = \"mail offline_access\", client_id = \"gapp\", client_secret = {{ file = \"@DIR@/client-secret\" }} }}",
+                t.token_url(),
+                t.authorize_url()
+            )),
+            ..Default::default()
+        },
+    );
+    fix_paths(dir.path());
+    dir
+}
+
+/// Starts `oauth2 authorize` and reads the consent URL it prints.
+fn start_authorize(dir: &Path, extra: &[&str]) -> (std::process::Child, String, impl BufRead) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mailtriage"))
+        .args(["oauth2", "authorize", "--config"])
+        .arg(dir)
+        .arg("ops")
+        .args(extra)
+        .env_remove("STATE_DIRECTORY")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run mailtriage oauth2 authorize");
+    let mut lines = BufReader::new(child.stdout.take().unwrap());
+    let mut url = String::new();
+    for _ in 0..20 {
+        let mut line = String::new();
+        if lines.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        if let Some(u) = line.trim().strip_prefix("http://") {
+            url = format!("http://{u}");
+            break;
+        }
+    }
+    assert!(!url.is_empty(), "no consent URL printed");
+    (child, url, lines)
+}
+
+/// The browser at the consent page: the token server consents at once
+/// and redirects; returns where to.
+fn consent(t: &TokenServer, url: &str) -> String {
+    let path = url
+        .strip_prefix(&format!("http://127.0.0.1:{}", t.port()))
+        .unwrap_or_else(|| panic!("{url}"));
+    assert!(
+        path.contains("code_challenge_method=S256") && path.contains("state="),
+        "{url}"
+    );
+    let a = mailtriage_testkit::http(t.port(), "GET", path, None).unwrap();
+    assert_eq!(a.status, 302, "{}", a.body);
+    a.location.expect("a redirect")
+}
+
+#[test]
+fn oauth2_authorize_takes_the_redirect_and_the_daemon_uses_the_refresh_token() {
+    let t = TokenServer::start(
+        &[TokenClient::with_secret("gapp", "app-s3cret-value", "ops")],
+        &[],
+        3600,
+    );
+    let d = Dovecot::start_oauth(&[("ops", "secret")], &t.introspection_url());
+    let s = SmtpCapture::start();
+    let dir = consent_config(&t, &d, &s);
+    assert!(run(dir.path(), &["check-config"]).status.success());
+
+    let (mut child, url, mut rest) = start_authorize(dir.path(), &["--listen"]);
+    let location = consent(&t, &url);
+    // The browser follows the redirect to the command's loopback port.
+    let target = location
+        .strip_prefix("http://127.0.0.1:")
+        .unwrap_or_else(|| panic!("{location}"));
+    let (port, path) = target.split_once('/').unwrap();
+    let favicon =
+        mailtriage_testkit::http(port.parse().unwrap(), "GET", "/favicon.ico", None).unwrap();
+    assert_eq!(favicon.status, 404);
+    let page =
+        mailtriage_testkit::http(port.parse().unwrap(), "GET", &format!("/{path}"), None).unwrap();
+    assert_eq!(page.status, 200, "{}", page.body);
+    let status = child.wait().unwrap();
+    let mut printed = String::new();
+    rest.read_to_string(&mut printed).unwrap();
+    assert!(status.success(), "{printed}");
+    assert!(
+        printed.contains("Stored the refresh token for ops"),
+        "{printed}"
+    );
+    let saved = saved_token_file(dir.path());
+    let (_, refresh) = t.issued();
+    assert!(
+        std::fs::read_to_string(&saved)
+            .unwrap()
+            .contains(&refresh[0])
+    );
+
+    d.deliver("ops", "INBOX", &escalation(1, "ops@example.com"));
+    let daemon = InProcess::start(dir.path());
+    s.wait_for(1, WAIT);
+    assert_eq!(
+        t.requests("gapp"),
+        2,
+        "the code's exchange, then one refresh"
+    );
+    daemon.shutdown();
+}
+
+#[test]
+fn oauth2_authorize_reads_the_pasted_address_and_refuses_another_consents() {
+    let t = TokenServer::start(
+        &[TokenClient::with_secret("gapp", "app-s3cret-value", "ops")],
+        &[],
+        3600,
+    );
+    let d = Dovecot::start_oauth(&[("ops", "secret")], &t.introspection_url());
+    let s = SmtpCapture::start();
+    let dir = consent_config(&t, &d, &s);
+
+    // Another consent's redirect (its state is not this one's).
+    let (mut other, other_url, _) = start_authorize(dir.path(), &[]);
+    other.kill().unwrap();
+    other.wait().unwrap();
+    let stale = consent(&t, &other_url);
+    let (mut child, _, mut rest) = start_authorize(dir.path(), &[]);
+    writeln!(child.stdin.as_mut().unwrap(), "{stale}").unwrap();
+    let mut printed = String::new();
+    rest.read_to_string(&mut printed).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{printed}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("state does not match"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let (mut child, url, mut rest) = start_authorize(dir.path(), &[]);
+    let location = consent(&t, &url);
+    assert!(
+        location.starts_with("http://127.0.0.1/?code="),
+        "{location}"
+    );
+    writeln!(child.stdin.as_mut().unwrap(), "{location}").unwrap();
+    let mut printed = String::new();
+    rest.read_to_string(&mut printed).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{printed}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        printed.contains("Stored the refresh token for ops"),
+        "{printed}"
+    );
+    saved_token_file(dir.path());
+
+    // A mailbox with client credentials has nothing to authorize.
+    let out = run(dir.path(), &["oauth2", "authorize", "support"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "an unknown mailbox is a usage error"
+    );
 }

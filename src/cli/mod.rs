@@ -1,6 +1,6 @@
 //! The command line: `parse`, `route`, `replay`, `check-config`, `run`,
-//! `cases`, `digest`, `status` and `outbox`; `completions` and `man`;
-//! `--version`.
+//! `cases`, `digest`, `status`, `outbox` and `oauth2 authorize`;
+//! `completions` and `man`; `--version`.
 //!
 //! Each subcommand is a function over the library that writes to a given
 //! writer, so tests drive them without a process. Exit codes are part of the
@@ -19,11 +19,12 @@
 //! for batches of messages in `batch`, `cases` and `digest` in `cases`
 //! (with the way to the daemon or the database the others share),
 //! `status` in `status` (its exit code is its verdict), `outbox` in
-//! `outbox`, and the completion scripts and man pages in `generate`.
+//! `outbox`, `oauth2 authorize` in `oauth2`, and the completion scripts and man pages in `generate`.
 
 mod batch;
 mod cases;
 mod generate;
+mod oauth2;
 mod outbox;
 mod replay;
 mod status;
@@ -196,6 +197,11 @@ pub enum Command {
     Outbox {
         #[command(subcommand)]
         command: OutboxCommand,
+    },
+    /// OAuth 2.0 grants of the mailboxes and the SMTP server.
+    Oauth2 {
+        #[command(subcommand)]
+        command: OAuth2Command,
     },
     /// Print the completion script for a shell.
     ///
@@ -374,6 +380,43 @@ pub enum LogFormat {
 }
 
 /// How a command failed, mapped to an exit code by `main`.
+/// `mailtriage oauth2 ...`.
+#[derive(Debug, Subcommand)]
+pub enum OAuth2Command {
+    /// Give a user's consent for a refresh-token grant, and store the
+    /// refresh token in the state directory for the daemon.
+    ///
+    /// Prints the provider's consent page (with PKCE and a state). Open it,
+    /// sign in as the mailbox's user and consent; the browser is then sent
+    /// to the redirect URI with a code. Paste that address (or the code)
+    /// back, or, with --listen, let the command take the redirect itself on
+    /// 127.0.0.1. The code is exchanged at the token endpoint and the
+    /// refresh token stored (oauth2/ beside the database, mode 0600). Run
+    /// it as the user the daemon runs as.
+    Authorize {
+        /// Config directory: its mailtriage.toml has the grant and names
+        /// the database.
+        #[arg(long, value_name = "DIR")]
+        config: PathBuf,
+        /// The mailbox whose grant to authorize, or `smtp` for [smtp]'s.
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// Take the browser's redirect on http://127.0.0.1:PORT/ instead
+        /// of reading the pasted address.
+        #[arg(long)]
+        listen: bool,
+        /// The port for --listen (0: any free one; the provider must
+        /// accept any loopback port, as Google's desktop clients and
+        /// Microsoft's public clients do).
+        #[arg(long, value_name = "PORT", default_value_t = 0, requires = "listen")]
+        port: u16,
+        /// The redirect URI registered with the provider, when pasting
+        /// (default: http://127.0.0.1/).
+        #[arg(long, value_name = "URI", conflicts_with = "listen")]
+        redirect_uri: Option<String>,
+    },
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     #[error("{0}")]
@@ -515,6 +558,25 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
         } => cases::digest(&config, name, send_now, out),
         Command::Status { config, json } => status::status(&config, json, out),
         Command::Outbox { command } => outbox::outbox(command, out),
+        Command::Oauth2 {
+            command:
+                OAuth2Command::Authorize {
+                    config,
+                    name,
+                    listen,
+                    port,
+                    redirect_uri,
+                },
+        } => oauth2::authorize(
+            &oauth2::Authorize {
+                config: &config,
+                name: &name,
+                listen: listen.then_some(port),
+                redirect_uri: redirect_uri.as_deref(),
+            },
+            &mut io::stdin().lock(),
+            out,
+        ),
         Command::Completions { shell } => generate::completions(shell, out),
         Command::Man { dir } => generate::man(dir.as_deref(), out),
     }

@@ -173,6 +173,12 @@ impl TokenSource {
                 Err(e)
             }
             Err(e) => {
+                if self.grant.flow == Flow::RefreshToken {
+                    // A refresh token stored since (`mailtriage oauth2
+                    // authorize`) is read at the next try.
+                    cache.refresh = None;
+                    cache.saved_loaded = false;
+                }
                 self.failed(&e, now);
                 Err(e)
             }
