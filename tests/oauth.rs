@@ -708,3 +708,155 @@ fn oauth2_authorize_reads_the_pasted_address_and_refuses_another_consents() {
         "an unknown mailbox is a usage error"
     );
 }
+
+/// A token source for `client` at `t` (client credentials with `secret`),
+/// its events collected.
+fn source_for(
+    t: &TokenServer,
+    client: &str,
+    secret_file: &Path,
+) -> (
+    mailtriage::oauth::TokenSource,
+    Arc<std::sync::Mutex<Vec<mailtriage::oauth::GrantEvent>>>,
+) {
+    let section: mailtriage::config::OAuth2Section = toml::from_str(&format!(
+        "token_url = \"{}\"\nscope = \"mail\"\nclient_id = \"{client}\"\nclient_secret = {{ file = \"{}\" }}",
+        t.token_url(),
+        secret_file.display()
+    ))
+    .unwrap();
+    let events = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = events.clone();
+    let source = mailtriage::oauth::TokenSource::new(
+        section.grant("ops").unwrap(),
+        vec!["mailbox ops".into()],
+        None,
+        Some(Arc::new(move |e| sink.lock().unwrap().push(e))),
+    );
+    (source, events)
+}
+
+#[test]
+fn an_unavailable_endpoint_is_retried_with_backoff_and_a_refusal_told_once() {
+    use mailtriage::oauth::{GrantError, GrantEvent};
+    let t = TokenServer::start(
+        &[TokenClient::with_secret("app", "app-s3cret-value", "ops")],
+        &[],
+        3600,
+    );
+    let secret = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(secret.path(), "app-s3cret-value").unwrap();
+    let (source, events) = source_for(&t, "app", secret.path());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let t0 = jiff::Timestamp::now();
+    let at = |s: i64| t0 + jiff::SignedDuration::from_secs(s);
+    rt.block_on(async {
+        // 503: not fatal, not told; asked again only after the backoff
+        // (the time is given, so nothing waits).
+        t.fail_next(503, 1);
+        let e = source.token(at(0)).await.unwrap_err();
+        assert!(matches!(e, GrantError::Unavailable(_)), "{e}");
+        assert!(!e.is_fatal());
+        assert!(
+            source.token(at(0)).await.is_err(),
+            "held during the backoff"
+        );
+        assert_eq!(t.requests("app"), 1);
+        let token = source.token(at(2)).await.expect("after the backoff");
+        assert_eq!(t.requests("app"), 2);
+        assert!(
+            events.lock().unwrap().is_empty(),
+            "a transient failure is not alerted"
+        );
+
+        // Revoked: the server refuses the token, it is dropped, the
+        // provider refuses the grant: told once however often it is asked.
+        t.revoke("app");
+        source.invalidate(&token).await;
+        for s in [10, 10, 10, 11, 11] {
+            let e = source.token(at(s)).await.unwrap_err();
+            assert!(e.is_fatal(), "{e}");
+        }
+        assert_eq!(
+            t.requests("app"),
+            2 + 2,
+            "asked at 10 s, and after the first backoff (1 s), not in between"
+        );
+        t.restore("app");
+        source.token(at(1000)).await.expect("restored");
+        source.token(at(1001)).await.expect("cached");
+    });
+    let events = events.lock().unwrap();
+    assert_eq!(events.len(), 2, "{events:?}");
+    match &events[0] {
+        GrantEvent::Broken { error, used_by, .. } => {
+            assert!(error.contains("invalid_grant: AADSTS50173"), "{error}");
+            assert_eq!(used_by, &["mailbox ops"]);
+        }
+        e => panic!("{e:?}"),
+    }
+    assert!(
+        matches!(events[1], GrantEvent::Recovered { .. }),
+        "{events:?}"
+    );
+    let health = source.health();
+    assert!(health.error.is_none() && !health.refused && health.token_expires.is_some());
+}
+
+#[test]
+fn a_certificate_credential_signs_a_client_assertion_the_provider_accepts() {
+    let t = TokenServer::start(
+        &[TokenClient {
+            id: "certapp".into(),
+            secret: None,
+            assertion: true,
+            username: "ops".into(),
+        }],
+        &[],
+        3600,
+    );
+    let d = Dovecot::start_oauth(&[("ops", "secret")], &t.introspection_url());
+    let s = SmtpCapture::start();
+    let dir = write_config(
+        &d,
+        &s,
+        &Setup {
+            ops_oauth: Some(format!(
+                "oauth2 = {{ token_url = \"{}\", scope = \"mail\", client_id = \"certapp\", certificate = \"@DIR@/app.pem\", private_key = {{ file = \"@DIR@/app.key\" }} }}",
+                t.token_url()
+            )),
+            ..Default::default()
+        },
+    );
+    fix_paths(dir.path());
+    for args in [
+        &["genrsa", "-out", "app.key", "2048"][..],
+        &[
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            "app.key",
+            "-subj",
+            "/CN=mailtriage",
+            "-days",
+            "2",
+            "-out",
+            "app.pem",
+        ],
+    ] {
+        let ok = Command::new("openssl")
+            .args(args)
+            .current_dir(dir.path())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "openssl {args:?}");
+    }
+    d.deliver("ops", "INBOX", &escalation(1, "ops@example.com"));
+    let daemon = InProcess::start(dir.path());
+    s.wait_for(1, WAIT);
+    assert_eq!(t.requests("certapp"), 1);
+    daemon.shutdown();
+}

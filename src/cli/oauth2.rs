@@ -153,6 +153,7 @@ pub(super) fn authorize(
             .save_refresh_token(&refresh, now)
             .map_err(|e| CliError::Refused(format!("storing the refresh token: {e}")))?;
         if let Some(path) = path {
+            give_to_state_owner(&path)?;
             writeln!(
                 out,
                 "Stored the refresh token for {} in {}.\nThe daemon uses it from its next token request (a running daemon whose grant was refused reads it when it next retries).",
@@ -162,6 +163,35 @@ pub(super) fn authorize(
         }
         Ok(super::Outcome::Ok)
     })
+}
+
+/// Run as root for a service whose state directory belongs to its own
+/// (dynamic) user: the stored token and its directory are given to that
+/// user, or the daemon could not read them.
+fn give_to_state_owner(path: &Path) -> Result<(), CliError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let Some(dir) = path.parent() else {
+        return Ok(());
+    };
+    let Some(state) = dir.parent() else {
+        return Ok(());
+    };
+    // /proc/self belongs to the effective user: no libc call needed.
+    let me = std::fs::metadata("/proc/self").map(|m| m.uid());
+    let owner = std::fs::metadata(state).map(|m| (m.uid(), m.gid()));
+    if let (Ok(0), Ok((uid, gid))) = (me, owner)
+        && uid != 0
+    {
+        for p in [dir, path] {
+            std::os::unix::fs::chown(p, Some(uid), Some(gid)).map_err(|source| {
+                CliError::Write {
+                    path: p.to_path_buf(),
+                    source,
+                }
+            })?;
+        }
+    }
+    Ok(())
 }
 
 /// Serves the loopback redirect until one carries a code (or an error)

@@ -236,10 +236,13 @@ impl Settings {
                     )));
                 }
                 _ => {
-                    return Err(whole(format!(
-                        "mailbox {:?}: expected one of `password`, `oauth2` and `oauth2_token`, not several",
-                        m.name
-                    )));
+                    return Err(src.error_at(
+                        m.oauth2.as_ref().map(Spanned::span),
+                        format!(
+                            "mailbox {:?}: expected one of `password`, `oauth2` and `oauth2_token`, not several",
+                            m.name
+                        ),
+                    ));
                 }
             }
             if !m.mark_seen && m.move_to.is_none() {
