@@ -1,8 +1,9 @@
 //! The SMTP transport: one connection of our own, kept open between
 //! messages, over implicit TLS, STARTTLS or (for loopback tests) plain
-//! TCP, and each message delivered as it was stored, or in its 7-bit form
-//! to a server without 8BITMIME. What is sent is composed in
-//! [`crate::mail`].
+//! TCP, logged in with a password or with XOAUTH2 (a token from the
+//! grant's [`TokenSource`], replaced once when the server refuses it), and
+//! each message delivered as it was stored, or in its 7-bit form to a
+//! server without 8BITMIME. What is sent is composed in [`crate::mail`].
 
 use std::io;
 use std::net::SocketAddr;

@@ -398,7 +398,7 @@ pub enum OAuth2Command {
         /// the database.
         #[arg(long, value_name = "DIR")]
         config: PathBuf,
-        /// The mailbox whose grant to authorize, or `smtp` for [smtp]'s.
+        /// The mailbox whose grant to authorize, or `smtp` for `[smtp]`'s.
         #[arg(value_name = "NAME")]
         name: String,
         /// Take the browser's redirect on http://127.0.0.1:PORT/ instead

@@ -1,6 +1,7 @@
 //! mailtriage.toml, read and checked: the daemon's settings, what it
-//! connects to (the mailboxes, the SMTP server) and how it runs (database,
-//! senders allowed, health alerts).
+//! connects to (the mailboxes, the SMTP server, and how each logs in: a
+//! password or an OAuth 2.0 grant) and how it runs (database, senders
+//! allowed, health alerts).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -7,9 +7,12 @@
 //! limit is left for a human, and so is old mail of a rescan), bodies with `BODY.PEEK[]`, then
 //! [`crate::intake::process`] under the case lock, the batch committed in
 //! one transaction, and only then the messages marked or moved on the
-//! server. Between batches it waits in IDLE, or polls. A mailbox that
-//! cannot log in, or stays down for `alert_after`, alerts the admins once,
-//! and once more when it works again.
+//! server. Between batches it waits in IDLE, or polls. A mailbox with an
+//! OAuth 2.0 grant logs in with its token source's token, and with a new
+//! one once more when the server refuses it. A mailbox that cannot log
+//! in, or stays down for `alert_after`, alerts the admins once, and once
+//! more when it works again; a grant the provider refuses is alerted by
+//! the grants task instead, once for all who use it.
 
 use std::sync::Arc;
 use std::time::Duration;
