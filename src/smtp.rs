@@ -190,6 +190,10 @@ impl Smtp {
                 s.ca_file.as_deref(),
             )?))),
             Tls::Starttls => {
+                // lettre reads the CA file its own way and takes a file
+                // without a certificate; ours refuses it, as for implicit
+                // TLS and IMAP, before lettre reads it again.
+                client_config(s.ca_file.as_deref())?;
                 let mut b = TlsParameters::builder(s.host.clone());
                 if let Some(path) = &s.ca_file {
                     let pem = std::fs::read(path).map_err(|source| SettingsError::CaFile {
@@ -455,11 +459,15 @@ mod tests {
             timeout: Duration::from_secs(5),
             ca_file: Some(ca_file.to_owned()),
         };
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
         let cases: &[(Tls, &Path, &str)] = &[
             (Tls::Implicit, &missing, "Tls"),
             (Tls::Implicit, &garbage, "Tls"),
-            (Tls::Starttls, &missing, "CaFile"),
-            (Tls::Starttls, &garbage, "Certificate"),
+            (Tls::Implicit, &empty, "Tls"),
+            (Tls::Starttls, &missing, "Tls"),
+            (Tls::Starttls, &garbage, "Tls"),
+            (Tls::Starttls, &empty, "Tls"),
         ];
         for (tls, path, expected) in cases {
             let Err(e) = Smtp::new(&settings(*tls, path)) else {

@@ -8,13 +8,7 @@ use mailtriage::config::Config;
 /// Copies the shipped config into a temp dir, replaces `from` by `to` in
 /// `file`, and loads it.
 fn load_with(file: &str, from: &str, to: &str) -> Result<Config, String> {
-    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("templates")).unwrap();
-    for entry in walk(&shipped) {
-        let rel = entry.strip_prefix(&shipped).unwrap();
-        std::fs::copy(&entry, dir.path().join(rel)).unwrap();
-    }
+    let dir = shipped_copy();
     let path = dir.path().join(file);
     let text = std::fs::read_to_string(&path).unwrap();
     assert!(text.contains(from), "{file} does not contain {from:?}");
@@ -24,6 +18,18 @@ fn load_with(file: &str, from: &str, to: &str) -> Result<Config, String> {
         e.to_string()
             .replace(&format!("{}/", dir.path().display()), "")
     })
+}
+
+/// A temp dir holding a copy of the shipped config, mailtriage.toml too.
+fn shipped_copy() -> tempfile::TempDir {
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("templates")).unwrap();
+    for entry in walk(&shipped) {
+        let rel = entry.strip_prefix(&shipped).unwrap();
+        std::fs::copy(&entry, dir.path().join(rel)).unwrap();
+    }
+    dir
 }
 
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
@@ -451,4 +457,35 @@ fn without_a_vendors_table_the_shipped_rules_apply() {
     let key = |f: &str| c.vendors.key(f).map(|k| k.to_string());
     assert_eq!(key("QuickPick (VND-1142)").as_deref(), Some("id:vnd-1142"));
     assert_eq!(key("QuickPick Pvt Ltd").as_deref(), Some("name:quickpick"));
+}
+
+#[test]
+fn a_rule_for_a_mailbox_that_is_not_watched_is_refused_with_its_line() {
+    let dir = shipped_copy();
+    let settings = mailtriage::config::Settings::load(dir.path()).unwrap();
+    let check = || {
+        let config = Config::load(dir.path()).unwrap();
+        config.check_mailboxes(dir.path(), &settings).map_err(|e| {
+            e.to_string()
+                .replace(&format!("{}/", dir.path().display()), "")
+        })
+    };
+    let routing = dir.path().join("routing.toml");
+    let text = std::fs::read_to_string(&routing).unwrap();
+    let from = r#"when = { escalation = true, tier = 2 }"#;
+    let line = line_of("routing.toml", from);
+    for (name, want) in [("OPS", Ok(())), ("opps", Err(()))] {
+        let to = format!(r#"when = {{ escalation = true, tier = 2, mailbox = ["{name}"] }}"#);
+        std::fs::write(&routing, text.replacen(from, &to, 1)).unwrap();
+        match (check(), want) {
+            (Ok(()), Ok(())) => {}
+            (Err(e), Err(())) => assert_eq!(
+                e,
+                format!(
+                    "routing.toml:{line}:50: rule \"tier-2\": `when.mailbox` names \"opps\", which is not a [[mailbox]] of mailtriage.toml; expected one of: ops, support"
+                )
+            ),
+            (got, _) => panic!("mailbox {name:?}: {got:?}"),
+        }
+    }
 }

@@ -6,7 +6,7 @@
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use super::{CasesCommand, CliError, Outcome, one_line};
+use super::{CasesCommand, CliError, Outcome, one_line, write_table};
 use crate::config::{Config, ConfigError, Settings};
 use crate::control::{self, CaseDetail, Changed, ControlError, Request, Response};
 use crate::record::CaseRecord;
@@ -335,31 +335,7 @@ fn print_table(cases: &[CaseRecord], now: jiff::Timestamp, out: &mut dyn Write) 
             ]
         })
         .collect();
-    let mut widths = LIST_HEADER.map(|h| h.chars().count());
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: &[&str], out: &mut dyn Write| -> io::Result<()> {
-        let mut s = String::new();
-        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
-            if i + 1 == cells.len() {
-                s.push_str(cell);
-            } else {
-                let pad = w - cell.chars().count();
-                s.push_str(cell);
-                s.extend(std::iter::repeat_n(' ', pad + 2));
-            }
-        }
-        writeln!(out, "{}", s.trim_end())
-    };
-    line(&LIST_HEADER, out)?;
-    for row in &rows {
-        let cells: Vec<&str> = row.iter().map(String::as_str).collect();
-        line(&cells, out)?;
-    }
-    Ok(())
+    write_table(out, &LIST_HEADER, &rows)
 }
 
 fn print_case(d: &CaseDetail, now: jiff::Timestamp, out: &mut dyn Write) -> io::Result<()> {

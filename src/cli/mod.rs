@@ -319,7 +319,7 @@ pub enum CasesCommand {
         /// Only cases received at or after this: YYYY-MM-DD (midnight UTC)
         /// or an RFC 3339 timestamp.
         #[arg(long, value_name = "DATE", value_parser = parse_since)]
-        since: Option<i64>,
+        since: Option<jiff::Timestamp>,
         /// Print a JSON array of the case records.
         #[arg(long)]
         json: bool,
@@ -356,15 +356,15 @@ pub enum CasesCommand {
 
 /// `--since`: `YYYY-MM-DD` (midnight UTC) or an RFC 3339 timestamp, to
 /// unix seconds.
-fn parse_since(s: &str) -> Result<i64, String> {
+fn parse_since(s: &str) -> Result<jiff::Timestamp, String> {
     if let Ok(t) = s.parse::<jiff::Timestamp>() {
-        return Ok(t.as_second());
+        return Ok(t);
     }
     if s.len() == 10
         && let Ok(d) = s.parse::<jiff::civil::Date>()
         && let Ok(z) = d.to_zoned(jiff::tz::TimeZone::UTC)
     {
-        return Ok(z.timestamp().as_second());
+        return Ok(z.timestamp());
     }
     Err("expected YYYY-MM-DD or an RFC 3339 timestamp such as 2026-11-23T14:02:00Z".into())
 }
@@ -632,6 +632,7 @@ fn check_config(dir: &Path, out: &mut dyn Write) -> Result<Outcome, CliError> {
     let config = Config::load(dir)?;
     let daemon = if dir.join("mailtriage.toml").exists() {
         let d = crate::config::Settings::load(dir)?;
+        config.check_mailboxes(dir, &d)?;
         format!(", {} mailboxes", d.mailboxes.len())
     } else {
         String::new()
@@ -648,6 +649,35 @@ fn check_config(dir: &Path, out: &mut dyn Write) -> Result<Outcome, CliError> {
         config.router.digests.len(),
     )?;
     Ok(Outcome::Ok)
+}
+
+/// A table as `cases list` and `outbox list` print it: the header, then
+/// the rows, each column as wide as its widest cell and two spaces from the
+/// next, no space at the end of a line.
+fn write_table<const N: usize>(
+    out: &mut dyn Write,
+    header: &[&str; N],
+    rows: &[[String; N]],
+) -> io::Result<()> {
+    let mut widths = header.map(|h| h.chars().count());
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut line = |cells: &mut dyn Iterator<Item = &str>| -> io::Result<()> {
+        let mut s = String::new();
+        for (cell, w) in cells.zip(widths) {
+            s.push_str(cell);
+            s.extend(std::iter::repeat_n(' ', w - cell.chars().count() + 2));
+        }
+        writeln!(out, "{}", s.trim_end())
+    };
+    line(&mut header.iter().copied())?;
+    for row in rows {
+        line(&mut row.iter().map(String::as_str))?;
+    }
+    Ok(())
 }
 
 /// The first `max` characters of `s` on one line, with `…` when cut.

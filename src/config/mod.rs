@@ -151,6 +151,49 @@ impl Config {
 }
 
 impl Config {
+    /// Checks the rules' `when.mailbox` names against the mailboxes
+    /// `settings` watches: a rule for a mailbox that does not exist never
+    /// matches, and nothing would say so. `dir` is where routing.toml is
+    /// read from, to give the mistake's line.
+    pub fn check_mailboxes(&self, dir: &Path, settings: &Settings) -> Result<(), ConfigError> {
+        let known = |name: &str| {
+            settings
+                .mailboxes
+                .iter()
+                .any(|m| m.name.eq_ignore_ascii_case(name))
+        };
+        let Some((rule, name)) = self.router.rules.iter().find_map(|r| {
+            r.when
+                .mailbox
+                .iter()
+                .find(|m| !known(m))
+                .map(|m| (r.name.as_str(), m.as_str()))
+        }) else {
+            return Ok(());
+        };
+        let path = dir.join("routing.toml");
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let names: Vec<&str> = settings.mailboxes.iter().map(|m| m.name.as_str()).collect();
+        Err(ConfigError {
+            at: mailbox_place(&text, rule, name).map(|o| line_col(&text, o)),
+            file: path,
+            message: format!(
+                "rule {rule:?}: `when.mailbox` names {name:?}, which is not a [[mailbox]] of mailtriage.toml; expected one of: {}",
+                names.join(", ")
+            ),
+        })
+    }
+}
+
+/// Where in routing.toml's `text` the rule named `rule` names `mailbox`:
+/// the first `"mailbox"` after the rule's name.
+fn mailbox_place(text: &str, rule: &str, mailbox: &str) -> Option<usize> {
+    let start = text.find(&format!("{rule:?}"))?;
+    let at = text[start..].find(&format!("{mailbox:?}"))?;
+    Some(start + at)
+}
+
+impl Config {
     /// The shipped `config/` directory, as compiled into the binary.
     pub fn builtin() -> Result<Config, ConfigError> {
         let dir = Path::new("(built-in)/config");

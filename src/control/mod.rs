@@ -25,6 +25,7 @@
 
 use std::path::{Path, PathBuf};
 
+use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::calendar::Schedule;
@@ -48,7 +49,7 @@ pub use server::{Control, ControlSocket, bind, serve};
 #[serde(tag = "request", rename_all = "snake_case")]
 pub enum Request {
     /// Cases, oldest first, filtered: open only, this tier, at least this
-    /// risk, received at or after `since` (unix seconds).
+    /// risk, received at or after `since` (unix seconds on the wire).
     List {
         #[serde(default)]
         open: bool,
@@ -56,8 +57,8 @@ pub enum Request {
         tier: Option<u8>,
         #[serde(default)]
         risk_min: Option<u8>,
-        #[serde(default)]
-        since: Option<i64>,
+        #[serde(default, with = "crate::clock::seconds::option")]
+        since: Option<Timestamp>,
     },
     /// One case and every message queued for it ([`CaseDetail`]).
     Show { id: String },

@@ -168,6 +168,7 @@ pub async fn run_with_clock(
 ) -> Result<(), RunError> {
     let config = Config::load(config_dir)?;
     let settings = Settings::load(config_dir)?;
+    config.check_mailboxes(config_dir, &settings)?;
     let toml = config_dir.join("mailtriage.toml");
     let db_path = database_path(&settings).ok_or_else(|| ConfigError {
         file: toml.clone(),

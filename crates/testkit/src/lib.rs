@@ -19,7 +19,8 @@
 //! - [`config_dir`] ([`config`]): a config directory for the daemon that
 //!   points at those servers.
 //! - [`Daemon`] and [`InProcess`] ([`daemon`]): the daemon as a child
-//!   process, or on a thread of the test.
+//!   process, or on a thread of the test; [`run_cli`] and [`cli_ok`]
+//!   ([`cli`]): its command line, as an operator's shell runs it.
 //! - [`browser`]: mail as a phone shows it, in Debian's headless Chromium.
 //! - [`fixture`], [`golden`], [`python_read`], [`wait_until`]: the
 //!   fixtures, golden files, a second reader of what the daemon sends, and
@@ -40,6 +41,7 @@
 
 pub mod browser;
 pub mod ca;
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod daemon;
@@ -52,6 +54,7 @@ pub mod token;
 mod wait;
 
 pub use ca::TestCa;
+pub use cli::{cli_ok, run_cli};
 pub use client::{ImapClient, ImapMessage, SmtpClient, base64};
 pub use config::{
     Extra, MailtriageToml, Secret, TlsMode, Via, config_dir, copy_clock_free_config,
