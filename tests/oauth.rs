@@ -77,15 +77,7 @@ fn fix_paths(dir: &Path) {
 }
 
 fn run(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mailtriage"))
-        .args(args)
-        .arg("--config")
-        .arg(dir)
-        .env_remove("RUNTIME_DIRECTORY")
-        .env_remove("STATE_DIRECTORY")
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("run mailtriage")
+    mailtriage_testkit::run_cli(env!("CARGO_BIN_EXE_mailtriage"), dir, args)
 }
 
 /// An escalation to `to`: the daemon answers it with one acknowledgement.
@@ -131,7 +123,11 @@ fn imap_and_smtp_log_in_with_one_shared_client_credentials_token() {
         },
     );
     fix_paths(dir.path());
-    assert!(run(dir.path(), &["check-config"]).status.success());
+    mailtriage_testkit::cli_ok(
+        env!("CARGO_BIN_EXE_mailtriage"),
+        dir.path(),
+        &["check-config"],
+    );
 
     d.deliver("ops", "INBOX", &escalation(1, "ops@example.com"));
     let daemon = InProcess::start(dir.path());
@@ -609,7 +605,11 @@ fn oauth2_authorize_takes_the_redirect_and_the_daemon_uses_the_refresh_token() {
     let d = Dovecot::start_oauth(&[("ops", "secret")], &t.introspection_url());
     let s = SmtpCapture::start();
     let dir = consent_config(&t, &d, &s);
-    assert!(run(dir.path(), &["check-config"]).status.success());
+    mailtriage_testkit::cli_ok(
+        env!("CARGO_BIN_EXE_mailtriage"),
+        dir.path(),
+        &["check-config"],
+    );
 
     let (mut child, url, mut rest) = start_authorize(dir.path(), &["--listen"]);
     let location = consent(&t, &url);
@@ -769,6 +769,19 @@ fn an_unavailable_endpoint_is_retried_with_backoff_and_a_refusal_told_once() {
             "a transient failure is not alerted"
         );
 
+        // Past the margin before expiry the token is renewed; a renewal
+        // that fails goes on with the present token while it is valid,
+        // and asks again only after the backoff.
+        t.fail_next(503, 1);
+        let kept = source.token(at(3400)).await.expect("the present token");
+        assert!(kept == token, "the present token is used meanwhile");
+        assert!(source.token(at(3400)).await.unwrap() == token);
+        assert_eq!(t.requests("app"), 3);
+        let token = source.token(at(3402)).await.expect("renewed");
+        assert!(token != kept);
+        assert_eq!(t.requests("app"), 4);
+        assert!(events.lock().unwrap().is_empty());
+
         // Revoked: the server refuses the token, it is dropped, the
         // provider refuses the grant: told once however often it is asked.
         t.revoke("app");
@@ -779,7 +792,7 @@ fn an_unavailable_endpoint_is_retried_with_backoff_and_a_refusal_told_once() {
         }
         assert_eq!(
             t.requests("app"),
-            2 + 2,
+            4 + 2,
             "asked at 10 s, and after the first backoff (1 s), not in between"
         );
         t.restore("app");

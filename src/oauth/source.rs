@@ -152,6 +152,12 @@ impl TokenSource {
             return Ok(h.token.clone());
         }
         if let Some(e) = self.held_error(now) {
+            // Too early to ask again: the present token while it is valid.
+            if let Some(h) = &cache.token
+                && now < h.expires_at
+            {
+                return Ok(h.token.clone());
+            }
             return Err(e);
         }
         match self.refresh(&mut cache, now).await {
@@ -159,18 +165,14 @@ impl TokenSource {
                 self.worked(now);
                 Ok(token)
             }
-            Err(GrantError::Unavailable(e)) => {
-                // The old token still works for a while: use it, and ask
-                // again next time.
-                if let Some(h) = &cache.token
-                    && now < h.expires_at
-                {
-                    tracing::warn!(grant = %self.grant.key(), error = %e, "token refresh failed; the present token is still valid and used meanwhile");
-                    return Ok(h.token.clone());
-                }
-                let e = GrantError::Unavailable(e);
+            Err(e @ GrantError::Unavailable(_)) => {
                 self.failed(&e, now);
-                Err(e)
+                // The old token still works for a while: use it, and ask
+                // again after the backoff.
+                match &cache.token {
+                    Some(h) if now < h.expires_at => Ok(h.token.clone()),
+                    _ => Err(e),
+                }
             }
             Err(e) => {
                 if self.grant.flow == Flow::RefreshToken {
