@@ -77,10 +77,11 @@ struct Outage {
     next_try: Option<Timestamp>,
 }
 
-/// Waits between failed token requests: 1 s doubling to 5 min.
+/// Waits between failed token requests: 1 s doubling to a minute (a
+/// grant an operator has just fixed is taken up within a minute).
 const RETRY: crate::backoff::Backoff = crate::backoff::Backoff {
     first: Duration::from_secs(1),
-    max: Duration::from_secs(300),
+    max: Duration::from_secs(60),
     give_up_after: Duration::MAX,
 };
 
