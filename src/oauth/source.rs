@@ -90,7 +90,7 @@ pub struct TokenSource {
     grant: Grant,
     used_by: Vec<String>,
     saved: Option<PathBuf>,
-    http: reqwest::Client,
+    http: Result<reqwest::Client, String>,
     cache: tokio::sync::Mutex<Cache>,
     outage: std::sync::Mutex<Outage>,
     notify: Option<Notify>,
@@ -116,13 +116,13 @@ impl TokenSource {
         notify: Option<Notify>,
     ) -> TokenSource {
         let saved = state_dir.map(|d| saved::saved_path(&d, &grant));
-        // Building the client loads the system's roots once; it fails only
-        // without any, and then each request says so.
+        // Building the client loads the system's roots once; when it
+        // fails, each request says why.
         let http = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .user_agent(concat!("mailtriage/", env!("CARGO_PKG_VERSION")))
             .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
+            .map_err(|e| describe(&e));
         TokenSource {
             grant,
             used_by,
@@ -443,8 +443,11 @@ impl TokenSource {
         }
         self.requests.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(grant = %self.grant.key(), url = %self.grant.token_url, "token request");
-        let response = self
+        let http = self
             .http
+            .as_ref()
+            .map_err(|e| GrantError::Unusable(format!("the HTTP client cannot start: {e}")))?;
+        let response = http
             .post(&self.grant.token_url)
             .header(reqwest::header::ACCEPT, "application/json")
             .form(&form)
