@@ -292,14 +292,15 @@ impl Smtp {
                     conn.auth(&[Mechanism::Xoauth2], &credentials)
                         .await
                         .map_err(|e| {
-                            let refused = e.is_permanent() || e.is_client();
-                            (refused, transient("XOAUTH2 login to", &e))
-                        })
-                        .map_err(|(refused, e)| {
-                            if refused {
-                                SendError::Permanent(e.to_string())
+                            // Refused: 535, or the error challenge some
+                            // servers send, which lettre cannot answer.
+                            if e.is_permanent() || e.is_client() {
+                                SendError::Permanent(format!(
+                                    "XOAUTH2 login to {}:{}: {e}",
+                                    s.host, s.port
+                                ))
                             } else {
-                                e
+                                transient("XOAUTH2 login to", &e)
                             }
                         })
                 })

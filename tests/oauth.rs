@@ -154,6 +154,75 @@ fn imap_and_smtp_log_in_with_one_shared_client_credentials_token() {
 }
 
 #[test]
+fn a_token_the_servers_refuse_is_replaced_once_and_the_login_tried_again() {
+    // Two grants (two clients), so that IMAP and SMTP each present their
+    // own stale token.
+    let t = TokenServer::start(
+        &[
+            TokenClient::with_secret("app", "app-s3cret-value", "ops"),
+            TokenClient::with_secret("mailer", "app-s3cret-value", "ops"),
+        ],
+        &[],
+        3600,
+    );
+    let mut d = Dovecot::start_oauth(&[("ops", "secret")], &t.introspection_url());
+    let mut s = SmtpCapture::start_with_oauth(&t.introspection_url());
+    let dir = write_config(
+        &d,
+        &s,
+        &Setup {
+            ops_oauth: Some(client_credentials(&t, "@DIR@", "app")),
+            smtp_oauth: Some(format!(
+                "user = \"ops\"\n{}",
+                client_credentials(&t, "@DIR@", "mailer")
+            )),
+            ..Default::default()
+        },
+    );
+    fix_paths(dir.path());
+    d.deliver("ops", "INBOX", &escalation(1, "ops@example.com"));
+    let daemon = InProcess::start(dir.path());
+    s.wait_for(1, WAIT);
+    assert_eq!((t.requests("app"), t.requests("mailer")), (1, 1));
+
+    // The provider drops every token it issued (the grants themselves
+    // still work): the daemon's cached ones, fresh by its own clock, are
+    // refused by both servers. Both connections drop.
+    for client in ["app", "mailer"] {
+        t.revoke(client);
+        t.restore(client);
+    }
+    d.restart();
+    s.restart();
+    d.deliver("ops", "INBOX", &escalation(2, "ops@example.com"));
+    s.wait_for(2, WAIT);
+    assert_eq!(
+        (t.requests("app"), t.requests("mailer")),
+        (2, 2),
+        "one new token each, after each server refused the old one"
+    );
+    assert_eq!(
+        s.log().matches("AUTH XOAUTH2 for 'ops': failed").count(),
+        1,
+        "the SMTP server refused the stale token once: {}",
+        s.log_tail()
+    );
+    assert_eq!(
+        d.log()
+            .matches("oauth2 failed: Introspection failed")
+            .count(),
+        1,
+        "Dovecot's oauth2 passdb refused the stale token once: {}",
+        d.log_tail()
+    );
+    assert!(
+        to(&s, ADMIN).is_empty(),
+        "a refused token is not a refused grant: no alert"
+    );
+    daemon.shutdown();
+}
+
+#[test]
 fn twenty_connections_within_a_tokens_lifetime_fetch_one_token() {
     let t = TokenServer::start(
         &[TokenClient::with_secret("app", "app-s3cret-value", "ops")],
