@@ -63,6 +63,7 @@ pub mod lifecycle;
 pub mod mail;
 pub mod message;
 pub mod metrics;
+pub mod oauth;
 pub mod outbox;
 pub mod record;
 pub mod rescan;

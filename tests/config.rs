@@ -349,6 +349,89 @@ fn mailtriage_toml_mistakes_are_located_and_secrets_never_repeated() {
 }
 
 #[test]
+fn oauth2_mistakes_are_located_and_secrets_never_repeated() {
+    use mailtriage::config::Settings;
+    let shipped = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("config/mailtriage.toml"),
+    )
+    .unwrap();
+    let line = |needle: &str| {
+        shipped[..shipped.find(needle).unwrap()]
+            .matches('\n')
+            .count()
+            + 1
+    };
+    let table = line("[mailbox.oauth2]");
+    let secret = "client_secret = { credential = \"support-oauth2-client-secret\" }";
+    // (text to replace, replacement, expected fragment, line of the mistake)
+    let cases: &[(&str, &str, &str, usize)] = &[
+        (
+            secret,
+            "client_secret = \"hunter2-Secret\"",
+            "a secret is never written into the config",
+            line(secret),
+        ),
+        (
+            secret,
+            "client_secret = { credential = \"s\" }\nrefresh_token = \"hunter2-Secret\"",
+            "a secret is never written into the config",
+            line(secret) + 1,
+        ),
+        (
+            "tenant = \"example.onmicrosoft.com\"",
+            "# no tenant",
+            "mailbox \"support\": oauth2: provider = \"microsoft\" expects `tenant`",
+            table,
+        ),
+        (
+            "provider = \"microsoft\"",
+            "provider = \"yahoo\"",
+            "unknown variant `yahoo`, expected `microsoft` or `google`",
+            line("provider = \"microsoft\""),
+        ),
+        (
+            secret,
+            "",
+            "client credentials expect `client_secret`, or `certificate` and `private_key`",
+            table,
+        ),
+        (
+            secret,
+            "client_secret = { credential = \"s\" }\nflow = \"refresh_token\"\ntoken_url = \"http://login.example.com/token\"",
+            "token_url: expected an https:// URL (http:// only on 127.0.0.1, ::1 or localhost)",
+            table,
+        ),
+        (
+            "user = \"support@example.com\"",
+            "user = \"support@example.com\"\npassword = { credential = \"hunter2-Secret\" }",
+            "mailbox \"support\": expected one of `password`, `oauth2` and `oauth2_token`, not several",
+            table + 1,
+        ),
+        (
+            "password = { credential = \"smtp-password\" }",
+            "password = { credential = \"smtp-password\" }\noauth2 = { provider = \"google\", client_id = \"x\" }",
+            "[smtp]: expected `password` or `oauth2`, not both",
+            0,
+        ),
+    ];
+    for (from, to, want, at) in cases {
+        assert!(shipped.contains(from), "{from}");
+        let text = shipped.replacen(from, to, 1);
+        let err = Settings::parse(Path::new("mailtriage.toml"), &text)
+            .expect_err(to)
+            .to_string();
+        assert!(err.contains(want), "{to}:\n  got: {err}\n  want: {want}");
+        assert!(!err.contains("hunter2"), "the secret is repeated: {err}");
+        let place = if *at == 0 {
+            "mailtriage.toml: ".to_string()
+        } else {
+            format!("mailtriage.toml:{at}:")
+        };
+        assert!(err.starts_with(&place), "{err}: expected {place}");
+    }
+}
+
+#[test]
 fn a_bad_vendor_id_pattern_names_its_place() {
     let from = "id_pattern = '\\b[a-z]{2,5}(?:\\s*[-_/.#]\\s*|\\s+)?\\d{2,8}\\b'";
     let line = line_of("routing.toml", from);

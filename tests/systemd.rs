@@ -131,11 +131,29 @@ fn the_unit_loads_every_credential_the_example_config_names() {
     let config = Settings::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("config"))
         .expect("example config");
     let unit = unit_text();
+    let grant_secrets = |g: &mailtriage::config::Grant| {
+        let client = match &g.client {
+            mailtriage::config::ClientAuth::Secret(s) => Some(s.clone()),
+            mailtriage::config::ClientAuth::Certificate { private_key, .. } => {
+                Some(private_key.clone())
+            }
+            mailtriage::config::ClientAuth::None => None,
+        };
+        [client, g.refresh_token.clone()]
+    };
     let secrets = config
         .mailboxes
         .iter()
         .flat_map(|m| [m.password.clone(), m.oauth2_token.clone()])
         .chain([config.smtp.password.clone()])
+        .chain(
+            config
+                .mailboxes
+                .iter()
+                .filter_map(|m| m.grant.as_ref())
+                .chain(config.smtp.grant.as_ref())
+                .flat_map(grant_secrets),
+        )
         .flatten();
     let mut named = 0;
     for secret in secrets {
@@ -151,7 +169,7 @@ fn the_unit_loads_every_credential_the_example_config_names() {
             );
         }
     }
-    assert!(named >= 2, "the example config names {named} credentials");
+    assert!(named >= 3, "the example config names {named} credentials");
     for needle in [
         "Type=notify",
         "StateDirectory=",

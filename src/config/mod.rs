@@ -17,6 +17,7 @@
 //! names and flag categories are all errors. The shipped `config/` is compiled
 //! into the binary as the default.
 
+mod oauth2;
 mod retention;
 mod routing;
 mod settings;
@@ -33,6 +34,7 @@ use crate::lifecycle::Lifecycle;
 use crate::route::Router;
 use templates::TemplateFiles;
 
+pub use oauth2::{ClientAuth, Flow, Grant, OAuth2Section, Provider};
 pub use retention::RetentionSection;
 pub use settings::{DaemonSection, MailboxSection, Settings, SmtpSection};
 pub use values::{HumanDuration, Secret, SecretError, Size};

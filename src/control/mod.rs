@@ -25,7 +25,7 @@
 //! that this module does not depend on how digests are made or how the
 //! daemon runs.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -197,6 +197,8 @@ pub struct Scope {
     /// Each digest of the routing table, with its schedule.
     pub digests: Vec<(String, Option<Schedule>)>,
     pub database: PathBuf,
+    /// Each OAuth 2.0 grant's health while the daemon runs.
+    pub grants: Vec<crate::health::GrantHealth>,
 }
 
 /// The process that answers besides the store: the running daemon, or
@@ -236,6 +238,15 @@ pub fn database_path(cfg: &Settings) -> Option<PathBuf> {
         return Some(p.clone());
     }
     first_dir("STATE_DIRECTORY").map(|d| d.join("db"))
+}
+
+/// The state directory: the database's, where the OAuth 2.0 refresh
+/// tokens are kept too (`oauth2/`).
+pub fn state_directory(database: &Path) -> PathBuf {
+    match database.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
 }
 
 /// Where the control socket is: `$RUNTIME_DIRECTORY/mailtriage.sock` when

@@ -7,6 +7,10 @@
 //!   out, outages, TLS.
 //! - [`SmtpCapture`] ([`smtp`]): an aiosmtpd server that stores every
 //!   message it accepts with its envelope; AUTH, rejections, TLS, outages.
+//! - [`TokenServer`] ([`token`]): a loopback OAuth 2.0 token server that
+//!   issues, expires and revokes tokens and counts requests; Dovecot
+//!   ([`Dovecot::start_oauth`]) and the SMTP capture
+//!   ([`SmtpCapture::start_with_oauth`]) check XOAUTH2 tokens against it.
 //! - [`TestCa`] ([`ca`]): a private CA and a server certificate for
 //!   127.0.0.1, for the TLS modes above and the daemon's `ca_file`.
 //! - [`ImapClient`] and [`SmtpClient`] ([`client`]): tiny synchronous
@@ -46,6 +50,7 @@ mod fixtures;
 mod python_email;
 mod server;
 pub mod smtp;
+pub mod token;
 mod wait;
 
 pub use ca::TestCa;
@@ -60,4 +65,5 @@ pub use dovecot::Dovecot;
 pub use fixtures::{fixture, golden};
 pub use python_email::python_read;
 pub use smtp::{Captured, RejectAt, SmtpCapture, SmtpTls, by_rcpt, subject};
+pub use token::{HttpAnswer, TokenClient, TokenServer, http};
 pub use wait::{wait_until, wait_until_every};
