@@ -129,6 +129,22 @@ impl Required {
             Kind::StatusUpdate | Kind::NotEscalation => &[],
         }
     }
+
+    /// The fields of each requirement of `kind` that `fields` leaves unmet,
+    /// and each such requirement in words.
+    fn unmet(&self, kind: Kind, fields: &Fields) -> (Vec<Field>, Vec<String>) {
+        let mut missing = Vec::new();
+        let mut labels = Vec::new();
+        for req in self.for_kind(kind) {
+            let any = req.fields();
+            if !any.iter().any(|f| fields.has(*f)) {
+                missing.extend_from_slice(any);
+                let words: Vec<&str> = any.iter().map(|f| f.label()).collect();
+                labels.push(words.join(" or "));
+            }
+        }
+        (missing, labels)
+    }
 }
 
 /// The compiled triage rules: keywords, risk floors, tiers, required fields.
@@ -141,6 +157,14 @@ pub struct Triage {
 impl Triage {
     pub fn new(keywords: Keywords, required: Required) -> Self {
         Triage { keywords, required }
+    }
+
+    /// Works out again what `case` lacks, after a reply filled some of its
+    /// fields in: a requirement that any one of several fields meets
+    /// ("customer name or phone") is met by the one that arrived, so the
+    /// others are no longer missing either.
+    pub fn refresh_missing(&self, case: &mut Case) {
+        (case.missing, case.missing_labels) = self.required.unmet(case.kind, &case.fields);
     }
 
     pub fn keywords(&self) -> &Keywords {
@@ -168,16 +192,7 @@ impl Triage {
         let risk = classify::risk(x.fields.risk_rating, self.keywords.floor(&flags));
         let tier = classify::tier(self.keywords.any_tier2(&flags), x.tier);
 
-        let mut missing = Vec::new();
-        let mut missing_labels = Vec::new();
-        for req in self.required.for_kind(x.kind) {
-            let fields = req.fields();
-            if !fields.iter().any(|f| x.fields.has(*f)) {
-                missing.extend_from_slice(fields);
-                let words: Vec<&str> = fields.iter().map(|f| f.label()).collect();
-                missing_labels.push(words.join(" or "));
-            }
-        }
+        let (missing, missing_labels) = self.required.unmet(x.kind, &x.fields);
 
         Case {
             message_id: email.message_id.clone(),

@@ -122,6 +122,23 @@ impl MailboxLive {
     }
 }
 
+/// A grant's health, for `mailtriage status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantHealth {
+    pub used_by: Vec<String>,
+    pub flow: String,
+    pub token_url: String,
+    /// The present access token's expiry (none: none held).
+    #[serde(with = "crate::clock::seconds::option")]
+    pub token_expires: Option<Timestamp>,
+    /// The last failure, while it lasts.
+    pub error: Option<Noted>,
+    /// The failure needs a human (a refused grant), not a retry.
+    pub refused: bool,
+    /// Token requests made since the daemon started.
+    pub requests: u64,
+}
+
 /// The running daemon, as it describes itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Running {
@@ -172,6 +189,8 @@ pub struct Facts {
     pub outbox: OutboxFacts,
     pub digests: Vec<DigestFacts>,
     pub database: DatabaseReport,
+    /// The OAuth 2.0 grants, while the daemon runs.
+    pub grants: Vec<GrantHealth>,
 }
 
 /// The verdict: the exit status of `mailtriage status`.
@@ -223,6 +242,9 @@ pub struct Report {
     pub outbox: OutboxReport,
     pub digests: Vec<DigestReport>,
     pub database: DatabaseReport,
+    /// The OAuth 2.0 grants (empty without a daemon, or without grants).
+    #[serde(default)]
+    pub oauth2: Vec<GrantHealth>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -287,7 +309,7 @@ pub struct DatabaseReport {
 }
 
 /// The report of `facts`: healthy unless the daemon is not running, a
-/// mailbox is down, mail has been retrying for longer than `alert_after`,
+/// mailbox is down, an OAuth 2.0 grant is refused, mail has been retrying for longer than `alert_after`,
 /// or anything is undeliverable.
 pub fn report(facts: Facts) -> Report {
     let now = facts.now;
@@ -303,6 +325,12 @@ pub fn report(facts: Facts) -> Report {
                 span(seconds_since(live.since, now))
             ));
         }
+    }
+    for g in facts.grants.iter().filter(|g| g.refused) {
+        reasons.push(format!(
+            "OAuth 2.0 grant of {} refused",
+            g.used_by.join(", ")
+        ));
     }
     let o = &facts.outbox;
     let oldest_retrying = o
@@ -398,6 +426,7 @@ pub fn report(facts: Facts) -> Report {
         },
         digests,
         database: facts.database,
+        oauth2: facts.grants,
     }
 }
 

@@ -26,9 +26,12 @@
 //! pure: no I/O, no clock (time is a value passed in), no global state.
 //!
 //! The I/O sits around them: [`store`] (the only module that knows sled)
-//! commits a batch in one transaction, [`daemon`] runs the IMAP, outbox and
-//! clock tasks that carry batches between the servers and the store, and
-//! [`cli`] is the command line, over [`control`] when a daemon runs.
+//! commits a batch in one transaction, keeps its data bounded (retention)
+//! and exports and imports it; [`daemon`] runs the IMAP, outbox, clock and
+//! retention tasks that carry batches between the servers and the store;
+//! [`oauth`] gets and caches the OAuth 2.0 tokens the IMAP and SMTP logins
+//! use; [`metrics`] counts what happens for Prometheus; and [`cli`] is the
+//! command line, over [`control`] when a daemon runs.
 //!
 //! ```
 //! let config = mailtriage::config::Config::builtin().unwrap();
@@ -63,6 +66,7 @@ pub mod lifecycle;
 pub mod mail;
 pub mod message;
 pub mod metrics;
+pub mod oauth;
 pub mod outbox;
 pub mod record;
 pub mod rescan;

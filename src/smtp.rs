@@ -1,8 +1,9 @@
 //! The SMTP transport: one connection of our own, kept open between
 //! messages, over implicit TLS, STARTTLS or (for loopback tests) plain
-//! TCP, and each message delivered as it was stored, or in its 7-bit form
-//! to a server without 8BITMIME. What is sent is composed in
-//! [`crate::mail`].
+//! TCP, logged in with a password or with XOAUTH2 (a token from the
+//! grant's [`TokenSource`], replaced once when the server refuses it), and
+//! each message delivered as it was stored, or in its 7-bit form to a
+//! server without 8BITMIME. What is sent is composed in [`crate::mail`].
 
 use std::io;
 use std::net::SocketAddr;
@@ -13,7 +14,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use lettre::Address;
-use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
+use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS, Mechanism};
 use lettre::transport::smtp::client::{
     AsyncSmtpConnection, AsyncTokioStream, Certificate, TlsParameters,
 };
@@ -23,7 +24,9 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::pki_types::ServerName;
 
+use crate::clock::Clock;
 use crate::mail::seven_bit;
+use crate::oauth::TokenSource;
 use crate::outbox::OutboxItem;
 use crate::tls::{ClientConfigError, Tls, client_config};
 
@@ -34,11 +37,32 @@ pub struct SmtpSettings {
     pub port: u16,
     pub tls: Tls,
     pub credentials: Option<(String, String)>,
+    /// XOAUTH2 as this user with the grant's tokens, instead of
+    /// `credentials`.
+    pub oauth2: Option<SmtpOAuth>,
     /// Connecting, and each message's exchange, must finish within this
     /// (plus a second per 64 KiB of message).
     pub timeout: Duration,
     /// A private CA to trust besides the system's.
     pub ca_file: Option<PathBuf>,
+}
+
+/// XOAUTH2 for the SMTP server: the account, the grant's token source,
+/// and the daemon's clock (a token's age is measured on it).
+#[derive(Clone)]
+pub struct SmtpOAuth {
+    pub user: String,
+    pub source: Arc<TokenSource>,
+    pub clock: Arc<Clock>,
+}
+
+impl std::fmt::Debug for SmtpOAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpOAuth")
+            .field("user", &self.user)
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A delivery failure, as the outbox must treat it.
@@ -77,6 +101,18 @@ pub enum SettingsError {
     /// lettre cannot build the STARTTLS parameters.
     #[error("permanent: SMTP settings: {0}")]
     Starttls(#[source] lettre::transport::smtp::Error),
+}
+
+/// `f`, or the error `timed_out` makes if it takes longer than `limit`.
+async fn within<T>(
+    limit: Duration,
+    timed_out: impl FnOnce() -> SendError,
+    f: impl Future<Output = Result<T, SendError>>,
+) -> Result<T, SendError> {
+    match tokio::time::timeout(limit, f).await {
+        Ok(r) => r,
+        Err(_) => Err(timed_out()),
+    }
 }
 
 /// A connection that sat unused this long is closed instead of reused:
@@ -154,6 +190,10 @@ impl Smtp {
                 s.ca_file.as_deref(),
             )?))),
             Tls::Starttls => {
+                // lettre reads the CA file its own way and takes a file
+                // without a certificate; ours refuses it, as for implicit
+                // TLS and IMAP, before lettre reads it again.
+                client_config(s.ca_file.as_deref())?;
                 let mut b = TlsParameters::builder(s.host.clone());
                 if let Some(path) = &s.ca_file {
                     let pem = std::fs::read(path).map_err(|source| SettingsError::CaFile {
@@ -181,7 +221,8 @@ impl Smtp {
         })
     }
 
-    async fn connect(&self) -> Result<AsyncSmtpConnection, SendError> {
+    /// A connection, greeted and secured, not yet authenticated.
+    async fn open(&self) -> Result<AsyncSmtpConnection, SendError> {
         let s = &self.settings;
         let transient = |what: &str, e: &dyn std::fmt::Display| {
             SendError::Transient(format!("{what} {}:{}: {e}", s.host, s.port))
@@ -192,7 +233,7 @@ impl Smtp {
                 .map_err(|e| transient("connecting to", &e))?;
             tcp.set_nodelay(true)
                 .map_err(|e| transient("TCP_NODELAY on", &e))?;
-            let mut conn = match &self.tls {
+            let conn = match &self.tls {
                 Some(TlsSetup::Implicit(config)) => {
                     let name = ServerName::try_from(s.host.clone())
                         .map_err(|e| transient("server name of", &e))?;
@@ -221,20 +262,78 @@ impl Smtp {
                     .await
                     .map_err(|e| transient("greeting from", &e))?,
             };
-            if let Some((user, pass)) = &s.credentials {
-                conn.auth(
-                    DEFAULT_MECHANISMS,
-                    &Credentials::new(user.clone(), pass.clone()),
-                )
-                .await
-                .map_err(|e| transient("login to", &e))?;
-            }
             Ok(conn)
         };
         match tokio::time::timeout(s.timeout, work).await {
             Ok(r) => r,
             Err(_) => Err(transient("timed out connecting to", &"no answer")),
         }
+    }
+
+    /// A connection, authenticated as the settings say. With a grant, a
+    /// token the server refuses is replaced and tried once more on a new
+    /// connection (after a refusal some servers send an error challenge
+    /// that ends the session).
+    async fn connect(&self) -> Result<AsyncSmtpConnection, SendError> {
+        let s = &self.settings;
+        let transient = |what: &str, e: &dyn std::fmt::Display| {
+            SendError::Transient(format!("{what} {}:{}: {e}", s.host, s.port))
+        };
+        let timed_out = || transient("timed out logging in to", &"no answer");
+        if let Some(o) = &s.oauth2 {
+            let mut retried = false;
+            loop {
+                let mut conn = self.open().await?;
+                let token = o.source.token(o.clock.now()).await.map_err(|e| {
+                    SendError::Transient(format!("OAuth 2.0 token for {}: {e}", o.user))
+                })?;
+                let credentials = Credentials::new(o.user.clone(), token.secret().to_string());
+                let r = within(s.timeout, timed_out, async {
+                    conn.auth(&[Mechanism::Xoauth2], &credentials)
+                        .await
+                        .map_err(|e| {
+                            // Refused: 535, or the error challenge some
+                            // servers send, which lettre cannot answer.
+                            if e.is_permanent() || e.is_client() {
+                                SendError::Permanent(format!(
+                                    "XOAUTH2 login to {}:{}: {e}",
+                                    s.host, s.port
+                                ))
+                            } else {
+                                transient("XOAUTH2 login to", &e)
+                            }
+                        })
+                })
+                .await;
+                match r {
+                    Ok(_) => return Ok(conn),
+                    // A refused token: a new one, once.
+                    Err(SendError::Permanent(e)) if !retried => {
+                        tracing::info!(server = %s.host, error = %e, "the SMTP server refused the access token: one more try with a new one");
+                        retried = true;
+                        o.source.invalidate(&token).await;
+                        let _ = tokio::time::timeout(Duration::from_secs(2), conn.quit()).await;
+                    }
+                    // Refused twice: the mail waits in the outbox all the
+                    // same (a configuration error must not throw it away).
+                    Err(SendError::Permanent(e)) => return Err(SendError::Transient(e)),
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        let mut conn = self.open().await?;
+        if let Some((user, pass)) = &s.credentials {
+            within(s.timeout, timed_out, async {
+                conn.auth(
+                    DEFAULT_MECHANISMS,
+                    &Credentials::new(user.clone(), pass.clone()),
+                )
+                .await
+                .map_err(|e| transient("login to", &e))
+            })
+            .await?;
+        }
+        Ok(conn)
     }
 
     /// Delivers one stored message.
@@ -357,14 +456,19 @@ mod tests {
             port: 25,
             tls,
             credentials: None,
+            oauth2: None,
             timeout: Duration::from_secs(5),
             ca_file: Some(ca_file.to_owned()),
         };
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
         let cases: &[(Tls, &Path, &str)] = &[
             (Tls::Implicit, &missing, "Tls"),
             (Tls::Implicit, &garbage, "Tls"),
-            (Tls::Starttls, &missing, "CaFile"),
-            (Tls::Starttls, &garbage, "Certificate"),
+            (Tls::Implicit, &empty, "Tls"),
+            (Tls::Starttls, &missing, "Tls"),
+            (Tls::Starttls, &garbage, "Tls"),
+            (Tls::Starttls, &empty, "Tls"),
         ];
         for (tls, path, expected) in cases {
             let Err(e) = Smtp::new(&settings(*tls, path)) else {

@@ -42,7 +42,8 @@ pub fn shorten(text: &str, max: usize) -> String {
         Some(i) if i >= limit * 2 / 3 => &head[..i],
         _ => head,
     };
-    let cut = cut.trim_end_matches(|c: char| c.is_whitespace() || ",;:-–".contains(c));
+    // "late.…" reads as a typo: the ellipsis replaces the stop.
+    let cut = cut.trim_end_matches(|c: char| c.is_whitespace() || ",;:-–.".contains(c));
     format!("{cut}…")
 }
 
@@ -252,6 +253,10 @@ mod tests {
         assert_eq!(
             shorten("x".repeat(30).as_str(), 10),
             format!("{}…", "x".repeat(9))
+        );
+        assert_eq!(
+            shorten("The vendor was late. He refused the pickup", 24),
+            "The vendor was late…"
         );
     }
 

@@ -8,13 +8,7 @@ use mailtriage::config::Config;
 /// Copies the shipped config into a temp dir, replaces `from` by `to` in
 /// `file`, and loads it.
 fn load_with(file: &str, from: &str, to: &str) -> Result<Config, String> {
-    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("templates")).unwrap();
-    for entry in walk(&shipped) {
-        let rel = entry.strip_prefix(&shipped).unwrap();
-        std::fs::copy(&entry, dir.path().join(rel)).unwrap();
-    }
+    let dir = shipped_copy();
     let path = dir.path().join(file);
     let text = std::fs::read_to_string(&path).unwrap();
     assert!(text.contains(from), "{file} does not contain {from:?}");
@@ -24,6 +18,18 @@ fn load_with(file: &str, from: &str, to: &str) -> Result<Config, String> {
         e.to_string()
             .replace(&format!("{}/", dir.path().display()), "")
     })
+}
+
+/// A temp dir holding a copy of the shipped config, mailtriage.toml too.
+fn shipped_copy() -> tempfile::TempDir {
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("templates")).unwrap();
+    for entry in walk(&shipped) {
+        let rel = entry.strip_prefix(&shipped).unwrap();
+        std::fs::copy(&entry, dir.path().join(rel)).unwrap();
+    }
+    dir
 }
 
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
@@ -343,6 +349,89 @@ fn mailtriage_toml_mistakes_are_located_and_secrets_never_repeated() {
 }
 
 #[test]
+fn oauth2_mistakes_are_located_and_secrets_never_repeated() {
+    use mailtriage::config::Settings;
+    let shipped = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("config/mailtriage.toml"),
+    )
+    .unwrap();
+    let line = |needle: &str| {
+        shipped[..shipped.find(needle).unwrap()]
+            .matches('\n')
+            .count()
+            + 1
+    };
+    let table = line("[mailbox.oauth2]");
+    let secret = "client_secret = { credential = \"support-oauth2-client-secret\" }";
+    // (text to replace, replacement, expected fragment, line of the mistake)
+    let cases: &[(&str, &str, &str, usize)] = &[
+        (
+            secret,
+            "client_secret = \"hunter2-Secret\"",
+            "a secret is never written into the config",
+            line(secret),
+        ),
+        (
+            secret,
+            "client_secret = { credential = \"s\" }\nrefresh_token = \"hunter2-Secret\"",
+            "a secret is never written into the config",
+            line(secret) + 1,
+        ),
+        (
+            "tenant = \"example.onmicrosoft.com\"",
+            "# no tenant",
+            "mailbox \"support\": oauth2: provider = \"microsoft\" expects `tenant`",
+            table,
+        ),
+        (
+            "provider = \"microsoft\"",
+            "provider = \"yahoo\"",
+            "unknown variant `yahoo`, expected `microsoft` or `google`",
+            line("provider = \"microsoft\""),
+        ),
+        (
+            secret,
+            "",
+            "client credentials expect `client_secret`, or `certificate` and `private_key`",
+            table,
+        ),
+        (
+            secret,
+            "client_secret = { credential = \"s\" }\nflow = \"refresh_token\"\ntoken_url = \"http://login.example.com/token\"",
+            "token_url: expected an https:// URL (http:// only on 127.0.0.1, ::1 or localhost)",
+            table,
+        ),
+        (
+            "user = \"support@example.com\"",
+            "user = \"support@example.com\"\npassword = { credential = \"hunter2-Secret\" }",
+            "mailbox \"support\": expected one of `password`, `oauth2` and `oauth2_token`, not several",
+            table + 1,
+        ),
+        (
+            "password = { credential = \"smtp-password\" }",
+            "password = { credential = \"smtp-password\" }\noauth2 = { provider = \"google\", client_id = \"x\" }",
+            "[smtp]: expected `password` or `oauth2`, not both",
+            0,
+        ),
+    ];
+    for (from, to, want, at) in cases {
+        assert!(shipped.contains(from), "{from}");
+        let text = shipped.replacen(from, to, 1);
+        let err = Settings::parse(Path::new("mailtriage.toml"), &text)
+            .expect_err(to)
+            .to_string();
+        assert!(err.contains(want), "{to}:\n  got: {err}\n  want: {want}");
+        assert!(!err.contains("hunter2"), "the secret is repeated: {err}");
+        let place = if *at == 0 {
+            "mailtriage.toml: ".to_string()
+        } else {
+            format!("mailtriage.toml:{at}:")
+        };
+        assert!(err.starts_with(&place), "{err}: expected {place}");
+    }
+}
+
+#[test]
 fn a_bad_vendor_id_pattern_names_its_place() {
     let from = "id_pattern = '\\b[a-z]{2,5}(?:\\s*[-_/.#]\\s*|\\s+)?\\d{2,8}\\b'";
     let line = line_of("routing.toml", from);
@@ -368,4 +457,35 @@ fn without_a_vendors_table_the_shipped_rules_apply() {
     let key = |f: &str| c.vendors.key(f).map(|k| k.to_string());
     assert_eq!(key("QuickPick (VND-1142)").as_deref(), Some("id:vnd-1142"));
     assert_eq!(key("QuickPick Pvt Ltd").as_deref(), Some("name:quickpick"));
+}
+
+#[test]
+fn a_rule_for_a_mailbox_that_is_not_watched_is_refused_with_its_line() {
+    let dir = shipped_copy();
+    let settings = mailtriage::config::Settings::load(dir.path()).unwrap();
+    let check = || {
+        let config = Config::load(dir.path()).unwrap();
+        config.check_mailboxes(dir.path(), &settings).map_err(|e| {
+            e.to_string()
+                .replace(&format!("{}/", dir.path().display()), "")
+        })
+    };
+    let routing = dir.path().join("routing.toml");
+    let text = std::fs::read_to_string(&routing).unwrap();
+    let from = r#"when = { escalation = true, tier = 2 }"#;
+    let line = line_of("routing.toml", from);
+    for (name, want) in [("OPS", Ok(())), ("opps", Err(()))] {
+        let to = format!(r#"when = {{ escalation = true, tier = 2, mailbox = ["{name}"] }}"#);
+        std::fs::write(&routing, text.replacen(from, &to, 1)).unwrap();
+        match (check(), want) {
+            (Ok(()), Ok(())) => {}
+            (Err(e), Err(())) => assert_eq!(
+                e,
+                format!(
+                    "routing.toml:{line}:50: rule \"tier-2\": `when.mailbox` names \"opps\", which is not a [[mailbox]] of mailtriage.toml; expected one of: ops, support"
+                )
+            ),
+            (got, _) => panic!("mailbox {name:?}: {got:?}"),
+        }
+    }
 }

@@ -125,19 +125,7 @@ fn a_thread_from_escalation_to_resolution() {
     // The command line reads the case through the running daemon's control
     // socket (the daemon holds the database).
     let cli = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailtriage"))
-            .args(args)
-            .arg("--config")
-            .arg(dir.path())
-            .env_remove("RUNTIME_DIRECTORY")
-            .output()
-            .expect("run mailtriage");
-        assert!(
-            out.status.success(),
-            "mailtriage {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        mailtriage_testkit::cli_ok(env!("CARGO_BIN_EXE_mailtriage"), dir.path(), args)
     };
     let shown: serde_json::Value =
         serde_json::from_str(&cli(&["cases", "show", &case_id, "--json"])).unwrap();

@@ -7,11 +7,11 @@
 //! daemon runs, and the daemon sends it when it starts.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
 use mailtriage_testkit::{
-    Daemon, Dovecot, Extra, SmtpCapture, by_rcpt, config_dir, subject, wait_until,
+    Daemon, Dovecot, Extra, SmtpCapture, by_rcpt, cli_ok, config_dir, run_cli, subject, wait_until,
 };
 use serde_json::Value;
 
@@ -21,15 +21,7 @@ const WAIT: Duration = Duration::from_secs(30);
 const WOKEN: Duration = Duration::from_secs(20);
 
 fn run(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mailtriage"))
-        .args(args)
-        .arg("--config")
-        .arg(dir)
-        .env_remove("RUNTIME_DIRECTORY")
-        .env_remove("STATE_DIRECTORY")
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("run mailtriage")
+    run_cli(env!("CARGO_BIN_EXE_mailtriage"), dir, args)
 }
 
 fn text(b: &[u8]) -> String {
@@ -38,15 +30,7 @@ fn text(b: &[u8]) -> String {
 
 /// Standard output of a command that must exit 0.
 fn ok(dir: &Path, args: &[&str]) -> String {
-    let out = run(dir, args);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{args:?}\nstdout: {}\nstderr: {}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
+    cli_ok(env!("CARGO_BIN_EXE_mailtriage"), dir, args)
 }
 
 fn json(dir: &Path, args: &[&str]) -> Value {

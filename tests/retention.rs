@@ -49,20 +49,7 @@ fn case_id_of(subject: &str) -> String {
 /// `mailtriage ARGS --config DIR`, through the running daemon's socket if
 /// one runs: its standard output.
 fn cli(dir: &Path, args: &[&str]) -> String {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailtriage"))
-        .args(args)
-        .arg("--config")
-        .arg(dir)
-        .env_remove("RUNTIME_DIRECTORY")
-        .env_remove("STATE_DIRECTORY")
-        .output()
-        .expect("run mailtriage");
-    assert!(
-        out.status.success(),
-        "mailtriage {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    mailtriage_testkit::cli_ok(env!("CARGO_BIN_EXE_mailtriage"), dir, args)
 }
 
 #[test]

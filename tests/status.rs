@@ -6,12 +6,12 @@
 //! and there is no database, or when the answer is not a status.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
 use mailtriage_testkit::{
     Daemon, Dovecot, MailtriageToml, Secret, SmtpCapture, by_rcpt, copy_clock_free_config,
-    database, password_file, wait_until,
+    database, password_file, run_cli, wait_until,
 };
 use serde_json::Value;
 
@@ -37,15 +37,7 @@ fn two_mailboxes(ops: &Dovecot, support: &Dovecot, s: &SmtpCapture) -> tempfile:
 /// `mailtriage ARGS --config DIR`, without the systemd directories of the
 /// test's environment.
 fn run(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mailtriage"))
-        .args(args)
-        .arg("--config")
-        .arg(dir)
-        .env_remove("RUNTIME_DIRECTORY")
-        .env_remove("STATE_DIRECTORY")
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("run mailtriage")
+    run_cli(env!("CARGO_BIN_EXE_mailtriage"), dir, args)
 }
 
 fn text(b: &[u8]) -> String {

@@ -6,7 +6,7 @@
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use super::{CasesCommand, CliError, Outcome, one_line};
+use super::{CasesCommand, CliError, Outcome, one_line, write_table};
 use crate::config::{Config, ConfigError, Settings};
 use crate::control::{self, CaseDetail, Changed, ControlError, Request, Response};
 use crate::record::CaseRecord;
@@ -122,7 +122,7 @@ pub(super) fn ask(dir: &Path, req: Request) -> Result<serde_json::Value, CliErro
 /// The sockets a daemon may answer on: the one the config implies, then
 /// the shipped unit's (an operator's shell has neither RUNTIME_DIRECTORY
 /// nor STATE_DIRECTORY).
-fn sockets(settings: &Settings) -> Vec<PathBuf> {
+pub(super) fn sockets(settings: &Settings) -> Vec<PathBuf> {
     let mut sockets: Vec<PathBuf> = control::socket_path(settings).into_iter().collect();
     let unit_socket = Path::new(control::UNIT_RUNTIME_DIRECTORY).join("mailtriage.sock");
     if !sockets.contains(&unit_socket) {
@@ -158,12 +158,7 @@ pub(super) fn open_database(dir: &Path, settings: &Settings) -> Result<(Store, P
     let unit_db = Path::new(control::UNIT_STATE_DIRECTORY).join("db");
     let Some(db) = control::database_path(settings).or_else(|| unit_db.exists().then_some(unit_db))
     else {
-        return Err(ConfigError {
-            file: dir.join("mailtriage.toml"),
-            at: None,
-            message: "no database path: set [daemon] database, or STATE_DIRECTORY (and RUNTIME_DIRECTORY for the daemon's control socket) as the service has them".into(),
-        }
-        .into());
+        return Err(no_database_path(dir));
     };
     // Opening creates a database: a command must not create one where the
     // daemon has not.
@@ -185,6 +180,17 @@ pub(super) fn open_database(dir: &Path, settings: &Settings) -> Result<(Store, P
         }
         Err(e) => Err(CliError::Database { db, source: e }),
     }
+}
+
+/// Neither `[daemon] database` nor a state directory says where the
+/// database is.
+pub(super) fn no_database_path(dir: &Path) -> CliError {
+    ConfigError {
+        file: dir.join("mailtriage.toml"),
+        at: None,
+        message: "no database path: set [daemon] database, or STATE_DIRECTORY (and RUNTIME_DIRECTORY for the daemon's control socket) as the service has them".into(),
+    }
+    .into()
 }
 
 /// Opening another user's database as root would leave files the service
@@ -335,31 +341,7 @@ fn print_table(cases: &[CaseRecord], now: jiff::Timestamp, out: &mut dyn Write) 
             ]
         })
         .collect();
-    let mut widths = LIST_HEADER.map(|h| h.chars().count());
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: &[&str], out: &mut dyn Write| -> io::Result<()> {
-        let mut s = String::new();
-        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
-            if i + 1 == cells.len() {
-                s.push_str(cell);
-            } else {
-                let pad = w - cell.chars().count();
-                s.push_str(cell);
-                s.extend(std::iter::repeat_n(' ', pad + 2));
-            }
-        }
-        writeln!(out, "{}", s.trim_end())
-    };
-    line(&LIST_HEADER, out)?;
-    for row in &rows {
-        let cells: Vec<&str> = row.iter().map(String::as_str).collect();
-        line(&cells, out)?;
-    }
-    Ok(())
+    write_table(out, &LIST_HEADER, &rows)
 }
 
 fn print_case(d: &CaseDetail, now: jiff::Timestamp, out: &mut dyn Write) -> io::Result<()> {

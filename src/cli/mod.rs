@@ -1,6 +1,6 @@
 //! The command line: `parse`, `route`, `replay`, `check-config`, `run`,
-//! `cases`, `digest`, `status` and `outbox`; `completions` and `man`;
-//! `--version`.
+//! `cases`, `digest`, `status`, `outbox`, `export`, `import` and `oauth2
+//! authorize`; `completions` and `man`; `--version`.
 //!
 //! Each subcommand is a function over the library that writes to a given
 //! writer, so tests drive them without a process. Exit codes are part of the
@@ -9,21 +9,26 @@
 //! finds changed, 2 a config or usage error; `status` exits with its
 //! verdict (0 healthy, 1 degraded, 2 cannot tell).
 //!
-//! `cases`, `digest`, `status` and `outbox` ask the running daemon through
-//! its control socket ([`crate::control`]); when no daemon answers they open
-//! the database themselves. Either way [`crate::control::handle`] answers, so the output
-//! is the same.
+//! `cases`, `digest`, `status`, `outbox` and `export` ask the running
+//! daemon through its control socket ([`crate::control`]); when no daemon
+//! answers they open the database themselves. Either way the same code
+//! answers ([`crate::control::handle`], or the store's snapshot for
+//! `export`), so the output is the same.
 //!
-//! Here are the arguments, the dispatch and the exit codes; `parse` and
-//! `route` are in `triage`, `replay` in `replay`, the engine the three share
+//! Here are the dispatch and the exit codes; the arguments are in `args`,
+//! `parse` and `route` in `triage`, `replay` in `replay`, the engine the three share
 //! for batches of messages in `batch`, `cases` and `digest` in `cases`
 //! (with the way to the daemon or the database the others share),
 //! `status` in `status` (its exit code is its verdict), `outbox` in
-//! `outbox`, and the completion scripts and man pages in `generate`.
+//! `outbox`, `export` and `import` in `backup`, `oauth2 authorize` in
+//! `oauth2`, and the completion scripts and man pages in `generate`.
 
+mod args;
+mod backup;
 mod batch;
 mod cases;
 mod generate;
+mod oauth2;
 mod outbox;
 mod replay;
 mod status;
@@ -32,346 +37,11 @@ mod triage;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use clap::{Parser, Subcommand};
-
 use crate::config::{Config, ConfigError};
 
-/// The version and the commit the binary was built from (build.rs):
-/// `0.1.0 (abc1234)`, `0.1.0 (abc1234-dirty)` when its sources differed
-/// from that commit, `0.1.0 (unknown commit)` when built outside git.
-pub const VERSION: &str = concat!(
-    env!("CARGO_PKG_VERSION"),
-    " (",
-    env!("MAILTRIAGE_COMMIT"),
-    ")"
-);
-
-#[derive(Debug, Parser)]
-#[command(
-    name = "mailtriage",
-    version = VERSION,
-    about = "Triage of customer-support escalation emails",
-    long_about = "Triage of customer-support escalation emails: parse the standard \
-                  escalation format, flag dangerous words, rate risk and tier, and route \
-                  each case. The run command is the daemon that watches the IMAP mailboxes \
-                  and sends the acknowledgements, forwards and digests; the others triage \
-                  files, check a config, and look at or change the daemon's cases."
-)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Print the case a message makes, as JSON.
-    ///
-    /// One file (or `-` for standard input, the default) prints one JSON
-    /// object. Several files, a directory (a folder of .eml files, or a
-    /// Maildir with cur/ and new/) or an mbox file print one JSON object per
-    /// line, each with a "file" key; a file that is not an email gets an
-    /// "error" key and the rest go on.
-    Parse {
-        /// Config directory; the built-in config when omitted.
-        #[arg(long, value_name = "DIR")]
-        config: Option<PathBuf>,
-        /// Skip files larger than this many bytes.
-        #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024 * 1024)]
-        max_size: u64,
-        /// Message files, directories, or `-`.
-        #[arg(value_name = "FILE")]
-        inputs: Vec<PathBuf>,
-    },
-    /// Print the case and the actions the routing table would take; sends nothing.
-    ///
-    /// One file (or `-` for standard input, the default) prints one JSON
-    /// object; several files, a directory or an mbox file print JSON Lines,
-    /// each with a "file" key, as `parse` does.
-    Route {
-        /// Config directory; the built-in config when omitted.
-        #[arg(long, value_name = "DIR")]
-        config: Option<PathBuf>,
-        /// The mailbox the messages arrived in (for rules that match on it):
-        /// one the config knows.
-        #[arg(long)]
-        mailbox: Option<String>,
-        /// Case id to render into subjects.
-        #[arg(long, default_value = "ESC-PREVIEW")]
-        case_id: String,
-        /// Also print each rendered message body.
-        #[arg(long)]
-        body: bool,
-        /// Skip files larger than this many bytes.
-        #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024 * 1024)]
-        max_size: u64,
-        /// Message files, directories, mbox files, or `-`.
-        #[arg(value_name = "FILE")]
-        inputs: Vec<PathBuf>,
-    },
-    /// What a config change would change: triage and route every message
-    /// under both configs and print those whose kind, flags, risk, tier,
-    /// missing fields or actions differ.
-    ///
-    /// Prints a block per changed message and a count, or with --json one
-    /// JSON object per changed message (and per input that is not an email).
-    /// Exits 1 when any message differs, 0 when none does.
-    Replay {
-        /// The new config directory.
-        #[arg(long, value_name = "DIR")]
-        config: PathBuf,
-        /// The config directory to compare with; the built-in config when
-        /// omitted.
-        #[arg(long, value_name = "OLD")]
-        against: Option<PathBuf>,
-        /// The mailbox the messages arrived in (for rules that match on it);
-        /// none when omitted.
-        #[arg(long)]
-        mailbox: Option<String>,
-        /// Print JSON Lines instead of a table.
-        #[arg(long)]
-        json: bool,
-        /// Skip files larger than this many bytes.
-        #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024 * 1024)]
-        max_size: u64,
-        /// Message files, directories (folders of .eml files, Maildirs),
-        /// mbox files, or `-`.
-        #[arg(value_name = "PATH", required = true)]
-        inputs: Vec<PathBuf>,
-    },
-    /// Load and check a config directory.
-    CheckConfig {
-        #[arg(long, value_name = "DIR")]
-        config: PathBuf,
-    },
-    /// Run the daemon: watch the mailboxes of DIR/mailtriage.toml until
-    /// SIGTERM or SIGINT.
-    Run {
-        #[arg(long, value_name = "DIR")]
-        config: PathBuf,
-        /// Log format: journald under systemd, text on a terminal, or json.
-        #[arg(long, value_enum, default_value_t = LogFormat::Auto)]
-        log_format: LogFormat,
-    },
-    /// List, show, resolve and reopen cases: through the running daemon's
-    /// control socket, or in the database when no daemon runs.
-    Cases {
-        #[command(subcommand)]
-        command: CasesCommand,
-    },
-    /// What a digest would say now (--preview, the default), or queue it
-    /// for sending now (--send-now).
-    Digest {
-        /// Config directory: its mailtriage.toml names the database.
-        #[arg(long, value_name = "DIR")]
-        config: PathBuf,
-        /// The digest's name in the routing table.
-        name: String,
-        /// Print what the digest would say; send nothing (the default).
-        #[arg(long, conflicts_with = "send_now")]
-        preview: bool,
-        /// Queue the digest for sending now.
-        #[arg(long)]
-        send_now: bool,
-    },
-    /// The daemon's health at a glance: each mailbox's connection, the
-    /// outbox, the digests, the database, the daemon.
-    ///
-    /// Asks the running daemon; when none answers, reads the database and
-    /// says so. Exits 0 when healthy, 1 when degraded (the daemon not
-    /// running, a mailbox down, mail retrying longer than `[daemon]
-    /// alert_after`, anything undeliverable), 2 when it cannot tell (no
-    /// daemon answers and the database cannot be read, or the answer
-    /// cannot be read): a monitoring check can run it as it is.
-    Status {
-        /// Config directory: its mailtriage.toml names the database.
-        #[arg(long, value_name = "DIR")]
-        config: PathBuf,
-        /// Print the report as JSON.
-        #[arg(long)]
-        json: bool,
-    },
-    /// The mail waiting to go out, and what was given up: list, show,
-    /// retry and drop items, through the running daemon's control socket,
-    /// or in the database when no daemon runs.
-    Outbox {
-        #[command(subcommand)]
-        command: OutboxCommand,
-    },
-    /// Print the completion script for a shell.
-    ///
-    /// The Debian package installs them for bash, zsh and fish; elsewhere,
-    /// e.g. `mailtriage completions bash > /etc/bash_completion.d/mailtriage`.
-    Completions {
-        #[arg(value_enum)]
-        shell: clap_complete::Shell,
-    },
-    /// Print the man page, or write one for each command into a directory.
-    ///
-    /// `mailtriage man | man -l -` shows it; the Debian package installs
-    /// the pages.
-    Man {
-        /// Write mailtriage.1 and a page for each command
-        /// (mailtriage-run.1, mailtriage-cases-list.1, ...) here, and print
-        /// their paths.
-        #[arg(long, value_name = "DIR")]
-        dir: Option<PathBuf>,
-    },
-}
-
-/// `mailtriage outbox ...`.
-#[derive(Debug, Subcommand)]
-pub enum OutboxCommand {
-    /// Items oldest first: pending, retrying and undeliverable unless
-    /// --state says otherwise; a table, or JSON with --json.
-    List {
-        /// Config directory: its mailtriage.toml names the database.
-        #[arg(long, value_name = "DIR")]
-        config: PathBuf,
-        /// Only items in this state: pending, retrying, sent,
-        /// undeliverable, dropped, or all (repeatable).
-        #[arg(long = "state", value_name = "STATE", value_enum)]
-        states: Vec<StateArg>,
-        /// Print a JSON array of the items.
-        #[arg(long)]
-        json: bool,
-    },
-    /// One item: its state, attempts, error, history and headers.
-    Show {
-        /// Config directory: its mailtriage.toml names the database.
-        #[arg(long, value_name = "DIR")]
-        config: PathBuf,
-        /// The item's number, as `outbox list` shows it.
-        id: u64,
-        /// Print the item as JSON.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Send an item (not sent yet) at once, with its attempts counted
-    /// afresh; or every undeliverable one.
-    Retry {
-        /// Config directory: its mailtriage.toml names the database.
-        #[arg(long, value_name = "DIR")]
-        config: PathBuf,
-        #[arg(required_unless_present = "all_undeliverable")]
-        id: Option<u64>,
-        /// Retry every undeliverable item.
-        #[arg(long, conflicts_with = "id")]
-        all_undeliverable: bool,
-    },
-    /// Give up an item not sent yet: it is never sent, and kept as
-    /// dropped.
-    Drop {
-        /// Config directory: its mailtriage.toml names the database.
-        #[arg(long, value_name = "DIR")]
-        config: PathBuf,
-        id: u64,
-    },
-}
-
-/// `outbox list --state`: where an item stands, or every state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum StateArg {
-    Pending,
-    Retrying,
-    Sent,
-    Undeliverable,
-    Dropped,
-    All,
-}
-
-impl StateArg {
-    fn states(self) -> Vec<crate::outbox::QueueState> {
-        use crate::outbox::QueueState;
-        match self {
-            StateArg::Pending => vec![QueueState::Pending],
-            StateArg::Retrying => vec![QueueState::Retrying],
-            StateArg::Sent => vec![QueueState::Sent],
-            StateArg::Undeliverable => vec![QueueState::Undeliverable],
-            StateArg::Dropped => vec![QueueState::Dropped],
-            StateArg::All => QueueState::ALL.to_vec(),
-        }
-    }
-}
-
-/// `mailtriage cases ...`.
-#[derive(Debug, Subcommand)]
-pub enum CasesCommand {
-    /// Cases, oldest first: a table, or JSON with --json.
-    List {
-        /// Config directory: its mailtriage.toml names the database.
-        #[arg(long, value_name = "DIR")]
-        config: PathBuf,
-        /// Only cases not resolved.
-        #[arg(long)]
-        open: bool,
-        /// Only cases of this tier.
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=2))]
-        tier: Option<u8>,
-        /// Only cases of at least this risk.
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=5))]
-        risk_min: Option<u8>,
-        /// Only cases received at or after this: YYYY-MM-DD (midnight UTC)
-        /// or an RFC 3339 timestamp.
-        #[arg(long, value_name = "DATE", value_parser = parse_since)]
-        since: Option<i64>,
-        /// Print a JSON array of the case records.
-        #[arg(long)]
-        json: bool,
-    },
-    /// One case: its fields, flags, history and every message sent for it.
-    Show {
-        /// Config directory: its mailtriage.toml names the database.
-        #[arg(long, value_name = "DIR")]
-        config: PathBuf,
-        /// The case id, e.g. ESC-2026-000123.
-        id: String,
-        /// Print the case record and its outbox items as JSON.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Resolve a case by hand, with a resolution note.
-    Resolve {
-        /// Config directory: its mailtriage.toml names the database.
-        #[arg(long, value_name = "DIR")]
-        config: PathBuf,
-        id: String,
-        /// The resolution note, kept with the case and in its history.
-        #[arg(long, value_name = "TEXT")]
-        note: String,
-    },
-    /// Reopen a resolved case.
-    Reopen {
-        /// Config directory: its mailtriage.toml names the database.
-        #[arg(long, value_name = "DIR")]
-        config: PathBuf,
-        id: String,
-    },
-}
-
-/// `--since`: `YYYY-MM-DD` (midnight UTC) or an RFC 3339 timestamp, to
-/// unix seconds.
-fn parse_since(s: &str) -> Result<i64, String> {
-    if let Ok(t) = s.parse::<jiff::Timestamp>() {
-        return Ok(t.as_second());
-    }
-    if s.len() == 10
-        && let Ok(d) = s.parse::<jiff::civil::Date>()
-        && let Ok(z) = d.to_zoned(jiff::tz::TimeZone::UTC)
-    {
-        return Ok(z.timestamp().as_second());
-    }
-    Err("expected YYYY-MM-DD or an RFC 3339 timestamp such as 2026-11-23T14:02:00Z".into())
-}
-
-/// Where and how logs go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    /// journald when started by systemd (`$JOURNAL_STREAM`), text otherwise.
-    Auto,
-    Text,
-    Json,
-    Journald,
-}
+pub use args::{
+    CasesCommand, Cli, Command, LogFormat, OAuth2Command, OutboxCommand, StateArg, VERSION,
+};
 
 /// How a command failed, mapped to an exit code by `main`.
 #[derive(Debug, thiserror::Error)]
@@ -385,7 +55,7 @@ pub enum CliError {
     Usage(String),
     #[error("writing output: {0}")]
     Output(#[from] io::Error),
-    /// A file a command was asked to write (`man --dir`).
+    /// A file a command was asked to write (`man --dir`, `export --out`).
     #[error("writing {}: {source}", .path.display())]
     Write {
         path: PathBuf,
@@ -428,6 +98,20 @@ pub enum CliError {
     /// cannot write.
     #[error("the database {} belongs to uid {owner}, and opening it as root would leave files the daemon cannot write: start the daemon (the command then goes through its control socket) or run the command as that user", .db.display())]
     ForeignDatabase { db: PathBuf, owner: u32 },
+    /// `export` without a daemon: the store could not be read.
+    #[error("export: {0}")]
+    Export(#[from] crate::store::ExportError),
+    /// `export` through the daemon: what it sent is not a whole export.
+    #[error("the daemon's export: {0}")]
+    ExportStream(#[source] crate::store::FormatError),
+    #[error("importing {}: {source}", .file.display())]
+    Import {
+        file: PathBuf,
+        #[source]
+        source: crate::store::ImportError,
+    },
+    #[error("a daemon answers on {}: stop it first (systemctl stop mailtriage)", .0.display())]
+    DaemonRunning(PathBuf),
 }
 
 impl CliError {
@@ -448,7 +132,11 @@ impl CliError {
             | CliError::NoDatabase(_)
             | CliError::DatabaseInUse { .. }
             | CliError::Database { .. }
-            | CliError::ForeignDatabase { .. } => 1,
+            | CliError::ForeignDatabase { .. }
+            | CliError::Export(_)
+            | CliError::ExportStream(_)
+            | CliError::Import { .. }
+            | CliError::DaemonRunning(_) => 1,
         }
     }
 }
@@ -513,8 +201,34 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
             preview: _,
             send_now,
         } => cases::digest(&config, name, send_now, out),
+        Command::Export {
+            config,
+            out: file,
+            out_dir,
+            keep,
+        } => backup::export(&config, backup::Destination::of(file, out_dir, keep), out),
+        Command::Import { config, file } => backup::import(&config, &file, out),
         Command::Status { config, json } => status::status(&config, json, out),
         Command::Outbox { command } => outbox::outbox(command, out),
+        Command::Oauth2 {
+            command:
+                OAuth2Command::Authorize {
+                    config,
+                    name,
+                    listen,
+                    port,
+                    redirect_uri,
+                },
+        } => oauth2::authorize(
+            &oauth2::Authorize {
+                config: &config,
+                name: &name,
+                listen: listen.then_some(port),
+                redirect_uri: redirect_uri.as_deref(),
+            },
+            &mut io::stdin().lock(),
+            out,
+        ),
         Command::Completions { shell } => generate::completions(shell, out),
         Command::Man { dir } => generate::man(dir.as_deref(), out),
     }
@@ -570,6 +284,7 @@ fn check_config(dir: &Path, out: &mut dyn Write) -> Result<Outcome, CliError> {
     let config = Config::load(dir)?;
     let daemon = if dir.join("mailtriage.toml").exists() {
         let d = crate::config::Settings::load(dir)?;
+        config.check_mailboxes(dir, &d)?;
         format!(", {} mailboxes", d.mailboxes.len())
     } else {
         String::new()
@@ -586,6 +301,35 @@ fn check_config(dir: &Path, out: &mut dyn Write) -> Result<Outcome, CliError> {
         config.router.digests.len(),
     )?;
     Ok(Outcome::Ok)
+}
+
+/// A table as `cases list` and `outbox list` print it: the header, then
+/// the rows, each column as wide as its widest cell and two spaces from the
+/// next, no space at the end of a line.
+fn write_table<const N: usize>(
+    out: &mut dyn Write,
+    header: &[&str; N],
+    rows: &[[String; N]],
+) -> io::Result<()> {
+    let mut widths = header.map(|h| h.chars().count());
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut line = |cells: &mut dyn Iterator<Item = &str>| -> io::Result<()> {
+        let mut s = String::new();
+        for (cell, w) in cells.zip(widths) {
+            s.push_str(cell);
+            s.extend(std::iter::repeat_n(' ', w - cell.chars().count() + 2));
+        }
+        writeln!(out, "{}", s.trim_end())
+    };
+    line(&mut header.iter().copied())?;
+    for row in rows {
+        line(&mut row.iter().map(String::as_str))?;
+    }
+    Ok(())
 }
 
 /// The first `max` characters of `s` on one line, with `…` when cut.
@@ -689,6 +433,18 @@ mod tests {
                 },
                 1,
             ),
+            (
+                CliError::ExportStream(crate::store::FormatError::Truncated { line: 3 }),
+                1,
+            ),
+            (
+                CliError::Import {
+                    file: "backup.jsonl".into(),
+                    source: crate::store::ImportError::InUse("db".into()),
+                },
+                1,
+            ),
+            (CliError::DaemonRunning("s".into()), 1),
         ];
         for (e, code) in cases {
             assert_eq!(e.exit_code(), code, "{e:?}");

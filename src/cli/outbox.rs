@@ -5,7 +5,7 @@
 use std::io::{self, Write};
 
 use super::cases::{ask, from_answer, print_json, utc};
-use super::{CliError, OutboxCommand, Outcome, one_line};
+use super::{CliError, OutboxCommand, Outcome, one_line, write_table};
 use crate::control::{OutboxChanged, OutboxEntry, Request};
 use crate::outbox::QueueState;
 
@@ -129,29 +129,7 @@ fn print_table(
             ]
         })
         .collect();
-    let mut widths = LIST_HEADER.map(|h| h.chars().count());
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: &[&str], out: &mut dyn Write| -> io::Result<()> {
-        let mut s = String::new();
-        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
-            s.push_str(cell);
-            if i + 1 < cells.len() {
-                let pad = w - cell.chars().count();
-                s.extend(std::iter::repeat_n(' ', pad + 2));
-            }
-        }
-        writeln!(out, "{}", s.trim_end())
-    };
-    line(&LIST_HEADER, out)?;
-    for row in &rows {
-        let cells: Vec<&str> = row.iter().map(String::as_str).collect();
-        line(&cells, out)?;
-    }
-    Ok(())
+    write_table(out, &LIST_HEADER, &rows)
 }
 
 fn print_item(e: &OutboxEntry, out: &mut dyn Write) -> io::Result<()> {

@@ -151,6 +151,26 @@ fn print_report(r: &Report, out: &mut dyn Write) -> std::io::Result<()> {
         "outbox    {} pending, {retrying}, {} undeliverable",
         o.pending, o.undeliverable
     )?;
+    for g in &r.oauth2 {
+        let state = match (&g.error, g.token_expires) {
+            (Some(e), _) => format!(
+                "{} since {}: {}",
+                if g.refused { "refused" } else { "failing" },
+                utc(e.at),
+                one_line(&e.message, 200)
+            ),
+            (None, Some(exp)) => format!("token valid until {}", utc(exp)),
+            (None, None) => "no token yet".to_string(),
+        };
+        writeln!(
+            out,
+            "oauth2    {} ({}, {}): {state}; {} token requests",
+            g.used_by.join(", "),
+            g.flow,
+            g.token_url,
+            g.requests
+        )?;
+    }
     for g in &r.digests {
         let last = g.last.map_or_else(|| "never".to_string(), utc);
         let next = match (&g.schedule, g.next) {

@@ -17,6 +17,7 @@
 //! names and flag categories are all errors. The shipped `config/` is compiled
 //! into the binary as the default.
 
+mod oauth2;
 mod retention;
 mod routing;
 mod settings;
@@ -33,6 +34,7 @@ use crate::lifecycle::Lifecycle;
 use crate::route::Router;
 use templates::TemplateFiles;
 
+pub use oauth2::{ClientAuth, Flow, Grant, OAuth2Section, Provider};
 pub use retention::RetentionSection;
 pub use settings::{DaemonSection, MailboxSection, Settings, SmtpSection};
 pub use values::{HumanDuration, Secret, SecretError, Size};
@@ -146,6 +148,49 @@ impl Config {
             templates: &self.digest_templates,
         }
     }
+}
+
+impl Config {
+    /// Checks the rules' `when.mailbox` names against the mailboxes
+    /// `settings` watches: a rule for a mailbox that does not exist never
+    /// matches, and nothing would say so. `dir` is where routing.toml is
+    /// read from, to give the mistake's line.
+    pub fn check_mailboxes(&self, dir: &Path, settings: &Settings) -> Result<(), ConfigError> {
+        let known = |name: &str| {
+            settings
+                .mailboxes
+                .iter()
+                .any(|m| m.name.eq_ignore_ascii_case(name))
+        };
+        let Some((rule, name)) = self.router.rules.iter().find_map(|r| {
+            r.when
+                .mailbox
+                .iter()
+                .find(|m| !known(m))
+                .map(|m| (r.name.as_str(), m.as_str()))
+        }) else {
+            return Ok(());
+        };
+        let path = dir.join("routing.toml");
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let names: Vec<&str> = settings.mailboxes.iter().map(|m| m.name.as_str()).collect();
+        Err(ConfigError {
+            at: mailbox_place(&text, rule, name).map(|o| line_col(&text, o)),
+            file: path,
+            message: format!(
+                "rule {rule:?}: `when.mailbox` names {name:?}, which is not a [[mailbox]] of mailtriage.toml; expected one of: {}",
+                names.join(", ")
+            ),
+        })
+    }
+}
+
+/// Where in routing.toml's `text` the rule named `rule` names `mailbox`:
+/// the first `"mailbox"` after the rule's name.
+fn mailbox_place(text: &str, rule: &str, mailbox: &str) -> Option<usize> {
+    let start = text.find(&format!("{rule:?}"))?;
+    let at = text[start..].find(&format!("{mailbox:?}"))?;
+    Some(start + at)
 }
 
 impl Config {

@@ -1,6 +1,7 @@
 //! mailtriage.toml, read and checked: the daemon's settings, what it
-//! connects to (the mailboxes, the SMTP server) and how it runs (database,
-//! senders allowed, health alerts).
+//! connects to (the mailboxes, the SMTP server, and how each logs in: a
+//! password or an OAuth 2.0 grant) and how it runs (database, senders
+//! allowed, health alerts).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -8,6 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::oauth2::{Grant, OAuth2Section};
 use super::retention::RetentionSection;
 use super::values::{HumanDuration, Secret, Size};
 use super::{ConfigError, Source, builtin, looks_like_address};
@@ -82,6 +84,11 @@ pub struct SmtpSection {
     pub tls: Tls,
     pub user: Option<String>,
     pub password: Option<Secret>,
+    /// XOAUTH2 with tokens from this grant, instead of `password`.
+    pub oauth2: Option<Spanned<OAuth2Section>>,
+    /// `oauth2`, resolved when the file is read.
+    #[serde(skip)]
+    pub grant: Option<Grant>,
     /// From: of everything the daemon sends, e.g. `Escalations <mailtriage@example.com>`.
     pub from: String,
     #[serde(default = "default_timeout")]
@@ -108,8 +115,14 @@ pub struct MailboxSection {
     pub user: String,
     /// LOGIN with a password...
     pub password: Option<Secret>,
-    /// ...or XOAUTH2 with an access token.
+    /// ...or XOAUTH2 with tokens from this grant...
+    pub oauth2: Option<Spanned<OAuth2Section>>,
+    /// ...or XOAUTH2 with an access token read from a source as it is
+    /// (a command of the operator's that prints a fresh one).
     pub oauth2_token: Option<Secret>,
+    /// `oauth2`, resolved when the file is read.
+    #[serde(skip)]
+    pub grant: Option<Grant>,
     #[serde(default = "default_folder")]
     pub folder: String,
     /// Set `\Seen` on processed messages.
@@ -195,7 +208,7 @@ impl Settings {
             path: path.to_path_buf(),
             text,
         };
-        let c: Settings = src.parse()?;
+        let mut c: Settings = src.parse()?;
         let whole = |message: String| ConfigError {
             file: path.to_path_buf(),
             at: None,
@@ -210,20 +223,28 @@ impl Settings {
                 return Err(whole(format!("mailbox name {:?} is used twice", m.name)));
             }
             names.push(&m.name);
-            match (&m.password, &m.oauth2_token) {
-                (Some(_), Some(_)) => {
+            let ways = [
+                m.password.is_some(),
+                m.oauth2.is_some(),
+                m.oauth2_token.is_some(),
+            ];
+            match ways.iter().filter(|w| **w).count() {
+                1 => {}
+                0 => {
                     return Err(whole(format!(
-                        "mailbox {:?}: expected `password` or `oauth2_token`, not both",
+                        "mailbox {:?}: expected `password`, `oauth2` or `oauth2_token`",
                         m.name
                     )));
                 }
-                (None, None) => {
-                    return Err(whole(format!(
-                        "mailbox {:?}: expected `password` or `oauth2_token`",
-                        m.name
-                    )));
+                _ => {
+                    return Err(src.error_at(
+                        m.oauth2.as_ref().map(Spanned::span),
+                        format!(
+                            "mailbox {:?}: expected one of `password`, `oauth2` and `oauth2_token`, not several",
+                            m.name
+                        ),
+                    ));
                 }
-                _ => {}
             }
             if !m.mark_seen && m.move_to.is_none() {
                 return Err(whole(format!(
@@ -265,10 +286,31 @@ impl Settings {
         if let Some((span, message)) = c.retention.check() {
             return Err(src.error_at(Some(span), message));
         }
-        if c.smtp.user.is_some() != c.smtp.password.is_some() {
+        if c.smtp.password.is_some() && c.smtp.oauth2.is_some() {
             return Err(whole(
-                "[smtp]: expected both `user` and `password`, or neither".into(),
+                "[smtp]: expected `password` or `oauth2`, not both".into(),
             ));
+        }
+        let has_secret = c.smtp.password.is_some() || c.smtp.oauth2.is_some();
+        if c.smtp.user.is_some() != has_secret {
+            return Err(whole(
+                "[smtp]: expected `user` with `password` or `oauth2`, or none of them".into(),
+            ));
+        }
+        for m in &mut c.mailboxes {
+            if let Some(o) = &m.oauth2 {
+                let grant = o.get_ref().grant(&m.user).map_err(|e| {
+                    src.error_at(Some(o.span()), format!("mailbox {:?}: {e}", m.name))
+                })?;
+                m.grant = Some(grant);
+            }
+        }
+        if let (Some(o), Some(user)) = (&c.smtp.oauth2, &c.smtp.user) {
+            let grant = o
+                .get_ref()
+                .grant(user)
+                .map_err(|e| src.error_at(Some(o.span()), format!("[smtp]: {e}")))?;
+            c.smtp.grant = Some(grant);
         }
         Ok(c)
     }

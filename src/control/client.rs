@@ -2,6 +2,7 @@
 //! read, blocking (the command line has no runtime).
 
 use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -31,6 +32,16 @@ const MAX_RESPONSE: u64 = 1 << 30;
 /// Sends `req` to the daemon at `path` and waits for its answer. Blocking;
 /// `timeout` bounds each read and write.
 pub fn request(path: &Path, req: &Request, timeout: Duration) -> Result<Response, ControlError> {
+    request_stream(path, req, timeout).map(|(answer, _)| answer)
+}
+
+/// [`request`], and the connection after the answer line, for a request
+/// whose answer is followed by a stream (`Export`).
+pub fn request_stream(
+    path: &Path,
+    req: &Request,
+    timeout: Duration,
+) -> Result<(Response, BufReader<UnixStream>), ControlError> {
     let io_err = |source: io::Error| {
         if matches!(
             source.kind(),
@@ -47,7 +58,7 @@ pub fn request(path: &Path, req: &Request, timeout: Duration) -> Result<Response
             }
         }
     };
-    let stream = match std::os::unix::net::UnixStream::connect(path) {
+    let stream = match UnixStream::connect(path) {
         Ok(s) => s,
         Err(e)
             if matches!(
@@ -70,7 +81,8 @@ pub fn request(path: &Path, req: &Request, timeout: Duration) -> Result<Response
     line.push(b'\n');
     (&stream).write_all(&line).map_err(io_err)?;
     let mut answer = Vec::new();
-    BufReader::new(io::Read::take(&stream, MAX_RESPONSE))
+    let mut reader = BufReader::with_capacity(1 << 16, stream);
+    io::Read::take(&mut reader, MAX_RESPONSE)
         .read_until(b'\n', &mut answer)
         .map_err(io_err)?;
     if answer.is_empty() {
@@ -79,8 +91,10 @@ pub fn request(path: &Path, req: &Request, timeout: Duration) -> Result<Response
             message: "the connection closed without an answer".into(),
         });
     }
-    serde_json::from_slice(answer.trim_ascii()).map_err(|e| ControlError::Protocol {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })
+    let answer =
+        serde_json::from_slice(answer.trim_ascii()).map_err(|e| ControlError::Protocol {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    Ok((answer, reader))
 }

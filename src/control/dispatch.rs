@@ -4,6 +4,8 @@
 use std::sync::{Mutex, PoisonError};
 
 use super::{BY, CaseDetail, Changed, DigestFailure, Host, Request, Response};
+use jiff::Timestamp;
+
 use crate::lifecycle;
 use crate::record::CaseRecord;
 use crate::store::{HandChange, Store, StoreError};
@@ -63,6 +65,9 @@ pub fn handle(
                 error: error.to_string(),
             },
         },
+        // Answered by a stream, not a line: the server streams it, the
+        // command line without a daemon writes the store's snapshot.
+        Request::Export => Response::err("export: the answer is a stream; ask the control socket"),
         Request::Status => match host {
             Some(h) => match super::status::status(store, &h.scope(), now) {
                 Ok(report) => Response::ok(&report),
@@ -89,13 +94,13 @@ fn list(
     open: bool,
     tier: Option<u8>,
     risk_min: Option<u8>,
-    since: Option<i64>,
+    since: Option<Timestamp>,
 ) -> Result<Vec<CaseRecord>, StoreError> {
     let keep = |r: &CaseRecord| {
         (!open || r.is_open())
             && tier.is_none_or(|t| r.case.tier == t)
             && risk_min.is_none_or(|m| r.case.risk >= m)
-            && since.is_none_or(|s| r.received_at.as_second() >= s)
+            && since.is_none_or(|s| r.received_at >= s)
     };
     let mut out = Vec::new();
     if open {

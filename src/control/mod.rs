@@ -10,7 +10,9 @@
 //!
 //! The protocol is JSON lines: the client sends one [`Request`] on one line,
 //! the server answers one [`Response`] on one line and closes the connection.
-//! A request that cannot be read gets an `Err` answer, never a panic.
+//! A request that cannot be read gets an `Err` answer, never a panic. One
+//! request streams: the `Ok` answer to `Export` is followed by the export's
+//! lines ([`request_stream`] reads them).
 //!
 //! This module owns the protocol (here), the one dispatcher ([`handle`], in
 //! `dispatch`; the status gathered in `status`, the outbox's requests in
@@ -23,8 +25,9 @@
 //! that this module does not depend on how digests are made or how the
 //! daemon runs.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::calendar::Schedule;
@@ -39,7 +42,7 @@ mod outbox;
 mod server;
 mod status;
 
-pub use client::{ControlError, request};
+pub use client::{ControlError, request, request_stream};
 pub use dispatch::handle;
 pub use server::{Control, ControlSocket, bind, serve};
 
@@ -48,7 +51,7 @@ pub use server::{Control, ControlSocket, bind, serve};
 #[serde(tag = "request", rename_all = "snake_case")]
 pub enum Request {
     /// Cases, oldest first, filtered: open only, this tier, at least this
-    /// risk, received at or after `since` (unix seconds).
+    /// risk, received at or after `since` (unix seconds on the wire).
     List {
         #[serde(default)]
         open: bool,
@@ -56,8 +59,8 @@ pub enum Request {
         tier: Option<u8>,
         #[serde(default)]
         risk_min: Option<u8>,
-        #[serde(default)]
-        since: Option<i64>,
+        #[serde(default, with = "crate::clock::seconds::option")]
+        since: Option<Timestamp>,
     },
     /// One case and every message queued for it ([`CaseDetail`]).
     Show { id: String },
@@ -77,6 +80,10 @@ pub enum Request {
         #[serde(default)]
         send_now: bool,
     },
+    /// Everything the store holds, at one point in time: the answer line
+    /// is followed by the export itself (see [`crate::store::Snapshot`]),
+    /// until the connection closes.
+    Export,
     /// The daemon's health ([`Report`](crate::health::Report)).
     Status,
     /// Outbox items in these states, oldest first (an array of
@@ -102,7 +109,8 @@ pub enum Request {
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum Response {
     /// `List`: an array of [`CaseRecord`]; `Show`: a [`CaseDetail`];
-    /// `Resolve`/`Reopen`: a [`Changed`]; `Digest`: a string.
+    /// `Resolve`/`Reopen`: a [`Changed`]; `Digest`: a string; `Export`:
+    /// the export's header (the export follows).
     Ok {
         value: serde_json::Value,
     },
@@ -189,6 +197,8 @@ pub struct Scope {
     /// Each digest of the routing table, with its schedule.
     pub digests: Vec<(String, Option<Schedule>)>,
     pub database: PathBuf,
+    /// Each OAuth 2.0 grant's health while the daemon runs.
+    pub grants: Vec<crate::health::GrantHealth>,
 }
 
 /// The process that answers besides the store: the running daemon, or
@@ -228,6 +238,15 @@ pub fn database_path(cfg: &Settings) -> Option<PathBuf> {
         return Some(p.clone());
     }
     first_dir("STATE_DIRECTORY").map(|d| d.join("db"))
+}
+
+/// The state directory: the database's, where the OAuth 2.0 refresh
+/// tokens are kept too (`oauth2/`).
+pub fn state_directory(database: &Path) -> PathBuf {
+    match database.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
 }
 
 /// Where the control socket is: `$RUNTIME_DIRECTORY/mailtriage.sock` when
@@ -277,6 +296,11 @@ mod tests {
                 risk_min: None,
                 since: None
             }
+        );
+        // The one request answered by a stream.
+        assert_eq!(
+            serde_json::to_string(&Request::Export).unwrap(),
+            r#"{"request":"export"}"#
         );
         // The status and outbox requests, as a client writes them.
         let lines = [

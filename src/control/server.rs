@@ -32,6 +32,8 @@ pub struct Control {
 const MAX_REQUEST: usize = 64 * 1024;
 /// How long a client may take to send its request, and to read the answer.
 const CLIENT_IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the client of an export may take to read what was written.
+const EXPORT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long requests in hand may take to finish after shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -166,6 +168,13 @@ async fn connection(stream: UnixStream, shared: Arc<Control>) {
         Ok(Ok(0)) => return,
         Ok(Ok(_)) => match serde_json::from_slice::<Request>(line.trim_ascii()) {
             Err(e) => Response::err(format!("bad request: {e}")),
+            Ok(Request::Export) => {
+                match reader.into_inner().into_inner().reunite(write) {
+                    Ok(stream) => export(stream, shared).await,
+                    Err(e) => tracing::error!(error = %e, "control socket: export"),
+                }
+                return;
+            }
             Ok(req) => {
                 tracing::debug!(request = %serde_json::to_string(&req).unwrap_or_default(), "control request");
                 let sh = shared.clone();
@@ -203,4 +212,55 @@ async fn connection(stream: UnixStream, shared: Arc<Control>) {
         Ok(Err(e)) => tracing::debug!(error = %e, "control client went away"),
         Err(_) => tracing::debug!("control client did not read its answer"),
     }
+}
+
+/// `Export`: the answer line, then the export, from a blocking thread (the
+/// snapshot reads the store; the writes go to the socket made blocking,
+/// each bounded by a timeout). The store's writers wait only while the
+/// snapshot is spooled, never for this client (see
+/// [`Store::snapshot`](crate::store::Store::snapshot)).
+async fn export(stream: UnixStream, shared: Arc<Control>) {
+    let socket = match stream.into_std().and_then(|s| {
+        s.set_nonblocking(false)?;
+        s.set_write_timeout(Some(EXPORT_WRITE_TIMEOUT))?;
+        Ok(s)
+    }) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "control socket: export");
+            return;
+        }
+    };
+    let sent = tokio::task::spawn_blocking(move || -> io::Result<Option<u64>> {
+        let now = (shared.now)();
+        let mut out = std::io::BufWriter::with_capacity(1 << 16, &socket);
+        let snapshot = match shared.store.snapshot(now) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "export failed");
+                answer(&mut out, &Response::err(format!("export: {e}")))?;
+                std::io::Write::flush(&mut out)?;
+                return Ok(None);
+            }
+        };
+        answer(&mut out, &Response::ok(snapshot.header()))?;
+        let end = snapshot.write_to(&mut out)?;
+        drop(out);
+        socket.shutdown(std::net::Shutdown::Write)?;
+        Ok(Some(end.records))
+    })
+    .await;
+    match sent {
+        Ok(Ok(Some(records))) => tracing::info!(records, "export sent"),
+        Ok(Ok(None)) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "export: the client did not read it all"),
+        Err(e) => tracing::error!(error = %e, "export failed"),
+    }
+}
+
+/// One answer line.
+fn answer(out: &mut dyn std::io::Write, response: &Response) -> io::Result<()> {
+    let mut line = serde_json::to_vec(response).map_err(io::Error::other)?;
+    line.push(b'\n');
+    out.write_all(&line)
 }

@@ -55,6 +55,7 @@ pub(super) fn status(
             path: scope.database.display().to_string(),
             bytes: disk_usage(&scope.database),
         },
+        grants: scope.grants.clone(),
     }))
 }
 
@@ -98,6 +99,7 @@ impl Scope {
                 .map(|(name, d)| (name.clone(), d.schedule.clone()))
                 .collect(),
             database,
+            grants: Vec::new(),
         }
     }
 }

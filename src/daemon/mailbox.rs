@@ -7,9 +7,12 @@
 //! limit is left for a human, and so is old mail of a rescan), bodies with `BODY.PEEK[]`, then
 //! [`crate::intake::process`] under the case lock, the batch committed in
 //! one transaction, and only then the messages marked or moved on the
-//! server. Between batches it waits in IDLE, or polls. A mailbox that
-//! cannot log in, or stays down for `alert_after`, alerts the admins once,
-//! and once more when it works again.
+//! server. Between batches it waits in IDLE, or polls. A mailbox with an
+//! OAuth 2.0 grant logs in with its token source's token, and with a new
+//! one once more when the server refuses it. A mailbox that cannot log
+//! in, or stays down for `alert_after`, alerts the admins once, and once
+//! more when it works again; a grant the provider refuses is alerted by
+//! the grants task instead, once for all who use it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +27,7 @@ use crate::config::{MailboxSection, SecretError};
 use crate::health::Link;
 use crate::imap::{Auth, Connection, Idled, ImapError, ImapSettings};
 use crate::intake::{self, Arrival, LookupError};
+use crate::oauth::GrantError;
 use crate::outbox::OutgoingKind;
 use crate::rescan::Rescan;
 use crate::shutdown::stopped;
@@ -40,13 +44,13 @@ fn reconnect_delay(failures: u32, salt: u64) -> Duration {
 }
 
 /// How to reach mailbox `m`, its secret read now (a token command gives a
-/// fresh token at each connect). The config guarantees a password or a
-/// token.
+/// fresh token at each connect). The config guarantees a password, a
+/// token or a grant (whose token [`connect`] puts in).
 fn imap_settings(m: &MailboxSection) -> Result<ImapSettings, SecretError> {
     let auth = match (&m.password, &m.oauth2_token) {
         (Some(p), _) => Auth::Password(p.read()?),
         (_, Some(t)) => Auth::XOAuth2(t.read()?),
-        (None, None) => Auth::Password(String::new()),
+        (None, None) => Auth::XOAuth2(String::new()),
     };
     Ok(ImapSettings {
         host: m.host.clone(),
@@ -110,7 +114,11 @@ pub(super) async fn mailbox_task(
                     SessionError::Imap(ImapError::Auth { .. } | ImapError::Certificate(_))
                         | SessionError::Secret(_)
                 );
+                // A refused grant has its own alert, once for every
+                // mailbox (and the SMTP server) that uses it.
+                let grant_refused = matches!(&e, SessionError::OAuth(g) if g.is_fatal());
                 if !health.alerted
+                    && !grant_refused
                     && (is_auth
                         || crate::clock::after(since, sh.settings.daemon.alert_after.0) <= t)
                 {
@@ -189,6 +197,30 @@ enum SessionError {
     Lookup(#[from] LookupError),
     #[error("secret: {0}")]
     Secret(#[from] SecretError),
+    #[error("OAuth 2.0: {0}")]
+    OAuth(#[from] GrantError),
+}
+
+/// Connects to mailbox `index`; with a grant, with its token, and when the
+/// server refuses that token, once more with a new one.
+async fn connect(sh: &Shared, index: usize) -> Result<Connection, SessionError> {
+    let m = &sh.settings.mailboxes[index];
+    let mut settings = imap_settings(m)?;
+    let Some(source) = sh.grants.mailbox(index) else {
+        return Ok(Connection::connect(&settings).await?);
+    };
+    let token = source.token(sh.now()).await?;
+    settings.auth = Auth::XOAuth2(token.secret().to_string());
+    match Connection::connect(&settings).await {
+        Err(ImapError::Auth { message, .. }) => {
+            tracing::info!(mailbox = %m.name, server = %message, "the server refused the access token: one more try with a new one");
+            source.invalidate(&token).await;
+            let token = source.token(sh.now()).await?;
+            settings.auth = Auth::XOAuth2(token.secret().to_string());
+            Ok(Connection::connect(&settings).await?)
+        }
+        r => Ok(r?),
+    }
 }
 
 /// One connection's life: returns Ok on shutdown, Err on any failure.
@@ -201,8 +233,7 @@ async fn session(
     failures: &mut u32,
 ) -> Result<(), SessionError> {
     let m = &sh.settings.mailboxes[index];
-    let settings = imap_settings(m)?;
-    let mut conn = Connection::connect(&settings).await?;
+    let mut conn = connect(sh, index).await?;
     for folder in std::iter::once(&m.quarantine).chain(m.move_to.iter()) {
         conn.ensure_folder(folder).await?;
     }

@@ -1,7 +1,8 @@
 //! The daemon: tasks and I/O only. One task per mailbox (`mailbox`), one
 //! for the outbox (`outbox`), one for what runs on time (`clock`), one for
-//! the daily retention pass (`retention`), the control socket, and the
-//! metrics endpoint when configured (`metrics`); what becomes of mail is
+//! the daily retention pass (`retention`), one that alerts the admins
+//! about OAuth 2.0 grants that cannot be used (`grants`), the control
+//! socket, and the metrics endpoint when configured (`metrics`); what becomes of mail is
 //! decided by [`crate::intake`].
 //! This module starts them (the store opened, READY and WATCHDOG told to
 //! systemd) and stops them: shutdown is a value passed in; when it turns
@@ -26,6 +27,7 @@ pub use crate::clock::Clock;
 
 mod clock;
 mod digest;
+mod grants;
 mod mailbox;
 mod metrics;
 mod outbox;
@@ -55,6 +57,9 @@ struct Shared {
     database: PathBuf,
     /// This daemon's own metrics, served when `[daemon] metrics` is set.
     metrics: crate::metrics::Metrics,
+    /// The OAuth 2.0 grants of the mailboxes and the SMTP server, one
+    /// token source each.
+    grants: crate::oauth::Grants,
 }
 
 impl Shared {
@@ -104,6 +109,7 @@ impl crate::control::Host for Host {
             version: env!("CARGO_PKG_VERSION").to_string(),
             started_at: sh.started_at,
         });
+        scope.grants = sh.grants.health();
         for ((_, live), m) in scope.mailboxes.iter_mut().zip(&sh.live) {
             let m = m.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             *live = Some(m.clone());
@@ -162,6 +168,7 @@ pub async fn run_with_clock(
 ) -> Result<(), RunError> {
     let config = Config::load(config_dir)?;
     let settings = Settings::load(config_dir)?;
+    config.check_mailboxes(config_dir, &settings)?;
     let toml = config_dir.join("mailtriage.toml");
     let db_path = database_path(&settings).ok_or_else(|| ConfigError {
         file: toml.clone(),
@@ -229,11 +236,30 @@ pub async fn run_with_clock(
             .filter(|u| u.contains('@'))
             .cloned(),
     );
+    // A grant that cannot be used is told to the grants task, which
+    // alerts the admins (the sources are made before what they would
+    // need for that).
+    let (grant_events, grant_rx) = tokio::sync::mpsc::unbounded_channel();
+    let grants = crate::oauth::Grants::from_settings(
+        &settings,
+        Some(crate::control::state_directory(&db_path)),
+        Some(Arc::new(move |e| {
+            let _ = grant_events.send(e);
+        })),
+    );
     let smtp = Smtp::new(&SmtpSettings {
         host: settings.smtp.host.clone(),
         port: settings.smtp.port,
         tls: settings.smtp.tls,
         credentials: smtp_password,
+        oauth2: match (grants.smtp(), &settings.smtp.user) {
+            (Some(source), Some(user)) => Some(crate::smtp::SmtpOAuth {
+                user: user.clone(),
+                source,
+                clock: clock.clone(),
+            }),
+            _ => None,
+        },
         timeout: settings.smtp.timeout.0,
         ca_file: settings.smtp.ca_file.clone(),
     })
@@ -261,6 +287,7 @@ pub async fn run_with_clock(
         started_at,
         database: db_path.clone(),
         metrics: crate::metrics::Metrics::new(),
+        grants,
     });
     tracing::info!(database = %db_path.display(), mailboxes = shared.settings.mailboxes.len(), "mailtriage starting");
 
@@ -335,6 +362,10 @@ pub async fn run_with_clock(
     {
         let (sh, sd) = (shared.clone(), shutdown.clone());
         tasks.spawn(async move { clock::clock_task(sh, sd).await });
+    }
+    {
+        let (sh, sd) = (shared.clone(), shutdown.clone());
+        tasks.spawn(async move { grants::grants_task(sh, grant_rx, sd).await });
     }
     {
         let (sh, sd) = (shared.clone(), shutdown.clone());

@@ -57,6 +57,7 @@ fn healthy() -> Facts {
             path: "/var/lib/mailtriage/db".into(),
             bytes: 1 << 20,
         },
+        grants: Vec::new(),
     }
 }
 
@@ -292,5 +293,38 @@ fn spans_in_words() {
         (30 * 86_400, "30 d"),
     ] {
         assert_eq!(span(seconds), words, "{seconds}");
+    }
+}
+
+#[test]
+fn a_refused_grant_degrades_and_a_failing_one_does_not() {
+    let grant = |refused: bool| GrantHealth {
+        used_by: vec!["mailbox ops".into(), "[smtp]".into()],
+        flow: "client_credentials".into(),
+        token_url: "https://login.example.com/token".into(),
+        token_expires: None,
+        error: Some(Noted {
+            at: ts(NOW - 60),
+            message: "invalid_grant: revoked (HTTP 400)".into(),
+        }),
+        refused,
+        requests: 3,
+    };
+    let cases = [
+        (
+            true,
+            Verdict::Degraded,
+            vec!["OAuth 2.0 grant of mailbox ops, [smtp] refused"],
+        ),
+        (false, Verdict::Healthy, vec![]),
+    ];
+    for (refused, verdict, reasons) in cases {
+        let r = report(with(|f| f.grants = vec![grant(refused)]));
+        assert_eq!(r.verdict, verdict, "{refused}");
+        assert_eq!(r.reasons, reasons, "{refused}");
+        assert_eq!(r.oauth2.len(), 1);
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["oauth2"][0]["refused"], refused);
+        assert_eq!(json["oauth2"][0]["used_by"][1], "[smtp]");
     }
 }

@@ -167,7 +167,7 @@ pub(crate) fn compose(
         match (action.kind, rendered, original.as_ref()) {
             (ActionType::Reply, Some(r), _) => {
                 if let Err(why) = reply_allowed(email, ix.own) {
-                    tracing::info!(why, "no automatic reply");
+                    tracing::info!(%why, "no automatic reply");
                     continue;
                 }
                 let sender = from.to_ascii_lowercase();

@@ -19,26 +19,41 @@ const MACHINE_SENDERS: &[&str] = &[
     "autoreply",
 ];
 
+/// Why a message gets no automatic reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NoReply {
+    #[error("the message is automatic (Auto-Submitted, Precedence or List-Id)")]
+    Automatic,
+    #[error("the message has a null return path (a bounce)")]
+    Bounce,
+    #[error("the message has no sender")]
+    NoSender,
+    #[error("the sender is a machine (mailer-daemon, no-reply, ...)")]
+    Machine,
+    #[error("the sender is one of the daemon's own addresses")]
+    Own,
+}
+
 /// Whether the daemon may send an automatic reply to this message (RFC
 /// 3834 section 2): `Err` says why not.
-pub fn reply_allowed(email: &Email, own_addresses: &[String]) -> Result<(), &'static str> {
+pub fn reply_allowed(email: &Email, own_addresses: &[String]) -> Result<(), NoReply> {
     if email.automatic().is_some() {
-        return Err("the message is automatic (Auto-Submitted, Precedence or List-Id)");
+        return Err(NoReply::Automatic);
     }
     if email.return_path.as_deref() == Some("") {
-        return Err("the message has a null return path (a bounce)");
+        return Err(NoReply::Bounce);
     }
     let Some(from) = email.from.as_deref() else {
-        return Err("the message has no sender");
+        return Err(NoReply::NoSender);
     };
     let local = from.split('@').next().unwrap_or("").to_ascii_lowercase();
     if MACHINE_SENDERS.iter().any(|m| {
         local == *m || local.starts_with(&format!("{m}+")) || local.starts_with(&format!("{m}-"))
     }) {
-        return Err("the sender is a machine (mailer-daemon, no-reply, ...)");
+        return Err(NoReply::Machine);
     }
     if own_addresses.iter().any(|a| a.eq_ignore_ascii_case(from)) {
-        return Err("the sender is one of the daemon's own addresses");
+        return Err(NoReply::Own);
     }
     Ok(())
 }
@@ -81,43 +96,49 @@ mod tests {
     #[test]
     fn loops_are_refused() {
         let own = vec!["ops@example.com".to_string()];
-        let cases: &[(&str, bool)] = &[
-            ("From: priya@example.com\r\nSubject: x\r\n\r\nb", true),
+        let cases: &[(&str, Result<(), NoReply>)] = &[
+            ("From: priya@example.com\r\nSubject: x\r\n\r\nb", Ok(())),
             (
                 "From: priya@example.com\r\nAuto-Submitted: auto-replied\r\nSubject: x\r\n\r\nb",
-                false,
+                Err(NoReply::Automatic),
             ),
             (
                 "From: priya@example.com\r\nAuto-Submitted: no\r\nSubject: x\r\n\r\nb",
-                true,
+                Ok(()),
             ),
             (
                 "From: priya@example.com\r\nPrecedence: bulk\r\nSubject: x\r\n\r\nb",
-                false,
+                Err(NoReply::Automatic),
             ),
             (
                 "From: priya@example.com\r\nList-Id: <l.example.com>\r\nSubject: x\r\n\r\nb",
-                false,
+                Err(NoReply::Automatic),
             ),
             (
                 "Return-Path: <>\r\nFrom: priya@example.com\r\nSubject: x\r\n\r\nb",
-                false,
+                Err(NoReply::Bounce),
             ),
             (
                 "From: MAILER-DAEMON@example.com\r\nSubject: x\r\n\r\nb",
-                false,
+                Err(NoReply::Machine),
             ),
-            ("From: no-reply@example.com\r\nSubject: x\r\n\r\nb", false),
+            (
+                "From: no-reply@example.com\r\nSubject: x\r\n\r\nb",
+                Err(NoReply::Machine),
+            ),
             (
                 "From: bounces+123@example.com\r\nSubject: x\r\n\r\nb",
-                false,
+                Err(NoReply::Machine),
             ),
-            ("From: OPS@example.com\r\nSubject: x\r\n\r\nb", false),
-            ("Subject: x\r\n\r\nb", false),
+            (
+                "From: OPS@example.com\r\nSubject: x\r\n\r\nb",
+                Err(NoReply::Own),
+            ),
+            ("Subject: x\r\n\r\nb", Err(NoReply::NoSender)),
         ];
         for (raw, allowed) in cases {
             let e = crate::message::parse(raw.as_bytes()).unwrap();
-            assert_eq!(reply_allowed(&e, &own).is_ok(), *allowed, "{raw:?}");
+            assert_eq!(reply_allowed(&e, &own), *allowed, "{raw:?}");
         }
     }
 }

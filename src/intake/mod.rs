@@ -30,7 +30,7 @@ mod policy;
 mod tests;
 mod update;
 
-pub use loop_guard::reply_allowed;
+pub use loop_guard::{NoReply, reply_allowed};
 pub use policy::overdue;
 
 /// What intake reads of the cases and messages stored so far.

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 
 use jiff::Timestamp;
 
+use super::compose::ComposeFailed;
 use super::{Intake, LookupError, Working};
 use crate::mail;
 use crate::outbox::{NewOutgoing, OutgoingKind};
@@ -213,6 +214,7 @@ pub fn overdue(
     rec: &CaseRecord,
     t: Timestamp,
 ) -> Option<(CaseRecord, NewOutgoing)> {
+    const RULE: &str = "lifecycle.overdue";
     let od = ix.config.lifecycle.overdue.as_ref()?;
     if rec.overdue_at.is_some() {
         return None;
@@ -239,9 +241,15 @@ pub fn overdue(
                 &r,
                 crate::clock::system_time(t),
             )
-            .map_err(|e| e.to_string())
+            .map_err(|source| ComposeFailed::Mime {
+                rule: RULE.into(),
+                source,
+            })
         }
-        Err(e) => Err(e.to_string()),
+        Err(source) => Err(ComposeFailed::Template {
+            rule: RULE.into(),
+            source,
+        }),
     };
     let out = match out {
         Ok(o) => o,

@@ -49,6 +49,7 @@ pub(crate) fn update_case(
     };
     let by = email.from.clone().unwrap_or_default();
     let applied = crate::lifecycle::apply_update(&mut record, &case, &by, t);
+    ix.config.triage.refresh_missing(&mut record.case);
     let mut actions = Vec::new();
     if joined && let Some(template) = &ix.config.lifecycle.joined_reply {
         actions.push(Action::reply("lifecycle.joined_reply", &by, template));

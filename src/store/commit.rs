@@ -197,6 +197,7 @@ impl Store {
 
     /// Sets a mailbox's cursor outside a batch (after UIDVALIDITY changed).
     pub fn set_cursor(&self, mailbox: &str, cursor: Cursor) -> Result<(), StoreError> {
+        let _gate = self.write_gate();
         self.cursors.insert(mailbox, encode(&cursor))?;
         self.cursors.flush()?;
         Ok(())
@@ -220,6 +221,7 @@ impl Store {
 
     /// The server has done everything pending for `mailbox`.
     pub fn clear_pending(&self, mailbox: &str) -> Result<(), StoreError> {
+        let _gate = self.write_gate();
         self.pending.remove(mailbox)?;
         self.pending.flush()?;
         Ok(())
@@ -247,7 +249,7 @@ impl Store {
 }
 
 /// `meta` key of a mailbox's [`LastMessage`].
-fn last_message_key(mailbox: &str) -> Vec<u8> {
+pub(super) fn last_message_key(mailbox: &str) -> Vec<u8> {
     let mut k = b"last_message\0".to_vec();
     k.extend_from_slice(mailbox.as_bytes());
     k

@@ -28,7 +28,7 @@ pub(super) const SEEN: u8 = b'm';
 pub(super) const RESOLVED: u8 = b'r';
 
 /// `meta`: the time before which `seen` entries may have been pruned.
-const SEEN_HORIZON: &str = "seen_horizon";
+pub(super) const SEEN_HORIZON: &str = "seen_horizon";
 
 /// A `seen` entry as stored: what became of the message, and when it was
 /// processed (absent in entries of earlier versions, which the first
@@ -126,6 +126,7 @@ impl Store {
     /// Moves the horizon to `at` (never back), flushed: before any entry
     /// older than it is removed.
     pub(super) fn advance_seen_horizon(&self, at: Timestamp) -> Result<Timestamp, StoreError> {
+        let _gate = self.write_gate();
         let at = self.seen_horizon()?.map_or(at, |h| h.max(at));
         self.meta
             .insert(SEEN_HORIZON, &at.as_second().to_be_bytes())?;
@@ -136,6 +137,7 @@ impl Store {
     /// Records that `mailbox` is rescanned after UIDVALIDITY changed,
     /// flushed.
     pub fn set_rescan(&self, mailbox: &str, rescan: &Rescan) -> Result<(), StoreError> {
+        let _gate = self.write_gate();
         self.meta.insert(rescan_key(mailbox), encode(rescan))?;
         self.meta.flush()?;
         Ok(())
@@ -151,13 +153,14 @@ impl Store {
 
     /// The rescan of `mailbox` went past every message it concerned.
     pub fn clear_rescan(&self, mailbox: &str) -> Result<(), StoreError> {
+        let _gate = self.write_gate();
         self.meta.remove(rescan_key(mailbox))?;
         self.meta.flush()?;
         Ok(())
     }
 }
 
-fn rescan_key(mailbox: &str) -> Vec<u8> {
+pub(super) fn rescan_key(mailbox: &str) -> Vec<u8> {
     let mut k = b"rescan\0".to_vec();
     k.extend_from_slice(mailbox.as_bytes());
     k

@@ -132,6 +132,7 @@ impl Store {
                 stale.push(k);
             }
         }
+        let _gate = self.write_gate();
         for k in &stale {
             self.replies.remove(k)?;
         }
@@ -163,7 +164,7 @@ impl Store {
     }
 }
 
-fn index_key(kind: u8, rest: &str) -> Vec<u8> {
+pub(super) fn index_key(kind: u8, rest: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(rest.len() + 2);
     k.push(kind);
     k.push(0);
@@ -324,7 +325,7 @@ fn vendor_prefix(vendor: &VendorKey) -> Vec<u8> {
 }
 
 /// `v` key: the vendor, a NUL, when the case opened, the case id.
-fn vendor_index_key(vendor: &VendorKey, at: i64, case_id: &str) -> Vec<u8> {
+pub(super) fn vendor_index_key(vendor: &VendorKey, at: i64, case_id: &str) -> Vec<u8> {
     let mut k = vendor_prefix(vendor);
     k.extend_from_slice(&(at.max(0) as u64).to_be_bytes());
     k.extend_from_slice(case_id.as_bytes());
@@ -332,11 +333,11 @@ fn vendor_index_key(vendor: &VendorKey, at: i64, case_id: &str) -> Vec<u8> {
 }
 
 /// A vendor key as the index stores it.
-fn stored_key(bytes: &[u8]) -> VendorKey {
+pub(super) fn stored_key(bytes: &[u8]) -> VendorKey {
     VendorKey::from_stored(String::from_utf8_lossy(bytes).into_owned())
 }
 
-fn vendor_report_key(vendor: &VendorKey) -> Vec<u8> {
+pub(super) fn vendor_report_key(vendor: &VendorKey) -> Vec<u8> {
     let mut k = b"vendor_reported\0".to_vec();
     k.extend_from_slice(vendor.as_str().as_bytes());
     k
@@ -358,7 +359,7 @@ pub(super) fn count_reply(tx: &Tx, sender: &str, now: i64) -> TxResult<()> {
 
 /// `replies` key: the lowercased sender, a NUL, and the time (a negative
 /// time sorts first).
-fn reply_key(sender: &str, at: i64) -> Vec<u8> {
+pub(super) fn reply_key(sender: &str, at: i64) -> Vec<u8> {
     let mut k = sender.to_ascii_lowercase().into_bytes();
     k.push(0);
     k.extend_from_slice(&(at.max(0) as u64).to_be_bytes());

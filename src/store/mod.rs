@@ -57,7 +57,12 @@
 //! send and its delivery), `originals` (the original kept once),
 //! `indexes` (the lookups, the reply counts, what was last reported and
 //! sent), `expiry` (the `expiry` tree, and what a rescan reads of it),
-//! `retention` (the pass) and `archive` (its file).
+//! `retention` (the pass) and `archive` (its file); `export` writes all of
+//! it out as one snapshot and reads it back into a new database.
+//!
+//! Every write takes the store's write gate (shared); an export takes it
+//! exclusively while it reads, which is what makes the export one point in
+//! time (see `export`).
 //!
 //! [`CaseRecord`]: crate::record::CaseRecord
 //! [`ArchivedCase`]: archive::ArchivedCase
@@ -67,6 +72,7 @@
 mod archive;
 mod commit;
 mod expiry;
+mod export;
 mod indexes;
 mod lookup;
 mod originals;
@@ -76,7 +82,8 @@ mod retention;
 #[cfg(test)]
 mod fixtures;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
@@ -84,6 +91,10 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 
 pub use archive::{ARCHIVE_FORMAT, ArchiveError, ArchivedCase, Found, find_archived};
 pub use commit::Committed;
+pub use export::{
+    Checked, Counts, ExportError, FORMAT, FORMAT_VERSION, FormatError, Header, ImportError,
+    Imported, Snapshot, copy_checked, import, verify,
+};
 pub use outbox::{HandChange, ItemChanged, OutboxSummary};
 pub use retention::{Retention, RetentionReport};
 
@@ -107,6 +118,8 @@ pub enum StoreError {
     CaseVanished(String),
     #[error("no outbox item {0}")]
     NoSuchItem(u64),
+    #[error("no tree {0} in the database")]
+    NoSuchTree(&'static str),
     /// The item was delivered longer ago than `keep_sent`.
     #[error("outbox item {0}: its bytes were dropped (delivered longer ago than keep_sent)")]
     BytesDropped(u64),
@@ -152,6 +165,13 @@ pub struct Store {
     index: sled::Tree,
     originals: sled::Tree,
     expiry: sled::Tree,
+    /// The database's directory.
+    path: PathBuf,
+    /// Taken shared by every write and exclusively by an export, so that
+    /// an export reads every tree at one point in time. Only the outermost
+    /// write of a call takes it (a thread that waits for it while holding
+    /// it shared would deadlock behind a waiting export).
+    gate: Arc<RwLock<()>>,
 }
 
 /// The trees inside one transaction of [`Store::transact`].
@@ -168,6 +188,27 @@ struct Tx<'a> {
     index: &'a TransactionalTree,
     originals: &'a TransactionalTree,
     expiry: &'a TransactionalTree,
+}
+
+impl Tx<'_> {
+    /// A tree by its name in [`Store::trees`].
+    fn by_name(&self, name: &str) -> Option<&TransactionalTree> {
+        Some(match name {
+            "cases" => self.cases,
+            "seen" => self.seen,
+            "cursors" => self.cursors,
+            "outbox" => self.outbox,
+            "outbox_raw" => self.outbox_raw,
+            "outbox_pending" => self.outbox_pending,
+            "replies" => self.replies,
+            "pending" => self.pending,
+            "meta" => self.meta,
+            "index" => self.index,
+            "originals" => self.originals,
+            "expiry" => self.expiry,
+            _ => return None,
+        })
+    }
 }
 
 const CASE_SEQ: &str = "case_seq";
@@ -247,15 +288,58 @@ impl Store {
             originals: db.open_tree("originals")?,
             expiry: db.open_tree("expiry")?,
             db,
+            path: path.to_path_buf(),
+            gate: Arc::default(),
         };
         store.index_undeliverable_once()?;
         Ok(store)
+    }
+
+    /// The database's directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Every tree, by name: what an export walks and an import checks.
+    fn trees(&self) -> [(&'static str, &sled::Tree); 12] {
+        [
+            ("cases", &self.cases),
+            ("seen", &self.seen),
+            ("cursors", &self.cursors),
+            ("outbox", &self.outbox),
+            ("outbox_raw", &self.outbox_raw),
+            ("outbox_pending", &self.outbox_pending),
+            ("replies", &self.replies),
+            ("pending", &self.pending),
+            ("meta", &self.meta),
+            ("index", &self.index),
+            ("originals", &self.originals),
+            ("expiry", &self.expiry),
+        ]
+    }
+
+    /// The write gate, shared: held by every write (see `gate`).
+    fn write_gate(&self) -> RwLockReadGuard<'_, ()> {
+        // The gate guards no data: a panic while it was held leaves
+        // nothing half done that the lock could protect.
+        self.gate
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Runs `f` in one transaction over every tree, then flushes to disk.
     /// The closure may run more than once on a conflict, so it computes
     /// everything from its inputs.
     fn transact<T>(&self, f: impl Fn(&Tx) -> TxResult<T>) -> Result<T, StoreError> {
+        let _gate = self.write_gate();
+        let out = self.transact_unflushed(f)?;
+        self.db.flush()?;
+        Ok(out)
+    }
+
+    /// [`Store::transact`] without the gate and the flush: for an import
+    /// into a database nothing else uses, flushed once at its end.
+    fn transact_unflushed<T>(&self, f: impl Fn(&Tx) -> TxResult<T>) -> Result<T, StoreError> {
         let trees = (
             &self.cases,
             &self.seen,
@@ -286,7 +370,6 @@ impl Store {
                 expiry: &t.11,
             })
         })?;
-        self.db.flush()?;
         Ok(out)
     }
 

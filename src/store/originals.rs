@@ -21,14 +21,19 @@ use super::{Store, StoreError, Tx, TxResult, abort, decode, encode};
 
 /// Where an item's original goes back in.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct OriginalRef {
+pub(super) struct OriginalRef {
     /// The SHA-256 of the original's part body, in hex.
-    sha256: String,
+    pub(super) sha256: String,
     /// Its offset in the composed message.
-    at: usize,
+    pub(super) at: usize,
 }
 
-type Digest = [u8; 32];
+pub(super) type Digest = [u8; 32];
+
+/// The first byte of each kind of key.
+pub(super) const BODY: u8 = b'b';
+pub(super) const COUNT: u8 = b'c';
+pub(super) const REF: u8 = b'i';
 
 fn digest(body: &[u8]) -> Digest {
     let d = ring::digest::digest(&ring::digest::SHA256, body);
@@ -37,11 +42,11 @@ fn digest(body: &[u8]) -> Digest {
     out
 }
 
-fn hex(d: &Digest) -> String {
+pub(super) fn hex(d: &Digest) -> String {
     d.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn unhex(s: &str) -> Option<Digest> {
+pub(super) fn unhex(s: &str) -> Option<Digest> {
     let mut out = [0u8; 32];
     if s.len() != 64 || !s.is_ascii() {
         return None;
@@ -52,16 +57,16 @@ fn unhex(s: &str) -> Option<Digest> {
     Some(out)
 }
 
-fn body_key(d: &Digest) -> Vec<u8> {
-    [&[b'b'][..], d].concat()
+pub(super) fn body_key(d: &Digest) -> Vec<u8> {
+    [&[BODY][..], d].concat()
 }
 
-fn count_key(d: &Digest) -> Vec<u8> {
-    [&[b'c'][..], d].concat()
+pub(super) fn count_key(d: &Digest) -> Vec<u8> {
+    [&[COUNT][..], d].concat()
 }
 
-fn ref_key(id: u64) -> Vec<u8> {
-    [&[b'i'][..], &id.to_be_bytes()].concat()
+pub(super) fn ref_key(id: u64) -> Vec<u8> {
+    [&[REF][..], &id.to_be_bytes()].concat()
 }
 
 fn read_count(v: Option<sled::IVec>) -> u64 {
@@ -159,7 +164,7 @@ impl Store {
     /// How many originals are stored (each once, whatever refers to it).
     pub fn originals_stored(&self) -> Result<usize, StoreError> {
         let mut n = 0;
-        for r in self.originals.scan_prefix([b'b']) {
+        for r in self.originals.scan_prefix([BODY]) {
             r?;
             n += 1;
         }

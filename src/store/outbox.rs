@@ -15,13 +15,13 @@ use super::{
     Store, StoreError, Tx, TxResult, abort, decode, encode, expiry, next_seq, read_i64, seconds,
 };
 
-const OUTBOX_SEQ: &str = "outbox_seq";
+pub(super) const OUTBOX_SEQ: &str = "outbox_seq";
 /// Set in `meta` once the undeliverable index has been built from the
 /// items of a database older than it.
-const UNDELIVERABLE_INDEXED: &str = "outbox_undeliverable_indexed";
+pub(super) const UNDELIVERABLE_INDEXED: &str = "outbox_undeliverable_indexed";
 
 /// `index` key of an undeliverable item.
-fn undeliverable_key(id: u64) -> [u8; 10] {
+pub(super) fn undeliverable_key(id: u64) -> [u8; 10] {
     let mut k = [0u8; 10];
     k[0] = b'u';
     k[2..].copy_from_slice(&id.to_be_bytes());
@@ -320,11 +320,13 @@ impl Store {
     /// Builds the undeliverable index once, from the items of a database
     /// written before it existed. An empty outbox is not marked done, so
     /// that items written into a new database by other means than this
-    /// module (an import) are indexed at the next open.
+    /// module are indexed at the next open (an import calls it itself
+    /// once its items are written).
     pub(super) fn index_undeliverable_once(&self) -> Result<(), StoreError> {
         if self.meta.get(UNDELIVERABLE_INDEXED)?.is_some() || self.outbox.is_empty() {
             return Ok(());
         }
+        let _gate = self.write_gate();
         for item in self.outbox_items()? {
             if item.state == Delivery::Undeliverable {
                 self.index

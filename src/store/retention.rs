@@ -26,7 +26,7 @@ use super::{Store, StoreError, Tx, TxResult, abort, decode, encode};
 const DAY: u64 = 86_400;
 
 /// `meta`: set once the records of an earlier version are indexed.
-const INDEXED: &str = "expiry_indexed";
+pub(super) const INDEXED: &str = "expiry_indexed";
 
 /// What to keep, and for how long (`[retention]` in mailtriage.toml).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -347,6 +347,7 @@ impl Store {
             let case: CaseRecord = decode("cases", v).map_err(abort)?;
             expiry::track_case(tx, None, &case)
         })?;
+        let _gate = self.write_gate();
         self.meta.insert(INDEXED, &[1u8])?;
         self.meta.flush()?;
         Ok(())

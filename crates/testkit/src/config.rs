@@ -142,6 +142,12 @@ impl Table {
         self
     }
 
+    /// Removes `key`, if set.
+    pub fn unset(&mut self, key: &str) -> &mut Table {
+        self.entries.retain(|(k, _)| k != key);
+        self
+    }
+
     /// Appends `text`, TOML lines as they are, after the keys set.
     pub fn lines(&mut self, text: &str) -> &mut Table {
         if !text.is_empty() {

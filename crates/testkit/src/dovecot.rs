@@ -170,13 +170,25 @@ pub struct Dovecot {
     identity: Identity,
     users: Vec<(String, String)>,
     instance: String,
+    /// Started by `start_oauth`: XOAUTH2 and OAUTHBEARER too, the tokens
+    /// checked at this introspection URL.
+    introspection_url: Option<String>,
 }
 
 impl Dovecot {
     /// Start a server with these (user, password) accounts. Panics with the log
     /// tail if it does not answer `* OK` in time.
     pub fn start(users: &[(&str, &str)]) -> Dovecot {
-        Dovecot::start_inner(users, None)
+        Dovecot::start_inner(users, None, None)
+    }
+
+    /// [`Dovecot::start`] that also takes `AUTHENTICATE XOAUTH2` (and
+    /// OAUTHBEARER): Dovecot's `oauth2` passdb checks each token at
+    /// `introspection_url` (RFC 7662, `introspection_mode = post`), active
+    /// and with `username` the user logging in. Passwords still work, for
+    /// the kit's own clients.
+    pub fn start_oauth(users: &[(&str, &str)], introspection_url: &str) -> Dovecot {
+        Dovecot::start_inner(users, None, Some(introspection_url.to_string()))
     }
 
     /// [`Dovecot::start`] with TLS (`ssl = yes`, the server certificate and
@@ -186,10 +198,14 @@ impl Dovecot {
     /// byte. The certificate files are copied into the server's dir, so the
     /// server does not depend on `ca` living on.
     pub fn start_tls(users: &[(&str, &str)], ca: &TestCa) -> Dovecot {
-        Dovecot::start_inner(users, Some(ca))
+        Dovecot::start_inner(users, Some(ca), None)
     }
 
-    fn start_inner(users: &[(&str, &str)], ca: Option<&TestCa>) -> Dovecot {
+    fn start_inner(
+        users: &[(&str, &str)],
+        ca: Option<&TestCa>,
+        introspection_url: Option<String>,
+    ) -> Dovecot {
         let dir = server_dir("mailtriage-dovecot-");
         let identity = Identity::detect(dir.path());
         let mut server = Dovecot {
@@ -202,6 +218,7 @@ impl Dovecot {
                 .map(|(u, p)| (u.to_string(), p.to_string()))
                 .collect(),
             instance: format!("mt{}-{}", std::process::id(), unique()),
+            introspection_url,
             identity,
             dir,
         };
@@ -214,6 +231,20 @@ impl Dovecot {
         set_mode(&mail, 0o755);
         server.identity.own(&mail);
         server.write_passwd();
+        if let Some(url) = &server.introspection_url {
+            // Read by the auth process (root, or this user).
+            let path = server.dir.path().join("oauth2.conf.ext");
+            write_file(
+                &path,
+                format!(
+                    "introspection_mode = post\nintrospection_url = {url}\n\
+                     username_attribute = username\nactive_attribute = active\n\
+                     active_value = true\nforce_introspection = yes\ntimeout_msecs = 5000\n"
+                )
+                .as_bytes(),
+            );
+            set_mode(&path, 0o644);
+        }
         if let Some(ca) = ca {
             // Read by Dovecot's config process (root, or this user).
             let tls = ca.install(&server.dir.path().join("tls"));
@@ -400,6 +431,16 @@ impl Dovecot {
                 "  inet_listener imaps {\n    port = 0\n  }\n".to_string(),
             )
         };
+        let (mechanisms, oauth_passdb) = match &self.introspection_url {
+            Some(_) => (
+                "plain login xoauth2 oauthbearer",
+                format!(
+                    "passdb {{\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n  \
+                     args = {d}/oauth2.conf.ext\n}}\n"
+                ),
+            ),
+            None => ("plain login", String::new()),
+        };
         let mut conf = format!(
             r#"# Private Dovecot instance of mailtriage's test harness (crates/testkit).
 instance_name = {instance}
@@ -415,15 +456,16 @@ auth_failure_delay = 0
 {ssl}
 # Plaintext LOGIN is allowed without TLS too (loopback tests).
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = {mechanisms}
 first_valid_uid = 1
 mail_location = maildir:{d}/mail/%u
 mail_fsync = never
 passdb {{
   driver = passwd-file
+  mechanisms = plain login
   args = scheme=PLAIN username_format=%u {d}/passwd
 }}
-userdb {{
+{oauth_passdb}userdb {{
   driver = static
   args = uid={uid} gid={gid} home={d}/mail/%u
 }}
@@ -457,6 +499,8 @@ service imap-login {{
             port = self.port,
             ssl = ssl,
             imaps = imaps,
+            mechanisms = mechanisms,
+            oauth_passdb = oauth_passdb,
         );
         // Not root: no chroot, and every service runs as this user.
         let chroot = if id.root { "" } else { "  chroot =\n" };

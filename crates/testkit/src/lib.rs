@@ -7,6 +7,10 @@
 //!   out, outages, TLS.
 //! - [`SmtpCapture`] ([`smtp`]): an aiosmtpd server that stores every
 //!   message it accepts with its envelope; AUTH, rejections, TLS, outages.
+//! - [`TokenServer`] ([`token`]): a loopback OAuth 2.0 token server that
+//!   issues, expires and revokes tokens and counts requests; Dovecot
+//!   ([`Dovecot::start_oauth`]) and the SMTP capture
+//!   ([`SmtpCapture::start_with_oauth`]) check XOAUTH2 tokens against it.
 //! - [`TestCa`] ([`ca`]): a private CA and a server certificate for
 //!   127.0.0.1, for the TLS modes above and the daemon's `ca_file`.
 //! - [`ImapClient`] and [`SmtpClient`] ([`client`]): tiny synchronous
@@ -15,7 +19,8 @@
 //! - [`config_dir`] ([`config`]): a config directory for the daemon that
 //!   points at those servers.
 //! - [`Daemon`] and [`InProcess`] ([`daemon`]): the daemon as a child
-//!   process, or on a thread of the test.
+//!   process, or on a thread of the test; [`run_cli`] and [`cli_ok`]
+//!   ([`cli`]): its command line, as an operator's shell runs it.
 //! - [`browser`]: mail as a phone shows it, in Debian's headless Chromium.
 //! - [`fixture`], [`golden`], [`python_read`], [`wait_until`]: the
 //!   fixtures, golden files, a second reader of what the daemon sends, and
@@ -36,6 +41,7 @@
 
 pub mod browser;
 pub mod ca;
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod daemon;
@@ -44,9 +50,11 @@ mod fixtures;
 mod python_email;
 mod server;
 pub mod smtp;
+pub mod token;
 mod wait;
 
 pub use ca::TestCa;
+pub use cli::{cli_ok, run_cli};
 pub use client::{ImapClient, ImapMessage, SmtpClient, base64};
 pub use config::{
     Extra, MailtriageToml, Secret, TlsMode, Via, config_dir, copy_clock_free_config,
@@ -57,4 +65,5 @@ pub use dovecot::Dovecot;
 pub use fixtures::{fixture, golden};
 pub use python_email::python_read;
 pub use smtp::{Captured, RejectAt, SmtpCapture, SmtpTls, by_rcpt, subject};
+pub use token::{HttpAnswer, TokenClient, TokenServer, http};
 pub use wait::{wait_until, wait_until_every};

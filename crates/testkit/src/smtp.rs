@@ -39,7 +39,7 @@ const CAPTURE_SCRIPT: &str = include_str!("smtp_capture.py");
 /// A Python 3 that can `import aiosmtpd`: Debian's /usr/bin/python3 first
 /// (python3-aiosmtpd installs there; the python3 on PATH may be a pyenv one),
 /// then `python3` on PATH; `MAILTRIAGE_TEST_PYTHON` overrides.
-fn python_with_aiosmtpd() -> &'static str {
+pub(crate) fn python_with_aiosmtpd() -> &'static str {
     static PYTHON: OnceLock<String> = OnceLock::new();
     PYTHON.get_or_init(|| {
         let candidates: Vec<String> = match std::env::var("MAILTRIAGE_TEST_PYTHON") {
@@ -121,12 +121,22 @@ pub struct SmtpCapture {
     tls: Option<SmtpTls>,
     /// Whether EHLO offers 8BITMIME (aiosmtpd's default).
     eight_bit_mime: bool,
+    /// AUTH XOAUTH2, the tokens checked at this introspection URL.
+    oauth_introspect: Option<String>,
 }
 
 impl SmtpCapture {
     /// A capture server that accepts mail without AUTH (and offers none).
     pub fn start() -> SmtpCapture {
         SmtpCapture::start_inner(None, None, true)
+    }
+
+    /// A capture server that requires AUTH XOAUTH2 (PLAIN and LOGIN are
+    /// refused), each token checked at `introspection_url` (a
+    /// [`crate::TokenServer`]'s): active and for the user named. A refused
+    /// token gets 535.
+    pub fn start_with_oauth(introspection_url: &str) -> SmtpCapture {
+        SmtpCapture::start_full(None, None, true, Some(introspection_url.to_string()))
     }
 
     /// A capture server that offers AUTH PLAIN and LOGIN on plain SMTP and
@@ -155,6 +165,15 @@ impl SmtpCapture {
         tls: Option<(SmtpTls, &TestCa)>,
         eight_bit_mime: bool,
     ) -> SmtpCapture {
+        SmtpCapture::start_full(auth, tls, eight_bit_mime, None)
+    }
+
+    fn start_full(
+        auth: Option<(String, String)>,
+        tls: Option<(SmtpTls, &TestCa)>,
+        eight_bit_mime: bool,
+        oauth_introspect: Option<String>,
+    ) -> SmtpCapture {
         let dir = server_dir("mailtriage-smtp-");
         write_file(
             &dir.path().join("smtp_capture.py"),
@@ -174,6 +193,7 @@ impl SmtpCapture {
             auth,
             tls: tls.map(|(mode, _)| mode),
             eight_bit_mime,
+            oauth_introspect,
         };
         let started = launch_on_free_ports(&mut server, |server| {
             server.port = free_port();
@@ -414,6 +434,9 @@ impl Launch for SmtpCapture {
         }
         if !self.eight_bit_mime {
             command.arg("--no-8bitmime");
+        }
+        if let Some(url) = &self.oauth_introspect {
+            command.arg("--oauth-introspect").arg(url);
         }
         let tls_dir = self.dir.path().join("tls");
         if let Some(mode) = self.tls {

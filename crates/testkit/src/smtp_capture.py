@@ -29,6 +29,12 @@ AUTH: with --auth-user/--auth-pass, AUTH PLAIN and LOGIN are offered on plain
 SMTP (auth_require_tls=False: loopback tests only) and required before MAIL.
 Without them no AUTH is offered.
 
+XOAUTH2: with --oauth-introspect URL, AUTH XOAUTH2 is offered (and required,
+PLAIN and LOGIN refused unless --auth-user is given too): the token is checked
+at that RFC 7662 introspection URL, active and for the user named; a refused
+token is answered "535 5.7.3 Authentication unsuccessful", as Exchange Online
+does. The envelope's auth_user is the user.
+
 8BITMIME: offered, unless --no-8bitmime (aiosmtpd's decode_data mode, which
 does not offer it; the bytes are still stored as received).
 
@@ -41,13 +47,17 @@ certificate chain and key given by --tls-cert and --tls-key.
 import argparse
 import asyncio
 import errno
+import json
 import logging
 import os
 import signal
 import ssl
 import sys
 import time
+import urllib.parse
+import urllib.request
 import warnings
+from base64 import b64decode
 
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
@@ -134,6 +144,51 @@ class CaptureHandler:
         return "250 2.0.0 OK: captured"
 
 
+class OAuthHandler(CaptureHandler):
+    """CaptureHandler that also takes AUTH XOAUTH2, checking the token at
+    the introspection URL."""
+
+    def __init__(self, base, introspect):
+        super().__init__(base)
+        self.introspect = introspect
+
+    async def auth_XOAUTH2(self, server, args):
+        if len(args) == 2:
+            blob = args[1].encode("ascii")
+            try:
+                initial = b64decode(blob, validate=True)
+            except Exception:
+                await server.push("501 5.5.2 Can't decode base64")
+                return None
+        else:
+            initial = await server.challenge_auth("")
+            if not isinstance(initial, bytes):
+                return None
+        fields = dict(
+            part.split("=", 1) for part in initial.decode("utf-8", "replace").split("\x01") if "=" in part
+        )
+        user = fields.get("user", "")
+        bearer = fields.get("auth", "")
+        token = bearer[7:] if bearer.startswith("Bearer ") else ""
+        loop = asyncio.get_running_loop()
+        ok = await loop.run_in_executor(None, self.check, user, token)
+        log.info("AUTH XOAUTH2 for %r: %s", user, "ok" if ok else "failed")
+        if ok:
+            return AuthResult(success=True, auth_data=LoginPassword(user.encode("utf-8"), b""))
+        return AuthResult(success=False, handled=False,
+                          message="535 5.7.3 Authentication unsuccessful")
+
+    def check(self, user, token):
+        data = urllib.parse.urlencode({"token": token}).encode("ascii")
+        try:
+            with urllib.request.urlopen(self.introspect, data=data, timeout=5) as r:
+                answer = json.loads(r.read())
+        except Exception as e:
+            log.error("introspection failed: %s", e)
+            return False
+        return answer.get("active") is True and answer.get("username") == user
+
+
 def write_atomically(path, data):
     tmp = path + ".tmp"
     with open(tmp, "wb") as f:
@@ -171,6 +226,7 @@ def main():
     parser.add_argument("--tls-key")
     parser.add_argument("--require-starttls", action="store_true")
     parser.add_argument("--no-8bitmime", action="store_true")
+    parser.add_argument("--oauth-introspect")
     args = parser.parse_args()
     if args.tls and not (args.tls_cert and args.tls_key):
         parser.error("--tls needs --tls-cert and --tls-key")
@@ -183,17 +239,23 @@ def main():
     # aiosmtpd warns that AUTH without TLS is unsafe: expected on loopback.
     warnings.simplefilter("ignore")
 
-    handler = CaptureHandler(args.dir)
+    if args.oauth_introspect:
+        handler = OAuthHandler(args.dir, args.oauth_introspect)
+    else:
+        handler = CaptureHandler(args.dir)
     kwargs = dict(
         hostname="capture.test",  # no getfqdn(): that may wait on DNS
         enable_SMTPUTF8=True,
         decode_data=args.no_8bitmime,
     )
-    if args.auth_user is not None:
+    if args.auth_user is not None or args.oauth_introspect:
         kwargs.update(
             auth_required=True,
             auth_require_tls=False,
-            authenticator=make_authenticator(args.auth_user, args.auth_pass or ""),
+            authenticator=make_authenticator(
+                args.auth_user if args.auth_user is not None else "\0no user",
+                args.auth_pass or "",
+            ),
         )
 
     tls_context = None

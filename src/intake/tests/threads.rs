@@ -41,6 +41,35 @@ fn which_case_a_message_belongs_to() {
             },
         },
         Row {
+            name: "a reply with one of either-or details meets that requirement whole",
+            given: vec![(
+                t(0),
+                vec![mail(
+                    &format!(
+                        "From: {RAVI}\r\nSubject: Escalation (Order #CK1)\r\nMessage-ID: <a1@mail.example.com>"
+                    ),
+                    &format!("Order ID: CK1\r\nIssue: {CALM}"),
+                )],
+            )],
+            at: t(HOUR),
+            batch: vec![answer(
+                "r1@mail.example.com",
+                RAVI,
+                "a1@mail.example.com",
+                "Customer Phone Number: 98450 12345",
+            )],
+            want: vec![(updated(1), vec![])],
+            then: |name, w, _| {
+                let case = &w.case(1).case;
+                assert_eq!(case.fields.phone.as_deref(), Some("9845012345"), "{name}");
+                assert!(
+                    case.missing.is_empty(),
+                    "{name}: the phone meets \"customer name or phone\": {:?}",
+                    case.missing
+                );
+            },
+        },
+        Row {
             name: "a reply naming the agent's message in References alone updates its case",
             given: vec![calm_case()],
             at: t(HOUR),
