@@ -35,7 +35,7 @@ pub enum JobError {
 /// down for is sent once, when it is back: the latest period only,
 /// covering everything since the last one sent. `lock_cases` is held while
 /// a digest reads the cases and is queued.
-pub(crate) fn queue_due<'a>(
+pub fn queue_due<'a>(
     config: &Config,
     store: &Store,
     identity: &Identity,

@@ -34,7 +34,7 @@ mod outbox;
 mod retention;
 
 pub(crate) use digest::digest_command;
-pub use digest::{JobError, build_digest};
+pub use digest::{JobError, build_digest, queue_due};
 
 /// What every task shares.
 struct Shared {
