@@ -321,7 +321,10 @@ impl Store {
     /// written before it existed. An empty outbox is not marked done, so
     /// that items written into a new database by other means than this
     /// module are indexed at the next open (an import calls it itself
-    /// once its items are written).
+    /// once its items are written); the first item [`queue`]d into a
+    /// database marks it, since every item queued keeps the index (else a
+    /// database filled since it was new would be read whole at its first
+    /// restart: on a year's outbox, seconds and over 100 MB).
     pub(super) fn index_undeliverable_once(&self) -> Result<(), StoreError> {
         if self.meta.get(UNDELIVERABLE_INDEXED)?.is_some() || self.outbox.is_empty() {
             return Ok(());
@@ -358,6 +361,10 @@ impl Store {
 /// bytes, and its entry in the pending index.
 pub(super) fn queue(tx: &Tx, out: &NewOutgoing, now: Timestamp) -> TxResult<u64> {
     let id = next_seq(tx.meta, OUTBOX_SEQ)?;
+    if id == 1 {
+        // A new outbox: its index is kept from the first item on.
+        tx.meta.insert(UNDELIVERABLE_INDEXED, &[1u8] as &[u8])?;
+    }
     let due = out.not_before.map_or(now, |t| t.max(now));
     let item = OutboxItem {
         id,
@@ -589,6 +596,26 @@ mod tests {
         assert_eq!(retried.state, Delivery::Dropped);
         assert!(store.outbox_due(ts(100), 10).unwrap().is_empty());
         assert!(store.undeliverable_ids().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_new_database_needs_no_undeliverable_scan() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        store
+            .enqueue(&outgoing("ESC-2026-000009", 2), ts(50))
+            .unwrap();
+        assert!(
+            store
+                .meta
+                .get(super::UNDELIVERABLE_INDEXED)
+                .unwrap()
+                .is_some()
+        );
+        store.mark_undeliverable(2, "550 no").unwrap();
+        drop(store);
+        let store = reopen(dir.path());
+        assert_eq!(store.undeliverable_ids().unwrap(), [2]);
     }
 
     #[test]
