@@ -10,7 +10,6 @@ use tokio::sync::{mpsc, watch};
 
 use super::Shared;
 use crate::oauth::GrantEvent;
-use crate::outbox::OutgoingKind;
 use crate::shutdown::stopped;
 
 pub(super) async fn grants_task(
@@ -75,31 +74,5 @@ fn alert(sh: &Shared, e: &GrantEvent) {
             )
         }
     };
-    if sh.settings.daemon.admin.is_empty() {
-        return;
-    }
-    let rendered = crate::route::Rendered {
-        subject: subject.clone(),
-        body,
-        high_importance: high,
-    };
-    match crate::mail::compose_notice(
-        &sh.identity,
-        OutgoingKind::Health,
-        &key,
-        None,
-        &sh.settings.daemon.admin,
-        None,
-        &rendered,
-        crate::clock::system_time(sh.now()),
-    ) {
-        Ok(msg) => match sh.store.enqueue(&[msg], sh.now()) {
-            Ok(_) => {
-                tracing::warn!("health alert queued: {subject}");
-                sh.outbox_wake.notify_one();
-            }
-            Err(e) => tracing::error!(error = %e, "could not queue a health alert"),
-        },
-        Err(e) => tracing::error!(error = %e, "could not compose a health alert"),
-    }
+    sh.alert_admins(&key, &subject, body, high);
 }

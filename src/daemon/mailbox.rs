@@ -28,7 +28,6 @@ use crate::health::Link;
 use crate::imap::{Auth, Connection, Idled, ImapError, ImapSettings};
 use crate::intake::{self, Arrival, LookupError};
 use crate::oauth::GrantError;
-use crate::outbox::OutgoingKind;
 use crate::rescan::Rescan;
 use crate::shutdown::stopped;
 use crate::store::StoreError;
@@ -135,7 +134,7 @@ pub(super) async fn mailbox_task(
                             m.port,
                             crate::text::local_time(since, &sh.config.router.readers.zone, since)
                         ),
-                        "down",
+                        Alert::Down,
                     );
                 }
                 let delay = reconnect_delay(failures, index as u64 ^ t.as_second() as u64);
@@ -148,43 +147,26 @@ pub(super) async fn mailbox_task(
     }
 }
 
-fn alert(sh: &Shared, m: &MailboxSection, since: Timestamp, text: &str, what: &str) {
-    if sh.settings.daemon.admin.is_empty() {
-        return;
-    }
-    let subject = match what {
-        "down" => format!("mailtriage: the {} mailbox is unreachable", m.name),
-        _ => format!("mailtriage: the {} mailbox works again", m.name),
+/// Which of a mailbox's two alerts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Alert {
+    Down,
+    Up,
+}
+
+fn alert(sh: &Shared, m: &MailboxSection, since: Timestamp, text: &str, which: Alert) {
+    let (subject, what) = match which {
+        Alert::Down => (
+            format!("mailtriage: the {} mailbox is unreachable", m.name),
+            "down",
+        ),
+        Alert::Up => (
+            format!("mailtriage: the {} mailbox works again", m.name),
+            "up",
+        ),
     };
-    let key = format!("{}.{}.{}", m.name, since.as_second(), what);
-    let rendered = crate::route::Rendered {
-        subject: subject.clone(),
-        body: text.to_string(),
-        high_importance: what == "down",
-    };
-    match crate::mail::compose_notice(
-        &sh.identity,
-        OutgoingKind::Health,
-        &key,
-        None,
-        &sh.settings.daemon.admin,
-        None,
-        &rendered,
-        crate::clock::system_time(sh.now()),
-    ) {
-        Ok(msg) => match sh.store.enqueue(&[msg], sh.now()) {
-            Ok(_) => {
-                tracing::warn!(mailbox = %m.name, "health alert queued: {subject}");
-                sh.outbox_wake.notify_one();
-            }
-            Err(e) => {
-                tracing::error!(mailbox = %m.name, error = %e, "could not queue a health alert")
-            }
-        },
-        Err(e) => {
-            tracing::error!(mailbox = %m.name, error = %e, "could not compose a health alert")
-        }
-    }
+    let key = format!("{}.{}.{what}", m.name, since.as_second());
+    sh.alert_admins(&key, &subject, text.to_string(), which == Alert::Down);
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -250,7 +232,7 @@ async fn session(
             m,
             since,
             &format!("mailtriage reads the {} mailbox again.\n", m.name),
-            "up",
+            Alert::Up,
         );
     }
     *health = Health::default();

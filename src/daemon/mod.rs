@@ -87,6 +87,39 @@ impl Shared {
         }
     }
 
+    /// Queues a health alert to `[daemon] admin` (nothing when it names
+    /// no one) and wakes the outbox. `key` names the alert's Message-ID, so
+    /// that one event alerts once; `urgent` marks it high importance.
+    fn alert_admins(&self, key: &str, subject: &str, body: String, urgent: bool) {
+        if self.settings.daemon.admin.is_empty() {
+            return;
+        }
+        let rendered = crate::route::Rendered {
+            subject: subject.to_string(),
+            body,
+            high_importance: urgent,
+        };
+        match crate::mail::compose_notice(
+            &self.identity,
+            crate::outbox::OutgoingKind::Health,
+            key,
+            None,
+            &self.settings.daemon.admin,
+            None,
+            &rendered,
+            crate::clock::system_time(self.now()),
+        ) {
+            Ok(msg) => match self.store.enqueue(&[msg], self.now()) {
+                Ok(_) => {
+                    tracing::warn!("health alert queued: {subject}");
+                    self.outbox_wake.notify_one();
+                }
+                Err(e) => tracing::error!(error = %e, "could not queue a health alert"),
+            },
+            Err(e) => tracing::error!(error = %e, "could not compose a health alert"),
+        }
+    }
+
     fn lock_cases(&self) -> std::sync::MutexGuard<'_, ()> {
         // A panic while holding it cannot leave a case half written (the
         // store is transactional), so a poisoned lock is still usable.
