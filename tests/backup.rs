@@ -22,15 +22,7 @@ const WAIT: Duration = Duration::from_secs(30);
 /// `mailtriage ARGS --config DIR`, without the systemd directories of the
 /// test's own environment.
 fn mailtriage(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mailtriage"))
-        .args(args)
-        .arg("--config")
-        .arg(dir)
-        .env_remove("RUNTIME_DIRECTORY")
-        .env_remove("STATE_DIRECTORY")
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("run mailtriage")
+    mailtriage_testkit::run_cli(env!("CARGO_BIN_EXE_mailtriage"), dir, args)
 }
 
 fn ok(out: &Output) -> String {
