@@ -49,6 +49,8 @@
 //! change the counts (0 skips that part); `MAILTRIAGE_BENCH_WRAP` runs the
 //! daemon under a profiler (`heaptrack -o /tmp/mt`).
 
+mod common;
+
 use std::fs;
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -57,6 +59,7 @@ use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
+use common::{count, dir_size, load_average, ms, pct, replace_all, status_kb, verdict};
 use mailtriage::batch::Cursor;
 use mailtriage::config::{Config, Settings};
 use mailtriage::imap::{Auth, Connection, ImapSettings};
@@ -146,24 +149,6 @@ fn main() {
         total.elapsed().as_secs_f64(),
         load_average()
     );
-}
-
-/// The 1, 5 and 15 minute load averages, as /proc/loadavg says them.
-fn load_average() -> String {
-    fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".into())
-}
-
-fn count(var: &str, default: usize) -> usize {
-    match std::env::var(var) {
-        Err(_) => default,
-        Ok(v) => v
-            .trim()
-            .replace('_', "")
-            .parse()
-            .unwrap_or_else(|_| panic!("{var}: expected a number of messages, found {v:?}")),
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -260,22 +245,6 @@ impl Corpus {
             sources,
         }
     }
-}
-
-/// `raw` with every `from` replaced by `to`.
-fn replace_all(raw: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(raw.len() + 64);
-    let mut i = 0;
-    while i < raw.len() {
-        if !from.is_empty() && raw[i..].starts_with(from) {
-            out.extend_from_slice(to);
-            i += from.len();
-        } else {
-            out.push(raw[i]);
-            i += 1;
-        }
-    }
-    out
 }
 
 impl Source {
@@ -377,14 +346,6 @@ fn wait_connected(daemon: &mut Daemon) {
     }
 }
 
-/// A `/proc/PID/status` value in kB (VmHWM, VmRSS).
-fn status_kb(pid: u32, key: &str) -> Option<u64> {
-    let text = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-}
-
 /// User and system CPU seconds of the process so far (all threads).
 fn cpu_seconds(pid: u32) -> Option<(f64, f64)> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -439,25 +400,6 @@ fn ms_between(a: SystemTime, b: SystemTime) -> f64 {
         Ok(d) => d.as_secs_f64() * 1e3,
         Err(e) => -e.duration().as_secs_f64() * 1e3,
     }
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
-/// Nearest-rank percentile (`q` in 0..=1) of unsorted values.
-fn pct(values: &[f64], q: f64) -> f64 {
-    if values.is_empty() {
-        return f64::NAN;
-    }
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
-    v[rank - 1]
-}
-
-fn verdict(ok: bool) -> &'static str {
-    if ok { "met" } else { "NOT met" }
 }
 
 fn row(name: &str, values: &[f64]) {
@@ -1296,20 +1238,6 @@ fn for_run(config: &Config, raw: &[u8], run: usize) -> Vec<u8> {
         out = replace_all(&out, o.as_bytes(), format!("{o}R{run}").as_bytes());
     }
     out
-}
-
-fn dir_size(dir: &Path) -> u64 {
-    fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .map(|e| match e.file_type() {
-                    Ok(t) if t.is_dir() => dir_size(&e.path()),
-                    _ => e.metadata().map_or(0, |m| m.len()),
-                })
-                .sum()
-        })
-        .unwrap_or(0)
 }
 
 fn copy_dir(from: &Path, to: &Path) {

@@ -79,6 +79,8 @@
 //! (a duration, `60d`) sets `[retention] keep_resolved`, to see the data
 //! bounded within the year.
 
+mod common;
+
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::fs;
@@ -87,6 +89,7 @@ use std::rc::Rc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use common::{count, dir_size, load_average, ms, pct, replace_all, status_kb, verdict};
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use mailtriage::batch::{BatchOutcome, Cursor};
@@ -231,17 +234,6 @@ fn idle_verdicts(idle: &[Idle]) {
             i.label,
             verdict(mb <= TARGET_IDLE_MB)
         );
-    }
-}
-
-fn count(var: &str, default: usize) -> usize {
-    match std::env::var(var) {
-        Err(_) => default,
-        Ok(v) => v
-            .trim()
-            .replace('_', "")
-            .parse()
-            .unwrap_or_else(|_| panic!("{var}: expected a number, found {v:?}")),
     }
 }
 
@@ -512,22 +504,6 @@ fn check(config: &Config, t: &Template, part: Part) -> Result<(), String> {
         return Err("vendor id not replaceable".into());
     }
     Ok(())
-}
-
-/// `raw` with every `from` replaced by `to`.
-fn replace_all(raw: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(raw.len() + 64);
-    let mut i = 0;
-    while i < raw.len() {
-        if !from.is_empty() && raw[i..].starts_with(from) {
-            out.extend_from_slice(to);
-            i += from.len();
-        } else {
-            out.push(raw[i]);
-            i += 1;
-        }
-    }
-    out
 }
 
 /// `raw` without the headers named in `set` (and their continuation
@@ -1552,8 +1528,8 @@ fn restart_daemon(dir: &Path, db: &Path, label: &'static str) -> Idle {
         label,
         ready_s,
         idle_s: daemon.started().elapsed().as_secs_f64(),
-        rss_kb: status_kb(&daemon.pid().to_string(), "VmRSS").unwrap_or(0),
-        hwm_kb: status_kb(&daemon.pid().to_string(), "VmHWM").unwrap_or(0),
+        rss_kb: status_kb(daemon.pid(), "VmRSS").unwrap_or(0),
+        hwm_kb: status_kb(daemon.pid(), "VmHWM").unwrap_or(0),
     };
     let clean = daemon.try_terminate(Duration::from_secs(30)).is_some();
     let text = daemon.run_log();
@@ -1641,18 +1617,6 @@ fn targets(rows: &[Row], idle: &[Idle], final_db_mb: f64) {
     );
 }
 
-fn verdict(ok: bool) -> &'static str {
-    if ok { "met" } else { "NOT met" }
-}
-
-/// A `/proc/PID/status` value in kB (VmHWM, VmRSS); `pid` may be "self".
-fn status_kb(pid: &str, key: &str) -> Option<u64> {
-    let text = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-}
-
 /// A counter of /proc/self/io, in bytes.
 fn io_bytes(key: &str) -> u64 {
     fs::read_to_string("/proc/self/io")
@@ -1662,42 +1626,6 @@ fn io_bytes(key: &str) -> u64 {
                 .find_map(|l| l.strip_prefix(key)?.strip_prefix(':')?.trim().parse().ok())
         })
         .unwrap_or(0)
-}
-
-/// The 1, 5 and 15 minute load averages, as /proc/loadavg says them.
-fn load_average() -> String {
-    fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".into())
-}
-
-fn dir_size(dir: &Path) -> u64 {
-    fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .map(|e| match e.file_type() {
-                    Ok(t) if t.is_dir() => dir_size(&e.path()),
-                    _ => e.metadata().map_or(0, |m| m.len()),
-                })
-                .sum()
-        })
-        .unwrap_or(0)
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
-/// Nearest-rank percentile (`q` in 0..=1) of unsorted values.
-fn pct(values: &[f64], q: f64) -> f64 {
-    if values.is_empty() {
-        return f64::NAN;
-    }
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
-    v[rank - 1]
 }
 
 fn day(t: i64) -> String {
