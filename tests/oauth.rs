@@ -606,6 +606,20 @@ fn smtp_whose_grant_is_refused_keeps_the_mail_and_says_so_in_status() {
 
 /// A config whose `ops` mailbox has a refresh-token grant at `t` and no
 /// refresh token yet.
+/// The servers of a refresh-token grant that waits for a user's consent
+/// (client `gapp` for `ops`), and its config directory.
+fn consent_setup() -> (TokenServer, Dovecot, SmtpCapture, tempfile::TempDir) {
+    let t = TokenServer::start(
+        &[TokenClient::with_secret("gapp", "app-s3cret-value", "ops")],
+        &[],
+        3600,
+    );
+    let d = Dovecot::start_oauth(&[("ops", "secret")], &t.introspection_url());
+    let s = SmtpCapture::start();
+    let dir = consent_config(&t, &d, &s);
+    (t, d, s, dir)
+}
+
 fn consent_config(t: &TokenServer, d: &Dovecot, s: &SmtpCapture) -> tempfile::TempDir {
     let dir = write_config(
         d,
@@ -669,14 +683,7 @@ fn consent(t: &TokenServer, url: &str) -> String {
 
 #[test]
 fn oauth2_authorize_takes_the_redirect_and_the_daemon_uses_the_refresh_token() {
-    let t = TokenServer::start(
-        &[TokenClient::with_secret("gapp", "app-s3cret-value", "ops")],
-        &[],
-        3600,
-    );
-    let d = Dovecot::start_oauth(&[("ops", "secret")], &t.introspection_url());
-    let s = SmtpCapture::start();
-    let dir = consent_config(&t, &d, &s);
+    let (t, d, s, dir) = consent_setup();
     mailtriage_testkit::cli_ok(
         env!("CARGO_BIN_EXE_mailtriage"),
         dir.path(),
@@ -725,14 +732,7 @@ fn oauth2_authorize_takes_the_redirect_and_the_daemon_uses_the_refresh_token() {
 
 #[test]
 fn oauth2_authorize_reads_the_pasted_address_and_refuses_another_consents() {
-    let t = TokenServer::start(
-        &[TokenClient::with_secret("gapp", "app-s3cret-value", "ops")],
-        &[],
-        3600,
-    );
-    let d = Dovecot::start_oauth(&[("ops", "secret")], &t.introspection_url());
-    let s = SmtpCapture::start();
-    let dir = consent_config(&t, &d, &s);
+    let (t, _d, _s, dir) = consent_setup();
 
     // Another consent's redirect (its state is not this one's).
     let (mut other, other_url, _) = start_authorize(dir.path(), &[]);
