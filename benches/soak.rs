@@ -98,8 +98,8 @@ use mailtriage::intake::{self, Arrival, Intake, LookupError};
 use mailtriage::mail::Identity;
 use mailtriage::store::{Committed, Retention, RetentionReport, Store};
 use mailtriage_testkit::{
-    DaemonCommand, Dovecot, LogFormat, MailtriageToml, Secret, SmtpCapture, copy_shipped_config,
-    password_file,
+    DaemonCommand, Dovecot, LogFormat, MailtriageToml, Rng, Secret, SmtpCapture,
+    copy_shipped_config, password_file,
 };
 
 const CASES: usize = 100_000;
@@ -548,45 +548,6 @@ fn with_headers(raw: &[u8], set: &[(&str, Option<String>)]) -> Vec<u8> {
 // ---------------------------------------------------------------------------
 // Randomness and the year's curve
 // ---------------------------------------------------------------------------
-
-/// SplitMix64: a seeded generator, so that every run simulates the same
-/// year.
-#[derive(Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.unit() * n as f64) as usize % n.max(1)
-    }
-
-    fn chance(&mut self, p: f64) -> bool {
-        self.unit() < p
-    }
-
-    /// Exponential with mean 1.
-    fn exp(&mut self) -> f64 {
-        -(1.0 - self.unit()).ln()
-    }
-
-    /// Seconds, log-uniform between `lo` and `hi`.
-    fn log_uniform(&mut self, lo: i64, hi: i64) -> i64 {
-        let (a, b) = ((lo as f64).ln(), (hi as f64).ln());
-        (a + (b - a) * self.unit()).exp() as i64
-    }
-}
 
 /// How much mail arrives in an hour of the week, relative to a weekday's
 /// working hour, in the agents' zone.

@@ -17,7 +17,7 @@ use mailtriage::outbox::Delivery;
 use mailtriage::route::ActionType;
 use mailtriage::store::Store;
 use mailtriage_testkit::{
-    Captured, Daemon, Dovecot, Extra, SmtpCapture, config_dir, database, log_tail, wait_until,
+    Captured, Daemon, Dovecot, Extra, Rng, SmtpCapture, config_dir, database, log_tail, wait_until,
     wait_until_every,
 };
 
@@ -32,23 +32,6 @@ const KILL_AFTER_MS: std::ops::Range<u64> = 20..400;
 /// Deadline of the final run to finish everything.
 const FINISH: Duration = Duration::from_secs(120);
 const DEFAULT_SEED: u64 = 0x5eed_0fc0_ffee;
-
-/// splitmix64: a small deterministic generator for the kill moments.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn between(&mut self, r: std::ops::Range<u64>) -> u64 {
-        r.start + self.next() % (r.end - r.start)
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {

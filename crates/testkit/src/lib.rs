@@ -22,9 +22,9 @@
 //!   process, or on a thread of the test; [`run_cli`] and [`cli_ok`]
 //!   ([`cli`]): its command line, as an operator's shell runs it.
 //! - [`browser`]: mail as a phone shows it, in Debian's headless Chromium.
-//! - [`fixture`], [`golden`], [`python_read`], [`wait_until`]: the
-//!   fixtures, golden files, a second reader of what the daemon sends, and
-//!   waiting on a condition.
+//! - [`fixture`], [`golden`], [`python_read`], [`wait_until`], [`Rng`]:
+//!   the fixtures, golden files, a second reader of what the daemon sends,
+//!   waiting on a condition, and a seeded generator.
 //!
 //! Why: the daemon's IMAP IDLE, flag, move and SMTP retry behaviour can
 //! only be trusted when tested against real servers, and each test needs
@@ -48,6 +48,7 @@ pub mod daemon;
 pub mod dovecot;
 mod fixtures;
 mod python_email;
+mod rng;
 mod server;
 pub mod smtp;
 pub mod token;
@@ -64,6 +65,7 @@ pub use daemon::{Daemon, DaemonCommand, InProcess, LogFormat, log_tail, outbox};
 pub use dovecot::Dovecot;
 pub use fixtures::{fixture, golden};
 pub use python_email::python_read;
+pub use rng::Rng;
 pub use smtp::{Captured, RejectAt, SmtpCapture, SmtpTls, by_rcpt, subject};
 pub use token::{HttpAnswer, TokenClient, TokenServer, http};
 pub use wait::{wait_until, wait_until_every};
